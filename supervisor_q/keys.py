@@ -1,0 +1,69 @@
+"""Every Redis key name, from one place.
+
+All keys of one queue share the Cluster hash tag `{queue}`, so every Lua script
+that touches one queue works unchanged on Redis Cluster. Imports nothing else
+from the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "sq"
+RESTART_KEY = f"{PREFIX}:restart"  # the deploy signal: a float timestamp
+QUEUES_KEY = f"{PREFIX}:queues"  # set of every queue name ever pushed to (for failed listing)
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of one queue."""
+
+    queue: str
+
+    def _key(self, suffix: str) -> str:
+        return f"{PREFIX}:{{{self.queue}}}:{suffix}"
+
+    @property
+    def ready(self) -> str:  # list of job ids, oldest at the head
+        return self._key("ready")
+
+    @property
+    def notify(self) -> str:  # list of wake-up tokens that idle workers BLPOP
+        return self._key("notify")
+
+    @property
+    def delayed(self) -> str:  # zset id -> available-at (ms since epoch, server clock)
+        return self._key("delayed")
+
+    @property
+    def reserved(self) -> str:  # zset id -> reservation deadline (ms, server clock)
+        return self._key("reserved")
+
+    @property
+    def payloads(self) -> str:  # hash id -> immutable JSON payload
+        return self._key("payloads")
+
+    @property
+    def attempts(self) -> str:  # hash id -> attempts counted at reserve
+        return self._key("attempts")
+
+    @property
+    def exceptions(self) -> str:  # hash id -> exceptions raised (for max_exceptions)
+        return self._key("exceptions")
+
+    @property
+    def enqueued(self) -> str:  # hash id -> ms when it last became ready (for wait time)
+        return self._key("enqueued")
+
+    @property
+    def failed(self) -> str:  # zset id -> failed-at (ms)
+        return self._key("failed")
+
+    @property
+    def failed_records(self) -> str:  # hash id -> JSON failed record
+        return self._key("failed_records")
+
+    def all(self) -> list[str]:
+        """Every key of the queue, for `queue clear`."""
+        return [self.ready, self.notify, self.delayed, self.reserved, self.payloads,
+                self.attempts, self.exceptions, self.enqueued]

@@ -1,0 +1,3 @@
+from supervisor_q.cli import main
+
+raise SystemExit(main())

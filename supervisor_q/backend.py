@@ -1,0 +1,256 @@
+"""RedisQueue: push, reserve, ack, release, fail, and the failed-job store.
+
+Every state change is one Lua script over the keys of one queue (see lua.py), so
+a crash at any instant leaves a job either queued, delayed, reserved with a
+deadline, or failed: never nowhere. Imports keys and lua only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from supervisor_q import lua
+from supervisor_q.keys import QUEUES_KEY, QueueKeys
+
+# Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
+# the master's SIGTERM/SIGKILL escalation and the hand-back to finish first.
+RESERVATION_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """One reserved job as the worker receives it."""
+
+    queue: str
+    id: str
+    payload: str
+    attempts: int
+    exceptions: int
+    waited: float  # seconds it waited ready in the queue
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    jobs: list[Reserved]
+    next_delayed_in: float | None  # seconds until the earliest delayed job is due
+
+
+def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
+    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
+    options: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
+                     "health_check_interval": 30, "retry_on_timeout": False}
+    if not url.startswith("unix:"):
+        options["socket_keepalive"] = True  # notice a dead peer behind a silent network
+    return redis.Redis.from_url(url, **options)
+
+
+class RedisQueue:
+    """The queue operations over one Redis connection."""
+
+    def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
+        self.client = client
+        self.margin_ms = int(margin * 1000)
+        register = client.register_script
+        self._push = register(lua.PUSH)
+        self._reserve = register(lua.RESERVE)
+        self._ack = register(lua.ACK)
+        self._release = register(lua.RELEASE)
+        self._fail = register(lua.FAIL)
+        self._retry_failed = register(lua.RETRY_FAILED)
+        self._load = register(lua.LOAD)
+        self._keys: dict[str, QueueKeys] = {}
+        self._known_queues: set[str] = set()
+
+    def keys(self, queue: str) -> QueueKeys:
+        found = self._keys.get(queue)
+        if found is None:
+            found = self._keys[queue] = QueueKeys(queue)
+        return found
+
+    def _job_keys(self, queue: str) -> list[str]:
+        k = self.keys(queue)
+        return [k.ready, k.notify, k.delayed, k.reserved, k.payloads, k.attempts,
+                k.exceptions, k.enqueued]
+
+    # -- producing -------------------------------------------------------------
+
+    def push(self, queue: str, job_id: str, payload: str, delay: float = 0.0,
+             attempts: int = 0) -> None:
+        """Queue payload now, or after delay seconds."""
+        k = self.keys(queue)
+        keys = [k.ready, k.notify, k.delayed, k.payloads, k.enqueued, k.attempts]
+        args = [job_id, payload, max(0, int(delay * 1000)), attempts]
+        if queue in self._known_queues:
+            self._push(keys=keys, args=args)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        self._push(keys=keys, args=args, client=pipe)
+        pipe.sadd(QUEUES_KEY, queue)
+        pipe.execute()
+        self._known_queues.add(queue)
+
+    # -- consuming -------------------------------------------------------------
+
+    def reserve(self, queue: str, *, default_timeout: float, ack_id: str = "",
+                count: int = 1) -> tuple[bool, ReserveResult]:
+        """Ack ack_id (if given) and reserve up to count jobs of queue, in one round trip."""
+        raw = self._reserve(
+            keys=self._job_keys(queue),
+            args=[ack_id, int(default_timeout * 1000), self.margin_ms, count],
+        )
+        acked = bool(raw[0])
+        next_ms = raw[1]
+        jobs = [
+            Reserved(queue, _text(raw[i]), _text(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]),
+                     int(raw[i + 4]) / 1000.0)
+            for i in range(2, len(raw), 5)
+        ]
+        next_in = None if next_ms is None else max(0.0, int(next_ms) / 1000.0)
+        return acked, ReserveResult(jobs, next_in)
+
+    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until a wake-up token arrives on any queue, or timeout. True if woken."""
+        if timeout <= 0:
+            return False
+        keys = [self.keys(q).notify for q in queues]
+        return self.client.blpop(keys, timeout=max(timeout, 0.01)) is not None
+
+    def ack(self, queue: str, job_id: str) -> bool:
+        """Delete a finished job; False if it was no longer reserved."""
+        return bool(self._ack(keys=self._job_keys(queue), args=[job_id]))
+
+    def release(self, queue: str, job_id: str, delay: float = 0.0,
+                count_exception: bool = False) -> bool:
+        """Put a reserved job back (after delay seconds); False if no longer reserved."""
+        k = self.keys(queue)
+        return bool(self._release(
+            keys=[k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued],
+            args=[job_id, max(0, int(delay * 1000)), "1" if count_exception else "0"],
+        ))
+
+    def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False) -> bool:
+        """Move a reserved job to the failed store; False if no longer reserved."""
+        k = self.keys(queue)
+        failed_at = record.setdefault("failed_at", time.time())
+        return bool(self._fail(
+            keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
+                  k.failed_records],
+            args=[job_id, json.dumps(record), int(failed_at * 1000), "1" if force else "0"],
+        ))
+
+    def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:
+        """(payload, attempts, exceptions) of a job that is still reserved, else None."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(k.reserved, job_id)
+        pipe.hget(k.payloads, job_id)
+        pipe.hget(k.attempts, job_id)
+        pipe.hget(k.exceptions, job_id)
+        score, payload, attempts, exceptions = pipe.execute()
+        if score is None or payload is None:
+            return None
+        return _text(payload), int(attempts or 0), int(exceptions or 0)
+
+    # -- inspecting ------------------------------------------------------------
+
+    def size(self, queue: str) -> int:
+        """Jobs ready to run now."""
+        return int(self.client.llen(self.keys(queue).ready))
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """Ready, delayed, reserved and failed counts of one queue."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(k.ready)
+        pipe.zcard(k.delayed)
+        pipe.zcard(k.reserved)
+        pipe.zcard(k.failed)
+        ready, delayed, reserved, failed = pipe.execute()
+        return {"ready": ready, "delayed": delayed, "reserved": reserved, "failed": failed}
+
+    def load(self, queue: str) -> tuple[int, float]:
+        """(ready jobs, seconds the oldest ready job has waited)."""
+        k = self.keys(queue)
+        length, waited_ms = self._load(keys=[k.ready, k.enqueued])
+        return int(length), int(waited_ms) / 1000.0
+
+    def clear(self, queue: str) -> int:
+        """Delete every waiting, delayed and reserved job of queue; return how many."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hlen(k.payloads)
+        pipe.delete(*k.all())
+        count, _ = pipe.execute()
+        return int(count)
+
+    def known_queues(self) -> list[str]:
+        return sorted(_text(q) for q in self.client.smembers(QUEUES_KEY))
+
+    # -- failed store ----------------------------------------------------------
+
+    def failed_records(self, queues: Iterable[str] | None = None) -> list[dict]:
+        """Every failed record, newest first."""
+        records = []
+        for queue in (self.known_queues() if queues is None else queues):
+            k = self.keys(queue)
+            for raw in self.client.hvals(k.failed_records):
+                try:
+                    records.append(json.loads(raw))
+                except ValueError:
+                    continue
+        records.sort(key=lambda r: r.get("failed_at", 0), reverse=True)
+        return records
+
+    def find_failed(self, job_id: str) -> dict | None:
+        for queue in self.known_queues():
+            raw = self.client.hget(self.keys(queue).failed_records, job_id)
+            if raw is not None:
+                return json.loads(raw)
+        return None
+
+    def retry_failed(self, record: dict) -> bool:
+        """Queue a failed job again with its attempts reset."""
+        k = self.keys(record["queue"])
+        return bool(self._retry_failed(
+            keys=[k.ready, k.notify, k.failed, k.failed_records, k.payloads, k.attempts,
+                  k.exceptions, k.enqueued],
+            args=[record["id"], record["payload"]],
+        ))
+
+    def forget_failed(self, queue: str, job_id: str) -> bool:
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(k.failed, job_id)
+        pipe.hdel(k.failed_records, job_id)
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def flush_failed(self) -> int:
+        count = 0
+        for queue in self.known_queues():
+            k = self.keys(queue)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zcard(k.failed)
+            pipe.delete(k.failed, k.failed_records)
+            count += int(pipe.execute()[0])
+        return count
+
+    def prune_failed(self, older_than: float) -> int:
+        """Forget failed jobs that failed before the epoch time older_than."""
+        count = 0
+        cutoff = int(older_than * 1000)
+        for queue in self.known_queues():
+            k = self.keys(queue)
+            ids = self.client.zrangebyscore(k.failed, "-inf", cutoff)
+            for job_id in ids:
+                count += self.forget_failed(queue, _text(job_id))
+        return count
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,53 @@
+"""The `supervisor-q` command: argument parsing and routing to the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from supervisor_q import __version__
+from supervisor_q.cli_jobs import add_job_parsers, add_work_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supervisor-q",
+        description="A process manager for Python queue workers.")
+    parser.add_argument("--version", action="version", version=f"supervisor-q {__version__}")
+    parser.add_argument("--redis-url", default=None,
+                        help="Redis URL (else SUPERVISOR_Q_REDIS_URL, else the embedded server)")
+    parser.add_argument("--socket", default=None,
+                        help="control socket of a running master (else SUPERVISOR_Q_SOCKET)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_work_parser(sub)
+    add_job_parsers(sub)
+    try:
+        from supervisor_q.cli_master import add_master_parsers
+    except ImportError:  # the master commands arrive with the master
+        pass
+    else:
+        add_master_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a clear one-line error instead of a traceback
+        from redis import RedisError
+
+        if isinstance(exc, RedisError):
+            print(f"supervisor-q: Redis error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

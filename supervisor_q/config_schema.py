@@ -1,0 +1,295 @@
+"""The program-file schema: frozen pydantic models, their defaults and every validation rule.
+
+`config.py` reads YAML and turns validation errors into "<path>: <key>: <problem>" lines;
+this module only says what a valid program is. Defaults are documented next to each field.
+Durations are seconds (int or float), sizes are MB, counts are ints; booleans are never
+accepted where a number is expected (YAML's `yes` must not become 1).
+
+This module imports nothing from the supervisor_q package.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+# A reservation must outlive the job's hard timeout by this much (RELIABILITY.md rule 1).
+RESERVATION_MARGIN = 5.0
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
+# Fields that only change how many children run: a reload rescales instead of replacing.
+SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale"})
+
+# strict=True: no str -> number and no bool -> number coercion; floats still accept ints.
+Count = Annotated[int, Field(strict=True, ge=0)]
+PositiveCount = Annotated[int, Field(strict=True, ge=1)]
+Seconds = Annotated[float, Field(strict=True, ge=0)]
+PositiveSeconds = Annotated[float, Field(strict=True, gt=0)]
+Megabytes = Annotated[int, Field(strict=True, ge=0)]
+QueueName = Annotated[str, Field(strict=True, pattern=QUEUE_PATTERN)]
+ModuleName = Annotated[str, Field(strict=True, pattern=MODULE_PATTERN)]
+ExitCode = Annotated[int, Field(strict=True, ge=0, le=255)]
+
+
+class KeyedError(ValueError):
+    """A cross-field problem raised by a model validator, carrying the key it belongs to."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScheduleRule(_Frozen):
+    """`{cron: "0 9 * * 1-5", numprocs: 8}`: from this firing on, run this many children."""
+
+    cron: Annotated[str, Field(strict=True)]  # 5 fields or @daily-style, in `timezone`
+    numprocs: Count
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fires(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value.startswith("@") and len(value.split()) != 5:
+            raise ValueError(
+                f"must have 5 fields (minute hour day-of-month month day-of-week), "
+                f"got {len(value.split())} in {value!r}"
+            )
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression")
+        try:  # "0 0 31 2 *" parses but never fires; say so now rather than at 09:00.
+            croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires (no such date)") from None
+        return value
+
+
+class AutoscaleConfig(_Frozen):
+    """Load-driven pool size between `min` and `max` (see schedule.autoscale_target)."""
+
+    min: Count = 1  # smallest pool; a firing schedule rule replaces it as the floor
+    max: PositiveCount  # largest pool, also above any schedule size (required)
+    by: Literal["size", "wait"] = "size"  # queue length, or oldest job's wait
+    cooldown: Seconds = 10.0  # seconds between two changes
+    max_shift: PositiveCount = 1  # processes added or removed per change
+    target_wait: PositiveSeconds | None = None  # seconds a job may wait; sizes by runtimes
+
+    @field_validator("max")
+    @classmethod
+    def _max_at_least_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= min ({low}), got {value}")
+        return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(
+            f"unknown timezone {value!r} (use an IANA name such as Europe/Berlin or UTC)"
+        ) from None
+    return value
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a, b` as well as `[a, b]` for lists of names."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _normalise_signal(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().upper()
+        return value[3:] if value.startswith("SIG") else value
+    return value
+
+
+class _ProgramBase(_Frozen):
+    """Keys shared by both kinds of program."""
+
+    name: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]  # default: the file stem
+    numprocs: Count = 1  # children to keep running (0 = defined but stopped)
+    startsecs: Seconds = 1.0  # a child that lives this long counts as started (RUNNING)
+    startretries: Count = 3  # quick failures in a row before FATAL
+    schedule: tuple[ScheduleRule, ...] = ()  # cron rules; the latest at or before now wins
+    timezone: Annotated[str, Field(strict=True)] = "UTC"  # IANA zone the cron rules use
+    environment: dict[str, Annotated[str, Field(strict=True)]] = {}  # extra env for children
+    directory: Annotated[str, Field(strict=True, min_length=1)] | None = None  # child cwd
+
+    _timezone_known = field_validator("timezone")(_check_timezone)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @model_validator(mode="after")
+    def _numprocs_unused_with_autoscale(self) -> _ProgramBase:
+        if getattr(self, "autoscale", None) is not None and "numprocs" in self.model_fields_set:
+            raise KeyedError(
+                "numprocs",
+                "not used with autoscale: the pool starts at autoscale.min (or the schedule's "
+                "size) and moves between min and max; remove numprocs",
+            )
+        return self
+
+
+class WorkerProgram(_ProgramBase):
+    """`queues:` - children run supervisor-q's worker loop on these queues."""
+
+    queues: Annotated[tuple[QueueName, ...], Field(min_length=1)]  # priority order (required)
+    imports: tuple[ModuleName, ...] = Field(default=(), alias="import")  # modules with @job
+    max_jobs: Count = 0  # recycle a child after N jobs (0 = never)
+    max_time: Seconds = 0.0  # recycle a child after N seconds, between jobs (0 = never)
+    timeout: PositiveSeconds = 60.0  # hard limit for one job
+    tries: PositiveCount = 1  # attempts before a job is failed (a job may override)
+    backoff: Annotated[tuple[Count, ...], Field(min_length=1)] = (0,)  # retry delays
+    memory: Megabytes = 128  # soft RSS limit, checked between jobs (0 = off)
+    memory_hard: Annotated[int, Field(strict=True, gt=0)] | None = None  # MB, kill mid-job
+    sleep: PositiveSeconds = 3.0  # longest idle wait for a job
+    rest: Seconds = 0.0  # pause between two jobs
+    prefetch: PositiveCount = 1  # jobs reserved at once
+    retry_after: PositiveSeconds | None = None  # reservation time; default from timeout
+    stopwaitsecs: Seconds = Field(default=None, validate_default=True)  # default timeout + 10
+    stopsignal: Literal["TERM"] = "TERM"  # fixed: finish the current job, then exit
+    autoscale: AutoscaleConfig | None = None  # load-driven size instead of numprocs
+
+    _queue_list = field_validator("queues", "imports", mode="before")(_split_list)
+
+    @property
+    def kind(self) -> Literal["worker"]:
+        return "worker"
+
+    @field_validator("queues")
+    @classmethod
+    def _unique_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for queue in value:
+            if queue in seen:
+                raise ValueError(f"duplicate queue {queue!r}")
+            seen.add(queue)
+        return value
+
+    @field_validator("backoff", mode="before")
+    @classmethod
+    def _backoff_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("memory_hard")
+    @classmethod
+    def _hard_above_soft(cls, value: int | None, info: ValidationInfo) -> int | None:
+        soft = info.data.get("memory")
+        if value is not None and soft and value <= soft:
+            raise ValueError(f"must be > memory ({soft}), got {value}")
+        return value
+
+    @field_validator("retry_after")
+    @classmethod
+    def _reservation_outlives_job(cls, value: float | None, info: ValidationInfo) -> float | None:
+        timeout = info.data.get("timeout")
+        if value is not None and timeout is not None and value <= timeout + RESERVATION_MARGIN:
+            raise ValueError(
+                f"must be greater than timeout + {RESERVATION_MARGIN:g} "
+                f"({timeout + RESERVATION_MARGIN:g}), got {value:g}: a job still running when "
+                f"its reservation expires is given to another worker and runs twice; "
+                f"raise retry_after or remove it (the default follows timeout)"
+            )
+        return value
+
+    @field_validator("stopwaitsecs", mode="before")
+    @classmethod
+    def _default_stopwait(cls, value: Any, info: ValidationInfo) -> Any:
+        # A graceful stop must not kill a job that is within its timeout, so by default
+        # wait for the longest job plus a margin. If timeout is invalid it is reported anyway.
+        if value is None:
+            return info.data.get("timeout", 60.0) + 10.0
+        return value
+
+    @field_validator("stopsignal", mode="before")
+    @classmethod
+    def _term_only(cls, value: Any) -> Any:
+        if _normalise_signal(value) != "TERM":
+            raise ValueError(
+                f"workers always stop with TERM (finish the current job, then exit), "
+                f"got {value!r}; remove this key"
+            )
+        return "TERM"
+
+    @field_validator("autoscale")
+    @classmethod
+    def _schedule_within_max(
+        cls, value: AutoscaleConfig | None, info: ValidationInfo
+    ) -> AutoscaleConfig | None:
+        for index, rule in enumerate(info.data.get("schedule", ())):
+            if value is not None and rule.numprocs > value.max:
+                raise ValueError(
+                    f"max ({value.max}) is below schedule.{index}.numprocs ({rule.numprocs}); "
+                    f"a schedule rule sets the autoscale floor, so raise max or lower the rule"
+                )
+        return value
+
+
+class CommandProgram(_ProgramBase):
+    """`command:` - any executable, supervised Supervisor-style."""
+
+    command: Annotated[str, Field(strict=True)]  # split with shlex, no shell (required)
+    stopsignal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
+    stopwaitsecs: Seconds = 10.0  # grace after stopsignal before SIGKILL
+    autorestart: bool | Literal["unexpected"] = True  # restart after any / unexpected exit
+    exitcodes: tuple[ExitCode, ...] = (0,)  # "expected" exit codes for autorestart: unexpected
+    autoscale: None = None  # always None: only worker programs can autoscale
+
+    _signal_name = field_validator("stopsignal", mode="before")(_normalise_signal)
+
+    @property
+    def kind(self) -> Literal["command"]:
+        return "command"
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return tuple(shlex.split(self.command))
+
+    @field_validator("command")
+    @classmethod
+    def _command_splits(cls, value: str) -> str:
+        try:
+            argv = shlex.split(value)
+        except ValueError as error:
+            raise ValueError(f"cannot be split into arguments: {error}") from None
+        if not argv:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("autorestart", mode="before")
+    @classmethod
+    def _autorestart_choice(cls, value: Any) -> Any:
+        if value is True or value is False or value == "unexpected":
+            return value
+        raise ValueError(f"must be true, false or 'unexpected', got {value!r}")
+
+    @field_validator("exitcodes", mode="before")
+    @classmethod
+    def _exitcode_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("autoscale", mode="before")
+    @classmethod
+    def _no_autoscale(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("only worker programs (queues:) can autoscale")
+        return value
+
+
+ProgramConfig = WorkerProgram | CommandProgram

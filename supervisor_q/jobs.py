@@ -1,0 +1,233 @@
+"""The @job registry, dispatch(), and what a running job may ask for (release, fail).
+
+Only registered jobs run: a worker imports the modules its program lists under
+`import:` and looks payload names up in the registry; nothing named in a payload
+is ever imported. Imports payload, backend and paths only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from supervisor_q import payload as payloads
+from supervisor_q.backend import RedisQueue, connect
+from supervisor_q.paths import resolve_redis_url
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+
+
+class ReleaseJob(BaseException):
+    """Raised by release(): put the job back, to run again after delay seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
+class FailJob(BaseException):
+    """Raised by fail(): move the job to the failed store now, no more attempts."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownJob(LookupError):
+    """A payload names a job no imported module registered."""
+
+
+def release(delay: float = 0.0) -> None:
+    """From inside a job: stop here and run this job again after delay seconds."""
+    raise ReleaseJob(delay)
+
+
+def fail(reason: str = "failed by the job") -> None:
+    """From inside a job: stop here and fail this job without further attempts."""
+    raise FailJob(reason)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running job can learn about itself through current_job()."""
+
+    id: str
+    name: str
+    queue: str
+    attempts: int
+    payload: payloads.Payload
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "supervisor_q_current_job", default=None)
+
+
+def current_job() -> JobContext | None:
+    """The job running in this worker, or None outside a job."""
+    return _current.get()
+
+
+def set_current_job(context: JobContext | None) -> contextvars.Token:
+    return _current.set(context)
+
+
+def reset_current_job(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Per-job settings carried in each payload; None means the program's setting."""
+
+    queue: str = DEFAULT_QUEUE
+    tries: int | None = None
+    timeout: float | None = None
+    backoff: tuple[int, ...] | None = None
+    retry_until: float | None = None  # epoch seconds; beats tries when set
+    max_exceptions: int | None = None
+    fail_on_timeout: bool = False
+    delay: float = 0.0
+
+
+class Job(Generic[P, R]):
+    """A registered job: call it to run inline, .dispatch() to queue it."""
+
+    def __init__(self, fn: Callable[P, R], name: str, options: JobOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name} queue={self.options.queue}>"
+
+    def payload(self, args: tuple | list, kwargs: dict, *, queue: str | None = None,
+                extra: dict | None = None) -> payloads.Payload:
+        """The payload this job would be queued with."""
+        o = self.options
+        return payloads.build(
+            self.name, queue or o.queue, args, kwargs, timeout=o.timeout, tries=o.tries,
+            backoff=list(o.backoff) if o.backoff is not None else None,
+            retry_until=o.retry_until, max_exceptions=o.max_exceptions,
+            fail_on_timeout=o.fail_on_timeout, extra=extra)
+
+    def dispatch(self, *args: Any, delay: float | None = None, queue: str | None = None,
+                 connection: str | None = None, **kwargs: Any) -> str:
+        """Queue this job; returns its id. delay/queue/connection are dispatch options."""
+        built = self.payload(args, kwargs, queue=queue)
+        wait = self.options.delay if delay is None else delay
+        return push_payload(built, delay=wait, connection=connection)
+
+
+class Registry:
+    """Job name -> Job. One per process; the worker reads it after importing modules."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        existing = self._jobs.get(job.name)
+        if existing is not None and existing.fn.__qualname__ != job.fn.__qualname__:
+            raise ValueError(f"job name {job.name!r} is registered twice")
+        self._jobs[job.name] = job
+
+    def get(self, name: str) -> Job:
+        try:
+            return self._jobs[name]
+        except KeyError:
+            raise UnknownJob(
+                f"unknown job {name!r}: no module in this worker's import list registers it"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._jobs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+
+REGISTRY = Registry()
+
+
+def _backoff_tuple(backoff: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if backoff is None:
+        return None
+    if isinstance(backoff, int):
+        return (backoff,)
+    values = tuple(int(v) for v in backoff)
+    if not values or any(v < 0 for v in values):
+        raise ValueError("backoff must be a non-negative int or a non-empty list of them")
+    return values
+
+
+def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
+        queue: str = DEFAULT_QUEUE, tries: int | None = None, timeout: float | None = None,
+        backoff: int | list[int] | None = None, retry_until: float | None = None,
+        max_exceptions: int | None = None, fail_on_timeout: bool = False,
+        delay: float = 0.0, registry: Registry | None = None) -> Any:
+    """Register fn as a job named module:function (or name=)."""
+    options = JobOptions(queue=queue, tries=tries, timeout=timeout,
+                         backoff=_backoff_tuple(backoff), retry_until=retry_until,
+                         max_exceptions=max_exceptions, fail_on_timeout=fail_on_timeout,
+                         delay=delay)
+    if tries is not None and tries < 1:
+        raise ValueError("tries must be >= 1")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be > 0")
+
+    def register(f: Callable[P, R]) -> Job[P, R]:
+        registered = Job(f, name or f"{f.__module__}:{f.__qualname__}", options)
+        (registry or REGISTRY).add(registered)
+        return registered
+
+    return register(fn) if fn is not None else register
+
+
+# One client per (url, pid): a connection must never cross a fork.
+_queues: dict[tuple[str, int], RedisQueue] = {}
+
+
+def queue_for(connection: str | None = None) -> RedisQueue:
+    """The RedisQueue for a URL (resolved like every command: argument, env, embedded)."""
+    url = resolve_redis_url(connection)
+    key = (url, os.getpid())
+    found = _queues.get(key)
+    if found is None:
+        found = _queues[key] = RedisQueue(connect(url))
+    return found
+
+
+def push_payload(built: payloads.Payload, *, delay: float = 0.0,
+                 connection: str | None = None) -> str:
+    """Encode and queue a payload; returns its id."""
+    queue_for(connection).push(built.queue, built.id, payloads.encode(built), delay=delay)
+    return built.id
+
+
+def dispatch(target: str | Job, *args: Any, queue: str | None = None,
+             delay: float | None = None, connection: str | None = None,
+             registry: Registry | None = None, **kwargs: Any) -> str:
+    """Queue a job by Job or by name ("module:function"); returns the job id."""
+    if isinstance(target, Job):
+        return target.dispatch(*args, delay=delay, queue=queue, connection=connection, **kwargs)
+    known = registry or REGISTRY
+    if target in known:
+        return known.get(target).dispatch(*args, delay=delay, queue=queue,
+                                          connection=connection, **kwargs)
+    built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
+    return push_payload(built, delay=delay or 0.0, connection=connection)
+
+
+def retry_deadline_passed(retry_until: float | None) -> bool:
+    return retry_until is not None and time.time() >= retry_until

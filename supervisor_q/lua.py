@@ -1,0 +1,177 @@
+"""Every Lua script, each headed by its KEYS/ARGV/return contract.
+
+All keys of one script belong to one queue (one Cluster hash tag), so a script
+is one atomic step on standalone Redis and on Redis Cluster alike. Times are the
+server's clock (TIME) in milliseconds, so hosts with skewed clocks agree on
+deadlines. Imports nothing else from the package.
+"""
+
+# Shared prelude: server time in ms, and "make a job ready" (list + wake-up token +
+# the time it became ready, for wait-time measurements).
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function make_ready(ready, notify, enqueued, id, at)
+  redis.call('RPUSH', ready, id)
+  redis.call('RPUSH', notify, '1')
+  redis.call('HSET', enqueued, id, at)
+end
+"""
+
+# KEYS: 1 ready, 2 notify, 3 delayed, 4 payloads, 5 enqueued, 6 attempts
+# ARGV: 1 id, 2 payload JSON, 3 delay in ms (0 = now), 4 attempts already made
+# Returns: 1
+PUSH = _PRELUDE + """
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+local attempts = tonumber(ARGV[4])
+if attempts > 0 then redis.call('HSET', KEYS[6], ARGV[1], attempts) end
+local delay = tonumber(ARGV[3])
+if delay > 0 then
+  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
+else
+  make_ready(KEYS[1], KEYS[2], KEYS[5], ARGV[1], now)
+end
+return 1
+"""
+
+# Acknowledge (delete) one reserved job; a no-op unless it is still reserved by us.
+_ACK_BODY = """
+local function ack(id)
+  if redis.call('ZREM', KEYS[4], id) == 1 then
+    redis.call('HDEL', KEYS[5], id)
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('HDEL', KEYS[7], id)
+    redis.call('HDEL', KEYS[8], id)
+    return 1
+  end
+  return 0
+end
+"""
+
+# Move due delayed jobs and expired reservations back to the ready list.
+_MIGRATE_BODY = """
+local function migrate(from)
+  local due = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', from, id)
+    make_ready(KEYS[1], KEYS[2], KEYS[8], id, now)
+  end
+end
+"""
+
+# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
+#       8 enqueued
+# ARGV: 1 id to ack first ('' = none), 2 default timeout ms, 3 reservation margin ms,
+#       4 how many jobs to reserve at most
+# Returns: {acked (0/1), next_delayed_ms or false,
+#           then per job: id, payload, attempts, exceptions, waited_ms}
+# The ack of the previous job rides in the same round trip as the next reserve.
+# The reservation deadline comes from the job's own timeout (read from the head of
+# its payload, which dispatch writes as {"v":1,"timeout":N,...}) plus the margin.
+RESERVE = _PRELUDE + _ACK_BODY + _MIGRATE_BODY + """
+local acked = 0
+if ARGV[1] ~= '' then acked = ack(ARGV[1]) end
+migrate(KEYS[3])
+migrate(KEYS[4])
+local out = {acked, false}
+local wanted = tonumber(ARGV[4])
+local got = 0
+while got < wanted do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then break end
+  local payload = redis.call('HGET', KEYS[5], id)
+  if payload then
+    local timeout = tonumber(string.match(payload, '^{"v":%d+,"timeout":([%d%.]+)'))
+    local timeout_ms = timeout and math.floor(timeout * 1000) or tonumber(ARGV[2])
+    redis.call('ZADD', KEYS[4], now + timeout_ms + tonumber(ARGV[3]), id)
+    local attempts = redis.call('HINCRBY', KEYS[6], id, 1)
+    local exceptions = tonumber(redis.call('HGET', KEYS[7], id) or '0')
+    local since = tonumber(redis.call('HGET', KEYS[8], id) or now)
+    table.insert(out, id)
+    table.insert(out, payload)
+    table.insert(out, attempts)
+    table.insert(out, exceptions)
+    table.insert(out, now - since)
+    got = got + 1
+  end
+end
+-- Keep wake-up tokens no more numerous than ready jobs, so idle workers are not
+-- woken for jobs that busy workers already took.
+local ready_len = redis.call('LLEN', KEYS[1])
+if ready_len == 0 then
+  redis.call('DEL', KEYS[2])
+elseif redis.call('LLEN', KEYS[2]) > ready_len then
+  redis.call('LTRIM', KEYS[2], 0, ready_len - 1)
+end
+if got == 0 then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if first[2] then out[2] = tonumber(first[2]) - now end
+end
+return out
+"""
+
+# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
+#       8 enqueued
+# ARGV: 1 id
+# Returns: 1 if the job was reserved and is now deleted, else 0
+ACK = _PRELUDE + _ACK_BODY + """
+return ack(ARGV[1])
+"""
+
+# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 exceptions, 6 enqueued
+# ARGV: 1 id, 2 delay ms, 3 1 to count one more exception
+# Returns: 1 if the job was reserved and is now delayed or ready again, else 0
+# (0 means someone else already recovered or finished it: do nothing twice).
+RELEASE = _PRELUDE + """
+if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
+local delay = tonumber(ARGV[2])
+if delay > 0 then
+  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
+else
+  make_ready(KEYS[1], KEYS[2], KEYS[6], ARGV[1], now)
+end
+return 1
+"""
+
+# KEYS: 1 reserved, 2 payloads, 3 attempts, 4 exceptions, 5 enqueued, 6 failed,
+#       7 failed_records
+# ARGV: 1 id, 2 failed record JSON, 3 failed-at ms, 4 '1' to fail even if not reserved
+# Returns: 1 if the job moved to the failed store, else 0
+FAIL = """
+local was_reserved = redis.call('ZREM', KEYS[1], ARGV[1])
+if was_reserved == 0 and ARGV[4] ~= '1' then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[6], tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: 1 ready, 2 notify, 3 failed, 4 failed_records, 5 payloads, 6 attempts,
+#       7 exceptions, 8 enqueued
+# ARGV: 1 id, 2 payload JSON to queue again
+# Returns: 1 if the failed job is queued again with fresh attempts, 0 if it was
+# not in the failed store (already retried or forgotten).
+RETRY_FAILED = _PRELUDE + """
+if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[6], ARGV[1])
+redis.call('HDEL', KEYS[7], ARGV[1])
+make_ready(KEYS[1], KEYS[2], KEYS[8], ARGV[1], now)
+return 1
+"""
+
+# KEYS: 1 ready, 2 enqueued
+# ARGV: none
+# Returns: {ready length, ms the oldest ready job has waited (0 when empty)}
+LOAD = _PRELUDE + """
+local len = redis.call('LLEN', KEYS[1])
+if len == 0 then return {0, 0} end
+local head = redis.call('LINDEX', KEYS[1], 0)
+local since = tonumber(redis.call('HGET', KEYS[2], head) or now)
+return {len, now - since}
+"""

@@ -1,0 +1,325 @@
+"""How many children a program should run: cron schedules, manual overrides and autoscaling,
+as pure functions of (config, now, measurements). The pool tick asks; the pool applies.
+
+This module imports nothing from the supervisor_q package: programs, rules and autoscale
+settings are read through the small Protocols below (config.py's models satisfy them).
+
+Schedules. The rule that fired most recently at or before `now` sets the size, so a start
+or reload at any time of day gets the size the schedule has in force (a restart at 10:00
+on a weekday gets the 09:00 rule's size); firings missed during a stall are never replayed,
+only the latest counts. Firings older than LOOKBACK (366 days) are ignored; with none
+left, there is no scheduled size. When rules fire at the same instant, the one listed
+later wins.
+
+DST policy. Rules are evaluated on the wall clock of the program's timezone. croniter is
+used for parsing and for stepping through wall-clock times (on a DST-free clock); turning
+a wall-clock time into an instant follows this policy, which croniter 7's own aware-time
+mode does not (it fires a rule in the repeated hour twice):
+- spring-forward: a rule whose wall time does not exist that day (02:30 in Europe/Berlin
+  on the last Sunday of March) fires once, at the first instant after the gap (03:00 CEST);
+- fall-back: a rule whose wall time occurs twice (02:30 on the last Sunday of October)
+  fires once, at the first occurrence (02:30 CEST), not again at 02:30 CET.
+So DST neither skips nor doubles a firing.
+
+Manual overrides (`scale PROGRAM N`, TTIN/TTOU) are passed as (numprocs, set_at) and hold
+until the next schedule firing after set_at; with no schedule they hold until the caller
+drops them (a reload does). A manual size beats autoscale and its bounds: it was asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, croniter
+
+LOOKBACK = timedelta(days=366)
+# `by: size`: one more process is worth it for every this many waiting jobs.
+SIZE_BACKLOG_PER_PROCESS = 10
+# `by: wait` without target_wait: grow while the oldest job has waited longer than this.
+DEFAULT_WAIT_THRESHOLD = 10.0
+
+
+class Rule(Protocol):
+    @property
+    def cron(self) -> str: ...
+    @property
+    def numprocs(self) -> int: ...
+
+
+class AutoscaleSettings(Protocol):
+    @property
+    def min(self) -> int: ...
+    @property
+    def max(self) -> int: ...
+    @property
+    def by(self) -> str: ...
+    @property
+    def cooldown(self) -> float: ...
+    @property
+    def max_shift(self) -> int: ...
+    @property
+    def target_wait(self) -> float | None: ...
+
+
+class Program(Protocol):
+    @property
+    def numprocs(self) -> int: ...
+    @property
+    def schedule(self) -> Sequence[Rule]: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def autoscale(self) -> AutoscaleSettings | None: ...
+
+
+@dataclass(frozen=True)
+class ScheduleDecision:
+    numprocs: int
+    rule_index: int
+    cron: str
+    fired_at: datetime  # aware UTC: the winning rule's last firing at or before now
+    next_at: datetime | None  # aware UTC: the next firing of any rule after now
+
+
+@dataclass(frozen=True)
+class AutoscaleInput:
+    current: int  # children the pool runs now
+    busy: int  # of which are running a job
+    queue_size: int  # jobs waiting in the program's queues
+    oldest_wait: float  # seconds the oldest waiting job has waited (0 when empty)
+    avg_runtime: float | None  # measured seconds per job, None until measured
+    now: float  # monotonic seconds
+
+
+@dataclass(frozen=True)
+class AutoscaleState:
+    last_change_at: float | None = None  # monotonic time of the last size change
+
+
+def scheduled_target(
+    rules: Sequence[Rule], timezone: str | tzinfo, now: datetime
+) -> ScheduleDecision | None:
+    """The rule that fired most recently at or before `now`, or None if none did."""
+    zone = _zone(timezone)
+    best: tuple[datetime, int] | None = None
+    for index, rule in enumerate(rules):
+        fired = _last_firing(rule.cron, zone, now)
+        # `>=` on ties: the rule listed later wins.
+        if fired is not None and (best is None or fired >= best[0]):
+            best = (fired, index)
+    if best is None:
+        return None
+    fired_at, index = best
+    return ScheduleDecision(
+        numprocs=rules[index].numprocs,
+        rule_index=index,
+        cron=rules[index].cron,
+        fired_at=fired_at,
+        next_at=next_firing(rules, zone, now),
+    )
+
+
+def next_firing(rules: Sequence[Rule], timezone: str | tzinfo, after: datetime) -> datetime | None:
+    """The first firing of any rule strictly after `after` (aware UTC), or None."""
+    zone = _zone(timezone)
+    found = [t for t in (_next_firing(rule.cron, zone, after) for rule in rules) if t]
+    return min(found, default=None)
+
+
+def _zone(timezone: str | tzinfo) -> tzinfo:
+    return ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+
+
+def _aware(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"schedule decisions need an aware datetime, got naive {now!r}")
+    return now.astimezone(UTC)
+
+
+def _wall(instant: datetime, zone: tzinfo) -> datetime:
+    """Naive wall-clock time of `instant` in `zone`."""
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: tzinfo) -> datetime:
+    """Wall-clock time in `zone` -> the instant it fires at, under the DST policy."""
+    # fold=0 is the first occurrence of a repeated wall time (fall-back policy).
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if _wall(first, zone) == wall:
+        return first
+    # A wall time in a spring-forward gap: find the first whole second whose wall time is
+    # past it, i.e. the transition. fold=1 lands before the gap, fold=0 after it (PEP 495).
+    low = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    high = int(first.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(datetime.fromtimestamp(middle, UTC), zone) >= wall:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _walls(cron: str, start: datetime, backwards: bool) -> Iterator[datetime]:
+    """croniter over naive wall-clock times. Backwards includes `start`; forwards does not."""
+    # Run croniter on UTC, which has no DST, so it does pure wall-clock arithmetic.
+    base = start.replace(tzinfo=UTC)
+    if backwards:  # get_prev is strictly before its start; nudge to include `start`
+        base += timedelta(microseconds=1)
+    steps = croniter(cron, base)
+    while True:
+        wall = steps.get_prev(datetime) if backwards else steps.get_next(datetime)
+        yield wall.replace(tzinfo=None)
+
+
+def _last_firing(cron: str, zone: tzinfo, now: datetime) -> datetime | None:
+    now = _aware(now)
+    local = now.astimezone(zone)
+    start = local.replace(tzinfo=None)
+    if local.fold:
+        # Second pass of a repeated hour: wall times up to the end of the first pass have
+        # already fired (at their first occurrence), so search from there and skip the rest.
+        start += local.replace(fold=0).utcoffset() - local.utcoffset()
+    try:
+        for wall in _walls(cron, start, backwards=True):
+            fired = _instant(wall, zone)
+            if fired <= now:  # instants only decrease from here: this is the latest
+                return fired if now - fired <= LOOKBACK else None
+    except CroniterBadDateError:
+        return None
+    return None  # pragma: no cover - the iterator is endless
+
+
+def _next_firing(cron: str, zone: tzinfo, after: datetime) -> datetime | None:
+    after = _aware(after)
+    try:
+        for wall in _walls(cron, _wall(after, zone), backwards=False):
+            fired = _instant(wall, zone)
+            # Skips wall times of a repeated hour that already fired in its first pass.
+            if fired > after:
+                return fired
+    except CroniterBadDateError:
+        return None
+    return None  # pragma: no cover - the iterator is endless
+
+
+def autoscale_target(
+    settings: AutoscaleSettings,
+    bounds: tuple[int, int],
+    inp: AutoscaleInput,
+    state: AutoscaleState,
+) -> int:
+    """The pool size autoscaling wants now, given (floor, ceiling) bounds.
+
+    The floor is autoscale.min, or the size of the schedule rule in force; the ceiling is
+    autoscale.max. Steps, in order:
+    1. Bounds are hard: a pool outside [floor, ceiling] moves to the nearest bound at once
+       (no cooldown, no step limit), so a pool starts at its minimum / schedule size.
+    2. Cooldown: no change until `cooldown` seconds after the last change.
+    3. Demand (a real number of processes):
+       - target_wait set and avg_runtime measured (> 0):
+         demand = busy + queue_size * avg_runtime / target_wait
+         (ceil of it is the size that clears the backlog within target_wait);
+       - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10);
+       - by: wait: demand = current + max_shift while oldest_wait > threshold
+         (target_wait, else 10 s), else busy.
+    4. Grow when demand > current: to min(current + max_shift, ceil(demand), ceiling).
+    5. Shrink only when calm (queue empty, or oldest_wait < threshold / 2 when waits are
+       the measure) and demand + spare <= current - 1, where spare is 1 while any child is
+       busy (0 when idle): to max(current - max_shift, ceil(demand) + spare, floor).
+       The spare is the hysteresis: a busy pool keeps one idle child, so a steady load
+       whose momentary backlog fits in it neither grows nor shrinks; an idle pool drains
+       to its floor.
+    6. Otherwise hold.
+    """
+    return _autoscale(settings, bounds, inp, state)[0]
+
+
+def _autoscale(
+    settings: AutoscaleSettings,
+    bounds: tuple[int, int],
+    inp: AutoscaleInput,
+    state: AutoscaleState,
+) -> tuple[int, str]:
+    ceiling = bounds[1]
+    floor = min(bounds[0], ceiling)
+    current = inp.current
+    if current < floor:
+        return floor, "floor"
+    if current > ceiling:
+        return ceiling, "ceiling"
+    if state.last_change_at is not None and inp.now - state.last_change_at < settings.cooldown:
+        return current, "cooldown"
+    demand, calm = _demand(settings, inp)
+    if demand > current:
+        return min(current + settings.max_shift, math.ceil(demand), ceiling), "grow"
+    spare = 1 if inp.busy > 0 else 0
+    if calm and demand + spare <= current - 1:
+        return max(current - settings.max_shift, math.ceil(demand) + spare, floor), "shrink"
+    return current, "hold"
+
+
+def _demand(settings: AutoscaleSettings, inp: AutoscaleInput) -> tuple[float, bool]:
+    """(processes wanted as a real number, whether the queue is calm enough to shrink)."""
+    if settings.target_wait and inp.avg_runtime:
+        demand = inp.busy + inp.queue_size * inp.avg_runtime / settings.target_wait
+        return demand, inp.queue_size == 0 or inp.oldest_wait < settings.target_wait / 2
+    if settings.by == "wait":
+        threshold = settings.target_wait or DEFAULT_WAIT_THRESHOLD
+        if inp.oldest_wait > threshold:
+            return float(inp.current + settings.max_shift), False
+        return float(inp.busy), inp.queue_size == 0 or inp.oldest_wait < threshold / 2
+    return inp.busy + inp.queue_size / SIZE_BACKLOG_PER_PROCESS, inp.queue_size == 0
+
+
+def after_change(state: AutoscaleState, inp: AutoscaleInput, target: int) -> AutoscaleState:
+    """The state to keep once the pool applied `target`: a change starts the cooldown."""
+    return AutoscaleState(last_change_at=inp.now) if target != inp.current else state
+
+
+def desired_numprocs(
+    program: Program,
+    now: datetime,
+    override: tuple[int, datetime] | None = None,
+    autoscale_state: AutoscaleState | None = None,
+    load: AutoscaleInput | None = None,
+) -> tuple[int, str]:
+    """(target size, short reason for `status`), composing schedule, override and autoscale.
+
+    Precedence: a live manual override; else autoscale within (schedule size or min, max);
+    else the schedule rule in force; else numprocs. Without `load` (nothing measured yet)
+    an autoscaled pool sits at its floor.
+    """
+    decision = scheduled_target(program.schedule, program.timezone, now)
+    if override is not None:
+        size, set_at = override
+        expires = next_firing(program.schedule, program.timezone, set_at)
+        if expires is None or expires > _aware(now):
+            return size, "manual scale"
+    scheduled = f"schedule {decision.cron}" if decision else None
+    settings = program.autoscale
+    if settings is None:
+        if decision is not None:
+            return decision.numprocs, scheduled or ""
+        return program.numprocs, "numprocs"
+    floor = decision.numprocs if decision is not None else settings.min
+    floor_reason = scheduled or "autoscale min"
+    if load is None:
+        return min(floor, settings.max), floor_reason
+    target, why = _autoscale(
+        settings, (floor, settings.max), load, autoscale_state or AutoscaleState()
+    )
+    if why == "floor" or (why == "shrink" and target == floor):
+        return target, floor_reason
+    if why == "ceiling" or (why == "grow" and target == settings.max):
+        return target, f"autoscale max: {load.queue_size} queued"
+    if why == "grow":
+        return target, f"autoscale: {load.queue_size} queued"
+    if why == "shrink":
+        return target, "autoscale: idle" if load.busy == 0 else f"autoscale: {load.busy} busy"
+    return target, f"autoscale: {load.queue_size} queued, {load.busy} busy"

@@ -1,0 +1,376 @@
+"""The worker loop: reserve -> run under a deadline -> ack/release/fail -> recycle?
+
+Runs in a child forked by the master, or alone as `supervisor-q work`. It never
+imports the arbiter. The ack of a finished job rides in the same Redis round trip
+as the reserve of the next one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from types import FrameType
+
+import redis
+
+from supervisor_q import exitcodes, outcome
+from supervisor_q import payload as payloads
+from supervisor_q.backend import RedisQueue, Reserved
+from supervisor_q.childpipe import NullReporter, Reporter
+from supervisor_q.jobs import (
+    REGISTRY,
+    FailJob,
+    JobContext,
+    Registry,
+    ReleaseJob,
+    UnknownJob,
+    reset_current_job,
+    set_current_job,
+)
+from supervisor_q.memory import current_rss
+from supervisor_q.proctitle import set_title
+from supervisor_q.restart import read_generation, should_restart
+from supervisor_q.timeouts import JobTimeout, alarm
+
+log = logging.getLogger("supervisor_q.worker")
+
+# Longest single blocking wait, so SIGTERM and the restart signal are seen within a second.
+MAX_BLOCK = 1.0
+RESTART_CHECK_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker's settings: a program's, or `supervisor-q work` flags."""
+
+    queues: tuple[str, ...]
+    imports: tuple[str, ...] = ()
+    tries: int = 1
+    backoff: tuple[int, ...] = (0,)
+    timeout: float = 60.0
+    sleep: float = 3.0
+    rest: float = 0.0
+    max_jobs: int = 0
+    max_time: float = 0.0
+    memory: int = 128  # MB, 0 = off
+    once: bool = False
+    stop_when_empty: bool = False
+    prefetch: int = 1
+    label: str = "worker"  # for titles and logs: "emails#3"
+    jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
+
+
+class BootError(Exception):
+    """A module in the import list could not be imported."""
+
+
+def import_job_modules(modules: tuple[str, ...]) -> None:
+    """Import the program's modules (they register jobs); the code now on disk."""
+    importlib.invalidate_caches()
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # a module may even call sys.exit
+            raise BootError(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class _Pending:
+    """A finished job whose ack rides with the next reserve."""
+
+    queue: str
+    id: str
+
+
+@dataclass
+class Worker:
+    settings: WorkerSettings
+    queue: RedisQueue
+    registry: Registry = field(default_factory=lambda: REGISTRY)
+    reporter: Reporter = field(default_factory=NullReporter)
+    started_with: float | None = None  # restart generation seen at start
+    parent_pid: int | None = None  # exit when the master is gone
+
+    def __post_init__(self) -> None:
+        self.stopping = False
+        self.paused = False
+        self.jobs_done = 0
+        self.pending: _Pending | None = None
+        self.started = time.monotonic()
+        self.next_restart_check = 0.0
+        self.redis_failures = 0
+        self.prefetched: list[Reserved] = []
+        rnd = random.Random()
+        j = self.settings.jitter
+        self.max_jobs = int(self.settings.max_jobs * (1 - j * rnd.random()))
+        if self.settings.max_jobs and self.max_jobs < 1:
+            self.max_jobs = 1
+        self.max_time = self.settings.max_time * (1 - j * rnd.random())
+
+    # -- signals ---------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """TERM/INT: finish the current job, then exit. A second one interrupts the job."""
+        signal.signal(signal.SIGTERM, self._handle_stop)
+        signal.signal(signal.SIGINT, self._handle_stop)
+        signal.signal(signal.SIGUSR1, self._handle_pause)
+        signal.signal(signal.SIGUSR2, self._handle_continue)
+
+    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stopping = True
+
+    def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
+        self.paused = True
+
+    def _handle_continue(self, signum: int, frame: FrameType | None) -> None:
+        self.paused = False
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until a stop or recycle reason; return the exit code."""
+        self.reporter.ready()
+        self.title("idle")
+        code = exitcodes.OK
+        while True:
+            if self.stopping or not self.parent_alive():
+                break
+            reason = self.idle_checks()
+            if reason is not None:
+                code = reason
+                break
+            job = self.next_job()
+            if job is None:
+                if self.settings.stop_when_empty and not self.paused and not self.stopping:
+                    break
+                continue
+            timed_out = self.process(job)
+            if timed_out:
+                code = exitcodes.TIMEOUT
+                break
+            if self.settings.once:
+                break
+            reason = self.recycle_reason()
+            if reason is not None:
+                code = reason
+                break
+            if self.settings.rest:
+                time.sleep(self.settings.rest)
+        self.shutdown()
+        return code
+
+    def shutdown(self) -> None:
+        """Hand back prefetched jobs and send the pending ack before exiting."""
+        for job in self.prefetched:
+            self.with_redis(lambda j=job: self.queue.release(j.queue, j.id))
+        self.prefetched.clear()
+        self.flush_pending()
+        self.title("exiting")
+
+    def flush_pending(self) -> None:
+        pending = self.pending
+        if pending is not None:
+            self.with_redis(lambda: self.queue.ack(pending.queue, pending.id))
+            self.pending = None
+
+    def next_job(self) -> Reserved | None:
+        """Reserve from the first non-empty queue in priority order, or wait a while."""
+        if self.prefetched:
+            return self.prefetched.pop(0)
+        if self.paused:
+            self.flush_pending()
+            self.sleep_interruptibly(MAX_BLOCK)
+            return None
+        result = self.with_redis(self._reserve_in_order)
+        if result is None:
+            return None
+        found, next_delayed = result
+        if found:
+            return found
+        wait = min(MAX_BLOCK, self.settings.sleep)
+        if next_delayed is not None:
+            wait = min(wait, max(next_delayed, 0.005))
+        if self.settings.stop_when_empty:
+            return None
+        self.title("idle")
+        self.with_redis(lambda: self.queue.wait_for_jobs(self.settings.queues, wait))
+        return None
+
+    def _reserve_in_order(self) -> tuple[Reserved | None, float | None]:
+        next_delayed: float | None = None
+        count = self.settings.prefetch
+        for queue in self.settings.queues:
+            ack_id = ""
+            if self.pending is not None and self.pending.queue == queue:
+                ack_id = self.pending.id
+            _, result = self.queue.reserve(queue, default_timeout=self.settings.timeout,
+                                           ack_id=ack_id, count=count)
+            if ack_id:
+                self.pending = None
+            if result.jobs:
+                self.flush_pending()  # the ack belonged to a lower-priority queue
+                self.prefetched.extend(result.jobs[1:])
+                return result.jobs[0], None
+            if result.next_delayed_in is not None:
+                nd = result.next_delayed_in
+                next_delayed = nd if next_delayed is None else min(next_delayed, nd)
+        self.flush_pending()
+        return None, next_delayed
+
+    def with_redis(self, action):  # noqa: ANN001, ANN201 - small internal helper
+        """Run a Redis action; on a connection error wait with jittered backoff and retry,
+        until it succeeds or the worker is told to stop. Never crash-loops."""
+        while True:
+            try:
+                value = action()
+                if self.redis_failures:
+                    log.warning("%s: Redis is back", self.settings.label)
+                self.redis_failures = 0
+                return value
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                self.redis_failures += 1
+                if self.redis_failures == 1:
+                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label, exc)
+                if self.stopping and self.pending is None and not self.prefetched:
+                    return None
+                if not self.parent_alive():
+                    return None
+                delay = min(5.0, 0.05 * 2 ** min(self.redis_failures, 7))
+                self.sleep_interruptibly(delay * (0.5 + random.random() / 2))
+
+    def sleep_interruptibly(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+    # -- one job ---------------------------------------------------------------
+
+    def process(self, job: Reserved) -> bool:
+        """Run one reserved job to its outcome. Returns True if it timed out."""
+        s = self.settings
+        try:
+            decoded = payloads.decode(job.payload)
+            target = self.registry.get(decoded.job)
+        except (payloads.MalformedPayload, UnknownJob) as exc:
+            self.fail(job, None, str(exc), None)
+            return False
+        limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
+                                        timeout=s.timeout)
+        too_late = outcome.before_run(limits, job.attempts, time.time())
+        if too_late:
+            self.fail(job, decoded, too_late, None)
+            return False
+        self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout)
+        self.title(f"job {decoded.job}")
+        token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
+                                           decoded))
+        timed_out = False
+        try:
+            with alarm(limits.timeout):
+                target.fn(*decoded.args, **decoded.kwargs)
+        except JobTimeout:
+            timed_out = True
+            self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),
+                        None, count_exception=False)
+        except ReleaseJob as exc:
+            delay = exc.delay
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, delay))
+        except FailJob as exc:
+            self.fail(job, decoded, exc.reason, None)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: hand the job back untouched and stop.
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, 0))
+            self.stopping = True
+        except Exception as exc:  # the job's own error: retry or fail, the worker goes on
+            error = f"{type(exc).__name__}: {exc}"
+            decision = outcome.after_exception(limits, job.attempts, job.exceptions + 1,
+                                               time.time(), error)
+            self.settle(job, decoded, decision, traceback.format_exc(), count_exception=True)
+        else:
+            self.pending = _Pending(job.queue, job.id)
+        finally:
+            reset_current_job(token)
+            self.reporter.job_finished(job.id)
+        self.jobs_done += 1
+        return timed_out
+
+    def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
+               trace: str | None, *, count_exception: bool) -> None:
+        if decision.release:
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, decision.delay,
+                                                       count_exception=count_exception))
+        else:
+            self.fail(job, decoded, decision.reason, trace)
+
+    def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
+             trace: str | None) -> None:
+        record = failed_record(job, reason, trace)
+        log.warning("%s: job %s failed: %s", self.settings.label, job.id, reason)
+        self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
+
+    # -- recycling -------------------------------------------------------------
+
+    def recycle_reason(self) -> int | None:
+        """Checked after every job: max_jobs, max_time, memory, restart signal."""
+        if self.max_jobs and self.jobs_done >= self.max_jobs:
+            return exitcodes.MAX_JOBS
+        return self.idle_checks(after_job=True)
+
+    def idle_checks(self, after_job: bool = False) -> int | None:
+        if self.max_time and time.monotonic() - self.started >= self.max_time:
+            return exitcodes.MAX_TIME
+        if after_job and self.settings.memory:
+            if current_rss() > self.settings.memory * 1024 * 1024:
+                return exitcodes.MEMORY
+        now = time.monotonic()
+        if now >= self.next_restart_check:
+            self.next_restart_check = now + RESTART_CHECK_INTERVAL
+            try:
+                current = read_generation(self.queue.client)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                return None
+            if should_restart(self.started_with, current):
+                return exitcodes.RESTART
+        return None
+
+    def parent_alive(self) -> bool:
+        # Belt and braces beside PR_SET_PDEATHSIG: if the master is gone we were reparented.
+        return self.parent_pid is None or os.getppid() == self.parent_pid
+
+    def title(self, state: str) -> None:
+        set_title(f"supervisor-q {self.settings.label} {state}")
+
+
+def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
+    """The failed-store record for a job (its raw payload kept for `failed retry`)."""
+    body = payloads.peek(job.payload)
+    return {
+        "id": job.id, "job": body.get("job"), "queue": job.queue,
+        "args": body.get("args"), "kwargs": body.get("kwargs"), "attempts": job.attempts,
+        "failed_at": time.time(), "reason": reason, "exception": trace,
+        "payload": job.payload,
+    }
+
+
+def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
+    """`supervisor-q work`: import, then work in the foreground until told to stop."""
+    try:
+        import_job_modules(settings.imports)
+    except BootError as exc:
+        print(f"supervisor-q work: {exc}", file=sys.stderr)
+        return exitcodes.BOOT_ERROR
+    worker = Worker(settings, queue, started_with=read_generation(queue.client))
+    worker.install_signals()
+    return worker.run()

@@ -125,22 +125,29 @@ class RedisQueue:
         return bool(self._ack(keys=self._job_keys(queue), args=[job_id]))
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
-                count_exception: bool = False) -> bool:
-        """Put a reserved job back (after delay seconds); False if no longer reserved."""
+                count_exception: bool = False, *, expected_attempts: int | None = None,
+                undo_attempt: bool = False) -> bool:
+        """Put a reserved job back (after delay seconds); False if no longer reserved
+        (or, with expected_attempts, if a later attempt holds it now)."""
         k = self.keys(queue)
         return bool(self._release(
-            keys=[k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued],
-            args=[job_id, max(0, int(delay * 1000)), "1" if count_exception else "0"],
+            keys=[k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued,
+                  k.attempts],
+            args=[job_id, max(0, int(delay * 1000)), "1" if count_exception else "0",
+                  "" if expected_attempts is None else str(expected_attempts),
+                  "1" if undo_attempt else "0"],
         ))
 
-    def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False) -> bool:
+    def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False,
+             expected_attempts: int | None = None) -> bool:
         """Move a reserved job to the failed store; False if no longer reserved."""
         k = self.keys(queue)
         failed_at = record.setdefault("failed_at", time.time())
         return bool(self._fail(
             keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
                   k.failed_records],
-            args=[job_id, json.dumps(record), int(failed_at * 1000), "1" if force else "0"],
+            args=[job_id, json.dumps(record), int(failed_at * 1000), "1" if force else "0",
+                  "" if expected_attempts is None else str(expected_attempts)],
         ))
 
     def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:

@@ -14,18 +14,20 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
-    def ready(self) -> None: ...
-    def job_started(self, job_id: str, name: str, queue: str, timeout: float) -> None: ...
+    def ready(self, generation: float | None) -> None: ...
+    def job_started(self, job_id: str, name: str, queue: str, timeout: float,
+                    attempts: int) -> None: ...
     def job_finished(self, job_id: str) -> None: ...
 
 
 class NullReporter:
     """For `supervisor-q work` without a master."""
 
-    def ready(self) -> None:
+    def ready(self, generation: float | None) -> None:
         pass
 
-    def job_started(self, job_id: str, name: str, queue: str, timeout: float) -> None:
+    def job_started(self, job_id: str, name: str, queue: str, timeout: float,
+                    attempts: int) -> None:
         pass
 
     def job_finished(self, job_id: str) -> None:
@@ -45,12 +47,13 @@ class PipeReporter:
         except OSError:
             pass
 
-    def ready(self) -> None:
-        self._send("R")
+    def ready(self, generation: float | None) -> None:
+        self._send("R -" if generation is None else f"R {generation!r}")
 
-    def job_started(self, job_id: str, name: str, queue: str, timeout: float) -> None:
-        # Names and queues contain no spaces (validated), the name goes last anyway.
-        self._send(f"S {job_id} {timeout:g} {queue} {name}")
+    def job_started(self, job_id: str, name: str, queue: str, timeout: float,
+                    attempts: int) -> None:
+        # Queues contain no spaces (validated); the job name goes last, so it may.
+        self._send(f"S {job_id} {timeout!r} {attempts} {queue} {name}")
 
     def job_finished(self, job_id: str) -> None:
         self._send(f"E {job_id}")
@@ -63,6 +66,8 @@ class Event:
     timeout: float = 0.0
     queue: str = ""
     name: str = ""
+    attempts: int = 0
+    generation: float | None = None
 
 
 def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
@@ -70,15 +75,16 @@ def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
     *lines, rest = buffer.split(b"\n")
     events = []
     for raw in lines:
-        parts = raw.decode(errors="replace").split(" ", 4)
-        if parts[0] == "R":
-            events.append(Event("ready"))
-        elif parts[0] == "S" and len(parts) == 5:
-            try:
-                timeout = float(parts[2])
-            except ValueError:
-                continue
-            events.append(Event("started", parts[1], timeout, parts[3], parts[4]))
-        elif parts[0] == "E" and len(parts) == 2:
+        parts = raw.decode(errors="replace").split(" ", 5)
+        try:
+            if parts[0] == "R":
+                generation = None if len(parts) < 2 or parts[1] == "-" else float(parts[1])
+                events.append(Event("ready", generation=generation))
+            elif parts[0] == "S" and len(parts) == 6:
+                events.append(Event("started", parts[1], float(parts[2]), parts[4], parts[5],
+                                    int(parts[3])))
+        except ValueError:
+            continue
+        if parts[0] == "E" and len(parts) == 2:
             events.append(Event("finished", parts[1]))
     return events, rest

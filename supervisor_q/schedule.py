@@ -42,6 +42,8 @@ LOOKBACK = timedelta(days=366)
 SIZE_BACKLOG_PER_PROCESS = 10
 # `by: wait` without target_wait: grow while the oldest job has waited longer than this.
 DEFAULT_WAIT_THRESHOLD = 10.0
+# Shrinking looks at the peak demand over windows of max(cooldown, PEAK_WINDOW) seconds.
+PEAK_WINDOW = 30.0
 
 
 class Rule(Protocol):
@@ -98,7 +100,14 @@ class AutoscaleInput:
 
 @dataclass(frozen=True)
 class AutoscaleState:
+    """What autoscaling remembers between ticks; advance it with `next_autoscale_state`."""
+
     last_change_at: float | None = None  # monotonic time of the last size change
+    # Peak demand over two tumbling windows (see _recent_peak): shrinking follows the
+    # recent peak, not one sample taken in a quiet moment.
+    window_start: float | None = None
+    peak: float = 0.0  # highest demand seen in the window that began at window_start
+    previous_peak: float = 0.0  # highest demand seen in the window before it
 
 
 def scheduled_target(
@@ -221,21 +230,22 @@ def autoscale_target(
     1. Bounds are hard: a pool outside [floor, ceiling] moves to the nearest bound at once
        (no cooldown, no step limit), so a pool starts at its minimum / schedule size.
     2. Cooldown: no change until `cooldown` seconds after the last change.
-    3. Demand (a real number of processes):
+    3. Demand, a real number of processes:
        - target_wait set and avg_runtime measured (> 0):
          demand = busy + queue_size * avg_runtime / target_wait
-         (ceil of it is the size that clears the backlog within target_wait);
-       - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10);
+         (its ceiling is the size that clears the backlog within target_wait);
+       - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10 jobs);
        - by: wait: demand = current + max_shift while oldest_wait > threshold
-         (target_wait, else 10 s), else busy.
+         (target_wait, else DEFAULT_WAIT_THRESHOLD = 10 s), else busy.
     4. Grow when demand > current: to min(current + max_shift, ceil(demand), ceiling).
-    5. Shrink only when calm (queue empty, or oldest_wait < threshold / 2 when waits are
-       the measure) and demand + spare <= current - 1, where spare is 1 while any child is
-       busy (0 when idle): to max(current - max_shift, ceil(demand) + spare, floor).
-       The spare is the hysteresis: a busy pool keeps one idle child, so a steady load
-       whose momentary backlog fits in it neither grows nor shrinks; an idle pool drains
-       to its floor.
+    5. Shrink only when the queue is calm (empty; with waits as the measure, oldest_wait
+       under half the threshold also counts) and the recent peak demand (the highest
+       demand over the last one to two windows of max(cooldown, PEAK_WINDOW) seconds,
+       this sample included) is at least one whole process below current: to
+       max(current - max_shift, ceil(peak), floor).
     6. Otherwise hold.
+    Growth reacts to one sample; shrinking needs a whole quiet window. That asymmetry is
+    the hysteresis: a steady load whose samples swing between n-1 and n busy holds n.
     """
     return _autoscale(settings, bounds, inp, state)[0]
 
@@ -258,9 +268,9 @@ def _autoscale(
     demand, calm = _demand(settings, inp)
     if demand > current:
         return min(current + settings.max_shift, math.ceil(demand), ceiling), "grow"
-    spare = 1 if inp.busy > 0 else 0
-    if calm and demand + spare <= current - 1:
-        return max(current - settings.max_shift, math.ceil(demand) + spare, floor), "shrink"
+    peak = _recent_peak(state, settings, inp.now, demand)
+    if calm and peak <= current - 1:
+        return max(current - settings.max_shift, math.ceil(peak), floor), "shrink"
     return current, "hold"
 
 
@@ -277,9 +287,38 @@ def _demand(settings: AutoscaleSettings, inp: AutoscaleInput) -> tuple[float, bo
     return inp.busy + inp.queue_size / SIZE_BACKLOG_PER_PROCESS, inp.queue_size == 0
 
 
-def after_change(state: AutoscaleState, inp: AutoscaleInput, target: int) -> AutoscaleState:
-    """The state to keep once the pool applied `target`: a change starts the cooldown."""
-    return AutoscaleState(last_change_at=inp.now) if target != inp.current else state
+def _recent_peak(
+    state: AutoscaleState, settings: AutoscaleSettings, now: float, demand: float
+) -> float:
+    """Highest demand over the current and the previous window, `demand` included."""
+    if state.window_start is None:
+        return demand
+    window = max(settings.cooldown, PEAK_WINDOW)
+    age = now - state.window_start
+    if age < window:
+        return max(state.peak, state.previous_peak, demand)
+    if age < 2 * window:  # the stored window has ended and becomes the previous one
+        return max(state.peak, demand)
+    return demand
+
+
+def next_autoscale_state(
+    state: AutoscaleState, settings: AutoscaleSettings, inp: AutoscaleInput, target: int
+) -> AutoscaleState:
+    """The state after a tick that observed `inp` and applied `target`; call every tick."""
+    demand, _ = _demand(settings, inp)
+    changed_at = inp.now if target != inp.current else state.last_change_at
+    window = max(settings.cooldown, PEAK_WINDOW)
+    if state.window_start is None:
+        # No history: treat the first sample as the previous window too.
+        return AutoscaleState(changed_at, inp.now, demand, demand)
+    age = inp.now - state.window_start
+    if age < window:
+        return AutoscaleState(
+            changed_at, state.window_start, max(state.peak, demand), state.previous_peak
+        )
+    previous = state.peak if age < 2 * window else demand
+    return AutoscaleState(changed_at, inp.now, demand, previous)
 
 
 def desired_numprocs(

@@ -20,7 +20,7 @@ from types import FrameType
 
 import redis
 
-from supervisor_q import exitcodes, outcome
+from supervisor_q import exitcodes, lifecycle, outcome
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, Reserved
 from supervisor_q.childpipe import NullReporter, Reporter
@@ -113,6 +113,7 @@ class Worker:
         if self.settings.max_jobs and self.max_jobs < 1:
             self.max_jobs = 1
         self.max_time = self.settings.max_time * (1 - j * rnd.random())
+        lifecycle.bind(self.queue)  # chains, batches and locks use this worker's Redis
 
     # -- signals ---------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until a stop or recycle reason; return the exit code."""
-        self.reporter.ready()
+        self.reporter.ready(self.started_with)
         self.title("idle")
         code = exitcodes.OK
         while True:
@@ -184,6 +185,7 @@ class Worker:
 
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
+        lifecycle.looping()
         if self.prefetched:
             return self.prefetched.pop(0)
         if self.paused:
@@ -261,7 +263,7 @@ class Worker:
         """Run one reserved job to its outcome. Returns True if it timed out."""
         s = self.settings
         try:
-            decoded = payloads.decode(job.payload)
+            decoded = lifecycle.prepare(payloads.decode(job.payload))
             target = self.registry.get(decoded.job)
         except (payloads.MalformedPayload, UnknownJob) as exc:
             self.fail(job, None, str(exc), None)
@@ -272,14 +274,14 @@ class Worker:
         if too_late:
             self.fail(job, decoded, too_late, None)
             return False
-        self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout)
+        self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts)
         self.title(f"job {decoded.job}")
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         timed_out = False
         try:
             with alarm(limits.timeout):
-                target.fn(*decoded.args, **decoded.kwargs)
+                lifecycle.invoke(target, decoded)
         except JobTimeout:
             timed_out = True
             self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),
@@ -287,6 +289,7 @@ class Worker:
         except ReleaseJob as exc:
             delay = exc.delay
             self.with_redis(lambda: self.queue.release(job.queue, job.id, delay))
+            lifecycle.released(decoded, delay)
         except FailJob as exc:
             self.fail(job, decoded, exc.reason, None)
         except KeyboardInterrupt:
@@ -299,6 +302,7 @@ class Worker:
                                                time.time(), error)
             self.settle(job, decoded, decision, traceback.format_exc(), count_exception=True)
         else:
+            lifecycle.succeeded(decoded)
             self.pending = _Pending(job.queue, job.id)
         finally:
             reset_current_job(token)
@@ -311,6 +315,7 @@ class Worker:
         if decision.release:
             self.with_redis(lambda: self.queue.release(job.queue, job.id, decision.delay,
                                                        count_exception=count_exception))
+            lifecycle.released(decoded, decision.delay)
         else:
             self.fail(job, decoded, decision.reason, trace)
 
@@ -318,7 +323,9 @@ class Worker:
              trace: str | None) -> None:
         record = failed_record(job, reason, trace)
         log.warning("%s: job %s failed: %s", self.settings.label, job.id, reason)
-        self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
+        moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
+        if moved:
+            lifecycle.failed(decoded, reason)
 
     # -- recycling -------------------------------------------------------------
 

@@ -133,7 +133,7 @@ class Arbiter:
             self.slow_tick(now)
         if self.reload_at is not None and now >= self.reload_at:
             self.reload_at = None
-            self.reload()
+            self.reload_quietly()
         for pool in self.pools.values():
             pool.tick(now)
             for child in pool.children:
@@ -182,7 +182,7 @@ class Arbiter:
         self.shutdown("fast")
 
     def handle_hup(self) -> None:
-        self.reload()
+        self.reload_quietly()
 
     def handle_ttin(self) -> None:
         self.nudge_all(+1)
@@ -367,6 +367,10 @@ class Arbiter:
     # -- reload, shutdown ----------------------------------------------------------
 
     def reload(self) -> str:
+        """Validate the whole config dir, then apply only the difference.
+
+        Raises ConfigError (after logging it) when the new config is invalid: then
+        nothing that is running changes."""
         from supervisor_q.master_commands import apply_reload
 
         self.notifier.reloading()
@@ -375,10 +379,17 @@ class Arbiter:
         except ConfigError as exc:
             log.error("config reload refused, still running the previous config:\n%s", exc)
             self.notifier.ready(self.status_line())
-            return f"invalid config, nothing changed:\n{exc}"
+            raise
         summary = apply_reload(self, new)
         self.notifier.ready(self.status_line())
         return summary
+
+    def reload_quietly(self) -> None:
+        """SIGHUP and file edits: an invalid config is logged by reload() and kept out."""
+        try:
+            self.reload()
+        except ConfigError:
+            pass
 
     def shutdown(self, mode: str) -> None:
         if self.stopping == "fast" or self.stopping == mode:

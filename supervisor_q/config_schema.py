@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # A reservation must outlive the job's hard timeout by this much (RELIABILITY.md rule 1).
 RESERVATION_MARGIN = 5.0
@@ -134,16 +134,6 @@ class _ProgramBase(_Frozen):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
-
-    @model_validator(mode="after")
-    def _numprocs_unused_with_autoscale(self) -> _ProgramBase:
-        if getattr(self, "autoscale", None) is not None and "numprocs" in self.model_fields_set:
-            raise KeyedError(
-                "numprocs",
-                "not used with autoscale: the pool starts at autoscale.min (or the schedule's "
-                "size) and moves between min and max; remove numprocs",
-            )
-        return self
 
 
 class WorkerProgram(_ProgramBase):

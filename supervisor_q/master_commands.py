@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from supervisor_q.config import ProgramConfig, WorkerProgram, diff_programs
+from supervisor_q.config import ConfigError, ProgramConfig, WorkerProgram, diff_programs
 from supervisor_q.control import ControlError
 from supervisor_q.pool import Pool
 from supervisor_q.process import State
@@ -31,7 +31,10 @@ def handle(arbiter: Arbiter, command: str, args: dict[str, Any]) -> Any:
     if command == "status":
         return status(arbiter)
     if command == "reload":
-        return arbiter.reload()
+        try:
+            return arbiter.reload()
+        except ConfigError as exc:
+            raise ControlError(f"invalid config, nothing changed:\n{exc}") from None
     if command == "shutdown":
         arbiter.shutdown("fast" if args.get("fast") else "graceful")
         return "shutting down"

@@ -190,6 +190,7 @@ class Worker:
             return self.prefetched.pop(0)
         if self.paused:
             self.flush_pending()
+            self.title("paused")
             self.sleep_interruptibly(MAX_BLOCK)
             return None
         result = self.with_redis(self._reserve_in_order)

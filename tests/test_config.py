@@ -190,15 +190,6 @@ ERROR_CASES = [
     ("x.yaml", "queues: [q]\nautoscale: {min: 1}\n", ["conf.d/x.yaml: autoscale.max: required"]),
     (
         "x.yaml",
-        "queues: [q]\nnumprocs: 3\nautoscale: {max: 4}\n",
-        [
-            "conf.d/x.yaml: numprocs: not used with autoscale: the pool starts at "
-            "autoscale.min (or "
-            "the schedule's size) and moves between min and max; remove numprocs"
-        ],
-    ),
-    (
-        "x.yaml",
         "queues: [q]\nautoscale: {max: 4}\nschedule: [{cron: '0 9 * * *', numprocs: 6}]\n",
         [
             "conf.d/x.yaml: autoscale: max (4) is below schedule.0.numprocs (6); a "
@@ -406,3 +397,27 @@ def test_diff_programs_added_removed_and_kind_change():
     assert diff_programs(old, new) == ReloadPlan(
         added=("d",), removed=("a",), replaced=("b",), unchanged=("c",)
     )
+
+
+def test_the_contracts_example_program_is_valid(confd):
+    """DESIGN.md's example file lists numprocs beside autoscale: numprocs is then ignored."""
+    write(confd, "emails.yaml", textwrap.dedent("""\
+        queues: [emails-high, emails]
+        import: [myapp.jobs]
+        numprocs: 4
+        max_jobs: 1000
+        max_time: 3600
+        timeout: 60
+        tries: 3
+        backoff: [2, 10]
+        memory: 256
+        sleep: 3
+        stopwaitsecs: 75
+        schedule:
+          - {cron: "0 9 * * 1-5", numprocs: 8}
+          - {cron: "0 18 * * 1-5", numprocs: 2}
+        timezone: UTC
+        autoscale: {min: 2, max: 16}
+    """))
+    [program] = load_config_dir(confd).values()
+    assert program.autoscale.max == 16 and program.numprocs == 4

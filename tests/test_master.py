@@ -1,0 +1,251 @@
+"""The master as users run it: a real `supervisor-q run` with real forks and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
+from supervisor_q import payload as payloads
+from supervisor_q.backend import RedisQueue, connect
+from supervisor_q.jobs import dispatch
+from tests.helpers import wait_until
+from tests.master import Master, results
+
+WORKER = """\
+queues: [default]
+import: [tests.jobmods.basic]
+numprocs: {n}
+startsecs: 0.2
+"""
+
+
+@pytest.fixture
+def queue(redis_url: str) -> RedisQueue:
+    return RedisQueue(connect(redis_url))
+
+
+@pytest.fixture
+def master_factory(short_tmp: Path, redis_url: str):
+    started: list[Master] = []
+
+    def make(programs: dict[str, str], url: str | None = redis_url, **kw) -> Master:
+        master = Master(short_tmp, url, programs, **kw)
+        started.append(master)
+        return master
+
+    yield make
+    for master in started:
+        master.stop()
+
+
+def test_pool_is_kept_at_numprocs_after_children_are_killed(master_factory) -> None:
+    with master_factory({"emails": WORKER.format(n=3)}) as master:
+        first = master.wait_running("emails", 3)
+        for pid in first[:2]:
+            os.kill(pid, signal.SIGKILL)
+        second = wait_until(lambda: (p := master.wait_running("emails", 3)) and
+                            not set(first[:2]) & set(p) and p, timeout=20)
+        assert first[2] in second, "the untouched child kept running"
+        assert len(master.live_children("emails")) == 3
+
+
+def test_crash_loop_backs_off_to_fatal_without_a_fork_storm(master_factory) -> None:
+    broken = "queues: [default]\nimport: [tests.jobmods.does_not_exist]\nstartretries: 3\n"
+    with master_factory({"broken": broken}) as master:
+        def fatal() -> bool:
+            return master.program("broken")["state"] == "fatal"
+        started = time.monotonic()
+        wait_until(fatal, timeout=30, message="FATAL")
+        elapsed = time.monotonic() - started
+        log = master.tail(400)
+        assert log.count("-> starting") == 3, "exactly startretries attempts, no fork storm"
+        assert elapsed >= 1.0, "backoff delays between attempts"
+        assert master.live_children("broken") == []
+
+
+def test_master_sigkilled_leaves_no_child(master_factory) -> None:
+    master = master_factory({"emails": WORKER.format(n=3)}).start()
+    pids = master.wait_running("emails", 3)
+    master.proc.kill()
+    master.proc.wait(10)
+
+    def all_gone() -> bool:
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                       for p in pids)
+    wait_until(all_gone, timeout=10, message="children died with the master")
+
+
+def test_graceful_shutdown_lets_the_running_job_finish(master_factory, queue) -> None:
+    with master_factory({"w": WORKER.format(n=1)}) as master:
+        master.wait_running("w", 1)
+        dispatch("tests.sleep", 1.5, "slow")
+        wait_until(lambda: results(queue.client), timeout=10)
+        master.signal(signal.SIGTERM)
+        assert master.wait_exit(30) == 0
+    assert [r["phase"] for r in results(queue.client)] == ["start", "end"]
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
+
+
+def test_job_stuck_in_c_is_killed_soon_after_its_timeout(master_factory, queue) -> None:
+    with master_factory({"w": WORKER.format(n=1)}) as master:
+        [first_pid] = master.wait_running("w", 1)
+        dispatch("tests.stuck_in_c")  # timeout=1, blocks SIGALRM and SIGTERM, spins in C
+        wait_until(lambda: results(queue.client), timeout=10)
+        started = results(queue.client)[0]["at"]
+        wait_until(lambda: queue.failed_records(), timeout=10)
+        killed_after = queue.failed_records()[0]["failed_at"] - started
+        assert killed_after < 1 + 2, f"killed {killed_after:.2f}s after start (timeout 1s)"
+        assert queue.failed_records()[0]["reason"].startswith("timeout")
+        assert not psutil.pid_exists(first_pid) or \
+            psutil.Process(first_pid).status() == "zombie"
+        master.wait_running("w", 1)
+
+
+def test_job_that_kills_its_worker_counts_attempts_then_fails(master_factory, queue) -> None:
+    with master_factory({"w": WORKER.format(n=1) + "tries: 2\n"}) as master:
+        master.wait_running("w", 1)
+        job_id = dispatch("tests.segfault")
+        wait_until(lambda: queue.failed_records(), timeout=20)
+        [record] = queue.failed_records()
+        assert record["id"] == job_id
+        assert record["attempts"] == 2
+        assert "killed by signal 11" in record["reason"]
+        assert [r["attempts"] for r in results(queue.client)] == [1, 2]
+
+
+def test_reload_scales_only_the_changed_pool(master_factory) -> None:
+    master = master_factory({"a": WORKER.format(n=2), "b": WORKER.format(n=1)}).start()
+    a_before, b_before = master.wait_running("a", 2), master.wait_running("b", 1)
+    master.write("a", WORKER.format(n=3))  # the file watcher picks it up
+    a_after = master.wait_running("a", 3)
+    assert set(a_before) <= set(a_after), "existing children of a kept running"
+    assert master.pids("b") == b_before, "b untouched"
+
+
+def test_invalid_edit_changes_nothing_and_is_reported(master_factory) -> None:
+    master = master_factory({"a": WORKER.format(n=2)}).start()
+    before = master.wait_running("a", 2)
+    master.write("a", "queues: [default]\nnumprocs: -2\n")
+    with pytest.raises(Exception, match="numprocs"):
+        master.call("reload")
+    assert master.pids("a") == before
+    assert "numprocs: must be >= 0, got -2" in master.tail(100)
+
+
+def test_new_file_starts_a_program_and_deleted_file_stops_it(master_factory) -> None:
+    master = master_factory({"a": WORKER.format(n=1)}).start()
+    master.wait_running("a", 1)
+    master.write("b", WORKER.format(n=2))
+    master.wait_running("b", 2)
+    master.remove("b")
+    wait_until(lambda: all(p["name"] != "b" for p in master.status()["programs"]), timeout=20)
+    assert master.live_children("b") == []
+
+
+def test_sighup_reloads_and_ttin_ttou_resize_every_program(master_factory) -> None:
+    master = master_factory({"a": WORKER.format(n=1)}).start()
+    master.wait_running("a", 1)
+    master.signal(signal.SIGTTIN)
+    master.wait_running("a", 2)
+    master.signal(signal.SIGTTOU)
+    master.wait_running("a", 1)
+
+
+def test_command_program_is_supervised(master_factory, short_tmp: Path) -> None:
+    marker = short_tmp / "ticks"
+    command = f"""\
+        command: sh -c 'echo $$ >> {marker}; exec sleep 60'
+        numprocs: 2
+        startsecs: 0.2
+        stopwaitsecs: 2
+        """
+    master = master_factory({"sleeper": command}).start()
+    pids = master.wait_running("sleeper", 2)
+    os.kill(pids[0], signal.SIGKILL)
+    wait_until(lambda: len(master.pids("sleeper")) == 2 and pids[0] not in
+               master.pids("sleeper"), timeout=20)
+    assert len(marker.read_text().split()) == 3, "restarted once"
+    master.call("stop", program="sleeper")
+    wait_until(lambda: master.pids("sleeper") == [], timeout=20)
+
+
+def test_control_socket_is_owner_only(master_factory) -> None:
+    master = master_factory({"a": WORKER.format(n=1)}).start()
+    mode = stat.S_IMODE(master.socket.stat().st_mode)
+    assert mode == 0o600
+
+
+def test_status_json_shape(master_factory, queue) -> None:
+    master = master_factory({"emails": WORKER.format(n=1)}).start()
+    master.wait_running("emails", 1)
+    dispatch("tests.sleep", 2)
+    wait_until(lambda: master.program("emails")["processes"][0]["job"], timeout=10)
+    program = master.program("emails")
+    assert program["target"] == 1 and program["state"] == "running"
+    [proc] = program["processes"]
+    assert set(proc) >= {"pid", "state", "uptime", "jobs_done", "job", "rss"}
+    assert proc["job"]["name"] == "tests.sleep" and proc["job"]["runtime"] >= 0
+    assert proc["rss"] > 1_000_000
+
+
+def test_pause_stops_taking_jobs_and_continue_resumes(master_factory, queue) -> None:
+    master = master_factory({"a": WORKER.format(n=1)}).start()
+    master.wait_running("a", 1)
+    master.call("pause", program="a")
+    wait_until(lambda: master.program("a")["paused"], timeout=5)
+    dispatch("tests.record", "x")
+    # Pausing is asynchronous in the child: confirm over a full idle period that nothing ran.
+    time.sleep(1.5)
+    assert results(queue.client) == []
+    master.call("continue", program="a")
+    wait_until(lambda: results(queue.client), timeout=10)
+
+
+def test_restarted_child_runs_the_code_now_on_disk(master_factory, short_tmp: Path,
+                                                   queue) -> None:
+    pkg = short_tmp / "code"
+    pkg.mkdir()
+    module = pkg / "versioned_jobs.py"
+    module.write_text(_versioned("v1"))
+    program = ("queues: [default]\nimport: [versioned_jobs]\nnumprocs: 1\nstartsecs: 0.2\n"
+               f"directory: {pkg}\n")
+    master = master_factory({"v": program}).start()
+    [old] = master.wait_running("v", 1)
+    dispatch("tests.versioned")
+    wait_until(lambda: results(queue.client), timeout=10)
+    module.write_text(_versioned("v2"))
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: master.pids("v") and master.pids("v") != [old], timeout=20)
+    dispatch("tests.versioned")
+    wait_until(lambda: len(results(queue.client)) == 2, timeout=10)
+    assert [r["value"] for r in results(queue.client)] == ["v1", "v2"]
+
+
+def _versioned(version: str) -> str:
+    return ("from supervisor_q import job\nfrom tests.jobmods.basic import record\n\n"
+            "@job(name='tests.versioned')\ndef versioned():\n"
+            f"    record(value={version!r})\n")
+
+
+def test_embedded_server_keeps_jobs_across_a_master_restart(short_tmp: Path) -> None:
+    master = Master(short_tmp, None, {"idle": "queues: [other]\nnumprocs: 0\n"}).start()
+    try:
+        url = f"unix://{short_tmp / 'run' / 'redis.sock'}?db=0"
+        queue = RedisQueue(connect(url))
+        built = payloads.build("tests.noop", "kept", [], {})
+        queue.push("kept", built.id, payloads.encode(built))
+        master.signal(signal.SIGTERM)
+        assert master.wait_exit(30) == 0
+        master.start()
+        queue = RedisQueue(connect(url))
+        assert queue.size("kept") == 1
+        assert stat.S_IMODE((short_tmp / "run" / "redis.sock").stat().st_mode) == 0o700
+    finally:
+        master.stop()

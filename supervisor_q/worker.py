@@ -67,6 +67,10 @@ class WorkerSettings:
     jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
 
 
+class _StopWaiting(BaseException):
+    """Raised by the stop signal handler to leave a blocking wait at once."""
+
+
 class BootError(Exception):
     """A module in the import list could not be imported."""
 
@@ -100,6 +104,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.stopping = False
+        self.waiting = False  # blocked in BLPOP: a stop signal may interrupt it
         self.paused = False
         self.jobs_done = 0
         self.pending: _Pending | None = None
@@ -128,6 +133,8 @@ class Worker:
         if self.stopping and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.stopping = True
+        if self.waiting:  # idle in BLPOP: leave it now instead of at its timeout
+            raise _StopWaiting
 
     def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
         self.paused = True
@@ -205,8 +212,25 @@ class Worker:
         if self.settings.stop_when_empty:
             return None
         self.title("idle")
-        self.with_redis(lambda: self.queue.wait_for_jobs(self.settings.queues, wait))
+        self.wait_for_jobs(wait)
         return None
+
+    def wait_for_jobs(self, seconds: float) -> None:
+        """Block on the queues' wake-up tokens; a stop signal cuts the wait short."""
+        try:
+            self._blocking_wait(seconds)
+        except _StopWaiting:
+            # The reply to the interrupted BLPOP would arrive on this connection later:
+            # drop the connection so no later command reads it.
+            self.queue.client.connection_pool.disconnect()
+
+    def _blocking_wait(self, seconds: float) -> None:
+        try:
+            self.waiting = True
+            if not self.stopping:
+                self.with_redis(lambda: self.queue.wait_for_jobs(self.settings.queues, seconds))
+        finally:
+            self.waiting = False  # the handler may still raise here: the caller catches it
 
     def _reserve_in_order(self) -> tuple[Reserved | None, float | None]:
         next_delayed: float | None = None

@@ -200,13 +200,14 @@ def test_sigterm_mid_job_finishes_the_job_then_exits_zero(
     assert queue.counts("default") == {"ready": 1, "delayed": 0, "reserved": 0, "failed": 0}
 
 
-def test_idle_worker_reacts_to_sigterm_within_a_second(redis_url: str) -> None:
+def test_idle_worker_reacts_to_sigterm_at_once(redis_url: str) -> None:
     worker = start_worker(redis_url, "--sleep", "30")
     wait_until(lambda: "idle" in " ".join(psutil.Process(worker.pid).cmdline()), timeout=10)
     sent = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 0
-    assert time.monotonic() - sent < 1.6
+    assert time.monotonic() - sent < 1.0, "the blocking wait was cut short"
+
 
 
 @pytest.mark.parametrize(("flags", "code"), [

@@ -224,7 +224,7 @@ class Arbiter:
             back = pool.reaped(child, status, now)
             if child.pgid and child.pgid > 0:
                 try:  # the job's own subprocesses must not outlive it
-                    os.killpg(child.pgid, signal.SIGKILL)
+                    self.spawner.kill(child.pgid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
             if back is not None and isinstance(pool.program, WorkerProgram):
@@ -269,8 +269,7 @@ class Arbiter:
             now = self.clock.monotonic()
             for ev in events:
                 if ev.kind == "ready":
-                    run.ready = True
-                    child.generation = ev.generation
+                    pool.child_ready(child, ev.generation)
                 elif ev.kind == "started":
                     pool.job_started(child, ev.job_id, ev.name, ev.queue, ev.timeout,
                                      ev.attempts, now)

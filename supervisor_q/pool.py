@@ -110,8 +110,13 @@ class Pool:
         self._forget_exited()
 
     def _promote_started(self, now: float) -> None:
+        # A worker counts as started once it has imported its modules (its ready report)
+        # AND lived startsecs; a command program after startsecs alone.
+        needs_report = not isinstance(self.program, CommandProgram)
         for child in self.children:
             if child.state is State.STARTING and child.started_at is not None:
+                if needs_report and not self.run_of(child).ready:
+                    continue
                 if now - child.started_at >= self.program.startsecs:
                     child.failures = 0
                     child.move_to(State.RUNNING, "started", now)  # STARTING -> RUNNING
@@ -202,7 +207,7 @@ class Pool:
         if not child.signallable or child.pgid is None or child.pgid <= 0:
             return
         try:
-            os.killpg(child.pgid, sig)
+            self.spawner.kill(child.pgid, sig)
         except ProcessLookupError:
             pass
         except PermissionError as exc:
@@ -258,6 +263,11 @@ class Pool:
 
     # -- reports from the child's pipe -------------------------------------------
 
+    def child_ready(self, child: ChildProcess, generation: float | None) -> None:
+        """The child imported its modules and is about to take jobs."""
+        self.run_of(child).ready = True
+        child.generation = generation
+
     def job_started(self, child: ChildProcess, job_id: str, name: str, queue: str,
                     timeout: float, attempts: int, now: float) -> None:
         child.job = CurrentJob(job_id, name, queue, now, now + timeout)
@@ -295,7 +305,7 @@ class Pool:
             label = exitcodes.DESCRIPTIONS.get(code, how) if code is not None else how
             child.failures = 0
             self._exited(child, now, label)
-        elif child.state is State.STARTING or code == exitcodes.BOOT_ERROR:
+        elif child.state is State.STARTING:
             self._failed_start(child, now, how)
         else:  # a crash after startsecs: restart it at once, it is not a crash loop
             log.warning("%s pid=%s %s unexpectedly", child.name, child.pid, how)

@@ -37,6 +37,7 @@ class Spawned:
 
 class Spawner(Protocol):
     def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned: ...
+    def kill(self, pgid: int, sig: int) -> None: ...
 
 
 def _set_parent_death_signal() -> None:
@@ -76,6 +77,10 @@ class ForkSpawner:
     def __init__(self, redis_url: str, master_pid: int | None = None) -> None:
         self.redis_url = redis_url
         self.master_pid = master_pid or os.getpid()
+
+    def kill(self, pgid: int, sig: int) -> None:
+        """Signal a child's whole process group (its job's subprocesses too)."""
+        os.killpg(pgid, sig)
 
     def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned:
         read_fd, write_fd = os.pipe()

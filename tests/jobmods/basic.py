@@ -114,3 +114,13 @@ def retry_until_job() -> None:
 def backoff_job() -> None:
     record()
     raise RuntimeError("again")
+
+
+@job(name="tests.allocate_and_wait")
+def allocate_and_wait(megabytes: int, seconds: float) -> None:
+    held = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    record(phase="allocated")
+    time.sleep(seconds)
+    record(phase="end")

@@ -1,9 +1,11 @@
 """supervisor-q: a process manager for Python queue workers.
 
 The public API for applications: define jobs with @job, queue them with
-dispatch() or fn.dispatch(); inside a job, release() or fail() it.
+dispatch() or fn.dispatch(), or as chain([...]) / batch([...]); inside a job,
+release() or fail() it.
 """
 
+from supervisor_q.batches import batch, current_batch
 from supervisor_q.jobs import (
     Job,
     JobContext,
@@ -13,6 +15,8 @@ from supervisor_q.jobs import (
     job,
     release,
 )
+from supervisor_q.workflows import chain
 
-__all__ = ["Job", "JobContext", "current_job", "dispatch", "fail", "job", "release"]
+__all__ = ["Job", "JobContext", "batch", "chain", "current_batch", "current_job", "dispatch",
+           "fail", "job", "release"]
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from supervisor_q import handback
+from supervisor_q import handback, monitor
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.childpipe import parse_lines
 from supervisor_q.clock import Clock
@@ -46,6 +46,7 @@ class PoolState:
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
     removing: bool = False  # removed from the config: stop, then forget
     runtimes: list[float] = field(default_factory=list)  # recent job runtimes, for target_wait
+    next_monitor: float = 0.0  # when to check the program's `monitor:` thresholds again
 
 
 class Arbiter:
@@ -290,6 +291,7 @@ class Arbiter:
             if self.stopping is None and not self.extra[name].removing:
                 self.update_target(pool)
         self.read_restart_signal(now)
+        self.check_monitors(now)
         self.enforce_memory_hard()
         self.supervise_server()
 
@@ -324,6 +326,22 @@ class Arbiter:
                               oldest_wait=oldest,
                               avg_runtime=sum(runtimes) / len(runtimes) if runtimes else None,
                               now=self.clock.monotonic())
+
+    def check_monitors(self, now: float) -> None:
+        """Log an alert when a program's queue passes its `monitor:` size or wait."""
+        for pool in self.pools.values():
+            settings = getattr(pool.program, "monitor", None)
+            extra = self.extra[pool.name]
+            if settings is None or now < extra.next_monitor:
+                continue
+            extra.next_monitor = now + settings.every
+            try:
+                loads = monitor.measure(self.queue, list(pool.program.queues))
+            except redis.RedisError:
+                continue
+            limits = monitor.Thresholds(settings.max_size, settings.max_wait)
+            for alert in monitor.check_thresholds(loads, limits):
+                log.warning("%s: ALERT %s", pool.name, alert)
 
     def read_restart_signal(self, now: float) -> None:
         try:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from supervisor_q import __version__
+from supervisor_q.cli_batches import add_batch_parsers
 from supervisor_q.cli_jobs import add_job_parsers, add_work_parser
 
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_work_parser(sub)
     add_job_parsers(sub)
+    add_batch_parsers(sub)
     try:
         from supervisor_q.cli_master import add_master_parsers
     except ImportError:  # the master commands arrive with the master

@@ -78,9 +78,13 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--delay", type=float, default=0.0)
     p.set_defaults(handler=cmd_dispatch)
 
-    q = sub.add_parser("queue", help="queue size | clear | stats")
-    q.add_argument("action", choices=["size", "clear", "stats"])
-    q.add_argument("queue")
+    q = sub.add_parser("queue", help="queue size | clear | stats | monitor")
+    q.add_argument("action", choices=["size", "clear", "stats", "monitor"])
+    q.add_argument("queue", help="a queue (monitor: Q1,Q2)")
+    q.add_argument("--max", type=int, default=1000, help="monitor: alert above N jobs")
+    q.add_argument("--max-wait", type=float, default=None,
+                   help="monitor: alert when the oldest job waited more than S seconds")
+    q.add_argument("--json", action="store_true", help="monitor: JSON output")
     q.set_defaults(handler=cmd_queue)
 
     f = sub.add_parser("failed", help="the failed-job store")
@@ -96,6 +100,8 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     ff = fsub.add_parser("forget")
     ff.add_argument("id")
     fsub.add_parser("flush")
+    frb = fsub.add_parser("retry-batch", help="queue a batch's failed jobs again")
+    frb.add_argument("id", help="batch id")
     fp = fsub.add_parser("prune")
     fp.add_argument("--hours", type=float, required=True)
     f.set_defaults(handler=cmd_failed)
@@ -126,12 +132,20 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     except NotSerialisable as exc:
         print(f"supervisor-q dispatch: {exc}", file=sys.stderr)
         return 2
+    if job_id is None:
+        print("supervisor-q dispatch: dropped: a unique job with this id is already queued",
+              file=sys.stderr)
+        return 1
     print(job_id)
     return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
     queue = _queue(args)
+    if args.action == "monitor":
+        from supervisor_q.monitor import cmd_monitor
+
+        return cmd_monitor(queue, args)
     if args.action == "size":
         print(queue.size(args.queue))
     elif args.action == "clear":
@@ -149,6 +163,11 @@ def cmd_failed(args: argparse.Namespace) -> int:
         return _failed_list(queue, args)
     if args.action == "retry":
         return _failed_retry(queue, args)
+    if args.action == "retry-batch":
+        from supervisor_q.batches import retry_batch
+
+        print(f"queued {retry_batch(queue, args.id)} failed job(s) of batch {args.id} again")
+        return 0
     if args.action == "forget":
         record = queue.find_failed(args.id)
         if record is None or not queue.forget_failed(record["queue"], args.id):

@@ -25,7 +25,8 @@ QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
 # Fields that only change how many children run: a reload rescales instead of replacing.
-SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale"})
+# Changing only these keeps the program's children (resize or re-check, no replacement).
+SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor"})
 
 # strict=True: no str -> number and no bool -> number coercion; floats still accept ints.
 Count = Annotated[int, Field(strict=True, ge=0)]
@@ -93,6 +94,14 @@ class AutoscaleConfig(_Frozen):
         return value
 
 
+class MonitorConfig(_Frozen):
+    """Alert thresholds the master checks for the program's queues (logged as warnings)."""
+
+    max_size: PositiveCount | None = None  # alert when more jobs than this wait
+    max_wait: PositiveSeconds | None = None  # alert when the oldest job waited longer
+    every: PositiveSeconds = 10.0  # seconds between two checks
+
+
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -155,6 +164,7 @@ class WorkerProgram(_ProgramBase):
     stopwaitsecs: Seconds = Field(default=None, validate_default=True)  # default timeout + 10
     stopsignal: Literal["TERM"] = "TERM"  # fixed: finish the current job, then exit
     autoscale: AutoscaleConfig | None = None  # load-driven size instead of numprocs
+    monitor: MonitorConfig | None = None  # queue size / wait alerts in the master's log
 
     _queue_list = field_validator("queues", "imports", mode="before")(_split_list)
 

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from supervisor_q import outcome
+from supervisor_q import lifecycle, outcome
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, Reserved
 from supervisor_q.config import WorkerProgram
@@ -55,8 +55,10 @@ def settle(queue: RedisQueue, program: WorkerProgram, back: Handback) -> str:
             return f"released for attempt {attempts + 1} in {decision.delay:g}s"
         reason = decision.reason
         reserved = Reserved(job.queue, job.id, raw, attempts, exceptions, 0.0)
-        queue.fail(job.queue, job.id, failed_record(reserved, reason, None),
-                   expected_attempts=attempts)
+        if queue.fail(job.queue, job.id, failed_record(reserved, reason, None),
+                      expected_attempts=attempts):
+            # What the dead child could not do: chain catch, batch failure, unique unlock.
+            lifecycle.failed_elsewhere(queue, raw, reason)
         return f"failed: {reason}"
     except redis.RedisError as exc:
         log.warning("job %s: cannot settle now (%s); its reservation expires instead", job.id,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from supervisor_q import dispatching
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.paths import resolve_redis_url
@@ -94,6 +95,11 @@ class JobOptions:
     max_exceptions: int | None = None
     fail_on_timeout: bool = False
     delay: float = 0.0
+    middleware: tuple[Any, ...] = ()  # see middleware.py / controls.py
+    encrypted: bool = False  # args, kwargs and extras stored encrypted (encryption.py)
+    unique_for: float | None = None  # seconds; set = unique job (controls.acquire_unique)
+    unique_id: Callable[..., Any] | None = None  # (*args, **kwargs) -> id; default: none
+    unique_until: str = "finished"  # or "processing": when the unique lock is freed
 
 
 class Job(Generic[P, R]):
@@ -123,11 +129,18 @@ class Job(Generic[P, R]):
             fail_on_timeout=o.fail_on_timeout, extra=extra)
 
     def dispatch(self, *args: Any, delay: float | None = None, queue: str | None = None,
-                 connection: str | None = None, **kwargs: Any) -> str:
-        """Queue this job; returns its id. delay/queue/connection are dispatch options."""
+                 connection: str | None = None, **kwargs: Any) -> str | None:
+        """Queue this job; returns its id (None: a unique job's duplicate was dropped).
+        delay/queue/connection are dispatch options."""
         built = self.payload(args, kwargs, queue=queue)
         wait = self.options.delay if delay is None else delay
-        return push_payload(built, delay=wait, connection=connection)
+        return dispatching.send(built, delay=wait, connection=connection, job=self)
+
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A signature (this job + arguments) for chain(), batch() and callbacks."""
+        from supervisor_q.workflows import Signature
+
+        return Signature(self.name, list(args), dict(kwargs))
 
 
 class Registry:
@@ -175,12 +188,19 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
         queue: str = DEFAULT_QUEUE, tries: int | None = None, timeout: float | None = None,
         backoff: int | list[int] | None = None, retry_until: float | None = None,
         max_exceptions: int | None = None, fail_on_timeout: bool = False,
-        delay: float = 0.0, registry: Registry | None = None) -> Any:
+        delay: float = 0.0, registry: Registry | None = None,
+        middleware: list[Any] | tuple[Any, ...] = (), encrypted: bool = False,
+        unique_for: float | None = None, unique_id: Callable[..., Any] | None = None,
+        unique_until: str = "finished") -> Any:
     """Register fn as a job named module:function (or name=)."""
+    if unique_until not in ("finished", "processing"):
+        raise ValueError("unique_until is 'finished' or 'processing'")
     options = JobOptions(queue=queue, tries=tries, timeout=timeout,
                          backoff=_backoff_tuple(backoff), retry_until=retry_until,
                          max_exceptions=max_exceptions, fail_on_timeout=fail_on_timeout,
-                         delay=delay)
+                         delay=delay, middleware=tuple(middleware), encrypted=encrypted,
+                         unique_for=unique_for, unique_id=unique_id,
+                         unique_until=unique_until)
     if tries is not None and tries < 1:
         raise ValueError("tries must be >= 1")
     if timeout is not None and timeout <= 0:
@@ -217,8 +237,9 @@ def push_payload(built: payloads.Payload, *, delay: float = 0.0,
 
 def dispatch(target: str | Job, *args: Any, queue: str | None = None,
              delay: float | None = None, connection: str | None = None,
-             registry: Registry | None = None, **kwargs: Any) -> str:
-    """Queue a job by Job or by name ("module:function"); returns the job id."""
+             registry: Registry | None = None, **kwargs: Any) -> str | None:
+    """Queue a job by Job or by name ("module:function"); returns the job id
+    (None when a unique job's duplicate was dropped)."""
     if isinstance(target, Job):
         return target.dispatch(*args, delay=delay, queue=queue, connection=connection, **kwargs)
     known = registry or REGISTRY
@@ -226,7 +247,7 @@ def dispatch(target: str | Job, *args: Any, queue: str | None = None,
         return known.get(target).dispatch(*args, delay=delay, queue=queue,
                                           connection=connection, **kwargs)
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
-    return push_payload(built, delay=delay or 0.0, connection=connection)
+    return dispatching.send(built, delay=delay or 0.0, connection=connection)
 
 
 def retry_deadline_passed(retry_until: float | None) -> bool:

@@ -16,7 +16,7 @@ from supervisor_q import controls, dispatching, encryption, middleware
 from supervisor_q.backend import RedisQueue
 from supervisor_q.events import EVENTS, JobEvent
 from supervisor_q.jobs import current_job
-from supervisor_q.payload import Payload
+from supervisor_q.payload import MalformedPayload, Payload, decode
 
 if TYPE_CHECKING:
     from supervisor_q.jobs import Job
@@ -98,3 +98,15 @@ def failed(payload: Payload | None, reason: str) -> None:
 
 def released(payload: Payload, delay: float) -> None:
     """After the job was put back for another attempt (nothing to do yet)."""
+
+
+def failed_elsewhere(queue: RedisQueue, raw: str, reason: str) -> None:
+    """For the master, after it failed a job whose child died (handback.settle): run
+    the chain catch, batch failure and unique unlock the child could not. Never raises.
+    (App-registered `failing` events do not fire there: the master imports no jobs.)"""
+    try:
+        payload = prepare(decode(raw))
+    except MalformedPayload:
+        return
+    bind(queue)
+    failed(payload, reason)

@@ -23,7 +23,7 @@ log = logging.getLogger("supervisor_q.pool")
 
 FATAL_RETRY = 60.0  # FATAL is an alert, not forever: try again after this long
 TERM_GRACE = 0.5  # after a job's deadline: SIGTERM to the child's group
-KILL_GRACE = 1.0  # ... and SIGKILL this much later if it is still there
+KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
 
 Why = Literal["timeout", "memory", "lost", "stopped"]
 
@@ -170,10 +170,11 @@ class Pool:
         if child.state not in (State.STARTING, State.RUNNING):
             return
         grace = self.program.stopwaitsecs if wait is None else wait
-        self.run_of(child).stop_deadline = now + grace
+        # After SIGKILL there is nothing left to escalate to.
+        self.run_of(child).stop_deadline = None if sig == signal.SIGKILL else now + grace
         child.move_to(State.STOPPING, reason, now)  # STARTING/RUNNING -> STOPPING
-        if isinstance(self.program, CommandProgram):
-            sig = getattr(signal, "SIG" + self.program.stopsignal)
+        if isinstance(self.program, CommandProgram) and sig == signal.SIGTERM:
+            sig = getattr(signal, "SIG" + self.program.stopsignal)  # the polite signal
         self.signal(child, sig)
 
     def _kill_overdue_stops(self, now: float) -> None:

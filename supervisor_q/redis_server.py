@@ -80,7 +80,7 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "server.log"),
-            "--databases", "64",
+            "--databases", "4096",  # tests give every test a database of its own
             "--save", "",
         ]
         if self.persistent:

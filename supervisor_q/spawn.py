@@ -20,8 +20,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from supervisor_q import exitcodes
+from supervisor_q.backend import RESERVATION_MARGIN, RedisQueue, connect
+from supervisor_q.childpipe import PipeReporter
 from supervisor_q.config import CommandProgram, ProgramConfig, WorkerProgram
 from supervisor_q.process import ChildProcess
+from supervisor_q.proctitle import set_title
+from supervisor_q.restart import read_generation
+
+# The worker's own modules are imported here, in the master, so every child shares them
+# copy-on-write and starts faster; the program's job modules are imported in the child only.
+from supervisor_q.worker import MAX_BLOCK, BootError, Worker, WorkerSettings, import_job_modules
 
 log = logging.getLogger("supervisor_q.spawn")
 
@@ -85,8 +93,11 @@ class ForkSpawner:
     def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned:
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, False)
+        # Collect, then freeze what survives, and never unfreeze: neither the children nor
+        # the master's own later collections walk these objects again, so their pages stay
+        # shared copy-on-write instead of being copied into every child (lower USS).
         gc.collect()
-        gc.freeze()  # keep the master's objects out of the child's GC: fewer written pages
+        gc.freeze()
         pid = os.fork()
         if pid == 0:  # child: never return into the master's code
             code = exitcodes.ERROR
@@ -102,7 +113,6 @@ class ForkSpawner:
                     pass
             finally:
                 os._exit(code)
-        gc.unfreeze()
         os.close(write_fd)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
@@ -133,8 +143,6 @@ class ForkSpawner:
 
 
 def _exec_command(program: CommandProgram) -> None:
-    from supervisor_q.proctitle import set_title
-
     set_title(f"supervisor-q {program.name} exec")
     argv = list(program.argv)
     try:
@@ -146,15 +154,7 @@ def _exec_command(program: CommandProgram) -> None:
 
 def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
                 redis_url: str, master_pid: int) -> int:
-    # Imported here, in the child: the master itself never loads the worker's modules.
-    from supervisor_q.backend import RedisQueue, connect
-    from supervisor_q.childpipe import PipeReporter
-    from supervisor_q.restart import read_generation
-    from supervisor_q.worker import MAX_BLOCK, BootError, Worker, WorkerSettings, import_job_modules
-
     label = child.name
-    from supervisor_q.proctitle import set_title
-
     set_title(f"supervisor-q {label} starting")
     if program.directory and program.directory not in sys.path:
         sys.path.insert(0, program.directory)
@@ -186,8 +186,6 @@ def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pau
 
 def reservation_margin(program: WorkerProgram) -> float:
     """The reservation outlives the job's timeout by this much (retry_after may widen it)."""
-    from supervisor_q.backend import RESERVATION_MARGIN
-
     if program.retry_after is not None:
         return max(RESERVATION_MARGIN, program.retry_after - program.timeout)
     return RESERVATION_MARGIN

@@ -18,7 +18,9 @@ import redis
 from supervisor_q.redis_server import RedisServer
 from tests.helpers import wait_until  # noqa: F401  (re-exported for tests)
 
-_database_numbers = itertools.cycle(range(1, 64))
+# Never reused within a session: a straggling process of an earlier test cannot touch
+# a later test's data.
+_database_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="session")

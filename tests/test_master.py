@@ -171,7 +171,8 @@ def test_command_program_is_supervised(master_factory, short_tmp: Path) -> None:
     os.kill(pids[0], signal.SIGKILL)
     wait_until(lambda: len(master.pids("sleeper")) == 2 and pids[0] not in
                master.pids("sleeper"), timeout=20)
-    assert len(marker.read_text().split()) == 3, "restarted once"
+    wait_until(lambda: len(marker.read_text().split()) == 3, timeout=10,
+               message="the replacement ran the command once")
     master.call("stop", program="sleeper")
     wait_until(lambda: master.pids("sleeper") == [], timeout=20)
 

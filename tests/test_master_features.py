@@ -94,3 +94,13 @@ def test_autoscale_starts_at_min_and_grows_under_backlog(short_tmp: Path, redis_
             dispatch("tests.sleep", 0.3)
         master.wait_running("a", 3, timeout=30)
         assert master.program("a")["target_reason"].startswith("autoscale")
+
+
+def test_monitor_thresholds_are_logged_as_alerts(short_tmp: Path, redis_url: str) -> None:
+    program = ("queues: [watched]\nimport: [tests.jobmods.basic]\nnumprocs: 0\n"
+               "monitor: {max_size: 2, every: 0.5}\n")
+    with Master(short_tmp, redis_url, {"a": program}) as master:
+        for _ in range(5):
+            dispatch("tests.noop", queue="watched")
+        wait_until(lambda: "ALERT queue watched has 5 jobs waiting (over 2)" in master.tail(),
+                   timeout=10)

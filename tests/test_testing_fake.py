@@ -1,0 +1,78 @@
+"""The application-test helpers: the queue fake's assertions, and sync mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor_q import dispatching
+from supervisor_q.batches import batch
+from supervisor_q.testing import fake_queue
+from supervisor_q.workflows import chain
+from tests.jobmods.flows import bjob, step, step_fail, then_cb
+from tests.workers import results
+
+
+def test_fake_records_dispatches_and_asserts_on_them() -> None:
+    with fake_queue() as fake:
+        fake.assert_nothing_dispatched()
+        step.dispatch(1)
+        step.dispatch(2, delay=5)
+    assert fake.dispatched[1].delay == 5
+    fake.assert_dispatched(step)
+    fake.assert_dispatched(step, lambda value: value == 2)
+    fake.assert_dispatched_times(step, 2)
+    fake.assert_not_dispatched(step_fail)
+    fake.assert_not_dispatched(step, lambda value: value == 3)
+    with pytest.raises(AssertionError, match="not dispatched"):
+        fake.assert_dispatched(step, lambda value: value == 3)
+    with pytest.raises(AssertionError, match="2 time"):
+        fake.assert_dispatched_times(step, 1)
+    with pytest.raises(AssertionError):
+        fake.assert_nothing_dispatched()
+
+
+def test_fake_records_chains_in_order_and_batches() -> None:
+    with fake_queue() as fake:
+        chain([step.s(1), step_fail.s(2), step.s(3)]).dispatch()
+        fake.assert_nothing_batched()
+        batch([bjob.s(1), bjob.s(2)], name="import", then=then_cb.s()).dispatch()
+    fake.assert_chained([step, step_fail, step])
+    fake.assert_chained([step.s(1), step_fail.s(2), step.s(3)])
+    with pytest.raises(AssertionError, match="no chain"):
+        fake.assert_chained([step, step])
+    with pytest.raises(AssertionError):
+        fake.assert_chained([step.s(9), step_fail, step])
+    fake.assert_batched(lambda b: b.name == "import" and b.job_names == ["flows.bjob"] * 2)
+    with pytest.raises(AssertionError, match="no matching batch"):
+        fake.assert_batched(lambda b: b.name == "other")
+    with pytest.raises(AssertionError, match="batch"):
+        fake.assert_nothing_batched()
+
+
+def test_fake_is_removed_after_the_block(redis_url: str) -> None:
+    with fake_queue():
+        pass
+    assert dispatching.active_fake() is None
+
+
+def test_sync_mode_runs_jobs_and_chains_inline(redis_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(dispatching.SYNC_ENV, "1")
+    step.dispatch("now")
+    assert [r["value"] for r in results(redis_url, "step")] == ["now"]
+    chain([step.s(1), step.s(2)]).dispatch()
+    assert [r["value"] for r in results(redis_url, "step")] == ["now", 1, 2]
+    with pytest.raises(RuntimeError, match="step x broke"):
+        step_fail.dispatch("x")
+    assert results(redis_url, "step_fail")[0]["value"] == "x"
+
+
+def test_sync_setting_beats_the_environment(redis_url: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(dispatching.SYNC_ENV, "1")
+    dispatching.set_sync(False)
+    try:
+        step.dispatch("queued")
+    finally:
+        dispatching.set_sync(None)
+    assert results(redis_url, "step") == []

@@ -87,7 +87,7 @@ def kill_to_replacement(master: Master, client: redis.Redis, rounds: int) -> flo
         dispatch("bench.started", queue="one")
         wait_until(lambda: client.llen("bench:started"), timeout=20, interval=0.002)
         samples.append((float(client.lindex("bench:started", 0)) - killed_at) * 1000)
-        wait_until(lambda p=pid: pid not in master.pids("one"), timeout=20)
+        wait_until(lambda p=pid: p not in master.pids("one"), timeout=20)
     return statistics.median(samples)
 
 

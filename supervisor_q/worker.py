@@ -300,7 +300,9 @@ class Worker:
             self.fail(job, decoded, too_late, None)
             return False
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts)
-        self.title(f"job {decoded.job}")
+        # The start time (to the second) shows how long the job has run; the title is only
+        # rewritten when it changes, so a burst of short jobs costs one write per second.
+        self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         timed_out = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -248,5 +250,11 @@ def test_embedded_server_keeps_jobs_across_a_master_restart(short_tmp: Path) -> 
         queue = RedisQueue(connect(url))
         assert queue.size("kept") == 1
         assert stat.S_IMODE((short_tmp / "run" / "redis.sock").stat().st_mode) == 0o700
+        # Commands on the same machine find the embedded server without a URL.
+        env = {k: v for k, v in os.environ.items() if k != "SUPERVISOR_Q_REDIS_URL"}
+        env["SUPERVISOR_Q_RUNTIME_DIR"] = str(short_tmp / "run")
+        size = subprocess.run([sys.executable, "-m", "supervisor_q", "queue", "size", "kept"],
+                              env=env, capture_output=True, text=True, check=True)
+        assert size.stdout.strip() == "1"
     finally:
         master.stop()

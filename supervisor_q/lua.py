@@ -188,25 +188,6 @@ return {len, now - since}
 # Job workflows and controls (chains, batches, locks, rate limits). Each script
 # touches the keys of one queue or of one batch/lock only (one hash tag).
 
-# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 attempts, 6 enqueued
-# ARGV: 1 id, 2 delay ms
-# Returns: 1 if the reserved job is back (delayed or ready) with this attempt not
-# counted, else 0. Used when middleware (overlap, throttle, funnel) puts a job back:
-# waiting for a limit is not a failed attempt.
-RELEASE_UNCOUNTED = _PRELUDE + """
-if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
-if tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0') > 0 then
-  redis.call('HINCRBY', KEYS[5], ARGV[1], -1)
-end
-local delay = tonumber(ARGV[2])
-if delay > 0 then
-  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
-else
-  make_ready(KEYS[1], KEYS[2], KEYS[6], ARGV[1], now)
-end
-return 1
-"""
-
 # KEYS: 1 lock
 # ARGV: 1 token
 # Returns: 1 if the lock held token and is now deleted, else 0 (someone else's lock).

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from supervisor_q import lua
 from supervisor_q.backend import RedisQueue
 from supervisor_q.jobs import Job, ReleaseJob, current_job
 from supervisor_q.payload import Payload
@@ -71,12 +70,9 @@ def resolve_key(key: Key, call: Call, kind: str) -> str:
 def release_for_limit(call: Call, delay: float) -> None:
     """Put the running job back after delay seconds, not counting this attempt
     (waiting for a lock or a rate is not a failure), and stop the run here."""
-    k = call.queue.keys(call.payload.queue)
     ctx = current_job()
     job_id = ctx.id if ctx is not None else call.payload.id
-    script = call.queue.client.register_script(lua.RELEASE_UNCOUNTED)
-    script(keys=[k.ready, k.notify, k.delayed, k.reserved, k.attempts, k.enqueued],
-           args=[job_id, max(0, int(delay * 1000))])
+    call.queue.release(call.payload.queue, job_id, delay, undo_attempt=True)
     # The worker's own release finds the job no longer reserved and does nothing twice.
     raise ReleaseJob(delay)
 

@@ -8,11 +8,16 @@ deadline, or failed: never nowhere. Imports keys and lua only.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.commands.core import Script
+from redis.connection import Connection
+from redis.exceptions import NoScriptError
 
 from supervisor_q import lua
 from supervisor_q.keys import QUEUES_KEY, QueueKeys
@@ -65,6 +70,33 @@ class RedisQueue:
         self._load = register(lua.LOAD)
         self._keys: dict[str, QueueKeys] = {}
         self._known_queues: set[str] = set()
+        self._conn: Connection | None = None  # the hot path's own connection (see _eval)
+        self._pid = os.getpid()
+
+    def _eval(self, script: Script, keys: list[str], args: list) -> Any:
+        """EVALSHA on a connection kept for the hot path: redis-py's per-command client
+        machinery (pool checkout, retries, observability) costs as much as the round
+        trip itself for a no-op job. Errors behave as with Script.__call__."""
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():  # never use a connection across fork
+            conn = self._conn = self.client.connection_pool.make_connection()
+            self._pid = os.getpid()
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except NoScriptError:  # the server restarted or flushed its scripts
+            self.client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
+        self.client.close()
 
     def keys(self, queue: str) -> QueueKeys:
         found = self._keys.get(queue)
@@ -99,10 +131,8 @@ class RedisQueue:
     def reserve(self, queue: str, *, default_timeout: float, ack_id: str = "",
                 count: int = 1) -> tuple[bool, ReserveResult]:
         """Ack ack_id (if given) and reserve up to count jobs of queue, in one round trip."""
-        raw = self._reserve(
-            keys=self._job_keys(queue),
-            args=[ack_id, int(default_timeout * 1000), self.margin_ms, count],
-        )
+        raw = self._eval(self._reserve, self._job_keys(queue),
+                         [ack_id, int(default_timeout * 1000), self.margin_ms, count])
         acked = bool(raw[0])
         next_ms = raw[1]
         jobs = [
@@ -122,7 +152,7 @@ class RedisQueue:
 
     def ack(self, queue: str, job_id: str) -> bool:
         """Delete a finished job; False if it was no longer reserved."""
-        return bool(self._ack(keys=self._job_keys(queue), args=[job_id]))
+        return bool(self._eval(self._ack, self._job_keys(queue), [job_id]))
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,
@@ -130,12 +160,12 @@ class RedisQueue:
         """Put a reserved job back (after delay seconds); False if no longer reserved
         (or, with expected_attempts, if a later attempt holds it now)."""
         k = self.keys(queue)
-        return bool(self._release(
-            keys=[k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued,
-                  k.attempts],
-            args=[job_id, max(0, int(delay * 1000)), "1" if count_exception else "0",
-                  "" if expected_attempts is None else str(expected_attempts),
-                  "1" if undo_attempt else "0"],
+        return bool(self._eval(
+            self._release,
+            [k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued, k.attempts],
+            [job_id, max(0, int(delay * 1000)), "1" if count_exception else "0",
+             "" if expected_attempts is None else str(expected_attempts),
+             "1" if undo_attempt else "0"],
         ))
 
     def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False,

@@ -69,19 +69,28 @@ class RedisQueue:
         self._retry_failed = register(lua.RETRY_FAILED)
         self._load = register(lua.LOAD)
         self._keys: dict[str, QueueKeys] = {}
+        self._key_lists: dict[str, list[str]] = {}
         self._known_queues: set[str] = set()
         self._conn: Connection | None = None  # the hot path's own connection (see _eval)
+        self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
         self._pid = os.getpid()
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():  # never use a connection across fork
+            conn = self._conn = self.client.connection_pool.make_connection()
+            self._pid = os.getpid()
+            self._owed = []
+        return conn
 
     def _eval(self, script: Script, keys: list[str], args: list) -> Any:
         """EVALSHA on a connection kept for the hot path: redis-py's per-command client
         machinery (pool checkout, retries, observability) costs as much as the round
         trip itself for a no-op job. Errors behave as with Script.__call__."""
-        conn = self._conn
-        if conn is None or self._pid != os.getpid():  # never use a connection across fork
-            conn = self._conn = self.client.connection_pool.make_connection()
-            self._pid = os.getpid()
+        conn = self._connection()
         try:
+            if self._owed:
+                self._collect_owed(conn)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return conn.read_response()
         except NoScriptError:  # the server restarted or flushed its scripts
@@ -90,7 +99,35 @@ class RedisQueue:
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError):
             conn.disconnect()
+            self._owed = []  # unknown whether they ran: reservations expire and retry
             raise
+
+    def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
+        """Send EVALSHA and read its reply later (before the next call): the server acts
+        on it at once, and the worker does not wait a round trip for it."""
+        conn = self._connection()
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            self._owed = []
+            raise
+        self._owed.append((script, keys, args))
+
+    def _collect_owed(self, conn: Connection) -> None:
+        """Read the replies of calls sent without waiting; redo any that found its script
+        missing (after a server restart) once every reply is read, so none is misread."""
+        owed, self._owed = self._owed, []
+        redo = []
+        for item in owed:
+            try:
+                conn.read_response()
+            except NoScriptError:
+                redo.append(item)
+        for script, keys, args in redo:
+            self.client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.read_response()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -105,9 +142,12 @@ class RedisQueue:
         return found
 
     def _job_keys(self, queue: str) -> list[str]:
-        k = self.keys(queue)
-        return [k.ready, k.notify, k.delayed, k.reserved, k.payloads, k.attempts,
-                k.exceptions, k.enqueued]
+        found = self._key_lists.get(queue)
+        if found is None:
+            k = self.keys(queue)
+            found = self._key_lists[queue] = [k.ready, k.notify, k.delayed, k.reserved,
+                                              k.payloads, k.attempts, k.exceptions, k.enqueued]
+        return found
 
     # -- producing -------------------------------------------------------------
 
@@ -128,12 +168,13 @@ class RedisQueue:
 
     # -- consuming -------------------------------------------------------------
 
-    def reserve(self, queue: str, *, default_timeout: float, ack_id: str = "",
-                count: int = 1) -> tuple[bool, ReserveResult]:
-        """Ack ack_id (if given) and reserve up to count jobs of queue, in one round trip."""
+    def reserve(self, queue: str, *, default_timeout: float, ack_ids: Sequence[str] = (),
+                count: int = 1) -> tuple[int, ReserveResult]:
+        """Ack ack_ids (finished jobs of this queue) and reserve up to count jobs, in one
+        round trip. Returns (how many were acked, what was reserved)."""
         raw = self._eval(self._reserve, self._job_keys(queue),
-                         [ack_id, int(default_timeout * 1000), self.margin_ms, count])
-        acked = bool(raw[0])
+                         [int(default_timeout * 1000), self.margin_ms, count, *ack_ids])
+        acked = int(raw[0])
         next_ms = raw[1]
         jobs = [
             Reserved(queue, _text(raw[i]), _text(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]),
@@ -150,9 +191,14 @@ class RedisQueue:
         keys = [self.keys(q).notify for q in queues]
         return self.client.blpop(keys, timeout=max(timeout, 0.01)) is not None
 
-    def ack(self, queue: str, job_id: str) -> bool:
-        """Delete a finished job; False if it was no longer reserved."""
-        return bool(self._eval(self._ack, self._job_keys(queue), [job_id]))
+    def ack(self, queue: str, *job_ids: str) -> int:
+        """Delete finished jobs; returns how many were still reserved (0 = none)."""
+        return int(self._eval(self._ack, self._job_keys(queue), list(job_ids)))
+
+    def ack_nowait(self, queue: str, job_id: str) -> None:
+        """Delete a finished job without waiting for the reply (prefetch: the next job
+        is already here, and its ack must not wait behind it)."""
+        self._eval_nowait(self._ack, self._job_keys(queue), [job_id])
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,

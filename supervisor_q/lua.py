@@ -61,20 +61,20 @@ end
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
 #       8 enqueued
-# ARGV: 1 id to ack first ('' = none), 2 default timeout ms, 3 reservation margin ms,
-#       4 how many jobs to reserve at most
-# Returns: {acked (0/1), next_delayed_ms or false,
+# ARGV: 1 default timeout ms, 2 reservation margin ms, 3 how many jobs to reserve at most,
+#       4.. ids of finished jobs to ack first (none, one, or several with prefetch)
+# Returns: {acked count, next_delayed_ms or false,
 #           then per job: id, payload, attempts, exceptions, waited_ms}
-# The ack of the previous job rides in the same round trip as the next reserve.
+# The acks of finished jobs ride in the same round trip as the next reserve.
 # The reservation deadline comes from the job's own timeout (read from the head of
 # its payload, which dispatch writes as {"v":1,"timeout":N,...}) plus the margin.
 RESERVE = _PRELUDE + _ACK_BODY + _MIGRATE_BODY + """
 local acked = 0
-if ARGV[1] ~= '' then acked = ack(ARGV[1]) end
+for i = 4, #ARGV do acked = acked + ack(ARGV[i]) end
 migrate(KEYS[3])
 migrate(KEYS[4])
 local out = {acked, false}
-local wanted = tonumber(ARGV[4])
+local wanted = tonumber(ARGV[3])
 local got = 0
 while got < wanted do
   local id = redis.call('LPOP', KEYS[1])
@@ -82,8 +82,8 @@ while got < wanted do
   local payload = redis.call('HGET', KEYS[5], id)
   if payload then
     local timeout = tonumber(string.match(payload, '^{"v":%d+,"timeout":([%d%.]+)'))
-    local timeout_ms = timeout and math.floor(timeout * 1000) or tonumber(ARGV[2])
-    redis.call('ZADD', KEYS[4], now + timeout_ms + tonumber(ARGV[3]), id)
+    local timeout_ms = timeout and math.floor(timeout * 1000) or tonumber(ARGV[1])
+    redis.call('ZADD', KEYS[4], now + timeout_ms + tonumber(ARGV[2]), id)
     local attempts = redis.call('HINCRBY', KEYS[6], id, 1)
     local exceptions = tonumber(redis.call('HGET', KEYS[7], id) or '0')
     local since = tonumber(redis.call('HGET', KEYS[8], id) or now)
@@ -112,10 +112,12 @@ return out
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
 #       8 enqueued
-# ARGV: 1 id
-# Returns: 1 if the job was reserved and is now deleted, else 0
+# ARGV: ids
+# Returns: how many of the jobs were reserved and are now deleted
 ACK = _PRELUDE + _ACK_BODY + """
-return ack(ARGV[1])
+local acked = 0
+for i = 1, #ARGV do acked = acked + ack(ARGV[i]) end
+return acked
 """
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 exceptions, 6 enqueued, 7 attempts

@@ -44,6 +44,9 @@ log = logging.getLogger("supervisor_q.worker")
 # Longest single blocking wait, so SIGTERM and the restart signal are seen within a second.
 MAX_BLOCK = 1.0
 RESTART_CHECK_INTERVAL = 1.0
+# A prefetched job not started within this long goes back to the queue: well inside
+# the reservation margin (backend.RESERVATION_MARGIN), so it can never run twice.
+PREFETCH_HOLD = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,12 @@ class Worker:
         self.waiting = False  # blocked in BLPOP: a stop signal may interrupt it
         self.paused = False
         self.jobs_done = 0
-        self.pending: _Pending | None = None
+        self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
         self.next_restart_check = 0.0
         self.redis_failures = 0
         self.prefetched: list[Reserved] = []
+        self.prefetched_at = 0.0  # monotonic time the prefetched jobs were reserved
         rnd = random.Random()
         j = self.settings.jitter
         self.max_jobs = int(self.settings.max_jobs * (1 - j * rnd.random()))
@@ -178,23 +182,32 @@ class Worker:
 
     def shutdown(self) -> None:
         """Hand back prefetched jobs and send the pending ack before exiting."""
-        for job in self.prefetched:
-            self.with_redis(lambda j=job: self.queue.release(j.queue, j.id))
-        self.prefetched.clear()
+        self.hand_back_prefetched()
         self.flush_pending()
         self.title("exiting")
 
+    def hand_back_prefetched(self) -> None:
+        """Release reserved-but-unstarted jobs at once, their attempt not counted."""
+        for job in self.prefetched:
+            self.with_redis(lambda j=job: self.queue.release(j.queue, j.id, undo_attempt=True))
+        self.prefetched.clear()
+
     def flush_pending(self) -> None:
-        pending = self.pending
-        if pending is not None:
-            self.with_redis(lambda: self.queue.ack(pending.queue, pending.id))
-            self.pending = None
+        """Ack every finished job now (a separate round trip per queue)."""
+        for queue in {p.queue for p in self.pending}:
+            ids = [p.id for p in self.pending if p.queue == queue]
+            self.with_redis(lambda q=queue, i=ids: self.queue.ack(q, *i))
+        self.pending = []
 
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
         if self.prefetched:
-            return self.prefetched.pop(0)
+            if time.monotonic() - self.prefetched_at < PREFETCH_HOLD:
+                return self.prefetched.pop(0)
+            # Jobs waiting behind a slow one must not outlive their reservation (its
+            # margin is only a few seconds): hand them back untouched and reserve afresh.
+            self.hand_back_prefetched()
         if self.paused:
             self.flush_pending()
             self.title("paused")
@@ -236,16 +249,15 @@ class Worker:
         next_delayed: float | None = None
         count = self.settings.prefetch
         for queue in self.settings.queues:
-            ack_id = ""
-            if self.pending is not None and self.pending.queue == queue:
-                ack_id = self.pending.id
+            ack_ids = [p.id for p in self.pending if p.queue == queue]
             _, result = self.queue.reserve(queue, default_timeout=self.settings.timeout,
-                                           ack_id=ack_id, count=count)
-            if ack_id:
-                self.pending = None
+                                           ack_ids=ack_ids, count=count)
+            if ack_ids:
+                self.pending = [p for p in self.pending if p.queue != queue]
             if result.jobs:
                 self.flush_pending()  # the ack belonged to a lower-priority queue
                 self.prefetched.extend(result.jobs[1:])
+                self.prefetched_at = time.monotonic()
                 return result.jobs[0], None
             if result.next_delayed_in is not None:
                 nd = result.next_delayed_in
@@ -267,7 +279,7 @@ class Worker:
                 self.redis_failures += 1
                 if self.redis_failures == 1:
                     log.warning("%s: Redis unavailable (%s); retrying", self.settings.label, exc)
-                if self.stopping and self.pending is None and not self.prefetched:
+                if self.stopping and not self.pending and not self.prefetched:
                     return None
                 if not self.parent_alive():
                     return None
@@ -330,7 +342,10 @@ class Worker:
             self.settle(job, decoded, decision, traceback.format_exc(), count_exception=True)
         else:
             lifecycle.succeeded(decoded)
-            self.pending = _Pending(job.queue, job.id)
+            if self.prefetched:  # the next job is already here: ack now, read the reply later
+                self.with_redis(lambda: self.queue.ack_nowait(job.queue, job.id))
+            else:  # the ack rides with the next reserve
+                self.pending.append(_Pending(job.queue, job.id))
         finally:
             reset_current_job(token)
             self.reporter.job_finished(job.id)

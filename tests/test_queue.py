@@ -48,8 +48,8 @@ def test_ack_deletes_everything_of_the_job(queue: RedisQueue) -> None:
 def test_ack_rides_with_next_reserve(queue: RedisQueue) -> None:
     first, second = push(queue), push(queue)
     queue.reserve("default", default_timeout=60)
-    acked, result = queue.reserve("default", default_timeout=60, ack_id=first)
-    assert acked
+    acked, result = queue.reserve("default", default_timeout=60, ack_ids=[first])
+    assert acked == 1
     assert [j.id for j in result.jobs] == [second]
     assert queue.counts("default")["reserved"] == 1
 
@@ -178,3 +178,14 @@ def test_dispatch_by_name_and_by_job_write_json_payloads(redis_url: str) -> None
         assert field in body
     other = json.loads(queue.client.hget(QueueKeys("emails-high").payloads, other_id))
     assert other["args"] == [1, 2] and other["kwargs"] == {"key": "v"}
+
+
+def test_ack_without_waiting_survives_a_script_flush(queue: RedisQueue) -> None:
+    first, second = push(queue), push(queue)
+    queue.reserve("default", default_timeout=60, count=2)
+    queue.client.script_flush()  # as after a server restart: the ack's script is gone
+    queue.ack_nowait("default", first)
+    _, result = queue.reserve("default", default_timeout=60)
+    assert result.jobs == []
+    assert queue.counts("default")["reserved"] == 1, "the ack was redone, not lost"
+    assert queue.ack("default", second) == 1

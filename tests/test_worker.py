@@ -284,3 +284,39 @@ def test_worker_survives_a_redis_restart_while_waiting(
         worker.terminate()
         worker.wait(10)
     assert [r["value"] for r in results(queue)] == ["before", "after"]
+
+
+def test_prefetch_runs_every_job_once(redis_url: str, queue: RedisQueue) -> None:
+    for i in range(10):
+        dispatch("tests.record", i)
+    done = run_worker(redis_url, "--prefetch", "4", "--stop-when-empty")
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["value"] for r in results(queue)) == list(range(10))
+    assert queue.counts("default")["reserved"] == 0
+
+
+def test_graceful_stop_hands_back_prefetched_jobs_uncounted(
+        redis_url: str, queue: RedisQueue) -> None:
+    dispatch("tests.sleep", 1.5, "slow")
+    dispatch("tests.record", "a")
+    dispatch("tests.record", "b")
+    worker = start_worker(redis_url, "--prefetch", "3")
+    wait_until(lambda: results(queue), timeout=10)
+    assert queue.counts("default")["reserved"] == 3, "all three reserved in one go"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert queue.counts("default") == {"ready": 2, "delayed": 0, "reserved": 0, "failed": 0}
+    _, again = queue.reserve("default", default_timeout=60, count=2)
+    assert [j.attempts for j in again.jobs] == [1, 1], "handing back did not spend attempts"
+
+
+def test_prefetched_jobs_behind_a_slow_job_are_handed_back_not_held(
+        redis_url: str, queue: RedisQueue) -> None:
+    dispatch("tests.sleep", 1.5, "slow")
+    dispatch("tests.record", "a")
+    dispatch("tests.record", "b")
+    done = run_worker(redis_url, "--prefetch", "3", "--stop-when-empty", timeout=30)
+    assert done.returncode == 0, done.stderr
+    quick = [r for r in results(queue) if r.get("value") in ("a", "b")]
+    assert sorted(r["value"] for r in quick) == ["a", "b"], "each ran exactly once"
+    assert [r["attempts"] for r in quick] == [1, 1]

@@ -59,6 +59,11 @@ class Events:
         for callbacks in self._callbacks.values():
             callbacks.clear()
 
+    def wants(self, kind: str) -> bool:
+        """True when a callback is registered for kind (the worker skips building events
+        nobody listens to)."""
+        return bool(self._callbacks.get(kind))
+
     def fire(self, kind: str, *args: object) -> None:
         """Call every callback of kind; log (never raise) what they raise."""
         for fn in list(self._callbacks[kind]):

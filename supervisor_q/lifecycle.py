@@ -50,6 +50,10 @@ def _event(payload: Payload, **more: object) -> JobEvent:
 def invoke(target: Job, payload: Payload) -> None:
     """Run the job: free an until-processing unique lock, fire before/after, and run
     the function inside its middleware."""
+    if not (payload.extra or target.options.middleware or EVENTS.wants("before")
+            or EVENTS.wants("after")):
+        target.fn(*payload.args, **payload.kwargs)  # the plain job: nothing to wrap
+        return
     queue = dispatching.queue()
     controls.release_unique(queue, payload, "processing")
     EVENTS.fire("before", _event(payload))
@@ -72,6 +76,8 @@ def _guarded(what: str, payload: Payload | None, action) -> None:  # noqa: ANN00
 def succeeded(payload: Payload) -> None:
     """After the job returned, before its ack: free the unique lock, queue the next
     job of its chain, count it in its batch."""
+    if not payload.extra:  # no unique lock, chain or batch rides with this job
+        return
     from supervisor_q import batches, workflows
 
     queue = dispatching.queue()

@@ -174,6 +174,43 @@ class RedisQueue:
         round trip. Returns (how many were acked, what was reserved)."""
         raw = self._eval(self._reserve, self._job_keys(queue),
                          [int(default_timeout * 1000), self.margin_ms, count, *ack_ids])
+        return self._parse_reserve(queue, raw)
+
+    def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
+                         default_timeout: float, count: int = 1) -> ReserveResult | None:
+        """Block until a wake-up token arrives on any queue (or timeout), with the reserve
+        of the first queue pipelined behind the wait: the server runs it the moment the
+        wait ends, so an idle worker starts a new job one round trip sooner."""
+        conn = self._connection()
+        keys = self._job_keys(queues[0])
+        args = [int(default_timeout * 1000), self.margin_ms, count]
+        try:
+            if self._owed:
+                self._collect_owed(conn)
+            conn.send_packed_command(conn.pack_commands([
+                ("BLPOP", *[self.keys(q).notify for q in queues], max(timeout, 0.01)),
+                ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)]))
+            conn.read_response()  # the token, or nil after the timeout: either way...
+            try:
+                raw = conn.read_response()  # ...the reserve ran right after it
+            except NoScriptError:
+                self.client.script_load(self._reserve.script)
+                return None
+        except BaseException:
+            # A connection error, or a stop signal interrupting the wait: replies may be
+            # pending on this connection, so it must not be used again.
+            self.drop_connection()
+            raise
+        return self._parse_reserve(queues[0], raw)[1]
+
+    def drop_connection(self) -> None:
+        """Forget the hot-path connection (a new one is made on the next call)."""
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn = None
+        self._owed = []
+
+    def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
         acked = int(raw[0])
         next_ms = raw[1]
         jobs = [

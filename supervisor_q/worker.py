@@ -22,7 +22,7 @@ import redis
 
 from supervisor_q import exitcodes, lifecycle, outcome
 from supervisor_q import payload as payloads
-from supervisor_q.backend import RedisQueue, Reserved
+from supervisor_q.backend import RedisQueue, Reserved, ReserveResult
 from supervisor_q.childpipe import NullReporter, Reporter
 from supervisor_q.jobs import (
     REGISTRY,
@@ -225,23 +225,30 @@ class Worker:
         if self.settings.stop_when_empty:
             return None
         self.title("idle")
-        self.wait_for_jobs(wait)
-        return None
+        return self.wait_for_jobs(wait)
 
-    def wait_for_jobs(self, seconds: float) -> None:
-        """Block on the queues' wake-up tokens; a stop signal cuts the wait short."""
+    def wait_for_jobs(self, seconds: float) -> Reserved | None:
+        """Block on the queues' wake-up tokens, reserving from the first queue the moment
+        one arrives; a stop signal cuts the wait short."""
         try:
-            self._blocking_wait(seconds)
+            result = self._blocking_wait(seconds)
         except _StopWaiting:
-            # The reply to the interrupted BLPOP would arrive on this connection later:
-            # drop the connection so no later command reads it.
-            self.queue.client.connection_pool.disconnect()
+            # backend.wait_and_reserve dropped the interrupted connection.
+            return None
+        if result is None or not result.jobs:
+            return None
+        self.prefetched.extend(result.jobs[1:])
+        self.prefetched_at = time.monotonic()
+        return result.jobs[0]
 
-    def _blocking_wait(self, seconds: float) -> None:
+    def _blocking_wait(self, seconds: float) -> ReserveResult | None:
         try:
             self.waiting = True
-            if not self.stopping:
-                self.with_redis(lambda: self.queue.wait_for_jobs(self.settings.queues, seconds))
+            if self.stopping:
+                return None
+            return self.with_redis(lambda: self.queue.wait_and_reserve(
+                self.settings.queues, seconds, default_timeout=self.settings.timeout,
+                count=self.settings.prefetch))
         finally:
             self.waiting = False  # the handler may still raise here: the caller catches it
 

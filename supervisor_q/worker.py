@@ -142,6 +142,8 @@ class Worker:
 
     def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
         self.paused = True
+        if self.waiting:  # the wait would reserve a job the moment one arrives
+            raise _StopWaiting
 
     def _handle_continue(self, signum: int, frame: FrameType | None) -> None:
         self.paused = False
@@ -236,6 +238,10 @@ class Worker:
             # backend.wait_and_reserve dropped the interrupted connection.
             return None
         if result is None or not result.jobs:
+            return None
+        if self.paused or self.stopping:  # told so while the reserve was on its way
+            self.prefetched.extend(result.jobs)
+            self.hand_back_prefetched()
             return None
         self.prefetched.extend(result.jobs[1:])
         self.prefetched_at = time.monotonic()

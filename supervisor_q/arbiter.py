@@ -36,6 +36,7 @@ log = logging.getLogger("supervisor_q.arbiter")
 TICK = 1.0  # the loop wakes at least this often
 RELOAD_DEBOUNCE = 0.3  # editors write a file in several steps
 MEMORY_SAMPLE_INTERVAL = 1.0
+REPORT_BATCH = 0.05  # seconds a child's report pipe rests after being read
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Arbiter:
         for pool in self.pools.values():
             pool.tick(now)
             for child in pool.children:
-                self.register_child_fd(pool, child)
+                self.register_child_fd(pool, child, now)
         self.forget_removed_pools()
         self.notify_systemd(now)
         return self.stopping is not None and not any(p.alive() for p in self.pools.values())
@@ -147,6 +148,8 @@ class Arbiter:
         now = self.clock.monotonic()
         moments = [self.next_slow_tick]
         moments += [d for p in self.pools.values() if (d := p.next_deadline()) is not None]
+        moments += [run.rearm_at for p in self.pools.values() for run in p.runs.values()
+                    if run.fd is not None and not run.registered and run.rearm_at]
         if self.reload_at is not None:
             moments.append(self.reload_at)
         return max(0.0, min(min(moments) - now, TICK))
@@ -170,7 +173,7 @@ class Arbiter:
                 if not self.control.readable(event.fileobj):
                     self.wakeup.register(event.fileobj, event.tag)
             elif kind == "child":
-                self.read_child_reports(*target)
+                self.child_reports_ready(*target)
 
     # -- signals -----------------------------------------------------------------
 
@@ -246,11 +249,29 @@ class Arbiter:
             os.close(run.fd)
             run.fd = None
 
-    def register_child_fd(self, pool: Pool, child: ChildProcess) -> None:
+    def register_child_fd(self, pool: Pool, child: ChildProcess, now: float) -> None:
+        """Watch a child's report pipe: a new child's at once, a busy one's again after
+        its batching pause (reading first what arrived in the meantime)."""
         run = pool.run_of(child)
-        if run.fd is not None and not run.registered:
-            self.wakeup.register(run.fd, ("child", (pool, child)))
-            run.registered = True
+        if run.fd is None or run.registered or now < run.rearm_at:
+            return
+        if run.rearm_at:
+            self.read_child_reports(pool, child)
+            if run.fd is None:
+                return
+        self.wakeup.register(run.fd, ("child", (pool, child)))
+        run.registered = True
+
+    def child_reports_ready(self, pool: Pool, child: ChildProcess) -> None:
+        """Read a child's reports, then stop watching its pipe for REPORT_BATCH seconds:
+        a child running thousands of tiny jobs a second wakes the master a few dozen
+        times, not thousands. Deadlines stay exact: reports carry their own times."""
+        self.read_child_reports(pool, child)
+        run = pool.run_of(child)
+        if run.fd is not None and run.registered:
+            self.wakeup.unregister(run.fd)
+            run.registered = False
+            run.rearm_at = self.clock.monotonic() + REPORT_BATCH
 
     def read_child_reports(self, pool: Pool, child: ChildProcess) -> None:
         run = pool.run_of(child)
@@ -273,10 +294,10 @@ class Arbiter:
                     pool.child_ready(child, ev.generation)
                 elif ev.kind == "started":
                     pool.job_started(child, ev.job_id, ev.name, ev.queue, ev.timeout,
-                                     ev.attempts, now)
+                                     ev.attempts, min(ev.at, now))
                 elif ev.kind == "finished":
                     if child.job is not None and child.job.id == ev.job_id:
-                        self.record_runtime(pool, now - child.job.started_at)
+                        self.record_runtime(pool, max(0.0, ev.at - child.job.started_at))
                     pool.job_finished(child, ev.job_id)
 
     def record_runtime(self, pool: Pool, seconds: float) -> None:

@@ -9,6 +9,7 @@ package.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,11 +53,13 @@ class PipeReporter:
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int) -> None:
+        # CLOCK_MONOTONIC is one clock for every process of the machine, so the master
+        # gets the exact start even when it reads the pipe a little later.
         # Queues contain no spaces (validated); the job name goes last, so it may.
-        self._send(f"S {job_id} {timeout!r} {attempts} {queue} {name}")
+        self._send(f"S {job_id} {timeout!r} {attempts} {time.monotonic()!r} {queue} {name}")
 
     def job_finished(self, job_id: str) -> None:
-        self._send(f"E {job_id}")
+        self._send(f"E {job_id} {time.monotonic()!r}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Event:
     name: str = ""
     attempts: int = 0
     generation: float | None = None
+    at: float = 0.0  # the child's monotonic clock when it happened
 
 
 def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
@@ -75,16 +79,16 @@ def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
     *lines, rest = buffer.split(b"\n")
     events = []
     for raw in lines:
-        parts = raw.decode(errors="replace").split(" ", 5)
+        parts = raw.decode(errors="replace").split(" ", 6)
         try:
             if parts[0] == "R":
                 generation = None if len(parts) < 2 or parts[1] == "-" else float(parts[1])
                 events.append(Event("ready", generation=generation))
-            elif parts[0] == "S" and len(parts) == 6:
-                events.append(Event("started", parts[1], float(parts[2]), parts[4], parts[5],
-                                    int(parts[3])))
+            elif parts[0] == "S" and len(parts) == 7:
+                events.append(Event("started", parts[1], float(parts[2]), parts[5], parts[6],
+                                    int(parts[3]), at=float(parts[4])))
+            elif parts[0] == "E" and len(parts) == 3:
+                events.append(Event("finished", parts[1], at=float(parts[2])))
         except ValueError:
             continue
-        if parts[0] == "E" and len(parts) == 2:
-            events.append(Event("finished", parts[1]))
     return events, rest

@@ -51,6 +51,7 @@ class _Run:
     done: bool = False  # a command program that exited and must not be restarted
     fd: int | None = None
     registered: bool = False  # fd watched by the arbiter's selector
+    rearm_at: float = 0.0  # when the arbiter watches the fd again (reports are batched)
     buffer: bytes = b""
 
 

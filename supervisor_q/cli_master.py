@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from supervisor_q import paths
-from supervisor_q.config import ConfigError, load_config_dir
 from supervisor_q.control import ControlError, request
 from supervisor_q.logs import configure_logging
 
@@ -56,6 +55,9 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    # Imported here, as in cmd_run: `supervisor-q work` needs neither pydantic nor YAML.
+    from supervisor_q.config import ConfigError, load_config_dir
+
     try:
         programs = load_config_dir(args.dir)
     except ConfigError as exc:
@@ -139,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
     from supervisor_q.arbiter import Arbiter
+    from supervisor_q.config import ConfigError, load_config_dir
     from supervisor_q.redis_server import RedisServer
     from supervisor_q.systemd import Notifier
 

@@ -15,11 +15,12 @@ import hashlib
 import hmac
 import json
 import os
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING, Any
 
 from supervisor_q import payload as payloads
+
+if TYPE_CHECKING:  # cryptography is imported on first use: most workers never encrypt
+    from cryptography.fernet import MultiFernet
 from supervisor_q.payload import MalformedPayload, Payload
 
 ENCRYPTION_ENV = "SUPERVISOR_Q_ENCRYPTION_KEY"
@@ -45,6 +46,8 @@ def configure(*, encryption_key: str | None = None, signing_key: str | None = No
 
 def generate_key() -> str:
     """A new Fernet key for SUPERVISOR_Q_ENCRYPTION_KEY."""
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode()
 
 
@@ -53,6 +56,8 @@ def _fernet() -> MultiFernet | None:
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     if not keys:
         return None
+    from cryptography.fernet import Fernet, MultiFernet
+
     try:
         return MultiFernet([Fernet(k.encode()) for k in keys])
     except ValueError as exc:
@@ -109,6 +114,8 @@ def open_payload(payload: Payload) -> Payload:
     if fernet is None:
         raise MalformedPayload(f"payload is encrypted and this worker has no key: set "
                                f"{ENCRYPTION_ENV}")
+    from cryptography.fernet import InvalidToken
+
     try:
         secret: Any = json.loads(fernet.decrypt(str(token).encode()))
     except InvalidToken:

@@ -433,6 +433,8 @@ def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
     except BootError as exc:
         print(f"supervisor-q work: {exc}", file=sys.stderr)
         return exitcodes.BOOT_ERROR
-    worker = Worker(settings, queue, started_with=read_generation(queue.client))
+    worker = Worker(settings, queue)
     worker.install_signals()
+    # Waits (with backoff) for a Redis that is down at start instead of crashing.
+    worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
     return worker.run()

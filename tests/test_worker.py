@@ -320,3 +320,23 @@ def test_prefetched_jobs_behind_a_slow_job_are_handed_back_not_held(
     quick = [r for r in results(queue) if r.get("value") in ("a", "b")]
     assert sorted(r["value"] for r in quick) == ["a", "b"], "each ran exactly once"
     assert [r["attempts"] for r in quick] == [1, 1]
+
+
+def test_worker_started_while_redis_is_down_waits_for_it(redis_db, redis_url: str,
+                                                         short_tmp) -> None:
+    redis_db.stop()
+    log = short_tmp / "worker.log"
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+             "--queue", "default", "--import", BASIC, "--sleep", "1"], stderr=err)
+    try:
+        wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=10)
+        assert worker.poll() is None, "no crash while Redis is down"
+        redis_db.start()
+        queue = RedisQueue(connect(redis_url))
+        dispatch("tests.record", "late", connection=redis_url)
+        wait_until(lambda: results(queue), timeout=20)
+    finally:
+        worker.terminate()
+        worker.wait(10)

@@ -1,0 +1,151 @@
+"""The limit: what one Python process (redis-py + hiredis) reaches against the same
+server, so every drain rate can be read as a fraction of what the machine allows.
+
+    .venv/bin/python bench/limit.py [--jobs 20000]
+
+- ping: a plain PING loop, one round trip each.
+- cycle x2: the smallest reliable cycle, reserve then ack, two round trips per job:
+  LMOVE ready -> processing, then LREM processing.
+- cycle x1: the same with the ack of one job pipelined with the reserve of the next,
+  one round trip per job.
+- sq reserve: supervisor-q's own RESERVE script (ack of the previous job + reserve of
+  the next, one round trip), called in a loop with no job run: the worker's ceiling.
+- sq reserve x16: the same reserving 16 jobs per call (and acking the previous 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis  # noqa: E402
+
+from supervisor_q.backend import RedisQueue, connect  # noqa: E402
+
+
+def _fill_ids(client: redis.Redis, key: str, n: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(0, n, 1000):
+        pipe.rpush(key, *(str(j) for j in range(i, min(n, i + 1000))))
+    pipe.execute()
+
+
+def ping(client: redis.Redis, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        client.ping()
+    return n / (time.perf_counter() - t)
+
+
+def cycle_two(client: redis.Redis, n: int) -> float:
+    client.delete("lim:ready", "lim:proc")
+    _fill_ids(client, "lim:ready", n)
+    t = time.perf_counter()
+    while True:
+        job = client.lmove("lim:ready", "lim:proc", "LEFT", "RIGHT")
+        if job is None:
+            break
+        client.lrem("lim:proc", 1, job)
+    return n / (time.perf_counter() - t)
+
+
+def cycle_one(client: redis.Redis, n: int) -> float:
+    client.delete("lim:ready", "lim:proc")
+    _fill_ids(client, "lim:ready", n)
+    pipe = client.pipeline(transaction=False)
+    prev = None
+    t = time.perf_counter()
+    while True:
+        if prev is not None:
+            pipe.lrem("lim:proc", 1, prev)
+        pipe.lmove("lim:ready", "lim:proc", "LEFT", "RIGHT")
+        prev = pipe.execute()[-1]
+        if prev is None:
+            break
+    return n / (time.perf_counter() - t)
+
+
+def sq_reserve(url: str, n: int, count: int = 1) -> float:
+    """supervisor-q's RESERVE in a loop over n queued no-op payloads."""
+    from supervisor_q import payload as payloads
+
+    queue = RedisQueue(connect(url))
+    pipe = queue.client.pipeline(transaction=False)
+    scratch = RedisQueue(pipe)  # the same scripts, pipelined: a fast fill
+    for i in range(n):
+        built = payloads.build("bench.sq_jobs:noop", "limit", [], {})
+        scratch.push("limit", built.id, payloads.encode(built))
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    acks: list[str] = []
+    done = 0
+    t = time.perf_counter()
+    while True:
+        _, result = queue.reserve("limit", default_timeout=60, ack_ids=acks, count=count)
+        if not result.jobs:
+            break
+        done += len(result.jobs)
+        acks = [j.id for j in result.jobs]
+    rate = done / (time.perf_counter() - t)
+    queue.clear("limit")
+    return rate
+
+
+def idle_round_trip(url: str, n: int = 200, gap: float = 0.01) -> float:
+    """Median ms of one PING sent after gap seconds of quiet: what a round trip costs
+    once the CPUs have gone idle (the latency and 10 ms workloads pay this, not the
+    tight-loop figure)."""
+    client = connect(url)
+    times = []
+    for _ in range(n):
+        time.sleep(gap)
+        t = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - t)
+    client.close()
+    return sorted(times)[len(times) // 2] * 1000
+
+
+def measure(url: str, n: int) -> dict[str, float]:
+    client = connect(url)
+    client.ping()
+    out = {"ping": ping(client, n), "cycle x2": cycle_two(client, n),
+           "cycle x1": cycle_one(client, n)}
+    try:
+        out["sq reserve"] = sq_reserve(url, n)
+        out["sq reserve x16"] = sq_reserve(url, n, 16)
+    except Exception as exc:  # the queue API may be mid-change; the raw limits still count
+        print(f"limit: supervisor-q reserve loop skipped: {exc!r}", file=sys.stderr)
+    client.delete("lim:ready", "lim:proc")
+    client.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--redis-url", default=None, help="else a private server")
+    args = parser.parse_args()
+    server = tmp = None
+    url = args.redis_url
+    if url is None:
+        from bench.common import start_server
+        server, tmp = start_server()
+        url = server.url
+    try:
+        for name, rate in measure(url, args.jobs).items():
+            print(f"{name:>16}: {rate:8,.0f} /s")
+        print(f"PING after 10 ms idle: {idle_round_trip(url):.3f} ms (median)")
+    finally:
+        if server is not None:
+            server.stop()
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

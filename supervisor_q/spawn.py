@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import gc
 import logging
 import os
@@ -71,6 +72,16 @@ def _close_inherited_fds(keep: set[int]) -> None:
                 pass
 
 
+def _widen_pipe(fd: int) -> None:
+    """A child running thousands of jobs a second writes ~1 MB/s of reports and the master
+    reads them in batches (arbiter.REPORT_BATCH): a 64 KiB pipe could fill and stall the
+    child in os.write, so ask Linux for 1 MiB (the unprivileged maximum)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (OSError, AttributeError):  # not Linux, or a lower pipe-max-size: keep the default
+        pass
+
+
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
@@ -93,6 +104,7 @@ class ForkSpawner:
     def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned:
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, False)
+        _widen_pipe(write_fd)
         # Collect, then freeze what survives, and never unfreeze: neither the children nor
         # the master's own later collections walk these objects again, so their pages stay
         # shared copy-on-write instead of being copied into every child (lower USS).

@@ -16,6 +16,13 @@ local function make_ready(ready, notify, enqueued, id, at)
   redis.call('RPUSH', notify, '1')
   redis.call('HSET', enqueued, id, at)
 end
+local function ready_after(delay, ready, notify, enqueued, delayed, id)
+  if delay > 0 then
+    redis.call('ZADD', delayed, now + delay, id)
+  else
+    make_ready(ready, notify, enqueued, id, now)
+  end
+end
 """
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 payloads, 5 enqueued, 6 attempts
@@ -25,12 +32,7 @@ PUSH = _PRELUDE + """
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 local attempts = tonumber(ARGV[4])
 if attempts > 0 then redis.call('HSET', KEYS[6], ARGV[1], attempts) end
-local delay = tonumber(ARGV[3])
-if delay > 0 then
-  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
-else
-  make_ready(KEYS[1], KEYS[2], KEYS[5], ARGV[1], now)
-end
+ready_after(tonumber(ARGV[3]), KEYS[1], KEYS[2], KEYS[5], KEYS[3], ARGV[1])
 return 1
 """
 
@@ -133,12 +135,7 @@ if ARGV[4] ~= '' and redis.call('HGET', KEYS[7], ARGV[1]) ~= ARGV[4] then return
 redis.call('ZREM', KEYS[4], ARGV[1])
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[7], ARGV[1], -1) end
-local delay = tonumber(ARGV[2])
-if delay > 0 then
-  redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
-else
-  make_ready(KEYS[1], KEYS[2], KEYS[6], ARGV[1], now)
-end
+ready_after(tonumber(ARGV[2]), KEYS[1], KEYS[2], KEYS[6], KEYS[3], ARGV[1])
 return 1
 """
 

@@ -35,7 +35,6 @@ log = logging.getLogger("supervisor_q.arbiter")
 
 TICK = 1.0  # the loop wakes at least this often
 RELOAD_DEBOUNCE = 0.3  # editors write a file in several steps
-MEMORY_SAMPLE_INTERVAL = 1.0
 REPORT_BATCH = 0.05  # seconds a child's report pipe rests after being read
 
 

@@ -221,13 +221,6 @@ class RedisQueue:
         next_in = None if next_ms is None else max(0.0, int(next_ms) / 1000.0)
         return acked, ReserveResult(jobs, next_in)
 
-    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block until a wake-up token arrives on any queue, or timeout. True if woken."""
-        if timeout <= 0:
-            return False
-        keys = [self.keys(q).notify for q in queues]
-        return self.client.blpop(keys, timeout=max(timeout, 0.01)) is not None
-
     def ack(self, queue: str, *job_ids: str) -> int:
         """Delete finished jobs; returns how many were still reserved (0 = none)."""
         return int(self._eval(self._ack, self._job_keys(queue), list(job_ids)))

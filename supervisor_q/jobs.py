@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -249,6 +248,3 @@ def dispatch(target: str | Job, *args: Any, queue: str | None = None,
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
     return dispatching.send(built, delay=delay or 0.0, connection=connection)
 
-
-def retry_deadline_passed(retry_until: float | None) -> bool:
-    return retry_until is not None and time.time() >= retry_until

@@ -16,7 +16,7 @@ from typing import Literal
 
 from supervisor_q import exitcodes
 from supervisor_q.config import CommandProgram, ProgramConfig
-from supervisor_q.process import ChildProcess, CurrentJob, State, backoff_delay, exit_reason
+from supervisor_q.process import ChildProcess, CurrentJob, State, backoff_delay
 from supervisor_q.spawn import Spawner
 
 log = logging.getLogger("supervisor_q.pool")
@@ -354,6 +354,3 @@ class Pool:
             if child.state in (State.FATAL, State.BACKOFF):
                 child.failures = 0
                 self.run_of(child).retry_at = now
-
-    def describe_exit(self, status: int) -> str:
-        return exit_reason(status)

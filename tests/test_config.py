@@ -421,3 +421,10 @@ def test_the_contracts_example_program_is_valid(confd):
     """))
     [program] = load_config_dir(confd).values()
     assert program.autoscale.max == 16 and program.numprocs == 4
+
+
+def test_the_margin_config_checks_is_the_one_the_queue_reserves_with() -> None:
+    """config_schema imports nothing from the package, so it keeps its own copy."""
+    from supervisor_q import backend, config_schema
+
+    assert config_schema.RESERVATION_MARGIN == backend.RESERVATION_MARGIN

@@ -139,11 +139,14 @@ def test_every_key_of_a_queue_shares_one_hash_tag(queue: RedisQueue) -> None:
     assert all("{emails}" in key for key in keys), keys
 
 
-def test_wait_for_jobs_wakes_on_push(queue: RedisQueue, redis_url: str) -> None:
+def test_wait_and_reserve_wakes_on_push_and_reserves(queue: RedisQueue, redis_url: str) -> None:
     other = RedisQueue(connect(redis_url))
-    assert not queue.wait_for_jobs(["default"], 0.05)
-    push(other)
-    assert queue.wait_for_jobs(["default"], 2.0)
+    idle = queue.wait_and_reserve(["default"], 0.05, default_timeout=60)
+    assert idle is not None and idle.jobs == []
+    job_id = push(other)
+    woken = queue.wait_and_reserve(["default"], 2.0, default_timeout=60)
+    assert [j.id for j in woken.jobs] == [job_id]
+    assert woken.jobs[0].attempts == 1
 
 
 def test_dispatch_refuses_arguments_json_cannot_carry(redis_url: str) -> None:

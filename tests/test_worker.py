@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -31,6 +33,17 @@ def start_worker(redis_url: str, *flags: str, queues: str = "default") -> subpro
         [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
          "--queue", queues, "--import", BASIC, *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def running_worker(redis_url: str, *flags: str) -> Iterator[subprocess.Popen]:
+    """A worker in the background for the block, terminated (and reaped) after it."""
+    worker = start_worker(redis_url, *flags)
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(10)
 
 
 def run_worker(redis_url: str, *flags: str, queues: str = "default",
@@ -71,23 +84,15 @@ def test_once_runs_exactly_one_job(redis_url: str, queue: RedisQueue) -> None:
 def test_delayed_job_runs_after_its_delay(redis_url: str, queue: RedisQueue) -> None:
     dispatched = time.time()
     dispatch("tests.record", "late", delay=1.0)
-    worker = start_worker(redis_url)
-    try:
+    with running_worker(redis_url):
         wait_until(lambda: results(queue), timeout=10)
         assert results(queue)[0]["at"] - dispatched >= 0.95
-    finally:
-        worker.terminate()
-        worker.wait(10)
 
 
 def test_exceptions_retry_with_backoff_list_then_fail(redis_url: str, queue: RedisQueue) -> None:
     job_id = dispatch("tests.backoff")  # tries=3, backoff=[1, 2]
-    worker = start_worker(redis_url)
-    try:
+    with running_worker(redis_url):
         wait_until(lambda: failed(queue), timeout=20)
-    finally:
-        worker.terminate()
-        worker.wait(10)
     runs = results(queue)
     assert [r["attempts"] for r in runs] == [1, 2, 3]
     assert runs[1]["at"] - runs[0]["at"] >= 0.95
@@ -101,12 +106,8 @@ def test_exceptions_retry_with_backoff_list_then_fail(redis_url: str, queue: Red
 
 def test_max_exceptions_fails_before_tries(redis_url: str, queue: RedisQueue) -> None:
     dispatch("tests.boom_limited")  # tries=10, max_exceptions=2
-    worker = start_worker(redis_url)
-    try:
+    with running_worker(redis_url):
         wait_until(lambda: failed(queue), timeout=15)
-    finally:
-        worker.terminate()
-        worker.wait(10)
     assert len(results(queue)) == 2
     assert "max exceptions (2)" in failed(queue)[0]["reason"]
 
@@ -115,24 +116,16 @@ def test_retry_until_beats_tries(redis_url: str, queue: RedisQueue) -> None:
     built = payloads.build("tests.retry_until", "default", [], {}, tries=1,
                            retry_until=time.time() + 1.5)
     queue.push("default", built.id, payloads.encode(built))
-    worker = start_worker(redis_url)
-    try:
+    with running_worker(redis_url):
         wait_until(lambda: failed(queue), timeout=15)
-    finally:
-        worker.terminate()
-        worker.wait(10)
     assert len(results(queue)) >= 2, "tries=1 did not stop the retries: retry_until rules"
     assert "retry_until" in failed(queue)[0]["reason"]
 
 
 def test_release_from_inside_the_job(redis_url: str, queue: RedisQueue) -> None:
     dispatch("tests.release_once", 0.5)
-    worker = start_worker(redis_url)
-    try:
+    with running_worker(redis_url):
         wait_until(lambda: len(results(queue)) == 2, timeout=10)
-    finally:
-        worker.terminate()
-        worker.wait(10)
     first, second = results(queue)
     assert (first["attempts"], second["attempts"]) == (1, 2)
     assert second["at"] - first["at"] >= 0.45
@@ -271,8 +264,7 @@ def test_failed_job_retried_from_the_cli_runs_again(redis_url: str, queue: Redis
 
 def test_worker_survives_a_redis_restart_while_waiting(
         redis_db, redis_url: str, queue: RedisQueue) -> None:
-    worker = start_worker(redis_url, "--sleep", "1")
-    try:
+    with running_worker(redis_url, "--sleep", "1") as worker:
         dispatch("tests.record", "before")
         wait_until(lambda: len(results(queue)) == 1, timeout=10)
         redis_db.restart()
@@ -280,9 +272,6 @@ def test_worker_survives_a_redis_restart_while_waiting(
         dispatch("tests.record", "after", connection=redis_url)
         wait_until(lambda: len(results(queue)) == 2, timeout=20)
         assert worker.poll() is None, "the worker did not crash"
-    finally:
-        worker.terminate()
-        worker.wait(10)
     assert [r["value"] for r in results(queue)] == ["before", "after"]
 
 

@@ -39,12 +39,7 @@ def handle(arbiter: Arbiter, command: str, args: dict[str, Any]) -> Any:
         arbiter.shutdown("fast" if args.get("fast") else "graceful")
         return "shutting down"
     if command in ("pause", "continue"):
-        pools = [_pool(arbiter, args["program"])] if args.get("program") else \
-            list(arbiter.pools.values())
-        for pool in pools:
-            pool.paused = command == "pause"
-            pool.signal_all(signal.SIGUSR1 if pool.paused else signal.SIGUSR2)
-        return f"{command}d {', '.join(p.name for p in pools) or 'nothing'}"
+        return pause_or_continue(arbiter, command, args.get("program"))
     pool = _pool(arbiter, args.get("program"))
     now = arbiter.clock.monotonic()
     if command == "scale":
@@ -70,6 +65,23 @@ def handle(arbiter: Arbiter, command: str, args: dict[str, Any]) -> Any:
         replace_children(pool, now, "restart command")
         return f"{pool.name}: restarting children after their current job"
     raise ControlError(f"unknown command {command!r}")
+
+
+def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
+    """USR1/USR2 mean pause/continue to a worker only; to any other program they are
+    whatever it makes of them (most die of them), so command programs are left alone."""
+    if name:
+        pool = _pool(arbiter, name)
+        if not isinstance(pool.program, WorkerProgram):
+            raise ControlError(f"{pool.name} is a command program; {command} applies to "
+                               "worker programs only")
+        pools = [pool]
+    else:
+        pools = [p for p in arbiter.pools.values() if isinstance(p.program, WorkerProgram)]
+    for pool in pools:
+        pool.paused = command == "pause"
+        pool.signal_all(signal.SIGUSR1 if pool.paused else signal.SIGUSR2)
+    return f"{command}d {', '.join(p.name for p in pools) or 'no worker programs'}"
 
 
 def _pool(arbiter: Arbiter, name: object) -> Pool:

@@ -211,6 +211,29 @@ def test_pause_stops_taking_jobs_and_continue_resumes(master_factory, queue) -> 
     wait_until(lambda: results(queue.client), timeout=10)
 
 
+def test_pause_and_continue_leave_command_programs_alone(master_factory, queue) -> None:
+    sleeper = "command: sleep 600\nnumprocs: 2\nstartsecs: 0.2\n"
+    master = master_factory({"a": WORKER.format(n=1), "cmd": sleeper}).start()
+    master.wait_running("a", 1)
+    before = master.wait_running("cmd", 2)
+    assert master.call("pause") == "paused a"
+    assert master.program("a")["paused"] and not master.program("cmd")["paused"]
+    assert master.call("continue") == "continued a"
+    dispatch("tests.record", "x")  # the worker resumed: time enough for a signal to land
+    wait_until(lambda: results(queue.client), timeout=10)
+    assert all(psutil.Process(pid).status() != "zombie" for pid in before)
+    assert master.pids("cmd") == before
+    env = {**os.environ, "SUPERVISOR_Q_SOCKET": str(master.socket)}
+    for command in ("pause", "continue"):
+        refused = subprocess.run([sys.executable, "-m", "supervisor_q", command, "cmd"],
+                                 env=env, capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0
+        assert refused.stderr.strip() == (f"supervisor-q {command}: cmd is a command "
+                                          f"program; {command} applies to worker programs "
+                                          "only")
+    assert master.pids("cmd") == before and not master.program("cmd")["paused"]
+
+
 def test_restarted_child_runs_the_code_now_on_disk(master_factory, short_tmp: Path,
                                                    queue) -> None:
     pkg = short_tmp / "code"

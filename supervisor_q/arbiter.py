@@ -22,6 +22,7 @@ from supervisor_q.childpipe import parse_lines
 from supervisor_q.clock import Clock
 from supervisor_q.config import ConfigError, ProgramConfig, WorkerProgram, load_config_dir
 from supervisor_q.control import ControlServer
+from supervisor_q.guardian import Guardian
 from supervisor_q.pool import Pool
 from supervisor_q.process import ChildProcess, State
 from supervisor_q.restart import read_generation
@@ -60,7 +61,8 @@ class Arbiter:
         self.notifier = notifier or Notifier(None)
         self.wakeup = Wakeup()
         self.control = ControlServer(control_path, self.handle_command)
-        self.spawner = ForkSpawner(redis_url)
+        self.guardian = Guardian()
+        self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=5))
         self.pools: dict[str, Pool] = {}
         self.extra: dict[str, PoolState] = {}
@@ -78,6 +80,9 @@ class Arbiter:
     # -- setup -------------------------------------------------------------------
 
     def setup(self) -> None:
+        self.guardian.start()  # first: before any other child, and before any thread
+        if self.supervised_server is not None and self.supervised_server.alive():
+            self.guardian.watch(self.supervised_server.process.pid)  # its own session
         sock = self.control.open()
         self.wakeup.register(sock, ("accept", None))
         for program in self.programs.values():
@@ -230,13 +235,16 @@ class Arbiter:
                     self.spawner.kill(child.pgid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+                self.guardian.forget(child.pgid)
             if back is not None and isinstance(pool.program, WorkerProgram):
                 done = handback.settle(self.queue, pool.program, back)
                 log.warning("%s: job %s (%s) interrupted (%s, %s): %s", child.name,
                             back.job.id, back.job.name, back.why, back.how, done)
             return
-        # Otherwise it was the embedded Redis server: Popen.poll() then reports it gone
-        # and supervise_server starts it again.
+        # Otherwise it was the guardian (started again at once) or the embedded Redis
+        # server: Popen.poll() then reports it gone and supervise_server starts it again.
+        if not self.guardian.exited(pid):
+            self.guardian.forget(pid)
 
     def close_child_fd(self, pool: Pool, child: ChildProcess) -> None:
         run = pool.run_of(child)
@@ -396,10 +404,14 @@ class Arbiter:
         if server is None or self.stopping is not None or server.alive():
             return
         log.error("embedded Redis server exited; starting it again")
+        if server.process is not None:
+            self.guardian.forget(server.process.pid)
         try:
             server.start()
         except Exception as exc:  # noqa: BLE001 - retried next tick
             log.error("embedded Redis server failed to start: %s", exc)
+            return
+        self.guardian.watch(server.process.pid)
 
     # -- reload, shutdown ----------------------------------------------------------
 
@@ -475,6 +487,7 @@ class Arbiter:
         return handle(self, command, args)
 
     def close(self) -> None:
+        self.guardian.close()  # orderly exit: nothing is left for it to kill
         if self.observer is not None:
             self.observer.stop()
         self.control.close()

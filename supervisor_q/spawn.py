@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from supervisor_q import exitcodes
 from supervisor_q.backend import RESERVATION_MARGIN, RedisQueue, connect
@@ -31,6 +31,9 @@ from supervisor_q.restart import read_generation
 # The worker's own modules are imported here, in the master, so every child shares them
 # copy-on-write and starts faster; the program's job modules are imported in the child only.
 from supervisor_q.worker import MAX_BLOCK, BootError, Worker, WorkerSettings, import_job_modules
+
+if TYPE_CHECKING:
+    from supervisor_q.guardian import Guardian
 
 log = logging.getLogger("supervisor_q.spawn")
 
@@ -93,9 +96,11 @@ def _reset_signals() -> None:
 class ForkSpawner:
     """Forks children for the arbiter."""
 
-    def __init__(self, redis_url: str, master_pid: int | None = None) -> None:
+    def __init__(self, redis_url: str, master_pid: int | None = None,
+                 guardian: Guardian | None = None) -> None:
         self.redis_url = redis_url
         self.master_pid = master_pid or os.getpid()
+        self.guardian = guardian  # told every child's group, to kill should the master die
 
     def kill(self, pgid: int, sig: int) -> None:
         """Signal a child's whole process group (its job's subprocesses too)."""
@@ -130,6 +135,8 @@ class ForkSpawner:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
         except OSError:
             pass
+        if self.guardian is not None:
+            self.guardian.watch(pid)
         os.set_blocking(read_fd, False)
         if isinstance(program, CommandProgram):
             os.close(read_fd)

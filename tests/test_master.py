@@ -345,8 +345,10 @@ def test_second_master_refuses_a_data_dir_or_socket_in_use(short_tmp: Path) -> N
         for name, env, why in (("b", same_data, "is in use by another server"),
                                ("c", same_socket, "another server listens on")):
             second = Master(short_tmp / name, None, IDLE, extra_env=env).start(wait=False)
-            assert second.wait_exit(20) == 1
-            second.stop()
+            try:
+                assert second.wait_exit(20) == 1
+            finally:
+                second.stop()
             [line] = second.log.read_text().splitlines()
             assert line.startswith("supervisor-q run: ") and why in line, line
         assert _embedded_server(first).pid == server.pid and server.is_running()

@@ -56,12 +56,15 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here, as in cmd_run: `supervisor-q work` needs neither pydantic nor YAML.
-    from supervisor_q.config import ConfigError, load_config_dir
+    from supervisor_q.config import WorkerProgram, scan_config_dir
+    from supervisor_q.importcheck import check_imports
 
-    try:
-        programs = load_config_dir(args.dir)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    programs, origin, problems = scan_config_dir(args.dir)
+    for name, program in programs.items():
+        if isinstance(program, WorkerProgram):
+            problems += check_imports(program, origin[name])
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 1
     for name, program in programs.items():
         print(f"{name}: ok ({program.kind})")

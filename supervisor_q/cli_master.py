@@ -144,12 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
     from supervisor_q.arbiter import Arbiter
-    from supervisor_q.config import ConfigError, load_config_dir
+    from supervisor_q.config import ConfigError, config_fingerprint, load_config_dir
     from supervisor_q.redis_server import RedisServer
     from supervisor_q.systemd import Notifier
 
     configure_logging(args.log_format)
     config_dir = Path(args.config).resolve()
+    fingerprint = config_fingerprint(config_dir)  # before reading: see Arbiter.reload
     try:
         programs = load_config_dir(config_dir)
     except ConfigError as exc:
@@ -178,6 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setproctitle(f"supervisor-q master [{config_dir}]")
     arbiter = Arbiter(config_dir, programs, url, control, notifier=notifier)
     arbiter.supervised_server = server
+    arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
     try:
         return arbiter.run()
     finally:

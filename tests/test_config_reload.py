@@ -79,6 +79,13 @@ def test_reading_program_files_never_reloads(master: Master) -> None:
     assert master.answers()
 
 
+def test_saving_or_touching_a_file_without_changing_it_never_reloads(master: Master) -> None:
+    path = master.confd / "a.yaml"
+    path.write_text(path.read_text())  # an editor's save with nothing changed
+    subprocess.run(["touch", str(path)], check=True)
+    stays(lambda: not log_lines(master, "config reload"))
+
+
 def test_one_edit_is_exactly_one_reload(master: Master) -> None:
     master.write("a", IDLE + "sleep: 2\n")  # atomic rename, as deploy tools write
     wait_until(lambda: log_lines(master, "config reloaded: replaced: a"), timeout=10)

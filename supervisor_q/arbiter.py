@@ -20,7 +20,13 @@ from supervisor_q import handback, monitor
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.childpipe import parse_lines
 from supervisor_q.clock import Clock
-from supervisor_q.config import ConfigError, ProgramConfig, WorkerProgram, load_config_dir
+from supervisor_q.config import (
+    ConfigError,
+    ProgramConfig,
+    WorkerProgram,
+    config_fingerprint,
+    load_config_dir,
+)
 from supervisor_q.control import ControlServer
 from supervisor_q.guardian import Guardian
 from supervisor_q.pool import Pool
@@ -37,6 +43,9 @@ log = logging.getLogger("supervisor_q.arbiter")
 TICK = 1.0  # the loop wakes at least this often
 RELOAD_DEBOUNCE = 0.3  # editors write a file in several steps
 REPORT_BATCH = 0.05  # seconds a child's report pipe rests after being read
+# File events that can change a program file. Never opened/closed-without-writing/
+# accessed: reading the files (a reload, `cat`, check-config) must not cause a reload.
+CHANGE_EVENTS = frozenset({"created", "deleted", "modified", "moved", "closed"})
 
 
 @dataclass
@@ -69,6 +78,8 @@ class Arbiter:
         self.started = self.clock.monotonic()
         self.stopping: str | None = None  # "graceful" | "fast"
         self.reload_at: float | None = None
+        # What the running config was read from; file events reload only when it differs.
+        self.config_fingerprint = config_fingerprint(config_dir)
         self.restart_generation: float | None = None
         self.restart_seen_at: float | None = None
         self.next_slow_tick = 0.0
@@ -104,12 +115,14 @@ class Arbiter:
 
         class Poke(FileSystemEventHandler):
             def on_any_event(self, event: object) -> None:
-                wakeup.poke("config")
+                if getattr(event, "event_type", None) in CHANGE_EVENTS:
+                    wakeup.poke("config")
 
         self.observer = Observer()
         self.observer.schedule(Poke(), str(self.config_dir), recursive=False)
         self.observer.daemon = True
         self.observer.start()
+        wakeup.poke("config")  # an edit made between the first load and the watch
 
     # -- the loop ----------------------------------------------------------------
 
@@ -139,7 +152,7 @@ class Arbiter:
             self.slow_tick(now)
         if self.reload_at is not None and now >= self.reload_at:
             self.reload_at = None
-            self.reload_quietly()
+            self.reload_if_changed()
         for pool in self.pools.values():
             pool.tick(now)
             for child in pool.children:
@@ -174,8 +187,9 @@ class Arbiter:
                     self.wakeup.register(conn, ("control", conn))
             elif kind == "control":
                 self.wakeup.unregister(event.fileobj)
-                if not self.control.readable(event.fileobj):
-                    self.wakeup.register(event.fileobj, event.tag)
+                wanted = self.control.ready(event.fileobj, event.mask)
+                if wanted:
+                    self.wakeup.register(event.fileobj, event.tag, wanted)
             elif kind == "child":
                 self.child_reports_ready(*target)
 
@@ -423,6 +437,8 @@ class Arbiter:
         from supervisor_q.master_commands import apply_reload
 
         self.notifier.reloading()
+        # Taken before reading: an edit racing with this read differs from it later.
+        self.config_fingerprint = config_fingerprint(self.config_dir)
         try:
             new = load_config_dir(self.config_dir)
         except ConfigError as exc:
@@ -432,6 +448,12 @@ class Arbiter:
         summary = apply_reload(self, new)
         self.notifier.ready(self.status_line())
         return summary
+
+    def reload_if_changed(self) -> None:
+        """A file event: reload only when a program file's content differs from the
+        last read, so one edit is one reload and a broken file is reported once."""
+        if config_fingerprint(self.config_dir) != self.config_fingerprint:
+            self.reload_quietly()
 
     def reload_quietly(self) -> None:
         """SIGHUP and file edits: an invalid config is logged by reload() and kept out."""

@@ -56,12 +56,15 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here, as in cmd_run: `supervisor-q work` needs neither pydantic nor YAML.
-    from supervisor_q.config import ConfigError, load_config_dir
+    from supervisor_q.config import WorkerProgram, scan_config_dir
+    from supervisor_q.importcheck import check_imports
 
-    try:
-        programs = load_config_dir(args.dir)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    programs, origin, problems = scan_config_dir(args.dir)
+    for name, program in programs.items():
+        if isinstance(program, WorkerProgram):
+            problems += check_imports(program, origin[name])
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 1
     for name, program in programs.items():
         print(f"{name}: ok ({program.kind})")
@@ -141,12 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
     from supervisor_q.arbiter import Arbiter
-    from supervisor_q.config import ConfigError, load_config_dir
+    from supervisor_q.config import ConfigError, config_fingerprint, load_config_dir
     from supervisor_q.redis_server import RedisServer, ServerInUse
     from supervisor_q.systemd import Notifier
 
     configure_logging(args.log_format)
     config_dir = Path(args.config).resolve()
+    fingerprint = config_fingerprint(config_dir)  # before reading: see Arbiter.reload
     try:
         programs = load_config_dir(config_dir)
     except ConfigError as exc:
@@ -179,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setproctitle(f"supervisor-q master [{config_dir}]")
     arbiter = Arbiter(config_dir, programs, url, control, notifier=notifier)
     arbiter.supervised_server = server
+    arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
     try:
         return arbiter.run()
     finally:

@@ -39,6 +39,9 @@ Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 
 from __future__ import annotations
 
+import hashlib
+import reprlib
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,21 +68,91 @@ __all__ = [
     "ReloadPlan",
     "ScheduleRule",
     "WorkerProgram",
+    "config_fingerprint",
     "diff_programs",
     "load_config_dir",
     "load_program_file",
+    "scan_config_dir",
 ]
 
 PROGRAM_SUFFIXES = (".yaml", ".yml")
+# A hostile or broken file must not turn into megabytes of log: one problem is at most
+# this many characters, and one file reports at most MAX_FILE_PROBLEMS of them.
+MAX_PROBLEM = 300
+MAX_FILE_PROBLEMS = 20
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
+_short.maxlevel = 2
 
 
 class ConfigError(Exception):
     """One or more problems in program files; `str()` lists them one per line."""
 
     def __init__(self, problems: list[str]) -> None:
+        problems = [_bounded(problem) for problem in problems]
         super().__init__("\n".join(problems))
-        self.problems = list(problems)
+        self.problems = problems
 
+
+def _bounded(problem: str) -> str:
+    problem = " ".join(problem.splitlines())  # one problem, one line
+    return problem if len(problem) <= MAX_PROBLEM else problem[:MAX_PROBLEM - 1] + "…"
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that parses but is not accepted in a program file (an alias, a duplicate key)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key, self.problem = key, problem
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses aliases and duplicate keys, naming the key.
+
+    Aliases are refused outright: nine nested aliases in 352 bytes expand to a billion
+    values ("billion laughs") that validation and error messages would walk. Duplicate
+    keys are refused because YAML silently keeps the last one, hiding an edit."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._keys: list[str] = []  # the dotted path to the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        key = index.value if isinstance(index, yaml.ScalarNode) else index
+        here = self._keys + ([str(key)] if key is not None else [])
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(".".join(here) or "(program)",
+                           f"YAML aliases (*{_short.repr(event.anchor)[1:-1]}) are not allowed "
+                           f"in program files ({_where(event.start_mark)}); write the value "
+                           f"out")
+        self._keys = here
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._keys = here[:-1] if key is not None else here
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(node, here)
+        return node
+
+
+def _refuse_duplicate_keys(node: yaml.MappingNode, where: list[str]) -> None:
+    first: dict[tuple[str, str], yaml.Node] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue  # a complex key is refused later by the constructor (unhashable)
+        seen = first.setdefault((key_node.tag, key_node.value), key_node)
+        if seen is not key_node:
+            raise _Refused(".".join([*where, key_node.value]),
+                           f"duplicate key at {_where(key_node.start_mark)} (first at "
+                           f"{_where(seen.start_mark)}); YAML would silently keep only "
+                           f"the last one")
+
+
+def _where(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"  # PyYAML counts from 0
 
 @dataclass(frozen=True)
 class ReloadPlan:
@@ -102,16 +175,25 @@ def load_program_file(path: str | Path) -> ProgramConfig:
 
 def load_config_dir(directory: str | Path) -> dict[str, ProgramConfig]:
     """Load every *.yaml / *.yml file in `directory` (sorted), all or nothing."""
+    programs, _, problems = scan_config_dir(directory)
+    if problems:
+        raise ConfigError(problems)
+    return programs
+
+
+def scan_config_dir(
+    directory: str | Path,
+) -> tuple[dict[str, ProgramConfig], dict[str, Path], list[str]]:
+    """Every valid program with the file it came from, and every problem (bounded)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ConfigError([f"{directory}: not a directory"])
+        return {}, {}, ConfigError([f"{directory}: not a directory"]).problems
     problems: list[str] = []
     programs: dict[str, ProgramConfig] = {}
     origin: dict[str, Path] = {}
-    paths = sorted(p for p in directory.iterdir() if p.suffix in PROGRAM_SUFFIXES and p.is_file())
-    for path in paths:
+    for path in _program_paths(directory):
         program, file_problems = _load(path)
-        problems.extend(file_problems)
+        problems.extend(_capped(path, file_problems))
         if program is None:
             continue
         if program.name in programs:
@@ -122,9 +204,52 @@ def load_config_dir(directory: str | Path) -> dict[str, ProgramConfig]:
             continue
         programs[program.name] = program
         origin[program.name] = path
-    if problems:
-        raise ConfigError(problems)
-    return programs
+    return programs, origin, ConfigError(problems).problems
+
+
+def _capped(path: Path, problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_FILE_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_FILE_PROBLEMS
+    return [*problems[:MAX_FILE_PROBLEMS], f"{path}: ... and {more} more problems"]
+
+
+def config_fingerprint(directory: str | Path) -> tuple[tuple[str, str], ...]:
+    """(name, content hash) of every program file: equal fingerprints mean nothing to reload.
+
+    Only regular files are read (never a FIFO, which would block); anything else that
+    carries a program suffix is fingerprinted by its kind, so fixing it is a change."""
+    entries = []
+    for path in _program_paths(Path(directory)):
+        try:
+            kind = _file_kind(path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if kind is None else kind
+        except OSError as error:
+            digest = f"unreadable: {error.strerror}"
+        entries.append((path.name, digest))
+    return tuple(entries)
+
+
+def _program_paths(directory: Path) -> list[Path]:
+    try:
+        return sorted(p for p in directory.iterdir() if p.suffix in PROGRAM_SUFFIXES)
+    except OSError:
+        return []
+
+
+def _file_kind(path: Path) -> str | None:
+    """None for a regular file (or a symlink to one); else why it cannot be a program file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"dangling symlink to {_short.repr(str(path.readlink()))}"
+        raise
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a program file (rename it or move it out)"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a program file must be a file)"
+    return None
 
 
 def diff_programs(old: Mapping[str, ProgramConfig], new: Mapping[str, ProgramConfig]) -> ReloadPlan:
@@ -183,11 +308,16 @@ def _load(path: Path) -> tuple[ProgramConfig | None, list[str]]:
 
 def _read_mapping(path: Path) -> tuple[dict[Any, Any] | None, list[str]]:
     try:
+        kind = _file_kind(path)
+        if kind is not None:
+            return None, [f"{path}: {kind}"]
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return None, [f"{path}: cannot read: {error}"]
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as error:
+        return None, [f"{path}: {error.key}: {error.problem}"]
     except yaml.YAMLError as error:
         return None, [f"{path}: {_yaml_problem(error)}"]
     if raw is None:
@@ -224,7 +354,7 @@ def _translate(error: ValidationError, model: type) -> list[tuple[str, str]]:
 
 def _problem(item: Mapping[str, Any], model: type) -> str:
     kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
-    got = f", got {value!r}" if not isinstance(value, dict | list) else ""
+    got = f", got {_short.repr(value)}" if not isinstance(value, dict | list) else ""
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
@@ -262,7 +392,7 @@ def _problem(item: Mapping[str, Any], model: type) -> str:
         "none_required": "absent",
     }
     if kind in expected:
-        return f"must be {expected[kind]}, got {_type_name(value)} {value!r}"
+        return f"must be {expected[kind]}, got {_type_name(value)} {_short.repr(value)}"
     return str(item["msg"]).lower()  # fallback: still one line, still our shape
 
 

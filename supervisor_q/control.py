@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 import stat
 from collections.abc import Callable
@@ -32,6 +33,7 @@ Handler = Callable[[str, dict[str, Any]], Any]
 class _Connection:
     sock: socket.socket
     buffer: bytes = b""
+    reply: memoryview | None = None  # what is left to send
 
 
 @dataclass
@@ -74,31 +76,51 @@ class ControlServer:
         self.connections[conn.fileno()] = _Connection(conn)
         return conn
 
-    def readable(self, conn: socket.socket) -> bool:
-        """Read what arrived; answer once a full line is in. True when the connection is done."""
+    def ready(self, conn: socket.socket, mask: int) -> int:
+        """Serve a connection the selector reported; return the events to wait for next
+        (0 when the connection is done and closed)."""
+        if mask & selectors.EVENT_WRITE:
+            return self.writable(conn)
+        return self.readable(conn)
+
+    def readable(self, conn: socket.socket) -> int:
+        """Read what arrived; once a full line is in, answer it (see writable)."""
         state = self.connections.get(conn.fileno())
         if state is None:
-            return True
+            return 0
         try:
             chunk = conn.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return False
+            return selectors.EVENT_READ
         except OSError:
             chunk = b""
         state.buffer += chunk
         if b"\n" not in state.buffer and chunk and len(state.buffer) < MAX_REQUEST:
-            return False
+            return selectors.EVENT_READ
         line = state.buffer.split(b"\n", 1)[0]
         response = self._respond(line) if chunk or line else None
-        if response is not None:
-            try:
-                conn.setblocking(True)
-                conn.settimeout(2.0)
-                conn.sendall(json.dumps(response).encode() + b"\n")
-            except OSError:
-                pass
+        if response is None:
+            self.close_connection(conn)
+            return 0
+        state.reply = memoryview(json.dumps(response).encode() + b"\n")
+        return self.writable(conn)
+
+    def writable(self, conn: socket.socket) -> int:
+        """Send as much of the reply as the socket takes now. Never blocks the master and
+        never gives up on a client that is still reading, so a reply of any size arrives
+        whole; a client that leaves makes the socket writable with an error, closing it."""
+        state = self.connections.get(conn.fileno())
+        if state is None or state.reply is None:
+            return 0
+        try:
+            while state.reply:
+                state.reply = state.reply[conn.send(state.reply):]
+        except (BlockingIOError, InterruptedError):
+            return selectors.EVENT_WRITE
+        except OSError:
+            pass  # the client went away
         self.close_connection(conn)
-        return True
+        return 0
 
     def _respond(self, line: bytes) -> dict[str, Any]:
         try:
@@ -160,12 +182,15 @@ def request(path: Path | str, command: str, timeout: float = 10.0,
     try:
         sock.connect(str(path))
         sock.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
+        chunks = []  # joined once at the end: linear in the size of the reply
+        while True:
+            chunk = sock.recv(1 << 20)
             if not chunk:
                 break
-            data += chunk
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):  # JSON escapes newlines: only the last byte is one
+                break
+        data = b"".join(chunks)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise ControlError(f"no master is listening on {path} ({exc.strerror})") from None
     except OSError as exc:

@@ -209,7 +209,11 @@ def test_new_file_starts_a_program_and_deleted_file_stops_it(master_factory) -> 
 
 def test_sighup_reloads_and_ttin_ttou_resize_every_program(master_factory) -> None:
     master = master_factory({"a": WORKER.format(n=1)}).start()
-    master.wait_running("a", 1)
+    [child] = master.wait_running("a", 1)
+    master.signal(signal.SIGHUP)  # nothing changed: one reload that says so, no child touched
+    wait_until(lambda: "config reloaded: no changes" in master.tail(100), timeout=10,
+               message="SIGHUP reloaded the config")
+    assert master.pids("a") == [child]
     master.signal(signal.SIGTTIN)
     master.wait_running("a", 2)
     master.signal(signal.SIGTTOU)

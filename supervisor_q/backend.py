@@ -66,6 +66,7 @@ class RedisQueue:
         self._ack = register(lua.ACK)
         self._release = register(lua.RELEASE)
         self._fail = register(lua.FAIL)
+        self._extend = register(lua.EXTEND)
         self._retry_failed = register(lua.RETRY_FAILED)
         self._load = register(lua.LOAD)
         self._keys: dict[str, QueueKeys] = {}
@@ -243,6 +244,14 @@ class RedisQueue:
              "" if expected_attempts is None else str(expected_attempts),
              "1" if undo_attempt else "0"],
         ))
+
+    def extend(self, queue: str, job_id: str, timeout: float, attempts: int) -> bool:
+        """Make the reservation of attempt `attempts` last timeout seconds (plus the margin)
+        from now; False if that attempt no longer holds the job."""
+        k = self.keys(queue)
+        return bool(self._extend(keys=[k.reserved, k.attempts],
+                                 args=[job_id, int(timeout * 1000) + self.margin_ms,
+                                       str(attempts)]))
 
     def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False,
              expected_attempts: int | None = None) -> bool:

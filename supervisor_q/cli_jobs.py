@@ -75,7 +75,7 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--args", default="[]", help="JSON list (or object for kwargs)")
     p.add_argument("--kwargs", default="{}", help="JSON object")
     p.add_argument("--queue", default=None)
-    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--delay", type=float, default=None, help="seconds (default: the job's)")
     p.set_defaults(handler=cmd_dispatch)
 
     q = sub.add_parser("queue", help="queue size | clear | stats | monitor")
@@ -112,7 +112,7 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
-    from supervisor_q.jobs import dispatch
+    from supervisor_q.jobs import DEFAULT_QUEUE, dispatch, find_job
 
     try:
         positional = json.loads(args.args)
@@ -126,10 +126,15 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         print("supervisor-q dispatch: --args is a JSON list, --kwargs a JSON object",
               file=sys.stderr)
         return 2
+    connection = resolve_redis_url(args.redis_url)
     try:
+        if find_job(args.name, connection) is None:
+            print(f"supervisor-q dispatch: warning: no worker has registered {args.name}: "
+                  f"queued on {args.queue or DEFAULT_QUEUE!r} with the program's options",
+                  file=sys.stderr)
         job_id = dispatch(args.name, *positional, queue=args.queue, delay=args.delay,
-                          connection=resolve_redis_url(args.redis_url), **keywords)
-    except NotSerialisable as exc:
+                          connection=connection, **keywords)
+    except (NotSerialisable, ValueError) as exc:  # e.g. encrypted=True and no key here
         print(f"supervisor-q dispatch: {exc}", file=sys.stderr)
         return 2
     if job_id is None:

@@ -108,12 +108,13 @@ def send(built: payloads.Payload, *, delay: float = 0.0, connection: str | None 
 
 
 def build_for(name: str, args: list | tuple, kwargs: dict[str, Any], *,
-              queue_name: str | None = None, extra: dict | None = None
-              ) -> tuple[payloads.Payload, Job | None]:
-    """A payload for a job name, with the registered job's options when known here."""
-    from supervisor_q.jobs import DEFAULT_QUEUE, REGISTRY
+              queue_name: str | None = None, extra: dict | None = None,
+              connection: str | None = None) -> tuple[payloads.Payload, Job | None]:
+    """A payload for a job name, with the job's declared options when registered here
+    or published by its workers."""
+    from supervisor_q.jobs import DEFAULT_QUEUE, find_job
 
-    if name in REGISTRY:
-        registered = REGISTRY.get(name)
+    registered = find_job(name, connection)
+    if registered is not None:
         return registered.payload(args, kwargs, queue=queue_name, extra=extra), registered
     return payloads.build(name, queue_name or DEFAULT_QUEUE, args, kwargs, extra=extra), None

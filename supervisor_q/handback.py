@@ -16,6 +16,7 @@ from supervisor_q import lifecycle, outcome
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, Reserved
 from supervisor_q.config import WorkerProgram
+from supervisor_q.jobs import declared_job
 from supervisor_q.pool import Handback
 from supervisor_q.worker import failed_record
 
@@ -36,8 +37,10 @@ def settle(queue: RedisQueue, program: WorkerProgram, back: Handback) -> str:
             decoded: payloads.Payload | None = payloads.decode(raw)
         except payloads.MalformedPayload:
             decoded = None
+        declared = declared_job(decoded.job, queue) if decoded is not None else None
         limits = outcome.resolve_limits(decoded, tries=program.tries, backoff=program.backoff,
-                                        timeout=program.timeout)
+                                        timeout=program.timeout,
+                                        declared=declared.options if declared else None)
         now = time.time()
         if back.why == "stopped":
             queue.release(job.queue, job.id, 0, expected_attempts=attempts, undo_attempt=True)
@@ -57,8 +60,10 @@ def settle(queue: RedisQueue, program: WorkerProgram, back: Handback) -> str:
         reserved = Reserved(job.queue, job.id, raw, attempts, exceptions, 0.0)
         if queue.fail(job.queue, job.id, failed_record(reserved, reason, None),
                       expected_attempts=attempts):
-            # What the dead child could not do: chain catch, batch failure, unique unlock.
-            lifecycle.failed_elsewhere(queue, raw, reason)
+            # What the dead child could not do (failing events, chain catch, batch
+            # failure, unique unlock) is left to a worker of the job's queue.
+            if decoded is not None:
+                lifecycle.failed_elsewhere(queue, job.queue, raw, reason, attempts)
         return f"failed: {reason}"
     except redis.RedisError as exc:
         log.warning("job %s: cannot settle now (%s); its reservation expires instead", job.id,

@@ -8,7 +8,10 @@ is ever imported. Imports payload, backend and paths only.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -16,6 +19,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from supervisor_q import dispatching
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, connect
+from supervisor_q.keys import JOBS_KEY
 from supervisor_q.paths import resolve_redis_url
 
 P = ParamSpec("P")
@@ -90,7 +94,9 @@ class JobOptions:
     tries: int | None = None
     timeout: float | None = None
     backoff: tuple[int, ...] | None = None
-    retry_until: float | None = None  # epoch seconds; beats tries when set
+    # epoch seconds, or a callable returning them, evaluated at each dispatch; beats tries
+    retry_until: float | Callable[[], float] | None = None
+    retry_for: float | None = None  # seconds from dispatch; the relative retry_until
     max_exceptions: int | None = None
     fail_on_timeout: bool = False
     delay: float = 0.0
@@ -99,6 +105,40 @@ class JobOptions:
     unique_for: float | None = None  # seconds; set = unique job (controls.acquire_unique)
     unique_id: Callable[..., Any] | None = None  # (*args, **kwargs) -> id; default: none
     unique_until: str = "finished"  # or "processing": when the unique lock is freed
+
+    def retry_deadline(self, dispatched_at: float) -> float | None:
+        """The epoch retry_until of a job dispatched at dispatched_at (None: tries rule)."""
+        if self.retry_for is not None:
+            return dispatched_at + self.retry_for
+        if callable(self.retry_until):
+            return float(self.retry_until())
+        return self.retry_until
+
+    def declared(self) -> dict[str, Any]:
+        """The JSON-able options, as workers publish them for dispatch by name elsewhere.
+        A callable retry_until or middleware cannot cross processes and is left out;
+        unique_id says only whether a function computes the unique id."""
+        return {"queue": self.queue, "tries": self.tries, "timeout": self.timeout,
+                "backoff": list(self.backoff) if self.backoff is not None else None,
+                "retry_until": None if callable(self.retry_until) else self.retry_until,
+                "retry_for": self.retry_for, "max_exceptions": self.max_exceptions,
+                "fail_on_timeout": self.fail_on_timeout, "delay": self.delay,
+                "encrypted": self.encrypted, "unique_for": self.unique_for,
+                "unique_id": self.unique_id is not None, "unique_until": self.unique_until}
+
+    @classmethod
+    def from_declared(cls, body: dict[str, Any]) -> JobOptions:
+        """Options from a published declaration (see declared())."""
+        backoff = body.get("backoff")
+        return cls(queue=str(body.get("queue") or DEFAULT_QUEUE), tries=body.get("tries"),
+                   timeout=body.get("timeout"),
+                   backoff=tuple(backoff) if isinstance(backoff, list) and backoff else None,
+                   retry_until=body.get("retry_until"), retry_for=body.get("retry_for"),
+                   max_exceptions=body.get("max_exceptions"),
+                   fail_on_timeout=bool(body.get("fail_on_timeout")),
+                   delay=float(body.get("delay") or 0.0),
+                   encrypted=bool(body.get("encrypted")), unique_for=body.get("unique_for"),
+                   unique_until=str(body.get("unique_until") or "finished"))
 
 
 class Job(Generic[P, R]):
@@ -124,7 +164,7 @@ class Job(Generic[P, R]):
         return payloads.build(
             self.name, queue or o.queue, args, kwargs, timeout=o.timeout, tries=o.tries,
             backoff=list(o.backoff) if o.backoff is not None else None,
-            retry_until=o.retry_until, max_exceptions=o.max_exceptions,
+            retry_until=o.retry_deadline(time.time()), max_exceptions=o.max_exceptions,
             fail_on_timeout=o.fail_on_timeout, extra=extra)
 
     def dispatch(self, *args: Any, delay: float | None = None, queue: str | None = None,
@@ -185,8 +225,10 @@ def _backoff_tuple(backoff: int | list[int] | tuple[int, ...] | None) -> tuple[i
 
 def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
         queue: str = DEFAULT_QUEUE, tries: int | None = None, timeout: float | None = None,
-        backoff: int | list[int] | None = None, retry_until: float | None = None,
-        max_exceptions: int | None = None, fail_on_timeout: bool = False,
+        backoff: int | list[int] | None = None,
+        retry_until: float | Callable[[], float] | None = None,
+        retry_for: float | None = None, max_exceptions: int | None = None,
+        fail_on_timeout: bool = False,
         delay: float = 0.0, registry: Registry | None = None,
         middleware: list[Any] | tuple[Any, ...] = (), encrypted: bool = False,
         unique_for: float | None = None, unique_id: Callable[..., Any] | None = None,
@@ -194,8 +236,11 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
     """Register fn as a job named module:function (or name=)."""
     if unique_until not in ("finished", "processing"):
         raise ValueError("unique_until is 'finished' or 'processing'")
+    if retry_for is not None and (retry_until is not None or retry_for <= 0):
+        raise ValueError("retry_for is seconds > 0, and excludes retry_until")
     options = JobOptions(queue=queue, tries=tries, timeout=timeout,
                          backoff=_backoff_tuple(backoff), retry_until=retry_until,
+                         retry_for=retry_for,
                          max_exceptions=max_exceptions, fail_on_timeout=fail_on_timeout,
                          delay=delay, middleware=tuple(middleware), encrypted=encrypted,
                          unique_for=unique_for, unique_id=unique_id,
@@ -234,17 +279,79 @@ def push_payload(built: payloads.Payload, *, delay: float = 0.0,
     return built.id
 
 
+# -- the registry in Redis: declared options for dispatch by name anywhere -------
+
+# A declaration read from Redis is trusted this long in a dispatching process, so a
+# burst of dispatches by name costs one HGET, and a redeploy is seen soon after.
+DECLARED_CACHE_SECONDS = 5.0
+_declared_cache: dict[tuple[int, str], tuple[float, JobOptions]] = {}
+
+
+def publish_registry(queue: RedisQueue, registry: Registry) -> None:
+    """Publish every registered job's declared options (a worker, once at start), so a
+    process that cannot import the job's module still dispatches it as declared."""
+    fields = {name: json.dumps(registry.get(name).options.declared())
+              for name in registry.names()}
+    if fields:
+        queue.client.hset(JOBS_KEY, mapping=fields)
+
+
+def _unique_id_elsewhere(name: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError(f"job {name} computes its unique id with a function, which only "
+                         "a process that imports its module can run: dispatch it from there")
+    return refuse
+
+
+def _cannot_run_here(*args: Any, **kwargs: Any) -> Any:
+    raise UnknownJob("this job is registered in another process only: dispatch it instead")
+
+
+def declared_job(name: str, queue: RedisQueue) -> Job | None:
+    """A stand-in for a job no module here registers, with the options its workers
+    published (None: no worker has registered it yet)."""
+    key = (id(queue), name)
+    cached = _declared_cache.get(key)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        options = cached[1]
+    else:
+        raw = queue.client.hget(JOBS_KEY, name)
+        if raw is None:
+            return None
+        try:
+            body = json.loads(raw)
+            options = JobOptions.from_declared(body)
+        except (ValueError, TypeError, AttributeError):
+            return None  # not written by a worker: treat the job as undeclared
+        if body.get("unique_id"):
+            options = dataclasses.replace(options, unique_id=_unique_id_elsewhere(name))
+        _declared_cache[key] = (now + DECLARED_CACHE_SECONDS, options)
+    return Job(_cannot_run_here, name, options)
+
+
+def find_job(name: str, connection: str | None = None,
+             registry: Registry | None = None) -> Job | None:
+    """The job registered here under name, else its declared stand-in, else None."""
+    known = registry or REGISTRY
+    if name in known:
+        return known.get(name)
+    if dispatching.active_fake() is not None or dispatching.sync_enabled():
+        return None  # no Redis to ask: the test fake and sync mode see only this process
+    return declared_job(name, dispatching.queue(connection))
+
+
 def dispatch(target: str | Job, *args: Any, queue: str | None = None,
              delay: float | None = None, connection: str | None = None,
              registry: Registry | None = None, **kwargs: Any) -> str | None:
     """Queue a job by Job or by name ("module:function"); returns the job id
-    (None when a unique job's duplicate was dropped)."""
+    (None when a unique job's duplicate was dropped). By name, the job's declared
+    options apply, from this process's registry or else the one its workers published."""
     if isinstance(target, Job):
         return target.dispatch(*args, delay=delay, queue=queue, connection=connection, **kwargs)
-    known = registry or REGISTRY
-    if target in known:
-        return known.get(target).dispatch(*args, delay=delay, queue=queue,
-                                          connection=connection, **kwargs)
+    found = find_job(target, connection, registry)
+    if found is not None:
+        return found.dispatch(*args, delay=delay, queue=queue, connection=connection, **kwargs)
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
     return dispatching.send(built, delay=delay or 0.0, connection=connection)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 PREFIX = "sq"
 RESTART_KEY = f"{PREFIX}:restart"  # the deploy signal: a float timestamp
 QUEUES_KEY = f"{PREFIX}:queues"  # set of every queue name ever pushed to (for failed listing)
+JOBS_KEY = f"{PREFIX}:jobs"  # hash job name -> JSON declared options, published by workers
 
 
 @dataclass(frozen=True)

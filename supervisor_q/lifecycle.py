@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from redis import RedisError
+
 from supervisor_q import controls, dispatching, encryption, middleware
 from supervisor_q.backend import RedisQueue
 from supervisor_q.events import EVENTS, JobEvent
 from supervisor_q.jobs import current_job
-from supervisor_q.payload import MalformedPayload, Payload, decode
+from supervisor_q.payload import Payload, build, decode, encode
 
 if TYPE_CHECKING:
     from supervisor_q.jobs import Job
@@ -36,13 +38,18 @@ def looping() -> None:
 
 def prepare(payload: Payload) -> Payload:
     """Turn a stored payload into the one the job runs with: check its signature,
-    decrypt it. Raises MalformedPayload when it cannot run."""
+    decrypt it. Raises MalformedPayload when it cannot run. The master's SETTLE_FAILED
+    wrapper is not signed (the master may lack the key); the payload it carries is
+    checked when it runs."""
+    if payload.job == SETTLE_FAILED:
+        return payload
     return encryption.open_payload(payload)
 
 
-def _event(payload: Payload, **more: object) -> JobEvent:
+def _event(payload: Payload, attempts: int | None = None, **more: object) -> JobEvent:
     ctx = current_job()
-    attempts = ctx.attempts if ctx is not None and ctx.id == payload.id else 1
+    if attempts is None:
+        attempts = ctx.attempts if ctx is not None and ctx.id == payload.id else 1
     return JobEvent(payload.id, payload.job, payload.queue, attempts, payload,
                     **more)  # type: ignore[arg-type]
 
@@ -87,14 +94,14 @@ def succeeded(payload: Payload) -> None:
     _guarded("batch", payload, lambda: batches.job_succeeded(payload))
 
 
-def failed(payload: Payload | None, reason: str) -> None:
+def failed(payload: Payload | None, reason: str, attempts: int | None = None) -> None:
     """After the job moved to the failed store: failing event, unique unlock, chain
     catch, batch failure."""
     if payload is None:  # undecodable: nothing in it can be trusted to act on
         return
     from supervisor_q import batches, workflows
 
-    EVENTS.fire("failing", _event(payload, reason=reason))
+    EVENTS.fire("failing", _event(payload, attempts, reason=reason))
     queue = dispatching.queue()
     _guarded("unique unlock", payload,
              lambda: controls.release_unique(queue, payload, "finished"))
@@ -106,13 +113,34 @@ def released(payload: Payload, delay: float) -> None:
     """After the job was put back for another attempt (nothing to do yet)."""
 
 
-def failed_elsewhere(queue: RedisQueue, raw: str, reason: str) -> None:
-    """For the master, after it failed a job whose child died (handback.settle): run
-    the chain catch, batch failure and unique unlock the child could not. Never raises.
-    (App-registered `failing` events do not fire there: the master imports no jobs.)"""
+# The internal job that settles, in a worker, a job the master failed (handback).
+SETTLE_FAILED = "supervisor_q:settle_failed"
+
+
+def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
+                     attempts: int) -> None:
+    """For the master, after it failed a job whose child died (handback.settle). The
+    master imports no jobs, so it cannot fire the app's `failing` events nor dispatch
+    callbacks with their declared options: it queues SETTLE_FAILED on the job's own
+    queue, and a worker serving that queue (it has the registry) runs failed() there.
+    Never raises."""
+    built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
     try:
-        payload = prepare(decode(raw))
-    except MalformedPayload:
-        return
-    bind(queue)
-    failed(payload, reason)
+        queue.push(job_queue, built.id, encode(built))
+    except RedisError as exc:
+        log.warning("job %s failed, but its callbacks cannot be queued: %s", built.id, exc)
+
+
+def _settle_failed(raw: str, reason: str, attempts: int) -> None:
+    """In a worker: what the worker that lost the job would have done after failing it.
+    The job's own payload is verified and decrypted here (the wrapper is the master's)."""
+    failed(prepare(decode(raw)), reason, attempts)
+
+
+def builtin(name: str) -> Job | None:
+    """The internal job of that name (runs in every worker), or None."""
+    if name != SETTLE_FAILED:
+        return None
+    from supervisor_q.jobs import Job, JobOptions
+
+    return Job(_settle_failed, SETTLE_FAILED, JobOptions())

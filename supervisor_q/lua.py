@@ -139,6 +139,18 @@ ready_after(tonumber(ARGV[2]), KEYS[1], KEYS[2], KEYS[6], KEYS[3], ARGV[1])
 return 1
 """
 
+# KEYS: 1 reserved, 2 attempts
+# ARGV: 1 id, 2 ms from now the reservation must last, 3 attempts of the holder
+# Returns: 1 if the holder's reservation now ends that late, 0 if it no longer holds it.
+# For a job whose declared timeout is longer than the one its reservation was computed
+# from (a payload dispatched by name carries none): it must not outlive its reservation.
+EXTEND = _PRELUDE + """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
 # KEYS: 1 reserved, 2 payloads, 3 attempts, 4 exceptions, 5 enqueued, 6 failed,
 #       7 failed_records
 # ARGV: 1 id, 2 failed record JSON, 3 failed-at ms, 4 '1' to fail even if not reserved,

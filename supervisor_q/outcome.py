@@ -8,8 +8,14 @@ payload only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from supervisor_q.payload import Payload
+
+if TYPE_CHECKING:
+    from supervisor_q.jobs import JobOptions
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,18 +38,37 @@ class Decision:
 
 
 def resolve_limits(payload: Payload | None, *, tries: int, backoff: tuple[int, ...],
-                   timeout: float) -> Limits:
-    """Merge a payload's options over the program defaults."""
+                   timeout: float, declared: JobOptions | None = None) -> Limits:
+    """The payload's options, else the job's declared @job options (a payload dispatched
+    by name where the job was unknown carries none), else the program defaults."""
     if payload is None:
         return Limits(tries, backoff, None, None, False, timeout)
+    d = declared
+    if d is not None:
+        tries = d.tries if d.tries is not None else tries
+        backoff = d.backoff or backoff
+        timeout = d.timeout if d.timeout is not None else timeout
     return Limits(
         tries=payload.tries if payload.tries is not None else tries,
         backoff=tuple(payload.backoff) if payload.backoff else backoff,
-        max_exceptions=payload.max_exceptions,
-        retry_until=payload.retry_until,
-        fail_on_timeout=payload.fail_on_timeout,
+        max_exceptions=_first(payload.max_exceptions, d and d.max_exceptions),
+        retry_until=_first(payload.retry_until, d and _declared_deadline(d, payload)),
+        fail_on_timeout=payload.fail_on_timeout or bool(d and d.fail_on_timeout),
         timeout=payload.timeout if payload.timeout is not None else timeout,
     )
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _declared_deadline(declared: JobOptions, payload: Payload) -> float | None:
+    """A declared retry_for counts from the payload's dispatch; a callable retry_until
+    is evaluated at dispatch only, so a payload without one has none."""
+    if declared.retry_for is not None:
+        return payload.dispatched_at + declared.retry_for
+    value = declared.retry_until
+    return None if callable(value) else value
 
 
 def backoff_delay(backoff: tuple[int, ...], attempts: int) -> float:

@@ -31,6 +31,7 @@ from supervisor_q.jobs import (
     Registry,
     ReleaseJob,
     UnknownJob,
+    publish_registry,
     reset_current_job,
     set_current_job,
 )
@@ -152,6 +153,8 @@ class Worker:
 
     def run(self) -> int:
         """Work until a stop or recycle reason; return the exit code."""
+        # Declared options for dispatch by name in processes that cannot import the jobs.
+        self.with_redis(lambda: publish_registry(self.queue, self.registry))
         self.reporter.ready(self.started_with)
         self.title("idle")
         code = exitcodes.OK
@@ -314,16 +317,24 @@ class Worker:
         s = self.settings
         try:
             decoded = lifecycle.prepare(payloads.decode(job.payload))
-            target = self.registry.get(decoded.job)
+            target = lifecycle.builtin(decoded.job) or self.registry.get(decoded.job)
         except (payloads.MalformedPayload, UnknownJob) as exc:
             self.fail(job, None, str(exc), None)
             return False
+        # Declared @job options apply even to a payload that does not carry them.
         limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
-                                        timeout=s.timeout)
+                                        timeout=s.timeout, declared=target.options)
         too_late = outcome.before_run(limits, job.attempts, time.time())
         if too_late:
             self.fail(job, decoded, too_late, None)
             return False
+        if decoded.timeout is None and limits.timeout > s.timeout:
+            # reserve computed the deadline from the program's timeout: make it cover
+            # the declared one, or another worker would take the job while it runs.
+            held = self.with_redis(lambda: self.queue.extend(job.queue, job.id, limits.timeout,
+                                                             job.attempts))
+            if not held:
+                return False  # its reservation already lapsed: another attempt owns it
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts)
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.

@@ -54,7 +54,8 @@ class Signature:
                  connection: str | None = None) -> str | None:
         """Queue this job; prepend adds leading arguments (callbacks get their info)."""
         built, known = dispatching.build_for(self.job, [*(prepend or []), *self.args],
-                                             self.kwargs, queue_name=self.queue, extra=extra)
+                                             self.kwargs, queue_name=self.queue, extra=extra,
+                                             connection=connection)
         return dispatching.send(built, delay=self.delay, connection=connection, job=known)
 
 

@@ -18,6 +18,7 @@ from supervisor_q import exitcodes
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.jobs import dispatch
+from supervisor_q.keys import JOBS_KEY
 from tests.helpers import wait_until
 
 BASIC = "tests.jobmods.basic"
@@ -113,10 +114,13 @@ def test_max_exceptions_fails_before_tries(redis_url: str, queue: RedisQueue) ->
 
 
 def test_retry_until_beats_tries(redis_url: str, queue: RedisQueue) -> None:
-    built = payloads.build("tests.retry_until", "default", [], {}, tries=1,
-                           retry_until=time.time() + 1.5)
-    queue.push("default", built.id, payloads.encode(built))
     with running_worker(redis_url):
+        # The deadline counts from now: dispatch only once the worker is up (it publishes
+        # its registry right before its first reserve), however slowly it started.
+        wait_until(lambda: queue.client.hexists(JOBS_KEY, "tests.retry_until"), timeout=20)
+        built = payloads.build("tests.retry_until", "default", [], {}, tries=1,
+                               retry_until=time.time() + 1.5)
+        queue.push("default", built.id, payloads.encode(built))
         wait_until(lambda: failed(queue), timeout=15)
     assert len(results(queue)) >= 2, "tries=1 did not stop the retries: retry_until rules"
     assert "retry_until" in failed(queue)[0]["reason"]

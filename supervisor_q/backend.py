@@ -47,8 +47,11 @@ class ReserveResult:
 
 def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
     """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
+    # Ids and payloads are whatever bytes were stored: bytes that are not UTF-8 are read
+    # as surrogate escapes (_text) and written back as the same bytes.
     options: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
-                     "health_check_interval": 30, "retry_on_timeout": False}
+                     "health_check_interval": 30, "retry_on_timeout": False,
+                     "encoding_errors": "surrogateescape"}
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True  # notice a dead peer behind a silent network
     return redis.Redis.from_url(url, **options)
@@ -252,7 +255,7 @@ class RedisQueue:
         return bool(self._fail(
             keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
                   k.failed_records],
-            args=[job_id, json.dumps(record), int(failed_at * 1000), "1" if force else "0",
+            args=[job_id, _record_json(record), int(failed_at * 1000), "1" if force else "0",
                   "" if expected_attempts is None else str(expected_attempts)],
         ))
 
@@ -314,7 +317,7 @@ class RedisQueue:
             for raw in self.client.hvals(k.failed_records):
                 try:
                     records.append(json.loads(raw))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
         records.sort(key=lambda r: r.get("failed_at", 0), reverse=True)
         return records
@@ -365,5 +368,14 @@ class RedisQueue:
         return count
 
 
+def _record_json(record: dict) -> str:
+    """A failed record as JSON; args too deeply nested to store are left out (the raw
+    payload is kept whole). ASCII JSON, so any id or payload bytes survive."""
+    try:
+        return json.dumps(record)
+    except (RecursionError, ValueError):
+        return json.dumps({**record, "args": None, "kwargs": None})
+
+
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value

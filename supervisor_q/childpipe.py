@@ -1,13 +1,15 @@
 """The child -> master report pipe: ready, job started (with its timeout), job finished.
 
-One short text line per event, written with a single os.write (atomic below
-PIPE_BUF), so the hot path costs two small syscalls per job. The master reads the
-lines to know each child's current job and deadline. Imports nothing else from the
-package.
+One short line per event: a kind letter, a space, then the fields as a JSON array
+(ASCII: an id may hold spaces, newlines or any bytes and still cannot break the
+line). Written with one os.write, so the hot path costs two small syscalls per job.
+The master reads the lines to know each child's current job and deadline. Imports
+nothing else from the package.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -42,29 +44,30 @@ class PipeReporter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def _send(self, line: str) -> None:
+    def _send(self, kind: bytes, fields: list) -> None:
+        data = kind + b" " + json.dumps(fields, separators=(",", ":")).encode() + b"\n"
         try:
-            os.write(self.fd, line.encode()[:4000] + b"\n")
+            while data:  # a line past PIPE_BUF may be written in parts: never lose a part
+                data = data[os.write(self.fd, data):]
         except OSError:
             pass
 
     def ready(self, generation: float | None) -> None:
-        self._send("R -" if generation is None else f"R {generation!r}")
+        self._send(b"R", [generation])
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int) -> None:
         # CLOCK_MONOTONIC is one clock for every process of the machine, so the master
         # gets the exact start even when it reads the pipe a little later.
-        # Queues contain no spaces (validated); the job name goes last, so it may.
-        self._send(f"S {job_id} {timeout!r} {attempts} {time.monotonic()!r} {queue} {name}")
+        self._send(b"S", [job_id, timeout, attempts, time.monotonic(), queue, name])
 
     def job_finished(self, job_id: str) -> None:
-        self._send(f"E {job_id} {time.monotonic()!r}")
+        self._send(b"E", [job_id, time.monotonic()])
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # "ready", "started", "finished"
+    kind: str  # "ready", "started", "finished", or "garbled" (a line that cannot be read)
     job_id: str = ""
     timeout: float = 0.0
     queue: str = ""
@@ -72,23 +75,42 @@ class Event:
     attempts: int = 0
     generation: float | None = None
     at: float = 0.0  # the child's monotonic clock when it happened
+    line: bytes = b""  # garbled: the line's head, to log; its kind letter is line[:1]
+
+
+_KINDS = {b"R": "ready", b"S": "started", b"E": "finished"}
 
 
 def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
-    """Complete events in buffer, and the unfinished rest to keep for the next read."""
+    """Complete events in buffer, and the unfinished rest to keep for the next read.
+    A line that cannot be read becomes a "garbled" event, never nothing."""
     *lines, rest = buffer.split(b"\n")
     events = []
     for raw in lines:
-        parts = raw.decode(errors="replace").split(" ", 6)
         try:
-            if parts[0] == "R":
-                generation = None if len(parts) < 2 or parts[1] == "-" else float(parts[1])
-                events.append(Event("ready", generation=generation))
-            elif parts[0] == "S" and len(parts) == 7:
-                events.append(Event("started", parts[1], float(parts[2]), parts[5], parts[6],
-                                    int(parts[3]), at=float(parts[4])))
-            elif parts[0] == "E" and len(parts) == 3:
-                events.append(Event("finished", parts[1], at=float(parts[2])))
-        except ValueError:
-            continue
+            events.append(_parse(raw))
+        except (ValueError, TypeError, LookupError, RecursionError):
+            events.append(Event("garbled", line=raw[:200]))
     return events, rest
+
+
+def _parse(raw: bytes) -> Event:
+    kind = _KINDS[raw[:1]]
+    if raw[1:2] != b" ":
+        raise ValueError("no space after the kind letter")
+    fields = json.loads(raw[2:])
+    if kind == "ready":
+        [generation] = fields
+        return Event("ready", generation=None if generation is None else float(generation))
+    if kind == "started":
+        job_id, timeout, attempts, at, queue, name = fields
+        return Event("started", _str(job_id), float(timeout), _str(queue), _str(name),
+                     int(attempts), at=float(at))
+    job_id, at = fields
+    return Event("finished", _str(job_id), at=float(at))
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value

@@ -1,10 +1,10 @@
 """The child -> master report pipe: ready, job started (with its timeout), job finished.
 
-One short line per event: a kind letter, a space, then the fields as a JSON array
-(ASCII: an id may hold spaces, newlines or any bytes and still cannot break the
-line). Written with one os.write, so the hot path costs two small syscalls per job.
-The master reads the lines to know each child's current job and deadline. Imports
-nothing else from the package.
+One short line per event: a kind letter, numbers, then the strings (job id, queue,
+name) as JSON, escaped to ASCII: an id may hold spaces, newlines or any bytes and
+still cannot break the line. Written with one os.write, so the hot path costs two
+small syscalls per job. The master reads the lines to know each child's current job
+and deadline. Imports nothing else from the package.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote  # the C escaper: ~100 ns
 from typing import Protocol
+
+_unquote = json.JSONDecoder().decode
 
 
 class Reporter(Protocol):
@@ -44,8 +47,8 @@ class PipeReporter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def _send(self, kind: bytes, fields: list) -> None:
-        data = kind + b" " + json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+    def _send(self, line: str) -> None:
+        data = line.encode()
         try:
             while data:  # a line past PIPE_BUF may be written in parts: never lose a part
                 data = data[os.write(self.fd, data):]
@@ -53,16 +56,17 @@ class PipeReporter:
             pass
 
     def ready(self, generation: float | None) -> None:
-        self._send(b"R", [generation])
+        self._send("R -\n" if generation is None else f"R {generation!r}\n")
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int) -> None:
         # CLOCK_MONOTONIC is one clock for every process of the machine, so the master
         # gets the exact start even when it reads the pipe a little later.
-        self._send(b"S", [job_id, timeout, attempts, time.monotonic(), queue, name])
+        self._send(f"S {timeout!r} {attempts} {time.monotonic()!r} "
+                   f"[{_quote(job_id)},{_quote(queue)},{_quote(name)}]\n")
 
     def job_finished(self, job_id: str) -> None:
-        self._send(b"E", [job_id, time.monotonic()])
+        self._send(f"E {time.monotonic()!r} {_quote(job_id)}\n")
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,6 @@ class Event:
     line: bytes = b""  # garbled: the line's head, to log; its kind letter is line[:1]
 
 
-_KINDS = {b"R": "ready", b"S": "started", b"E": "finished"}
-
-
 def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
     """Complete events in buffer, and the unfinished rest to keep for the next read.
     A line that cannot be read becomes a "garbled" event, never nothing."""
@@ -88,26 +89,25 @@ def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
     events = []
     for raw in lines:
         try:
-            events.append(_parse(raw))
+            events.append(_parse(raw.decode()))
         except (ValueError, TypeError, LookupError, RecursionError):
             events.append(Event("garbled", line=raw[:200]))
     return events, rest
 
 
-def _parse(raw: bytes) -> Event:
-    kind = _KINDS[raw[:1]]
-    if raw[1:2] != b" ":
-        raise ValueError("no space after the kind letter")
-    fields = json.loads(raw[2:])
-    if kind == "ready":
-        [generation] = fields
-        return Event("ready", generation=None if generation is None else float(generation))
-    if kind == "started":
-        job_id, timeout, attempts, at, queue, name = fields
+def _parse(line: str) -> Event:
+    kind, _, rest = line.partition(" ")
+    if kind == "S":
+        timeout, attempts, at, strings = rest.split(" ", 3)
+        job_id, queue, name = _unquote(strings)
         return Event("started", _str(job_id), float(timeout), _str(queue), _str(name),
                      int(attempts), at=float(at))
-    job_id, at = fields
-    return Event("finished", _str(job_id), at=float(at))
+    if kind == "E":
+        at, job_id = rest.split(" ", 1)
+        return Event("finished", _str(_unquote(job_id)), at=float(at))
+    if kind == "R":
+        return Event("ready", generation=None if rest == "-" else float(rest))
+    raise ValueError(f"unknown report kind {kind!r}")
 
 
 def _str(value: object) -> str:

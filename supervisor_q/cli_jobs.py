@@ -214,8 +214,8 @@ def _shown(value: object) -> object:
 
 
 def _one_line(value: object) -> str:
-    """A field for the text listing: printable, on one line."""
-    text = printable(value) if isinstance(value, str) else str(value)
+    """A field for the text listing: printable, on one line, at most 300 characters."""
+    text = printable(value, 300) if isinstance(value, str) else str(value)
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 

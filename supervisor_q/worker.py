@@ -374,7 +374,7 @@ class Worker:
                 f"job id is longer than {payloads.MAX_ID_LENGTH} characters")
         try:
             decoded = lifecycle.prepare(payloads.decode(job.payload))
-        except (payloads.MalformedPayload, UnknownJob):
+        except payloads.MalformedPayload:
             raise
         except Exception as exc:  # e.g. RecursionError checking a deeply nested signature
             raise payloads.MalformedPayload(

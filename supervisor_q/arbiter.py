@@ -46,6 +46,7 @@ REPORT_BATCH = 0.05  # seconds a child's report pipe rests after being read
 # File events that can change a program file. Never opened/closed-without-writing/
 # accessed: reading the files (a reload, `cat`, check-config) must not cause a reload.
 CHANGE_EVENTS = frozenset({"created", "deleted", "modified", "moved", "closed"})
+GARBLED_LOGGED = 5  # unreadable report lines logged per child
 
 
 @dataclass
@@ -320,6 +321,26 @@ class Arbiter:
                     if child.job is not None and child.job.id == ev.job_id:
                         self.record_runtime(pool, max(0.0, ev.at - child.job.started_at))
                     pool.job_finished(child, ev.job_id)
+                else:
+                    self.garbled_report(pool, child, ev.line, now)
+
+    def garbled_report(self, pool: Pool, child: ChildProcess, line: bytes, now: float) -> None:
+        """A report line that cannot be read (a bug, never a job's data: the framing
+        carries any id). Say so loudly, a few times per child, and keep every deadline:
+        an unreadable start still makes the child busy under the program's timeout."""
+        run = pool.run_of(child)
+        run.garbled += 1
+        if run.garbled <= GARBLED_LOGGED:
+            log.error("%s pid=%s: unreadable report %r%s", child.name, child.pid, line[:200],
+                      " (further ones not logged)" if run.garbled == GARBLED_LOGGED else "")
+        kind = line[:1]
+        if kind == b"S" and isinstance(pool.program, WorkerProgram):
+            pool.job_started(child, "", "(unreadable report)", "", pool.program.timeout,
+                             0, now)
+        elif kind == b"E" and child.job is not None:
+            pool.job_finished(child, child.job.id)
+        elif kind == b"R":
+            pool.child_ready(child, None)
 
     def record_runtime(self, pool: Pool, seconds: float) -> None:
         runtimes = self.extra[pool.name].runtimes

@@ -157,7 +157,7 @@ class RedisQueue:
         """Queue payload now, or after delay seconds."""
         k = self.keys(queue)
         keys = [k.ready, k.notify, k.delayed, k.payloads, k.enqueued, k.attempts]
-        args = [job_id, payload, max(0, int(delay * 1000)), attempts]
+        args = [_raw(job_id), _raw(payload), max(0, int(delay * 1000)), attempts]
         if queue in self._known_queues:
             self._push(keys=keys, args=args)
             return
@@ -174,7 +174,8 @@ class RedisQueue:
         """Ack ack_ids (finished jobs of this queue) and reserve up to count jobs, in one
         round trip. Returns (how many were acked, what was reserved)."""
         raw = self._eval(self._reserve, self._job_keys(queue),
-                         [int(default_timeout * 1000), self.margin_ms, count, *ack_ids])
+                         [int(default_timeout * 1000), self.margin_ms, count,
+                          *map(_raw, ack_ids)])
         return self._parse_reserve(queue, raw)
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
@@ -224,12 +225,12 @@ class RedisQueue:
 
     def ack(self, queue: str, *job_ids: str) -> int:
         """Delete finished jobs; returns how many were still reserved (0 = none)."""
-        return int(self._eval(self._ack, self._job_keys(queue), list(job_ids)))
+        return int(self._eval(self._ack, self._job_keys(queue), [_raw(i) for i in job_ids]))
 
     def ack_nowait(self, queue: str, job_id: str) -> None:
         """Delete a finished job without waiting for the reply (prefetch: the next job
         is already here, and its ack must not wait behind it)."""
-        self._eval_nowait(self._ack, self._job_keys(queue), [job_id])
+        self._eval_nowait(self._ack, self._job_keys(queue), [_raw(job_id)])
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,
@@ -240,7 +241,7 @@ class RedisQueue:
         return bool(self._eval(
             self._release,
             [k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued, k.attempts],
-            [job_id, max(0, int(delay * 1000)), "1" if count_exception else "0",
+            [_raw(job_id), max(0, int(delay * 1000)), "1" if count_exception else "0",
              "" if expected_attempts is None else str(expected_attempts),
              "1" if undo_attempt else "0"],
         ))
@@ -261,13 +262,15 @@ class RedisQueue:
         return bool(self._fail(
             keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
                   k.failed_records],
-            args=[job_id, json.dumps(record), int(failed_at * 1000), "1" if force else "0",
+            args=[_raw(job_id), _record_json(record), int(failed_at * 1000),
+                  "1" if force else "0",
                   "" if expected_attempts is None else str(expected_attempts)],
         ))
 
     def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:
         """(payload, attempts, exceptions) of a job that is still reserved, else None."""
         k = self.keys(queue)
+        job_id = _raw(job_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.zscore(k.reserved, job_id)
         pipe.hget(k.payloads, job_id)
@@ -323,14 +326,14 @@ class RedisQueue:
             for raw in self.client.hvals(k.failed_records):
                 try:
                     records.append(json.loads(raw))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
         records.sort(key=lambda r: r.get("failed_at", 0), reverse=True)
         return records
 
     def find_failed(self, job_id: str) -> dict | None:
         for queue in self.known_queues():
-            raw = self.client.hget(self.keys(queue).failed_records, job_id)
+            raw = self.client.hget(self.keys(queue).failed_records, _raw(job_id))
             if raw is not None:
                 return json.loads(raw)
         return None
@@ -341,14 +344,14 @@ class RedisQueue:
         return bool(self._retry_failed(
             keys=[k.ready, k.notify, k.failed, k.failed_records, k.payloads, k.attempts,
                   k.exceptions, k.enqueued],
-            args=[record["id"], record["payload"]],
+            args=[_raw(record["id"]), _raw(record["payload"])],
         ))
 
     def forget_failed(self, queue: str, job_id: str) -> bool:
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(k.failed, job_id)
-        pipe.hdel(k.failed_records, job_id)
+        pipe.zrem(k.failed, _raw(job_id))
+        pipe.hdel(k.failed_records, _raw(job_id))
         removed, _ = pipe.execute()
         return bool(removed)
 
@@ -374,5 +377,25 @@ class RedisQueue:
         return count
 
 
+def _record_json(record: dict) -> str:
+    """A failed record as JSON; args too deeply nested to store are left out (the raw
+    payload is kept whole). ASCII JSON, so any id or payload bytes survive."""
+    try:
+        return json.dumps(record)
+    except (RecursionError, ValueError):
+        return json.dumps({**record, "args": None, "kwargs": None})
+
+
+# Ids and payloads are whatever bytes were stored. Bytes that are not UTF-8 are read as
+# surrogate escapes (_text) and written back as the very same bytes (_raw), so such a
+# job can still be acked, released, failed, listed, retried and forgotten.
+
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _raw(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as is
+        return text.encode("utf-8", "surrogatepass")

@@ -11,7 +11,7 @@ from supervisor_q import exitcodes
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.logs import configure_logging
 from supervisor_q.paths import resolve_redis_url
-from supervisor_q.payload import NotSerialisable
+from supervisor_q.payload import NotSerialisable, from_printable, printable
 from supervisor_q.worker import MAX_BLOCK, WorkerSettings, run_standalone
 
 
@@ -174,11 +174,11 @@ def cmd_failed(args: argparse.Namespace) -> int:
         print(f"queued {retry_batch(queue, args.id)} failed job(s) of batch {args.id} again")
         return 0
     if args.action == "forget":
-        record = queue.find_failed(args.id)
-        if record is None or not queue.forget_failed(record["queue"], args.id):
-            print(f"no failed job {args.id}", file=sys.stderr)
+        record = _find_failed(queue, args.id)
+        if record is None or not queue.forget_failed(record["queue"], record["id"]):
+            print(f"no failed job {_one_line(args.id)}", file=sys.stderr)
             return 1
-        print(f"forgot {args.id}")
+        print(f"forgot {_one_line(record['id'])}")
         return 0
     if args.action == "flush":
         print(f"flushed {queue.flush_failed()} failed job(s)")
@@ -197,18 +197,39 @@ def _failed_list(queue: RedisQueue, args: argparse.Namespace) -> int:
     start = max(0, (args.page - 1) * args.per_page)
     page = records[start:start + args.per_page]
     if args.json:
-        print(json.dumps([{k: r.get(k) for k in LIST_FIELDS} for r in page], indent=1))
+        print(json.dumps([{k: _shown(r.get(k)) for k in LIST_FIELDS} for r in page], indent=1))
         return 0
     if not page:
         print("no failed jobs")
         return 0
     for r in page:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("failed_at", 0)))
-        print(f"{r['id']}  {when}  {r.get('queue')}  {r.get('job')}  "
-              f"attempts={r.get('attempts')}  {r.get('reason')}")
+        print(f"{_one_line(r['id'])}  {when}  {_one_line(r.get('queue'))}  "
+              f"{_one_line(r.get('job'))}  attempts={r.get('attempts')}  "
+              f"{_one_line(r.get('reason'))}")
     if len(records) > start + len(page):
         print(f"(page {args.page}; {len(records)} in all; --page {args.page + 1} for more)")
     return 0
+
+
+def _shown(value: object) -> object:
+    """A record field as `failed list --json` prints it: ids and payloads may hold any
+    bytes; those that are not UTF-8 show as \\xNN, so the output is strict JSON."""
+    return printable(value) if isinstance(value, str) else value
+
+
+def _one_line(value: object) -> str:
+    """A field for the text listing: printable, on one line, at most 300 characters."""
+    text = printable(value, 300) if isinstance(value, str) else str(value)
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _find_failed(queue: RedisQueue, job_id: str) -> dict | None:
+    """A failed record by its id as stored, or as `failed list` shows it."""
+    record = queue.find_failed(job_id)
+    if record is None and (stored := from_printable(job_id)) != job_id:
+        record = queue.find_failed(stored)
+    return record
 
 
 def _failed_retry(queue: RedisQueue, args: argparse.Namespace) -> int:
@@ -217,9 +238,9 @@ def _failed_retry(queue: RedisQueue, args: argparse.Namespace) -> int:
     elif args.ids:
         records = []
         for job_id in args.ids:
-            record = queue.find_failed(job_id)
+            record = _find_failed(queue, job_id)
             if record is None:
-                print(f"no failed job {job_id}", file=sys.stderr)
+                print(f"no failed job {_one_line(job_id)}", file=sys.stderr)
                 return 1
             records.append(record)
     else:

@@ -26,6 +26,8 @@ log = logging.getLogger("supervisor_q.handback")
 def settle(queue: RedisQueue, program: WorkerProgram, back: Handback) -> str:
     """Release or fail the job of back; returns what was done, for the log."""
     job = back.job
+    if not job.id:  # its start report was unreadable: the reservation brings it back
+        return "left to reservation expiry (unreadable start report)"
     try:
         found = queue.reserved_job(job.queue, job.id)
         if found is None:

@@ -7,12 +7,17 @@ Imports nothing else from the package.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 PAYLOAD_VERSION = 1
+# Longest job id a worker runs: ids travel in every report line to the master, which
+# must stay short (dispatch makes 36-character UUIDs). Longer ids are failed.
+MAX_ID_LENGTH = 1024
 
 
 class MalformedPayload(ValueError):
@@ -60,6 +65,9 @@ def encode(payload: Payload) -> str:
         body["extra"] = payload.extra
     try:
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise NotSerialisable(f"arguments of {payload.job} are nested too deeply for JSON") \
+            from None
     except (TypeError, ValueError) as exc:
         raise NotSerialisable(
             f"arguments of {payload.job} must be JSON-serialisable "
@@ -81,15 +89,32 @@ def build(job: str, queue: str, args: tuple | list, kwargs: dict, *, timeout: fl
 
 _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "timeout": (int, float), "tries": (int,), "backoff": (list,), "retry_until": (int, float),
-    "max_exceptions": (int,),
+    "max_exceptions": (int,), "dispatched_at": (int, float),
 }
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(raw: str | bytes) -> Any:
+    """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), and
+    nesting too deep for the parser is a ValueError too, not a RecursionError."""
+    try:
+        if isinstance(raw, str):  # bytes that were not UTF-8 arrive surrogate-escaped
+            raw.encode("utf-8")
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeError:
+        raise ValueError("not UTF-8") from None
 
 
 def decode(raw: str | bytes) -> Payload:
     """Parse and validate; raise MalformedPayload with a reason a person can act on."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = _loads(raw)
+    except ValueError as exc:
         raise MalformedPayload(f"payload is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MalformedPayload("payload is not a JSON object")
@@ -106,6 +131,7 @@ def decode(raw: str | bytes) -> Payload:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
             raise MalformedPayload(f"payload field '{name}' has the wrong type")
+    _check_limits(body)
     extra = body.get("extra") or {}
     if not isinstance(extra, dict):
         raise MalformedPayload("payload field 'extra' must be an object")
@@ -117,10 +143,47 @@ def decode(raw: str | bytes) -> Payload:
                    dispatched_at=float(body.get("dispatched_at") or 0.0), extra=extra)
 
 
+def _check_limits(body: dict[str, Any]) -> None:
+    """Values the worker and the master compute deadlines and retries from must be sane:
+    a timeout of 0, -1 or 1e300 would switch the hard timeout off."""
+    timeout = body.get("timeout")
+    if timeout is not None and not 0 < timeout < 10**9:
+        raise MalformedPayload("payload field 'timeout' must be a positive number of seconds")
+    backoff = body.get("backoff")
+    if backoff is not None and not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 10**9
+            for b in backoff):
+        raise MalformedPayload("payload field 'backoff' must list seconds >= 0")
+    for name in ("retry_until", "dispatched_at"):
+        value = body.get(name)
+        if value is not None and not math.isfinite(value):
+            raise MalformedPayload(f"payload field '{name}' must be a finite number")
+
+
 def peek(raw: str | bytes) -> dict[str, Any]:
     """Best-effort fields of a possibly broken payload, for failed records."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = _loads(raw)
+    except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """text as a person or a strict JSON parser can take it: bytes that were not UTF-8
+    (kept in ids and payloads as surrogate escapes) shown as \\xNN; cut at limit."""
+    try:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that came from a JSON \\udXXX escape
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if limit is not None and len(shown) > limit:
+        return shown[:limit] + f"... ({len(shown)} characters)"
+    return shown
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def from_printable(shown: str) -> str:
+    """The id printable() showed, back to the string that names it in Redis."""
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m[1], 16)), shown)

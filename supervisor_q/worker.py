@@ -27,6 +27,7 @@ from supervisor_q.childpipe import NullReporter, Reporter
 from supervisor_q.jobs import (
     REGISTRY,
     FailJob,
+    Job,
     JobContext,
     Registry,
     ReleaseJob,
@@ -316,10 +317,9 @@ class Worker:
         """Run one reserved job to its outcome. Returns True if it timed out."""
         s = self.settings
         try:
-            decoded = lifecycle.prepare(payloads.decode(job.payload))
-            target = lifecycle.builtin(decoded.job) or self.registry.get(decoded.job)
+            decoded, target = self.admit(job)
         except (payloads.MalformedPayload, UnknownJob) as exc:
-            self.fail(job, None, str(exc), None)
+            self.fail(job, None, payloads.printable(str(exc), 1000), None)
             return False
         # Declared @job options apply even to a payload that does not carry them.
         limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
@@ -376,6 +376,22 @@ class Worker:
         self.jobs_done += 1
         return timed_out
 
+    def admit(self, job: Reserved) -> tuple[payloads.Payload, Job]:
+        """The decoded payload and the registered job it names. Whatever is stored under
+        a job's id (any bytes) either passes or raises MalformedPayload/UnknownJob, so a
+        hostile payload is failed with its reason and never kills the worker."""
+        if len(job.id) > payloads.MAX_ID_LENGTH:
+            raise payloads.MalformedPayload(
+                f"job id is longer than {payloads.MAX_ID_LENGTH} characters")
+        try:
+            decoded = lifecycle.prepare(payloads.decode(job.payload))
+        except payloads.MalformedPayload:
+            raise
+        except Exception as exc:  # e.g. RecursionError checking a deeply nested signature
+            raise payloads.MalformedPayload(
+                f"payload cannot be read: {type(exc).__name__}: {exc}") from None
+        return decoded, lifecycle.builtin(decoded.job) or self.registry.get(decoded.job)
+
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:
         if decision.release:
@@ -388,7 +404,8 @@ class Worker:
     def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
              trace: str | None) -> None:
         record = failed_record(job, reason, trace)
-        log.warning("%s: job %s failed: %s", self.settings.label, job.id, reason)
+        log.warning("%s: job %s failed: %s", self.settings.label,
+                    payloads.printable(job.id, 100), reason)
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
         if moved:
             lifecycle.failed(decoded, reason)

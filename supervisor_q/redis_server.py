@@ -53,6 +53,9 @@ class RedisServer:
     port: int = 0  # 0 = no TCP listener
     persistent: bool = True
     binary: str | None = None
+    # A group whose members may connect (socket 0660 of that group), e.g. a web app's
+    # www-data dispatching jobs; None = the owner only (0700).
+    socket_group: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -75,7 +78,7 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--unixsocket", str(self.unix_socket),
-            "--unixsocketperm", "700",
+            "--unixsocketperm", "700" if self.socket_group is None else "660",
             "--dir", str(self.data_dir),
             "--daemonize", "no",
             "--loglevel", "warning",
@@ -104,6 +107,8 @@ class RedisServer:
             start_new_session=True,  # a Ctrl-C to the master must not kill the data store
         )
         self.wait_ready(timeout)
+        if self.socket_group is not None:  # done by us: redis-server lacks unixsocketgroup
+            os.chown(self.unix_socket, -1, self.socket_group)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Poll PING until the server answers or the deadline passes."""

@@ -32,6 +32,18 @@ def record_job(value: object = None) -> None:
     record(value=value)
 
 
+@job(name="tests.record_reservation")
+def record_reservation(value: object = None) -> None:
+    """Records how long its own reservation has left, by the server's clock."""
+    from supervisor_q.keys import QueueKeys
+
+    ctx = current_job()
+    client = queue_for().client
+    deadline_ms = client.zscore(QueueKeys(ctx.queue).reserved, ctx.id)
+    seconds, micros = client.time()
+    record(value=value, reserved_for=deadline_ms / 1000 - (seconds + micros / 1e6))
+
+
 @job(name="tests.boom")
 def boom(value: object = None) -> None:
     record(value=value)

@@ -130,6 +130,7 @@ def backoff_job() -> None:
 
 @job(name="tests.allocate_and_wait")
 def allocate_and_wait(megabytes: int, seconds: float) -> None:
+    record(phase="start")  # before the RSS grows: a kill may come at any moment after
     held = bytearray(megabytes * 1024 * 1024)
     for i in range(0, len(held), 4096):
         held[i] = 1

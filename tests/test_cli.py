@@ -77,6 +77,10 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     (["failed"], "required: action"),
     (["no-such-command"], "invalid choice"),
     (["work", "--tries", "0"], "--tries"),
+    (["dispatch", "tests.noop", "--delay", "nan"], "'nan' is not a finite number >= 0"),
+    (["failed", "prune", "--hours", "inf"], "'inf' is not a finite number >= 0"),
+    (["batches", "prune", "--hours", "-1"], "'-1' is not a finite number >= 0"),
+    (["failed", "list", "--page", "0"], "'0' is not a whole number >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], says: str) -> None:
     err = assert_one_line(cli(*argv), 2)

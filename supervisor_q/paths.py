@@ -43,7 +43,7 @@ def runtime_dir() -> Path:
         parent_ok = candidate.parent.is_dir() and os.access(candidate.parent, os.W_OK)
         if not candidate.exists() and parent_ok:
             return candidate
-    raise RuntimeError("no writable runtime dir; set SUPERVISOR_Q_RUNTIME_DIR")
+    raise RuntimeDirLocked("no writable runtime dir; set SUPERVISOR_Q_RUNTIME_DIR")
 
 
 def data_dir() -> Path:

@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError
 
 from supervisor_q import lua
 from supervisor_q.keys import QUEUES_KEY, QueueKeys
+from supervisor_q.paths import BadRedisUrl
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
 # the master's SIGTERM/SIGKILL escalation and the hand-back to finish first.
@@ -51,7 +52,11 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
                      "health_check_interval": 30, "retry_on_timeout": False}
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True  # notice a dead peer behind a silent network
-    return redis.Redis.from_url(url, **options)
+    try:
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:  # parsed here, before any connection: a user's typo
+        raise BadRedisUrl(f"bad Redis URL {url!r}: {exc} "
+                          "(e.g. redis://HOST:6379/0 or unix:///PATH/redis.sock?db=0)") from None
 
 
 class RedisQueue:

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from supervisor_q import __version__
 from supervisor_q.cli_batches import add_batch_parsers
 from supervisor_q.cli_jobs import add_job_parsers, add_work_parser
+from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
+
+# Exit codes of the command itself: 2 = it could not run as given (bad arguments, a
+# malformed URL, a runtime dir or socket this user cannot read); 1 = it ran and failed
+# (Redis unreachable or erroring, no master listening, no such job).
+USAGE_ERROR = 2
+FAILED = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="supervisor-q",
         description="A process manager for Python queue workers.")
     parser.add_argument("--version", action="version", version=f"supervisor-q {__version__}")
@@ -42,13 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (BadRedisUrl, RuntimeDirLocked) as exc:
+        return _one_line(args, str(exc), USAGE_ERROR)
     except Exception as exc:  # a clear one-line error instead of a traceback
         from redis import RedisError
 
         if isinstance(exc, RedisError):
-            print(f"supervisor-q: Redis error: {exc}", file=sys.stderr)
-            return 1
+            return _one_line(args, f"Redis error: {exc}", FAILED)
         raise
+
+
+def _one_line(args: argparse.Namespace, message: str, code: int) -> int:
+    """Known user-facing errors: one line, named after the command, no traceback."""
+    flat = " ".join(message.split())
+    print(f"supervisor-q {args.command}: {flat}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 
 from supervisor_q import batches
 from supervisor_q.backend import RedisQueue, connect
+from supervisor_q.cli_jobs import non_negative, positive
 from supervisor_q.paths import resolve_redis_url
 
 
@@ -21,13 +22,13 @@ def add_batch_parsers(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="action", required=True)
     bl = bsub.add_parser("list")
     bl.add_argument("--json", action="store_true")
-    bl.add_argument("--limit", type=int, default=50)
+    bl.add_argument("--limit", type=positive, default=50)
     bs = bsub.add_parser("show")
     bs.add_argument("id")
     bc = bsub.add_parser("cancel")
     bc.add_argument("id")
     bp = bsub.add_parser("prune", help="forget finished batches older than N hours")
-    bp.add_argument("--hours", type=float, required=True)
+    bp.add_argument("--hours", type=non_negative, required=True)
     bp.add_argument("--unfinished", action="store_true", help="unfinished ones too")
     p.set_defaults(handler=cmd_batches)
 

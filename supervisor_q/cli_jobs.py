@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -33,6 +34,27 @@ def _backoff(value: str) -> tuple[int, ...]:
     return parsed
 
 
+def non_negative(value: str) -> float:
+    """A finite number >= 0 (NaN or infinity would reach Redis as a broken score)."""
+    try:
+        parsed = float(value)
+    except ValueError:
+        parsed = math.nan
+    if not math.isfinite(parsed) or parsed < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number >= 0")
+    return parsed
+
+
+def positive(value: str) -> int:
+    try:
+        parsed = int(value)
+    except ValueError:
+        parsed = 0
+    if parsed < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
+    return parsed
+
+
 def add_work_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("work", help="run one worker in the foreground (no master)")
     p.add_argument("--queue", type=_csv, default=("default",),
@@ -41,11 +63,11 @@ def add_work_parser(sub: argparse._SubParsersAction) -> None:
                    help="modules that register jobs, comma-separated")
     p.add_argument("--tries", type=int, default=1)
     p.add_argument("--backoff", type=_backoff, default=(0,))
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--sleep", type=float, default=3.0)
-    p.add_argument("--rest", type=float, default=0.0)
+    p.add_argument("--timeout", type=non_negative, default=60.0)
+    p.add_argument("--sleep", type=non_negative, default=3.0)
+    p.add_argument("--rest", type=non_negative, default=0.0)
     p.add_argument("--max-jobs", type=int, default=0)
-    p.add_argument("--max-time", type=float, default=0.0)
+    p.add_argument("--max-time", type=non_negative, default=0.0)
     p.add_argument("--memory", type=int, default=128, help="MB of RSS; 0 = off")
     p.add_argument("--prefetch", type=int, default=1)
     p.add_argument("--once", action="store_true")
@@ -75,14 +97,15 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--args", default="[]", help="JSON list (or object for kwargs)")
     p.add_argument("--kwargs", default="{}", help="JSON object")
     p.add_argument("--queue", default=None)
-    p.add_argument("--delay", type=float, default=None, help="seconds (default: the job's)")
+    p.add_argument("--delay", type=non_negative, default=None,
+                   help="seconds (default: the job's)")
     p.set_defaults(handler=cmd_dispatch)
 
     q = sub.add_parser("queue", help="queue size | clear | stats | monitor")
     q.add_argument("action", choices=["size", "clear", "stats", "monitor"])
     q.add_argument("queue", help="a queue (monitor: Q1,Q2)")
     q.add_argument("--max", type=int, default=1000, help="monitor: alert above N jobs")
-    q.add_argument("--max-wait", type=float, default=None,
+    q.add_argument("--max-wait", type=non_negative, default=None,
                    help="monitor: alert when the oldest job waited more than S seconds")
     q.add_argument("--json", action="store_true", help="monitor: JSON output")
     q.set_defaults(handler=cmd_queue)
@@ -92,8 +115,8 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     fl = fsub.add_parser("list")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--queue", default=None)
-    fl.add_argument("--page", type=int, default=1)
-    fl.add_argument("--per-page", type=int, default=50)
+    fl.add_argument("--page", type=positive, default=1)
+    fl.add_argument("--per-page", type=positive, default=50)
     fr = fsub.add_parser("retry")
     fr.add_argument("ids", nargs="*", help="job ids, or 'all'")
     fr.add_argument("--queue", default=None, help="retry every failed job of this queue")
@@ -103,7 +126,7 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     frb = fsub.add_parser("retry-batch", help="queue a batch's failed jobs again")
     frb.add_argument("id", help="batch id")
     fp = fsub.add_parser("prune")
-    fp.add_argument("--hours", type=float, required=True)
+    fp.add_argument("--hours", type=non_negative, required=True)
     f.set_defaults(handler=cmd_failed)
 
     r = sub.add_parser("restart-workers",

@@ -22,6 +22,9 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--config", required=True, help="directory of program files (conf.d)")
     r.add_argument("--data-dir", default=None,
                    help="where the embedded Redis keeps its data (default: state dir)")
+    r.add_argument("--socket-group", default=None,
+                   help="a group (name or gid) whose members may use the embedded Redis "
+                        "socket, e.g. www-data (else SUPERVISOR_Q_SOCKET_GROUP)")
     r.set_defaults(handler=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config dir; non-zero exit on problems")
@@ -140,6 +143,21 @@ def format_status(status: dict) -> str:
     return "\n".join(lines) if lines else "no programs"
 
 
+def socket_group(value: str | None) -> int | None:
+    """A group name or gid as a gid; ValueError names an unknown one."""
+    if not value:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        pass
+    if value.isdigit():
+        return int(value)
+    raise ValueError(f"no group {value!r} (--socket-group / SUPERVISOR_Q_SOCKET_GROUP)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
@@ -156,14 +174,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"supervisor-q run: invalid config, not starting:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        group = socket_group(args.socket_group or os.environ.get("SUPERVISOR_Q_SOCKET_GROUP"))
+    except ValueError as exc:
+        print(f"supervisor-q run: {exc}", file=sys.stderr)
+        return 2
     notifier = Notifier.from_environment()
     runtime = paths.runtime_dir()
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     server = None
     url = args.redis_url or os.environ.get("SUPERVISOR_Q_REDIS_URL")
     if not url:
+        if group is not None:  # the group may enter the dir; control.sock stays 0600
+            try:
+                os.chown(runtime, -1, group)
+                os.chmod(runtime, 0o750)
+            except PermissionError as exc:
+                print(f"supervisor-q run: cannot hand {runtime} to group {group}: "
+                      f"{exc.strerror} (the master's user must be a member)", file=sys.stderr)
+                return 2
         data_dir = Path(args.data_dir) if args.data_dir else paths.data_dir()
-        server = RedisServer(data_dir=data_dir,
+        server = RedisServer(data_dir=data_dir, socket_group=group,
                              unix_socket=paths.embedded_redis_socket(runtime))
         try:
             server.start()

@@ -12,6 +12,14 @@ from pathlib import Path
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+class BadRedisUrl(ValueError):
+    """A Redis URL that does not parse; the message is one line for the user."""
+
+
+class RuntimeDirLocked(PermissionError):
+    """A runtime dir that may hold a master's sockets but that this user cannot read."""
+
+
 def runtime_dir_candidates() -> list[Path]:
     """Where a master may keep its sockets, most specific first."""
     found: list[Path] = []
@@ -35,7 +43,7 @@ def runtime_dir() -> Path:
         parent_ok = candidate.parent.is_dir() and os.access(candidate.parent, os.W_OK)
         if not candidate.exists() and parent_ok:
             return candidate
-    raise RuntimeError("no writable runtime dir; set SUPERVISOR_Q_RUNTIME_DIR")
+    raise RuntimeDirLocked("no writable runtime dir; set SUPERVISOR_Q_RUNTIME_DIR")
 
 
 def data_dir() -> Path:
@@ -52,6 +60,42 @@ def embedded_redis_socket(directory: Path) -> Path:
     return directory / "redis.sock"
 
 
+def _owner_and_mode(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return "permission denied"
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (ImportError, KeyError):
+        owner = f"uid {st.st_uid}"
+    return f"owned by {owner}, mode {st.st_mode & 0o7777:04o}"
+
+
+def locked_error(directory: Path, fix: str) -> RuntimeDirLocked:
+    return RuntimeDirLocked(
+        f"cannot read {directory} ({_owner_and_mode(directory)}): run as that user, "
+        f"{fix}")
+
+
+def _find_socket(name: str, fix: str) -> Path | None:
+    """The first runtime dir holding name; a locked dir is skipped, but if no readable dir
+    holds one, the locked one is reported rather than silently falling back to a default."""
+    locked: Path | None = None
+    for candidate in runtime_dir_candidates():
+        sock = candidate / name
+        try:
+            if sock.exists():
+                return sock
+        except PermissionError:
+            locked = locked or candidate
+    if locked is not None:
+        raise locked_error(locked, fix)
+    return None
+
+
 def control_socket(explicit: str | None = None) -> Path:
     """--socket, else SUPERVISOR_Q_SOCKET, else the first runtime dir holding one."""
     if explicit:
@@ -59,10 +103,8 @@ def control_socket(explicit: str | None = None) -> Path:
     env = os.environ.get("SUPERVISOR_Q_SOCKET")
     if env:
         return Path(env)
-    for candidate in runtime_dir_candidates():
-        if (candidate / "control.sock").exists():
-            return candidate / "control.sock"
-    return runtime_dir() / "control.sock"
+    found = _find_socket("control.sock", "or set --socket / SUPERVISOR_Q_SOCKET")
+    return found if found is not None else runtime_dir() / "control.sock"
 
 
 def resolve_redis_url(explicit: str | None = None) -> str:
@@ -73,8 +115,6 @@ def resolve_redis_url(explicit: str | None = None) -> str:
     env = os.environ.get("SUPERVISOR_Q_REDIS_URL")
     if env:
         return env
-    for candidate in runtime_dir_candidates():
-        sock = embedded_redis_socket(candidate)
-        if sock.exists():
-            return f"unix://{sock}?db=0"
-    return DEFAULT_REDIS_URL
+    found = _find_socket("redis.sock", "add yourself to its socket group "
+                         "(SUPERVISOR_Q_SOCKET_GROUP), or set SUPERVISOR_Q_REDIS_URL")
+    return f"unix://{found}?db=0" if found is not None else DEFAULT_REDIS_URL

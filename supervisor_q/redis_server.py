@@ -82,6 +82,9 @@ class RedisServer:
     port: int = 0  # 0 = no TCP listener
     persistent: bool = True
     binary: str | None = None
+    # A group whose members may connect (socket 0660 of that group), e.g. a web app's
+    # www-data dispatching jobs; None = the owner only (0700).
+    socket_group: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     lock_fd: int | None = field(default=None, init=False)  # flock on data_dir/server.lock
 
@@ -105,7 +108,7 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--unixsocket", str(self.unix_socket),
-            "--unixsocketperm", "700",
+            "--unixsocketperm", "700" if self.socket_group is None else "660",
             "--dir", str(self.data_dir),
             "--daemonize", "no",
             "--loglevel", "warning",
@@ -141,6 +144,8 @@ class RedisServer:
             pass_fds=(self.lock_fd,),
         )
         self.wait_ready(timeout)
+        if self.socket_group is not None:  # done by us: redis-server lacks unixsocketgroup
+            os.chown(self.unix_socket, -1, self.socket_group)
 
     def lock_data_dir(self, wait: float = LOCK_WAIT) -> None:
         """Take the data dir's exclusive lock (kept until stop): two servers appending to

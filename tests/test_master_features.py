@@ -60,7 +60,10 @@ def test_memory_hard_kills_a_child_mid_job(short_tmp: Path, redis_url: str, queu
         wait_until(lambda: queue.failed_records(), timeout=20)
         [record] = queue.failed_records()
         assert "memory" in record["reason"]
-        assert [r["phase"] for r in results(queue.client)] == ["allocated"]
+        # Killed mid-job: started, never ended. (Whether it got to record "allocated" is
+        # a race with the master's tick: touching 200 MB takes long under load.)
+        phases = [r["phase"] for r in results(queue.client)]
+        assert phases[0] == "start" and "end" not in phases, phases
         wait_until(lambda: master.pids("a") and master.pids("a") != [pid], timeout=20)
 
 

@@ -124,10 +124,42 @@ def test_size_clear_and_wait_time(queue: RedisQueue) -> None:
     for _ in range(3):
         push(queue)
     assert queue.size("default") == 3
-    length, waited = queue.load("default")
-    assert length == 3 and waited >= 0
+    assert queue.load("default")[0] == 3
     assert queue.clear("default") == 3
     assert queue.size("default") == 0
+    assert queue.load("default") == (0, 0.0)
+
+
+def server_now(queue: RedisQueue) -> float:
+    seconds, micros = queue.client.time()
+    return seconds + micros / 1e6
+
+
+def test_load_reports_how_long_the_oldest_ready_job_has_waited(queue: RedisQueue) -> None:
+    """The oldest-wait script behind autoscale `by: wait` and `monitor --max-wait`: the
+    wait of the job at the head, by the server's clock, bracketed by TIME calls."""
+    before_first = server_now(queue)
+    first = push(queue)
+    after_first = server_now(queue)
+    time.sleep(0.3)  # not a wait for anything: the time the first job is to have waited
+    before_second = server_now(queue)
+    push(queue)
+    after_second = server_now(queue)
+    time.sleep(0.3)
+
+    def bracketed(since_low: float, since_high: float) -> None:
+        low = server_now(queue)
+        length, waited = queue.load("default")
+        high = server_now(queue)
+        ms = 0.001  # the script counts whole milliseconds
+        assert low - since_high - ms <= waited <= high - since_low + ms, (waited, length)
+
+    assert queue.load("default")[0] == 2
+    bracketed(before_first, after_first)  # the head, not the newest job
+    [reserved] = queue.reserve("default", default_timeout=60)[1].jobs
+    assert reserved.id == first
+    assert queue.load("default")[0] == 1
+    bracketed(before_second, after_second)  # a reserved job no longer waits
 
 
 def test_every_key_of_a_queue_shares_one_hash_tag(queue: RedisQueue) -> None:

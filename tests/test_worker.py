@@ -16,7 +16,7 @@ import pytest
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
 from supervisor_q import exitcodes
 from supervisor_q import payload as payloads
-from supervisor_q.backend import RedisQueue, connect
+from supervisor_q.backend import RESERVATION_MARGIN, RedisQueue, connect
 from supervisor_q.jobs import dispatch
 from supervisor_q.keys import JOBS_KEY
 from tests.helpers import wait_until
@@ -305,14 +305,20 @@ def test_graceful_stop_hands_back_prefetched_jobs_uncounted(
 
 def test_prefetched_jobs_behind_a_slow_job_are_handed_back_not_held(
         redis_url: str, queue: RedisQueue) -> None:
-    dispatch("tests.sleep", 1.5, "slow")
-    dispatch("tests.record", "a")
-    dispatch("tests.record", "b")
-    done = run_worker(redis_url, "--prefetch", "3", "--stop-when-empty", timeout=30)
+    slow = 2.5  # well past PREFETCH_HOLD (1 s)
+    dispatch("tests.sleep", slow, "slow")
+    dispatch("tests.record_reservation", "a")
+    dispatch("tests.record_reservation", "b")
+    done = run_worker(redis_url, "--prefetch", "3", "--stop-when-empty", "--timeout", "10",
+                      timeout=30)
     assert done.returncode == 0, done.stderr
     quick = [r for r in results(queue) if r.get("value") in ("a", "b")]
     assert sorted(r["value"] for r in quick) == ["a", "b"], "each ran exactly once"
-    assert [r["attempts"] for r in quick] == [1, 1]
+    assert [r["attempts"] for r in quick] == [1, 1], "the hand-back counts no attempt"
+    # Reserved afresh after the slow job: a full timeout + margin ahead, not the
+    # reservation taken before the slow job, which had `slow` seconds less.
+    full = 10 + RESERVATION_MARGIN
+    assert [round(full - r["reserved_for"], 1) < slow / 2 for r in quick] == [True, True], quick
 
 
 def test_worker_started_while_redis_is_down_waits_for_it(redis_db, redis_url: str,

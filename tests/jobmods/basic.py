@@ -32,6 +32,18 @@ def record_job(value: object = None) -> None:
     record(value=value)
 
 
+@job(name="tests.record_reservation")
+def record_reservation(value: object = None) -> None:
+    """Records how long its own reservation has left, by the server's clock."""
+    from supervisor_q.keys import QueueKeys
+
+    ctx = current_job()
+    client = queue_for().client
+    deadline_ms = client.zscore(QueueKeys(ctx.queue).reserved, ctx.id)
+    seconds, micros = client.time()
+    record(value=value, reserved_for=deadline_ms / 1000 - (seconds + micros / 1e6))
+
+
 @job(name="tests.boom")
 def boom(value: object = None) -> None:
     record(value=value)
@@ -118,6 +130,7 @@ def backoff_job() -> None:
 
 @job(name="tests.allocate_and_wait")
 def allocate_and_wait(megabytes: int, seconds: float) -> None:
+    record(phase="start")  # before the RSS grows: a kill may come at any moment after
     held = bytearray(megabytes * 1024 * 1024)
     for i in range(0, len(held), 4096):
         held[i] = 1

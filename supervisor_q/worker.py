@@ -70,10 +70,6 @@ class WorkerSettings:
     jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
 
 
-class _StopWaiting(BaseException):
-    """Raised by the stop signal handler to leave a blocking wait at once."""
-
-
 class BootError(Exception):
     """A module in the import list could not be imported."""
 
@@ -107,8 +103,9 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.stopping = False
-        self.waiting = False  # blocked in BLPOP: a stop signal may interrupt it
         self.paused = False
+        self.in_job = False  # a job body runs: the only place a signal may raise into
+        self.wake_fd: int | None = None  # signal wake-up pipe (install_signals)
         self.jobs_done = 0
         self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
@@ -127,23 +124,29 @@ class Worker:
     # -- signals ---------------------------------------------------------------
 
     def install_signals(self) -> None:
-        """TERM/INT: finish the current job, then exit. A second one interrupts the job."""
+        """TERM/INT: finish the current job, then exit. A second INT interrupts the job.
+
+        The handlers only record. Raising out of a handler could land in the middle of
+        a Redis read (a pipelined reserve may already have run on the server, and its
+        job would be stranded); instead every signal also writes a byte to a wake-up
+        pipe, on which an idle blocking wait also waits (backend._await_reply)."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self.wake_fd = read_fd
         signal.signal(signal.SIGTERM, self._handle_stop)
         signal.signal(signal.SIGINT, self._handle_stop)
         signal.signal(signal.SIGUSR1, self._handle_pause)
         signal.signal(signal.SIGUSR2, self._handle_continue)
 
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.stopping and signum == signal.SIGINT and self.in_job:
+            raise KeyboardInterrupt  # the second Ctrl-C interrupts the job's own code only
         self.stopping = True
-        if self.waiting:  # idle in BLPOP: leave it now instead of at its timeout
-            raise _StopWaiting
 
     def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
         self.paused = True
-        if self.waiting:  # the wait would reserve a job the moment one arrives
-            raise _StopWaiting
 
     def _handle_continue(self, signum: int, frame: FrameType | None) -> None:
         self.paused = False
@@ -231,15 +234,15 @@ class Worker:
 
     def wait_for_jobs(self, seconds: float) -> Reserved | None:
         """Block on the queues' wake-up tokens, reserving from the first queue the moment
-        one arrives; a stop signal cuts the wait short."""
-        try:
-            result = self._blocking_wait(seconds)
-        except _StopWaiting:
-            # backend.wait_and_reserve dropped the interrupted connection.
+        one arrives; a stop or pause signal cuts the wait short."""
+        if self._leave_wait():
             return None
+        result: ReserveResult | None = self.with_redis(lambda: self.queue.wait_and_reserve(
+            self.settings.queues, seconds, default_timeout=self.settings.timeout,
+            count=self.settings.prefetch, wake_fd=self.wake_fd, leave=self._leave_wait))
         if result is None or not result.jobs:
             return None
-        if self.paused or self.stopping:  # told so while the reserve was on its way
+        if self._leave_wait():  # told so while the reserve was on its way: hand it back now
             self.prefetched.extend(result.jobs)
             self.hand_back_prefetched()
             return None
@@ -247,16 +250,8 @@ class Worker:
         self.prefetched_at = time.monotonic()
         return result.jobs[0]
 
-    def _blocking_wait(self, seconds: float) -> ReserveResult | None:
-        try:
-            self.waiting = True
-            if self.stopping:
-                return None
-            return self.with_redis(lambda: self.queue.wait_and_reserve(
-                self.settings.queues, seconds, default_timeout=self.settings.timeout,
-                count=self.settings.prefetch))
-        finally:
-            self.waiting = False  # the handler may still raise here: the caller catches it
+    def _leave_wait(self) -> bool:
+        return self.stopping or self.paused
 
     def _reserve_in_order(self) -> tuple[Reserved | None, float | None]:
         next_delayed: float | None = None
@@ -332,8 +327,13 @@ class Worker:
                                            decoded))
         timed_out = False
         try:
-            with alarm(limits.timeout):
-                lifecycle.invoke(target, decoded)
+            with alarm(limits.timeout) as timer:
+                self.in_job = True
+                try:
+                    lifecycle.invoke(target, decoded)
+                    timer.returned = True  # at once: an alarm handled after this is late
+                finally:
+                    self.in_job = False
         except JobTimeout:
             timed_out = True
             self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),

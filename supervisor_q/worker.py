@@ -24,6 +24,7 @@ from supervisor_q import exitcodes, lifecycle, outcome
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, Reserved, ReserveResult
 from supervisor_q.childpipe import NullReporter, Reporter
+from supervisor_q.guard import SlotJob, run_guarded
 from supervisor_q.jobs import (
     REGISTRY,
     FailJob,
@@ -427,14 +428,32 @@ def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
 
 
 def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
-    """`supervisor-q work`: import, then work in the foreground until told to stop."""
+    """`supervisor-q work`: the worker runs in a child under a guard process that enforces
+    the hard timeout as the master would (guard.py); this process exits as it did."""
+    return run_guarded(lambda reporter: _work_alone(settings, queue, reporter),
+                       lambda job: _settle_timed_out(settings, queue, job))
+
+
+def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter) -> int:
+    """Import, then work in the foreground until told to stop."""
     try:
         import_job_modules(settings.imports)
     except BootError as exc:
         print(f"supervisor-q work: {exc}", file=sys.stderr)
         return exitcodes.BOOT_ERROR
-    worker = Worker(settings, queue)
+    worker = Worker(settings, queue, reporter=reporter, parent_pid=os.getppid())
     worker.install_signals()
     # Waits (with backoff) for a Redis that is down at start instead of crashing.
     worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
     return worker.run()
+
+
+def _settle_timed_out(settings: WorkerSettings, queue: RedisQueue, job: SlotJob) -> str:
+    """In the guard, after it killed the worker: release or fail the job (reason
+    "timeout") at once, as the master does for its children."""
+    from supervisor_q import handback  # it imports this module
+    from supervisor_q.pool import Handback
+    from supervisor_q.process import CurrentJob
+
+    back = Handback(CurrentJob(job.id, "", job.queue, 0.0), job.attempts, "timeout", "timeout")
+    return handback.settle(queue, settings, back)

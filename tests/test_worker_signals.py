@@ -4,17 +4,21 @@ and a job stuck in C code is killed soon after its timeout without a master."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
+from supervisor_q import exitcodes
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.jobs import dispatch
+from tests.helpers import wait_until
 from tests.workers import wait_idle
 
 BASIC = "tests.jobmods.basic"
@@ -109,3 +113,71 @@ def test_an_alarm_while_the_job_body_runs_raises_job_timeout() -> None:
         ""))
     assert done.returncode == 1
     assert "a late alarm turned" in done.stderr, "JobTimeout was raised in the body"
+
+
+def results(queue: RedisQueue) -> list[dict]:
+    return [json.loads(r) for r in queue.client.lrange("results", 0, -1)]
+
+
+def stop(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.kill()
+        worker.wait(5)
+
+
+def test_work_kills_a_job_stuck_in_c_soon_after_its_timeout(
+        redis_url: str, queue: RedisQueue) -> None:
+    """tests.stuck_in_c (timeout 1 s) blocks SIGALRM and SIGTERM and spins in C: without
+    a master, `work` still ends it about 1 s past its timeout, fails it at once with
+    reason "timeout" (tries 1), and exits 14."""
+    job_id = dispatch("tests.stuck_in_c")
+    worker = start_worker(redis_url)
+    try:
+        [started] = wait_until(lambda: results(queue), timeout=15, message="the job's start")
+        wait_until(lambda: not psutil.pid_exists(started["pid"]), timeout=10,
+                   message="the process that ran the job to be killed")
+        killed_after = time.time() - started["at"]
+        code = worker.wait(10)
+    finally:
+        stop(worker)
+    assert code == exitcodes.TIMEOUT, worker.stderr.read()
+    assert killed_after < 1 + 1 + 0.5, "ran about 1 s past its timeout at most"
+    [record] = queue.failed_records()
+    assert record["id"] == job_id and record["reason"].startswith("timeout")
+    assert queue.counts("default")["reserved"] == 0, "settled at once, not left to expiry"
+
+
+def test_the_worker_dies_with_a_sigkilled_work_process(redis_url: str,
+                                                       queue: RedisQueue) -> None:
+    dispatch("tests.sleep", 30)
+    worker = start_worker(redis_url)
+    try:
+        [started] = wait_until(lambda: results(queue), timeout=15, message="the job's start")
+        assert started["pid"] != worker.pid, "the job runs in the guarded child"
+        worker.kill()
+        worker.wait(5)
+        wait_until(lambda: not psutil.pid_exists(started["pid"]), timeout=5,
+                   message="the worker child to die with its guard")
+    finally:
+        stop(worker)
+
+
+def test_a_second_interrupt_hands_the_running_job_back(redis_url: str,
+                                                       queue: RedisQueue) -> None:
+    """The first INT lets the job finish; a later one interrupts it (forwarded by the
+    guard), hands it back and the worker exits 0."""
+    dispatch("tests.sleep", 30)
+    worker = start_worker(redis_url)
+    try:
+        wait_until(lambda: results(queue), timeout=15, message="the job's start")
+
+        def handed_back() -> bool:
+            if queue.counts("default")["ready"] == 1:
+                return True
+            worker.send_signal(signal.SIGINT)
+            return False
+
+        wait_until(handed_back, timeout=10, interval=0.25, message="the job handed back")
+        assert worker.wait(10) == 0, worker.stderr.read()
+    finally:
+        stop(worker)

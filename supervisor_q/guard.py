@@ -72,12 +72,12 @@ class SlotReporter:
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int) -> None:
-        names = queue.encode() + job_id.encode()
+        queue_name = queue.encode()
+        names = queue_name + job_id.encode()
         if _NAMES + len(names) > SLOT_SIZE:  # too long to name: still killed, not settled
-            queue = job_id = ""
-            names = b""
+            queue_name = names = b""
         slot = self.slot
-        _JOB.pack_into(slot, _HEAD.size, attempts, len(queue.encode()), len(names))
+        _JOB.pack_into(slot, _HEAD.size, attempts, len(queue_name), len(names))
         slot[_NAMES:_NAMES + len(names)] = names
         self.serial += 1
         deadline = time.monotonic() + timeout if timeout > 0 else 0.0

@@ -105,8 +105,7 @@ def run_guarded(work: Callable[[SlotReporter], int],
     """Run work(reporter) in a guarded child; return its exit code (14 after a kill)."""
     slot = mmap.mmap(-1, SLOT_SIZE)  # anonymous and shared: the child writes, we read
     guard_pid = os.getpid()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush()  # nothing buffered before the fork is written twice
     pid = os.fork()
     if pid == 0:  # the worker: never return into the caller's code
         code = exitcodes.ERROR
@@ -189,8 +188,11 @@ class Guard:
         except (BlockingIOError, InterruptedError):
             return
         for signum in data:
-            if signum in FORWARDED:
-                self.signal(signum)
+            if signum in FORWARDED:  # to the worker only: the job's own processes run on
+                try:
+                    os.kill(self.pid, signum)
+                except ProcessLookupError:
+                    pass
 
     def reaped(self) -> int | None:
         pid, status = os.waitpid(self.pid, os.WNOHANG)
@@ -217,6 +219,7 @@ class Guard:
         return KILL_GRACE
 
     def signal(self, signum: int) -> None:
+        """Signal the worker's whole group: a timed-out job's subprocesses go too."""
         try:
             os.killpg(self.pid, signum)  # run_guarded made the group before this loop
         except ProcessLookupError:

@@ -234,15 +234,18 @@ class RedisQueue:
         both replies arrive, so a job it reserved is seen (and can be handed back) instead
         of being stranded until its reservation expires. Signal handlers only record:
         nothing is ever raised into the middle of reading a reply."""
-        sock = conn._sock
+        sock_fd = conn._sock.fileno()
+        poller = select.poll()  # not select.select: a job may have pushed fds past 1024
+        poller.register(sock_fd, select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
         give_up = time.monotonic() + timeout + 1.0
         unblocked = False
         while True:
             left = give_up - time.monotonic()
             if left <= 0:
                 return  # read_response below waits up to the socket timeout, then raises
-            ready, _, _ = select.select([sock, wake_fd], [], [], left)
-            if sock in ready:
+            ready = {fd for fd, _ in poller.poll(left * 1000)}
+            if sock_fd in ready:
                 return
             if wake_fd in ready:
                 _drain(wake_fd)

@@ -5,6 +5,7 @@ and a job stuck in C code is killed soon after its timeout without a master."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
 from supervisor_q import exitcodes
+from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, connect
 from supervisor_q.jobs import dispatch
 from tests.helpers import wait_until
@@ -60,6 +62,32 @@ def test_stop_signals_at_random_moments_never_strand_or_fail_a_job(
         counts = queue.counts("default")
         assert counts["failed"] == 0 and counts["reserved"] == 0, counts
     assert queue.failed_records() == []
+
+
+def test_a_wait_left_on_a_signal_still_reads_the_job_its_reserve_took(
+        queue: RedisQueue) -> None:
+    """A stop signal during an idle wait: the BLPOP is unblocked from another connection
+    and the pipelined RESERVE still runs; its job comes back to the caller (to be handed
+    back) instead of being abandoned in the reserved set with an attempt spent."""
+    queue.reserve("default", default_timeout=60)  # loads the RESERVE script
+    built = payloads.build("tests.noop", "default", [], {})
+    queue.push("default", built.id, payloads.encode(built))
+    queue.client.delete(queue.keys("default").notify)  # a job, but no token to wake on
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, bytes([signal.SIGTERM]))  # what set_wakeup_fd writes
+        os.set_blocking(read_fd, False)
+        started = time.monotonic()
+        result = queue.wait_and_reserve(["default"], 5.0, default_timeout=60, wake_fd=read_fd,
+                                        leave=lambda: True)
+        assert time.monotonic() - started < 1.0, "the wait ended at once, not at 5 s"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert result is not None and [j.id for j in result.jobs] == [built.id]
+    assert queue.client.ping(), "the connection stays usable"
+    _, again = queue.reserve("default", default_timeout=60)
+    assert again.jobs == []
 
 
 # The alarm scenarios run in a fresh, single-threaded interpreter: pytest-timeout arms

@@ -1,8 +1,8 @@
 """The worker loop: reserve -> run under a deadline -> ack/release/fail -> recycle?
 
-Runs in a child forked by the master, or alone as `supervisor-q work`. It never
-imports the arbiter. The ack of a finished job rides in the same Redis round trip
-as the reserve of the next one.
+Runs in a child forked by the master, or as `supervisor-q work` (in a child of its
+guard process, guard.py). It never imports the arbiter. The ack of a finished job
+rides in the same Redis round trip as the reserve of the next one.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_stop_signals_at_random_moments_never_strand_or_fail_a_job(
     ran on the server): every job is run or handed back at once, none is failed (tries 1)
     or left in the reserved set."""
     rnd = random.Random()
-    for _ in range(2):
+    for _ in range(3):
         workers = [start_worker(redis_url, "--tries", "1", "--sleep", "5") for _ in range(4)]
         try:
             wait_idle(redis_url, len(workers))

@@ -159,9 +159,10 @@ class Pool:
     def processes(self) -> tuple[list[psutil.Process], list[psutil.Process]]:
         """(masters, workers) as psutil processes."""
         roots = [psutil.Process(p.pid) for p in self.procs]
-        if not self.system.has_master:
-            return [], roots
         workers = [c for r in roots for c in r.children(recursive=True)]
+        if not self.system.has_master and not workers:
+            return [], roots
+        # A master's children; or `supervisor-q work`, a guard process over its worker.
         return roots, workers
 
     def wait_idle(self, least: float = 1.0, most: float = 30.0) -> None:

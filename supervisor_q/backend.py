@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,7 @@ class RedisQueue:
         self._conn: Connection | None = None  # the hot path's own connection (see _eval)
         self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
         self._pid = os.getpid()
+        self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
 
     def _connection(self) -> Connection:
         conn = self._conn
@@ -184,19 +186,26 @@ class RedisQueue:
         return self._parse_reserve(queue, raw)
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
-                         default_timeout: float, count: int = 1) -> ReserveResult | None:
+                         default_timeout: float, count: int = 1, wake_fd: int | None = None,
+                         leave: Callable[[], bool] | None = None) -> ReserveResult | None:
         """Block until a wake-up token arrives on any queue (or timeout), with the reserve
         of the first queue pipelined behind the wait: the server runs it the moment the
-        wait ends, so an idle worker starts a new job one round trip sooner."""
+        wait ends, so an idle worker starts a new job one round trip sooner.
+
+        With wake_fd (a signal wake-up pipe) and leave, a signal after which leave() is
+        true ends the wait at once, without abandoning the replies: see _await_reply."""
         conn = self._connection()
         keys = self._job_keys(queues[0])
         args = [int(default_timeout * 1000), self.margin_ms, count]
         try:
             if self._owed:
                 self._collect_owed(conn)
+            client_id = self._client_id(conn) if wake_fd is not None else None
             conn.send_packed_command(conn.pack_commands([
                 ("BLPOP", *[self.keys(q).notify for q in queues], max(timeout, 0.01)),
                 ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)]))
+            if wake_fd is not None and leave is not None:
+                self._await_reply(conn, timeout, wake_fd, leave, client_id)
             conn.read_response()  # the token, or nil after the timeout: either way...
             try:
                 raw = conn.read_response()  # ...the reserve ran right after it
@@ -204,11 +213,55 @@ class RedisQueue:
                 self.client.script_load(self._reserve.script)
                 return None
         except BaseException:
-            # A connection error, or a stop signal interrupting the wait: replies may be
-            # pending on this connection, so it must not be used again.
+            # A connection error (or a KeyboardInterrupt): replies may be pending on this
+            # connection, so it must not be used again.
             self.drop_connection()
             raise
         return self._parse_reserve(queues[0], raw)[1]
+
+    def _client_id(self, conn: Connection) -> int | None:
+        """The server's id for the hot-path connection (asked once per socket), so a
+        blocking wait can be ended from another connection; None if the server says no."""
+        conn.connect()  # no-op when connected; a reconnect means a new id
+        sock, client_id = self._id_of
+        if sock is not conn._sock:
+            try:
+                conn.send_command("CLIENT", "ID")
+                client_id = int(conn.read_response())
+            except redis.ResponseError:
+                client_id = None
+            self._id_of = (conn._sock, client_id)
+        return client_id
+
+    def _await_reply(self, conn: Connection, timeout: float, wake_fd: int,
+                     leave: Callable[[], bool], client_id: int | None) -> None:
+        """Wait for the reply to a pipelined wait-and-reserve, or for a signal (a byte on
+        wake_fd). A signal after which leave() is true unblocks the BLPOP from another
+        connection (CLIENT UNBLOCK): the server then runs the pipelined RESERVE anyway and
+        both replies arrive, so a job it reserved is seen (and can be handed back) instead
+        of being stranded until its reservation expires. Signal handlers only record:
+        nothing is ever raised into the middle of reading a reply."""
+        sock_fd = conn._sock.fileno()
+        poller = select.poll()  # not select.select: a job may have pushed fds past 1024
+        poller.register(sock_fd, select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
+        give_up = time.monotonic() + timeout + 1.0
+        unblocked = False
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return  # read_response below waits up to the socket timeout, then raises
+            ready = {fd for fd, _ in poller.poll(left * 1000)}
+            if sock_fd in ready:
+                return
+            if wake_fd in ready:
+                _drain(wake_fd)
+                if not unblocked and client_id is not None and leave():
+                    unblocked = True
+                    try:
+                        self.client.client_unblock(client_id)
+                    except redis.RedisError:
+                        pass  # the wait then ends at its timeout (at most MAX_BLOCK)
 
     def drop_connection(self) -> None:
         """Forget the hot-path connection (a new one is made on the next call)."""
@@ -216,6 +269,7 @@ class RedisQueue:
             self._conn.disconnect()
         self._conn = None
         self._owed = []
+        self._id_of = (None, None)
 
     def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
         acked = int(raw[0])
@@ -380,6 +434,16 @@ class RedisQueue:
             for job_id in ids:
                 count += self.forget_failed(queue, _text(job_id))
         return count
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
 
 
 def _record_json(record: dict) -> str:

@@ -18,12 +18,12 @@ from supervisor_q.backend import RedisQueue, Reserved
 from supervisor_q.config import WorkerProgram
 from supervisor_q.jobs import declared_job
 from supervisor_q.pool import Handback
-from supervisor_q.worker import failed_record
+from supervisor_q.worker import WorkerSettings, failed_record
 
 log = logging.getLogger("supervisor_q.handback")
 
 
-def settle(queue: RedisQueue, program: WorkerProgram, back: Handback) -> str:
+def settle(queue: RedisQueue, program: WorkerProgram | WorkerSettings, back: Handback) -> str:
     """Release or fail the job of back; returns what was done, for the log."""
     job = back.job
     if not job.id:  # its start report was unreadable: the reservation brings it back

@@ -1,8 +1,8 @@
 """The worker loop: reserve -> run under a deadline -> ack/release/fail -> recycle?
 
-Runs in a child forked by the master, or alone as `supervisor-q work`. It never
-imports the arbiter. The ack of a finished job rides in the same Redis round trip
-as the reserve of the next one.
+Runs in a child forked by the master, or as `supervisor-q work` (in a child of its
+guard process, guard.py). It never imports the arbiter. The ack of a finished job
+rides in the same Redis round trip as the reserve of the next one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from supervisor_q import exitcodes, lifecycle, outcome
 from supervisor_q import payload as payloads
 from supervisor_q.backend import RedisQueue, Reserved, ReserveResult
 from supervisor_q.childpipe import NullReporter, Reporter
+from supervisor_q.guard import SlotJob, run_guarded
 from supervisor_q.jobs import (
     REGISTRY,
     FailJob,
@@ -72,10 +73,6 @@ class WorkerSettings:
     jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
 
 
-class _StopWaiting(BaseException):
-    """Raised by the stop signal handler to leave a blocking wait at once."""
-
-
 class BootError(Exception):
     """A module in the import list could not be imported."""
 
@@ -109,8 +106,9 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.stopping = False
-        self.waiting = False  # blocked in BLPOP: a stop signal may interrupt it
         self.paused = False
+        self.in_job = False  # a job body runs: the only place a signal may raise into
+        self.wake_fd: int | None = None  # signal wake-up pipe (install_signals)
         self.jobs_done = 0
         self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
@@ -129,23 +127,29 @@ class Worker:
     # -- signals ---------------------------------------------------------------
 
     def install_signals(self) -> None:
-        """TERM/INT: finish the current job, then exit. A second one interrupts the job."""
+        """TERM/INT: finish the current job, then exit. A second INT interrupts the job.
+
+        The handlers only record. Raising out of a handler could land in the middle of
+        a Redis read (a pipelined reserve may already have run on the server, and its
+        job would be stranded); instead every signal also writes a byte to a wake-up
+        pipe, on which an idle blocking wait also waits (backend._await_reply)."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self.wake_fd = read_fd
         signal.signal(signal.SIGTERM, self._handle_stop)
         signal.signal(signal.SIGINT, self._handle_stop)
         signal.signal(signal.SIGUSR1, self._handle_pause)
         signal.signal(signal.SIGUSR2, self._handle_continue)
 
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.stopping and signum == signal.SIGINT and self.in_job:
+            raise KeyboardInterrupt  # the second Ctrl-C interrupts the job's own code only
         self.stopping = True
-        if self.waiting:  # idle in BLPOP: leave it now instead of at its timeout
-            raise _StopWaiting
 
     def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
         self.paused = True
-        if self.waiting:  # the wait would reserve a job the moment one arrives
-            raise _StopWaiting
 
     def _handle_continue(self, signum: int, frame: FrameType | None) -> None:
         self.paused = False
@@ -235,15 +239,15 @@ class Worker:
 
     def wait_for_jobs(self, seconds: float) -> Reserved | None:
         """Block on the queues' wake-up tokens, reserving from the first queue the moment
-        one arrives; a stop signal cuts the wait short."""
-        try:
-            result = self._blocking_wait(seconds)
-        except _StopWaiting:
-            # backend.wait_and_reserve dropped the interrupted connection.
+        one arrives; a stop or pause signal cuts the wait short."""
+        if self._leave_wait():
             return None
+        result: ReserveResult | None = self.with_redis(lambda: self.queue.wait_and_reserve(
+            self.settings.queues, seconds, default_timeout=self.settings.timeout,
+            count=self.settings.prefetch, wake_fd=self.wake_fd, leave=self._leave_wait))
         if result is None or not result.jobs:
             return None
-        if self.paused or self.stopping:  # told so while the reserve was on its way
+        if self._leave_wait():  # told so while the reserve was on its way: hand it back now
             self.prefetched.extend(result.jobs)
             self.hand_back_prefetched()
             return None
@@ -251,16 +255,8 @@ class Worker:
         self.prefetched_at = time.monotonic()
         return result.jobs[0]
 
-    def _blocking_wait(self, seconds: float) -> ReserveResult | None:
-        try:
-            self.waiting = True
-            if self.stopping:
-                return None
-            return self.with_redis(lambda: self.queue.wait_and_reserve(
-                self.settings.queues, seconds, default_timeout=self.settings.timeout,
-                count=self.settings.prefetch))
-        finally:
-            self.waiting = False  # the handler may still raise here: the caller catches it
+    def _leave_wait(self) -> bool:
+        return self.stopping or self.paused
 
     def _reserve_in_order(self) -> tuple[Reserved | None, float | None]:
         next_delayed: float | None = None
@@ -343,8 +339,13 @@ class Worker:
                                            decoded))
         timed_out = False
         try:
-            with alarm(limits.timeout):
-                lifecycle.invoke(target, decoded)
+            with alarm(limits.timeout) as timer:
+                self.in_job = True
+                try:
+                    lifecycle.invoke(target, decoded)
+                    timer.returned = True  # at once: an alarm handled after this is late
+                finally:
+                    self.in_job = False
         except JobTimeout:
             timed_out = True
             self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),
@@ -455,14 +456,32 @@ def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
 
 
 def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
-    """`supervisor-q work`: import, then work in the foreground until told to stop."""
+    """`supervisor-q work`: the worker runs in a child under a guard process that enforces
+    the hard timeout as the master would (guard.py); this process exits as it did."""
+    return run_guarded(lambda reporter: _work_alone(settings, queue, reporter),
+                       lambda job: _settle_timed_out(settings, queue, job))
+
+
+def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter) -> int:
+    """Import, then work in the foreground until told to stop."""
     try:
         import_job_modules(settings.imports)
     except BootError as exc:
         print(f"supervisor-q work: {exc}", file=sys.stderr)
         return exitcodes.BOOT_ERROR
-    worker = Worker(settings, queue)
+    worker = Worker(settings, queue, reporter=reporter, parent_pid=os.getppid())
     worker.install_signals()
     # Waits (with backoff) for a Redis that is down at start instead of crashing.
     worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
     return worker.run()
+
+
+def _settle_timed_out(settings: WorkerSettings, queue: RedisQueue, job: SlotJob) -> str:
+    """In the guard, after it killed the worker: release or fail the job (reason
+    "timeout") at once, as the master does for its children."""
+    from supervisor_q import handback  # it imports this module
+    from supervisor_q.pool import Handback
+    from supervisor_q.process import CurrentJob
+
+    back = Handback(CurrentJob(job.id, "", job.queue, 0.0), job.attempts, "timeout", "timeout")
+    return handback.settle(queue, settings, back)

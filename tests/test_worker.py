@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
@@ -20,6 +19,7 @@ from supervisor_q.backend import RESERVATION_MARGIN, RedisQueue, connect
 from supervisor_q.jobs import dispatch
 from supervisor_q.keys import JOBS_KEY
 from tests.helpers import wait_until
+from tests.workers import wait_idle
 
 BASIC = "tests.jobmods.basic"
 
@@ -199,7 +199,7 @@ def test_sigterm_mid_job_finishes_the_job_then_exits_zero(
 
 def test_idle_worker_reacts_to_sigterm_at_once(redis_url: str) -> None:
     worker = start_worker(redis_url, "--sleep", "30")
-    wait_until(lambda: "idle" in " ".join(psutil.Process(worker.pid).cmdline()), timeout=10)
+    wait_idle(redis_url, 1)  # blocked in its wait for jobs
     sent = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 0

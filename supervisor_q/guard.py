@@ -1,0 +1,242 @@
+"""The hard timeout of `supervisor-q work`, which has no master to enforce it.
+
+The process the user started stays a small guard: it forks the worker into a child
+of its own process group (the job's subprocesses included) and waits. The worker
+writes its current job (deadline, queue, id, attempt) into a shared memory slot with
+plain memory writes, so a job costs no extra syscall. The guard looks at the slot a
+few times a second; when a job is still running half a second after its deadline (C
+code, SIGALRM blocked) it SIGTERMs the child's group, SIGKILLs it half a second
+later, settles the job like the master does (reason "timeout") and exits 14.
+Otherwise it forwards TERM, INT, USR1 and USR2 to the worker and exits as the worker
+did. The worker dies with the guard (parent-death signal plus a parent check).
+
+Imports only the standard library and the exit codes at module level.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from supervisor_q import exitcodes
+
+log = logging.getLogger("supervisor_q.guard")
+
+TERM_GRACE = 0.5  # after a job's deadline: SIGTERM to the worker's group (as pool.py)
+KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
+POLL = 0.25  # longest time between two looks at the slot (a new job may have started)
+PR_SET_PDEATHSIG = 1
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+SLOT_SIZE = mmap.PAGESIZE
+_HEAD = struct.Struct("<dQ")  # deadline on CLOCK_MONOTONIC (0.0: no job), job serial
+_JOB = struct.Struct("<iHH")  # attempt, length of the queue name, length of the job id
+_NAMES = _HEAD.size + _JOB.size
+
+
+@dataclass(frozen=True)
+class SlotJob:
+    """The job the worker runs, as read from the slot."""
+
+    deadline: float
+    serial: int
+    queue: str
+    id: str
+    attempts: int
+
+
+class SlotReporter:
+    """The worker's side of the slot (a childpipe.Reporter): a few memory writes per job.
+
+    The names are written while the deadline reads 0.0 and the deadline last, so the
+    guard, which re-reads the head after the names, never pairs a deadline with the
+    names of another job."""
+
+    def __init__(self, slot: mmap.mmap) -> None:
+        self.slot = slot
+        self.serial = 0
+
+    def ready(self, generation: float | None) -> None:
+        pass
+
+    def job_started(self, job_id: str, name: str, queue: str, timeout: float,
+                    attempts: int) -> None:
+        queue_name = queue.encode()
+        names = queue_name + job_id.encode()
+        if _NAMES + len(names) > SLOT_SIZE:  # too long to name: still killed, not settled
+            queue_name = names = b""
+        slot = self.slot
+        _JOB.pack_into(slot, _HEAD.size, attempts, len(queue_name), len(names))
+        slot[_NAMES:_NAMES + len(names)] = names
+        self.serial += 1
+        deadline = time.monotonic() + timeout if timeout > 0 else 0.0
+        _HEAD.pack_into(slot, 0, deadline, self.serial)
+
+    def job_finished(self, job_id: str) -> None:
+        _HEAD.pack_into(self.slot, 0, 0.0, self.serial)
+
+
+def read_slot(slot: mmap.mmap) -> SlotJob | None:
+    """The running job with a deadline, or None; a consistent snapshot."""
+    while True:
+        head = _HEAD.unpack_from(slot, 0)
+        if head[0] == 0.0:
+            return None
+        attempts, queue_len, names_len = _JOB.unpack_from(slot, _HEAD.size)
+        names = bytes(slot[_NAMES:_NAMES + names_len])
+        if _HEAD.unpack_from(slot, 0) == head:
+            return SlotJob(head[0], head[1], names[:queue_len].decode(errors="replace"),
+                           names[queue_len:].decode(errors="replace"), attempts)
+
+
+def run_guarded(work: Callable[[SlotReporter], int],
+                settle: Callable[[SlotJob], str]) -> int:
+    """Run work(reporter) in a guarded child; return its exit code (14 after a kill)."""
+    slot = mmap.mmap(-1, SLOT_SIZE)  # anonymous and shared: the child writes, we read
+    guard_pid = os.getpid()
+    _flush()  # nothing buffered before the fork is written twice
+    pid = os.fork()
+    if pid == 0:  # the worker: never return into the caller's code
+        code = exitcodes.ERROR
+        try:
+            code = _child(guard_pid, slot, work)
+        except BaseException:  # noqa: BLE001 - report and exit, whatever it was
+            traceback.print_exc()
+        finally:
+            _flush()
+            os._exit(code)
+    try:
+        os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
+    except OSError:
+        pass
+    return Guard(pid, slot, settle).run()
+
+
+def _child(guard_pid: int, slot: mmap.mmap, work: Callable[[SlotReporter], int]) -> int:
+    os.setpgid(0, 0)  # a group of its own: the guard kills the job's subprocesses too
+    _die_with_parent()
+    if os.getppid() != guard_pid:  # the guard died before prctl took effect
+        return exitcodes.ERROR
+    return work(SlotReporter(slot))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when the guard dies, even by SIGKILL (as spawn.py does for
+    the master's children; not imported from there, which would load the config stack)."""
+    try:
+        # The symbols already loaded (libc's among them): find_library would run ldconfig.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker's parent check remains
+        pass
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _record_only(signum: int, frame: FrameType | None) -> None:
+    """Do nothing: the wake-up fd carries the signal number to the loop."""
+
+
+class Guard:
+    """The guard's loop: forward signals, watch the slot's deadline, reap the worker."""
+
+    def __init__(self, pid: int, slot: mmap.mmap,
+                 settle: Callable[[SlotJob], str]) -> None:
+        self.pid = pid
+        self.slot = slot
+        self.settle = settle
+        self.killed: SlotJob | None = None  # the job the worker was killed for
+        self.term_sent_at: float | None = None
+        self.kill_sent = False
+
+    def run(self) -> int:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in (*FORWARDED, signal.SIGCHLD):
+            signal.signal(signum, _record_only)
+        while True:
+            self.forward(read_fd)
+            status = self.reaped()
+            if status is not None:
+                return self.exit_code(status)
+            now = time.monotonic()
+            wait = self.enforce(now)
+            select.select([read_fd], [], [], wait)
+
+    def forward(self, read_fd: int) -> None:
+        """Pass the signals sent to `supervisor-q work` on to the worker."""
+        try:
+            data = os.read(read_fd, 512)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            if signum in FORWARDED:  # to the worker only: the job's own processes run on
+                try:
+                    os.kill(self.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def reaped(self) -> int | None:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return status if pid == self.pid else None
+
+    def enforce(self, now: float) -> float:
+        """Escalate on a job past its deadline; returns how long to wait until next look."""
+        if self.term_sent_at is not None:
+            if not self.kill_sent and now >= self.term_sent_at + KILL_GRACE:
+                log.warning("worker pid=%s: still running job %s: SIGKILL", self.pid,
+                            self.killed.id if self.killed else "?")
+                self.kill_sent = True
+                self.signal(signal.SIGKILL)
+            return POLL if self.kill_sent else max(0.0, self.term_sent_at + KILL_GRACE - now)
+        job = read_slot(self.slot)
+        if job is None:
+            return POLL
+        if now < job.deadline + TERM_GRACE:
+            return min(POLL, job.deadline + TERM_GRACE - now)
+        log.warning("worker pid=%s: job %s passed its timeout: SIGTERM", self.pid, job.id)
+        self.killed = job
+        self.term_sent_at = now
+        self.signal(signal.SIGTERM)
+        return KILL_GRACE
+
+    def signal(self, signum: int) -> None:
+        """Signal the worker's whole group: a timed-out job's subprocesses go too."""
+        try:
+            os.killpg(self.pid, signum)  # run_guarded made the group before this loop
+        except ProcessLookupError:
+            pass
+
+    def exit_code(self, status: int) -> int:
+        """The worker's exit code; 14 after a timeout kill (the job settled first)."""
+        if self.killed is not None:
+            if self.killed.id:
+                outcome = self.settle(self.killed)
+                log.warning("job %s: worker killed after its timeout; %s", self.killed.id,
+                            outcome)
+            return exitcodes.TIMEOUT
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:  # killed by a signal: die of the same one, as the worker would have
+            _flush()
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+            return 128 - code
+        return code

@@ -72,8 +72,9 @@ class SlotReporter:
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int) -> None:
-        queue_name = queue.encode()
-        names = queue_name + job_id.encode()
+        # Ids are any bytes (read with surrogate escapes): store exactly those bytes.
+        queue_name = queue.encode(errors="surrogateescape")
+        names = queue_name + job_id.encode(errors="surrogateescape")
         if _NAMES + len(names) > SLOT_SIZE:  # too long to name: still killed, not settled
             queue_name = names = b""
         slot = self.slot
@@ -96,8 +97,8 @@ def read_slot(slot: mmap.mmap) -> SlotJob | None:
         attempts, queue_len, names_len = _JOB.unpack_from(slot, _HEAD.size)
         names = bytes(slot[_NAMES:_NAMES + names_len])
         if _HEAD.unpack_from(slot, 0) == head:
-            return SlotJob(head[0], head[1], names[:queue_len].decode(errors="replace"),
-                           names[queue_len:].decode(errors="replace"), attempts)
+            return SlotJob(head[0], head[1], names[:queue_len].decode(errors="surrogateescape"),
+                           names[queue_len:].decode(errors="surrogateescape"), attempts)
 
 
 def run_guarded(work: Callable[[SlotReporter], int],

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from supervisor_q.redis_server import RedisServer
+from supervisor_q.queue.server import RedisServer
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

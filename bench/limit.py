@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from supervisor_q.backend import RedisQueue, connect  # noqa: E402
+from supervisor_q.queue.backend import RedisQueue, connect  # noqa: E402
 
 
 def _fill_ids(client: redis.Redis, key: str, n: int) -> None:
@@ -71,7 +71,7 @@ def cycle_one(client: redis.Redis, n: int) -> float:
 
 def sq_reserve(url: str, n: int, count: int = 1) -> float:
     """supervisor-q's RESERVE in a loop over n queued no-op payloads."""
-    from supervisor_q import payload as payloads
+    from supervisor_q.queue import payload as payloads
 
     queue = RedisQueue(connect(url))
     pipe = queue.client.pipeline(transaction=False)

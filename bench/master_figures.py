@@ -26,15 +26,15 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
 
 import bench.master_jobs  # noqa: E402,F401  (registers the jobs dispatched by name)
-from supervisor_q.backend import RedisQueue, connect  # noqa: E402
-from supervisor_q.config_schema import WorkerProgram  # noqa: E402
-from supervisor_q.jobs import dispatch  # noqa: E402
-from supervisor_q.process import ChildProcess  # noqa: E402
-from supervisor_q.redis_server import RedisServer  # noqa: E402
-from supervisor_q.restart import signal_restart  # noqa: E402
-from supervisor_q.spawn import ForkSpawner  # noqa: E402
+from supervisor_q.config.schema import WorkerProgram  # noqa: E402
+from supervisor_q.jobs.registry import dispatch  # noqa: E402
+from supervisor_q.master.process import ChildProcess  # noqa: E402
+from supervisor_q.master.spawn import ForkSpawner  # noqa: E402
+from supervisor_q.queue.backend import RedisQueue, connect  # noqa: E402
+from supervisor_q.queue.restart import signal_restart  # noqa: E402
+from supervisor_q.queue.server import RedisServer  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
-from tests.master import Master  # noqa: E402
+from tests.masters import Master  # noqa: E402
 
 PROGRAM = "queues: [{q}]\nimport: [bench.master_jobs]\nnumprocs: {n}\nstartsecs: 0\nmemory: 0\n"
 

@@ -92,7 +92,7 @@ def _cpu_model() -> str:
 
 
 def _server_version() -> str:
-    from supervisor_q.redis_server import find_server_binary
+    from supervisor_q.queue.server import find_server_binary
 
     out = subprocess.run([find_server_binary(), "--version"], capture_output=True, text=True)
     return " ".join(out.stdout.split()[:3])
@@ -333,7 +333,8 @@ def main() -> None:
     sleep_jobs = 400 if args.quick else 1600
     peers = [p for p in args.peers.split(",") if p]
     variants = [v for v in args.variants.split(",") if v]
-    if "sq-master" in variants and not (BENCH.parent / "supervisor_q" / "arbiter.py").exists():
+    arbiter = BENCH.parent / "supervisor_q" / "master" / "arbiter.py"
+    if "sq-master" in variants and not arbiter.exists():
         variants.remove("sq-master")
     if args.sq_path:
         os.environ["SQ_BENCH_PATH"] = str(Path(args.sq_path).resolve())

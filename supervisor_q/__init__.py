@@ -5,8 +5,8 @@ dispatch() or fn.dispatch(), or as chain([...]) / batch([...]); inside a job,
 release() or fail() it.
 """
 
-from supervisor_q.batches import batch, current_batch
-from supervisor_q.jobs import (
+from supervisor_q.jobs import events
+from supervisor_q.jobs.registry import (
     Job,
     JobContext,
     current_job,
@@ -15,8 +15,9 @@ from supervisor_q.jobs import (
     job,
     release,
 )
-from supervisor_q.workflows import chain
+from supervisor_q.workflows.batches import batch, current_batch
+from supervisor_q.workflows.chains import chain
 
 __all__ = ["Job", "JobContext", "batch", "chain", "current_batch", "current_job", "dispatch",
-           "fail", "job", "release"]
+           "events", "fail", "job", "release"]
 __version__ = "0.1.0"

@@ -1,3 +1,3 @@
-from supervisor_q.cli import main
+from supervisor_q.cli.main import main
 
 raise SystemExit(main())

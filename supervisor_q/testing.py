@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from supervisor_q import dispatching
-from supervisor_q.jobs import Job
-from supervisor_q.payload import Payload
-from supervisor_q.workflows import CHAIN, Signature
+from supervisor_q.jobs import dispatching
+from supervisor_q.jobs.registry import Job
+from supervisor_q.queue.payload import Payload
+from supervisor_q.workflows.chains import CHAIN, Signature
 
 if TYPE_CHECKING:
-    from supervisor_q.batches import PendingBatch
+    from supervisor_q.workflows.batches import PendingBatch
 
 Target = Job | str | Signature
 
@@ -85,7 +85,7 @@ class QueueFake:
                                           delay, built))
 
     def record_batch(self, pending: PendingBatch) -> Any:
-        from supervisor_q.batches import Batch
+        from supervisor_q.workflows.batches import Batch
 
         batch_id = str(uuid.uuid4())
         self.batches.append(FakeBatch(batch_id, pending.name,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from supervisor_q.redis_server import RedisServer
+from supervisor_q.queue.server import RedisServer
 from tests.helpers import wait_until  # noqa: F401  (re-exported for tests)
 
 # Never reused within a session: a straggling process of an earlier test cannot touch

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor_q import dispatching
-from supervisor_q.batches import batch
+from supervisor_q.jobs import dispatching
 from supervisor_q.testing import fake_queue
-from supervisor_q.workflows import chain
+from supervisor_q.workflows.batches import batch
+from supervisor_q.workflows.chains import chain
 from tests.jobmods.flows import bjob, step, step_fail, then_cb
 from tests.workers import results
 

@@ -11,7 +11,7 @@ import signal
 import time
 
 from supervisor_q import current_job, fail, job, release
-from supervisor_q.jobs import queue_for
+from supervisor_q.jobs.registry import queue_for
 
 
 def record(**fields: object) -> None:
@@ -35,7 +35,7 @@ def record_job(value: object = None) -> None:
 @job(name="tests.record_reservation")
 def record_reservation(value: object = None) -> None:
     """Records how long its own reservation has left, by the server's clock."""
-    from supervisor_q.keys import QueueKeys
+    from supervisor_q.queue.keys import QueueKeys
 
     ctx = current_job()
     client = queue_for().client

@@ -8,7 +8,7 @@ import signal
 import time
 
 from supervisor_q import events, job
-from supervisor_q.jobs import current_job
+from supervisor_q.jobs.registry import current_job
 from tests.jobmods.basic import record
 
 

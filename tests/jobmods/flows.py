@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 from supervisor_q import job
-from supervisor_q.batches import current_batch
-from supervisor_q.controls import Funnel, Throttle, ThrottlesExceptions, WithoutOverlapping
-from supervisor_q.jobs import queue_for
-from supervisor_q.workflows import append_to_chain, prepend_to_chain
+from supervisor_q.jobs.controls import Funnel, Throttle, ThrottlesExceptions, WithoutOverlapping
+from supervisor_q.jobs.registry import queue_for
+from supervisor_q.workflows.batches import current_batch
+from supervisor_q.workflows.chains import append_to_chain, prepend_to_chain
 from tests.jobmods.basic import record
 
 

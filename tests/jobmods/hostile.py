@@ -1,4 +1,4 @@
-"""Jobs for the hostile-input tests (tests/test_hostile_input.py)."""
+"""Jobs for the hostile-input tests (tests/worker/test_hostile_input.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import signal
 
 from supervisor_q import current_job, job
-from supervisor_q.childpipe import PipeReporter
+from supervisor_q.worker.report import PipeReporter
 from tests.jobmods.basic import record
 
 

@@ -1,0 +1,282 @@
+"""CLI commands that talk to Redis directly: work, dispatch, queue, failed, restart-workers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from supervisor_q import exitcodes
+from supervisor_q.logs import configure_logging
+from supervisor_q.paths import resolve_redis_url
+from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.payload import NotSerialisable, from_printable, printable
+from supervisor_q.worker.loop import MAX_BLOCK, WorkerSettings, run_standalone
+
+
+def _queue(args: argparse.Namespace, socket_timeout: float | None = 30.0) -> RedisQueue:
+    return RedisQueue(connect(resolve_redis_url(args.redis_url), socket_timeout=socket_timeout))
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _backoff(value: str) -> tuple[int, ...]:
+    try:
+        parsed = tuple(int(v) for v in _csv(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError("backoff is a number or a comma list: 2,10") from None
+    if not parsed or any(v < 0 for v in parsed):
+        raise argparse.ArgumentTypeError("backoff values must be >= 0")
+    return parsed
+
+
+def non_negative(value: str) -> float:
+    """A finite number >= 0 (NaN or infinity would reach Redis as a broken score)."""
+    try:
+        parsed = float(value)
+    except ValueError:
+        parsed = math.nan
+    if not math.isfinite(parsed) or parsed < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number >= 0")
+    return parsed
+
+
+def positive(value: str) -> int:
+    try:
+        parsed = int(value)
+    except ValueError:
+        parsed = 0
+    if parsed < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
+    return parsed
+
+
+def add_work_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("work", help="run one worker in the foreground (no master)")
+    p.add_argument("--queue", type=_csv, default=("default",),
+                   help="queues in priority order, comma-separated (default: default)")
+    p.add_argument("--import", dest="imports", type=_csv, default=(),
+                   help="modules that register jobs, comma-separated")
+    p.add_argument("--tries", type=int, default=1)
+    p.add_argument("--backoff", type=_backoff, default=(0,))
+    p.add_argument("--timeout", type=non_negative, default=60.0)
+    p.add_argument("--sleep", type=non_negative, default=3.0)
+    p.add_argument("--rest", type=non_negative, default=0.0)
+    p.add_argument("--max-jobs", type=int, default=0)
+    p.add_argument("--max-time", type=non_negative, default=0.0)
+    p.add_argument("--memory", type=int, default=128, help="MB of RSS; 0 = off")
+    p.add_argument("--prefetch", type=int, default=1)
+    p.add_argument("--once", action="store_true")
+    p.add_argument("--stop-when-empty", action="store_true")
+    p.set_defaults(handler=cmd_work)
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    if args.tries < 1 or args.timeout <= 0 or args.sleep <= 0 or args.prefetch < 1:
+        print("supervisor-q work: --tries, --prefetch >= 1; --timeout, --sleep > 0",
+              file=sys.stderr)
+        return 2
+    configure_logging(getattr(args, "log_format", "text"))
+    settings = WorkerSettings(
+        queues=args.queue, imports=args.imports, tries=args.tries, backoff=args.backoff,
+        timeout=args.timeout, sleep=args.sleep, rest=args.rest, max_jobs=args.max_jobs,
+        max_time=args.max_time, memory=args.memory, once=args.once,
+        stop_when_empty=args.stop_when_empty, prefetch=args.prefetch, jitter=0.0,
+        label="work:" + ",".join(args.queue))
+    queue = _queue(args, socket_timeout=MAX_BLOCK + 10)
+    return run_standalone(settings, queue)
+
+
+def add_job_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dispatch", help="queue a job by name")
+    p.add_argument("name", help="module:function")
+    p.add_argument("--args", default="[]", help="JSON list (or object for kwargs)")
+    p.add_argument("--kwargs", default="{}", help="JSON object")
+    p.add_argument("--queue", default=None)
+    p.add_argument("--delay", type=non_negative, default=None,
+                   help="seconds (default: the job's)")
+    p.set_defaults(handler=cmd_dispatch)
+
+    q = sub.add_parser("queue", help="queue size | clear | stats | monitor")
+    q.add_argument("action", choices=["size", "clear", "stats", "monitor"])
+    q.add_argument("queue", help="a queue (monitor: Q1,Q2)")
+    q.add_argument("--max", type=int, default=1000, help="monitor: alert above N jobs")
+    q.add_argument("--max-wait", type=non_negative, default=None,
+                   help="monitor: alert when the oldest job waited more than S seconds")
+    q.add_argument("--json", action="store_true", help="monitor: JSON output")
+    q.set_defaults(handler=cmd_queue)
+
+    f = sub.add_parser("failed", help="the failed-job store")
+    fsub = f.add_subparsers(dest="action", required=True)
+    fl = fsub.add_parser("list")
+    fl.add_argument("--json", action="store_true")
+    fl.add_argument("--queue", default=None)
+    fl.add_argument("--page", type=positive, default=1)
+    fl.add_argument("--per-page", type=positive, default=50)
+    fr = fsub.add_parser("retry")
+    fr.add_argument("ids", nargs="*", help="job ids, or 'all'")
+    fr.add_argument("--queue", default=None, help="retry every failed job of this queue")
+    ff = fsub.add_parser("forget")
+    ff.add_argument("id")
+    fsub.add_parser("flush")
+    frb = fsub.add_parser("retry-batch", help="queue a batch's failed jobs again")
+    frb.add_argument("id", help="batch id")
+    fp = fsub.add_parser("prune")
+    fp.add_argument("--hours", type=non_negative, required=True)
+    f.set_defaults(handler=cmd_failed)
+
+    r = sub.add_parser("restart-workers",
+                       help="deploy signal: every worker finishes its job and restarts")
+    r.set_defaults(handler=cmd_restart_workers)
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from supervisor_q.jobs.registry import DEFAULT_QUEUE, dispatch, find_job
+
+    try:
+        positional = json.loads(args.args)
+        keywords = json.loads(args.kwargs)
+    except ValueError as exc:
+        print(f"supervisor-q dispatch: --args/--kwargs must be JSON: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(positional, dict):
+        positional, keywords = [], {**positional, **keywords}
+    if not isinstance(positional, list) or not isinstance(keywords, dict):
+        print("supervisor-q dispatch: --args is a JSON list, --kwargs a JSON object",
+              file=sys.stderr)
+        return 2
+    connection = resolve_redis_url(args.redis_url)
+    try:
+        if find_job(args.name, connection) is None:
+            print(f"supervisor-q dispatch: warning: no worker has registered {args.name}: "
+                  f"queued on {args.queue or DEFAULT_QUEUE!r} with the program's options",
+                  file=sys.stderr)
+        job_id = dispatch(args.name, *positional, queue=args.queue, delay=args.delay,
+                          connection=connection, **keywords)
+    except (NotSerialisable, ValueError) as exc:  # e.g. encrypted=True and no key here
+        print(f"supervisor-q dispatch: {exc}", file=sys.stderr)
+        return 2
+    if job_id is None:
+        print("supervisor-q dispatch: dropped: a unique job with this id is already queued",
+              file=sys.stderr)
+        return 1
+    print(job_id)
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    if args.action == "monitor":
+        from supervisor_q.queue.monitor import cmd_monitor
+
+        return cmd_monitor(queue, args)
+    if args.action == "size":
+        print(queue.size(args.queue))
+    elif args.action == "clear":
+        print(f"cleared {queue.clear(args.queue)} job(s) from {args.queue}")
+    else:
+        length, waited = queue.load(args.queue)
+        stats = {**queue.counts(args.queue), "oldest_wait": round(waited, 3)}
+        print(json.dumps(stats))
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    if args.action == "list":
+        return _failed_list(queue, args)
+    if args.action == "retry":
+        return _failed_retry(queue, args)
+    if args.action == "retry-batch":
+        from supervisor_q.workflows.batches import retry_batch
+
+        print(f"queued {retry_batch(queue, args.id)} failed job(s) of batch {args.id} again")
+        return 0
+    if args.action == "forget":
+        record = _find_failed(queue, args.id)
+        if record is None or not queue.forget_failed(record["queue"], record["id"]):
+            print(f"no failed job {_one_line(args.id)}", file=sys.stderr)
+            return 1
+        print(f"forgot {_one_line(record['id'])}")
+        return 0
+    if args.action == "flush":
+        print(f"flushed {queue.flush_failed()} failed job(s)")
+        return 0
+    removed = queue.prune_failed(time.time() - args.hours * 3600)
+    print(f"pruned {removed} failed job(s) older than {args.hours:g} h")
+    return 0
+
+
+LIST_FIELDS = ("id", "job", "queue", "args", "kwargs", "attempts", "failed_at", "reason",
+               "exception")
+
+
+def _failed_list(queue: RedisQueue, args: argparse.Namespace) -> int:
+    records = queue.failed_records([args.queue] if args.queue else None)
+    start = max(0, (args.page - 1) * args.per_page)
+    page = records[start:start + args.per_page]
+    if args.json:
+        print(json.dumps([{k: _shown(r.get(k)) for k in LIST_FIELDS} for r in page], indent=1))
+        return 0
+    if not page:
+        print("no failed jobs")
+        return 0
+    for r in page:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("failed_at", 0)))
+        print(f"{_one_line(r['id'])}  {when}  {_one_line(r.get('queue'))}  "
+              f"{_one_line(r.get('job'))}  attempts={r.get('attempts')}  "
+              f"{_one_line(r.get('reason'))}")
+    if len(records) > start + len(page):
+        print(f"(page {args.page}; {len(records)} in all; --page {args.page + 1} for more)")
+    return 0
+
+
+def _shown(value: object) -> object:
+    """A record field as `failed list --json` prints it: ids and payloads may hold any
+    bytes; those that are not UTF-8 show as \\xNN, so the output is strict JSON."""
+    return printable(value) if isinstance(value, str) else value
+
+
+def _one_line(value: object) -> str:
+    """A field for the text listing: printable, on one line, at most 300 characters."""
+    text = printable(value, 300) if isinstance(value, str) else str(value)
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _find_failed(queue: RedisQueue, job_id: str) -> dict | None:
+    """A failed record by its id as stored, or as `failed list` shows it."""
+    record = queue.find_failed(job_id)
+    if record is None and (stored := from_printable(job_id)) != job_id:
+        record = queue.find_failed(stored)
+    return record
+
+
+def _failed_retry(queue: RedisQueue, args: argparse.Namespace) -> int:
+    if args.queue or args.ids == ["all"]:
+        records = queue.failed_records([args.queue] if args.queue else None)
+    elif args.ids:
+        records = []
+        for job_id in args.ids:
+            record = _find_failed(queue, job_id)
+            if record is None:
+                print(f"no failed job {_one_line(job_id)}", file=sys.stderr)
+                return 1
+            records.append(record)
+    else:
+        print("supervisor-q failed retry: give job ids, 'all' or --queue Q", file=sys.stderr)
+        return 2
+    retried = sum(queue.retry_failed(r) for r in records)
+    print(f"queued {retried} failed job(s) again")
+    return 0
+
+
+def cmd_restart_workers(args: argparse.Namespace) -> int:
+    from supervisor_q.queue.restart import signal_restart
+
+    value = signal_restart(_queue(args).client)
+    print(f"restart signal set ({value:.6f}); workers restart after their current job")
+    return exitcodes.OK

@@ -1,0 +1,78 @@
+"""The `supervisor-q` command: argument parsing and routing to the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from supervisor_q import __version__
+from supervisor_q.cli.batches import add_batch_parsers
+from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
+from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
+
+# Exit codes of the command itself: 2 = it could not run as given (bad arguments, a
+# malformed URL, a runtime dir or socket this user cannot read); 1 = it ran and failed
+# (Redis unreachable or erroring, no master listening, no such job).
+USAGE_ERROR = 2
+FAILED = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="supervisor-q",
+        description="A process manager for Python queue workers.")
+    parser.add_argument("--version", action="version", version=f"supervisor-q {__version__}")
+    parser.add_argument("--redis-url", default=None,
+                        help="Redis URL (else SUPERVISOR_Q_REDIS_URL, else the embedded server)")
+    parser.add_argument("--socket", default=None,
+                        help="control socket of a running master (else SUPERVISOR_Q_SOCKET)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_work_parser(sub)
+    add_job_parsers(sub)
+    add_batch_parsers(sub)
+    try:
+        from supervisor_q.cli.master import add_master_parsers
+    except ImportError:  # the master commands arrive with the master
+        pass
+    else:
+        add_master_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (BadRedisUrl, RuntimeDirLocked) as exc:
+        return _one_line(args, str(exc), USAGE_ERROR)
+    except Exception as exc:  # a clear one-line error instead of a traceback
+        from redis import RedisError
+
+        if isinstance(exc, RedisError):
+            return _one_line(args, f"Redis error: {exc}", FAILED)
+        raise
+
+
+def _one_line(args: argparse.Namespace, message: str, code: int) -> int:
+    """Known user-facing errors: one line, named after the command, no traceback."""
+    flat = " ".join(message.split())
+    print(f"supervisor-q {args.command}: {flat}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

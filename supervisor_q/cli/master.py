@@ -1,0 +1,223 @@
+"""CLI commands of the master: run, check-config, and the control-socket clients
+(status, start, stop, restart, scale, reload, pause, continue, shutdown)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from supervisor_q import paths
+from supervisor_q.ctl.protocol import ControlError, request
+from supervisor_q.logs import configure_logging
+
+log = logging.getLogger("supervisor_q.master")
+
+
+def add_master_parsers(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="the master, in the foreground (what systemd starts)")
+    r.add_argument("--config", required=True, help="directory of program files (conf.d)")
+    r.add_argument("--data-dir", default=None,
+                   help="where the embedded Redis keeps its data (default: state dir)")
+    r.add_argument("--socket-group", default=None,
+                   help="a group (name or gid) whose members may use the embedded Redis "
+                        "socket, e.g. www-data (else SUPERVISOR_Q_SOCKET_GROUP)")
+    r.set_defaults(handler=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config dir; non-zero exit on problems")
+    c.add_argument("dir")
+    c.set_defaults(handler=cmd_check_config)
+
+    s = sub.add_parser("status", help="programs and their processes")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_status)
+
+    for name, text in (("start", "start a stopped or FATAL program"),
+                       ("stop", "stop a program's children gracefully"),
+                       ("restart", "replace a program's children after their current job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("program")
+        p.set_defaults(handler=cmd_simple, control=name)
+    sc = sub.add_parser("scale", help="set a program's size until its schedule's next rule")
+    sc.add_argument("program")
+    sc.add_argument("numprocs", type=int)
+    sc.set_defaults(handler=cmd_scale)
+    for name, text in (("pause", "children stop taking new jobs (stay alive)"),
+                       ("continue", "children take jobs again")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("program", nargs="?")
+        p.set_defaults(handler=cmd_simple, control=name)
+    sub.add_parser("reload", help="re-read the config dir and apply the difference") \
+        .set_defaults(handler=cmd_simple, control="reload")
+    sh = sub.add_parser("shutdown", help="graceful shutdown of the master")
+    sh.add_argument("--fast", action="store_true")
+    sh.set_defaults(handler=cmd_simple, control="shutdown")
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    # Imported here, as in cmd_run: `supervisor-q work` needs neither pydantic nor YAML.
+    from supervisor_q.config.importcheck import check_imports
+    from supervisor_q.config.loading import WorkerProgram, scan_config_dir
+
+    programs, origin, problems = scan_config_dir(args.dir)
+    for name, program in programs.items():
+        if isinstance(program, WorkerProgram):
+            problems += check_imports(program, origin[name])
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    for name, program in programs.items():
+        print(f"{name}: ok ({program.kind})")
+    if not programs:
+        print(f"{args.dir}: no program files (*.yaml, *.yml)")
+    return 0
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    return paths.control_socket(args.socket)
+
+
+def _call(args: argparse.Namespace, command: str, **kwargs: object) -> object:
+    return request(_socket(args), command, **kwargs)
+
+
+def cmd_simple(args: argparse.Namespace) -> int:
+    kwargs: dict[str, object] = {}
+    if getattr(args, "program", None):
+        kwargs["program"] = args.program
+    if getattr(args, "fast", False):
+        kwargs["fast"] = True
+    try:
+        result = _call(args, args.control, **kwargs)
+    except ControlError as exc:
+        print(f"supervisor-q {args.control}: {exc}", file=sys.stderr)
+        return 1
+    print(result)
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    try:
+        print(_call(args, "scale", program=args.program, numprocs=args.numprocs))
+    except ControlError as exc:
+        print(f"supervisor-q scale: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        status = _call(args, "status")
+    except ControlError as exc:
+        print(f"supervisor-q status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    print(format_status(status))
+    return 0
+
+
+def format_status(status: dict) -> str:
+    lines = []
+    master = status["master"]
+    if master.get("restart_signal"):
+        lines.append(f"restart signal {master['restart_signal']:.3f} "
+                     f"(seen {master.get('restart_seen_ago')}s ago)")
+    for program in status["programs"]:
+        alive = sum(1 for p in program["processes"] if p["pid"])
+        paused = " paused" if program["paused"] else ""
+        nxt = f", next change {program['next_transition']}" if program["next_transition"] else ""
+        lines.append(f"{program['name']:<20} {program['state']:<9}{paused} "
+                     f"{alive}/{program['target']} ({program['target_reason']}{nxt})")
+        for p in program["processes"]:
+            job = p["job"]
+            doing = f"job {job['name']} {job['runtime']:.1f}s" if job else "idle"
+            rss = f"{p['rss'] / 1048576:.0f}MB" if p["rss"] else "-"
+            stale = " (pre-restart code)" if p.get("pre_restart_code") else ""
+            lines.append(f"  {p['name']:<18} pid={p['pid'] or '-':<7} {p['state']:<9} "
+                         f"up {p['uptime']:.0f}s jobs={p['jobs_done']} rss={rss} {doing}{stale}")
+    return "\n".join(lines) if lines else "no programs"
+
+
+def socket_group(value: str | None) -> int | None:
+    """A group name or gid as a gid; ValueError names an unknown one."""
+    if not value:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        pass
+    if value.isdigit():
+        return int(value)
+    raise ValueError(f"no group {value!r} (--socket-group / SUPERVISOR_Q_SOCKET_GROUP)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from setproctitle import setproctitle
+
+    from supervisor_q.config.loading import ConfigError, config_fingerprint, load_config_dir
+    from supervisor_q.master.arbiter import Arbiter
+    from supervisor_q.master.systemd import Notifier
+    from supervisor_q.queue.server import RedisServer, ServerInUse
+
+    configure_logging(args.log_format)
+    config_dir = Path(args.config).resolve()
+    fingerprint = config_fingerprint(config_dir)  # before reading: see Arbiter.reload
+    try:
+        programs = load_config_dir(config_dir)
+    except ConfigError as exc:
+        print(f"supervisor-q run: invalid config, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        group = socket_group(args.socket_group or os.environ.get("SUPERVISOR_Q_SOCKET_GROUP"))
+    except ValueError as exc:
+        print(f"supervisor-q run: {exc}", file=sys.stderr)
+        return 2
+    notifier = Notifier.from_environment()
+    runtime = paths.runtime_dir()
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server = None
+    url = args.redis_url or os.environ.get("SUPERVISOR_Q_REDIS_URL")
+    if not url:
+        if group is not None:  # the group may enter the dir; control.sock stays 0600
+            try:
+                os.chown(runtime, -1, group)
+                os.chmod(runtime, 0o750)
+            except PermissionError as exc:
+                print(f"supervisor-q run: cannot hand {runtime} to group {group}: "
+                      f"{exc.strerror} (the master's user must be a member)", file=sys.stderr)
+                return 2
+        data_dir = Path(args.data_dir) if args.data_dir else paths.data_dir()
+        server = RedisServer(data_dir=data_dir, socket_group=group,
+                             unix_socket=paths.embedded_redis_socket(runtime))
+        try:
+            server.start()
+        except ServerInUse as exc:  # another master's server: leave it (and its master) be
+            print(f"supervisor-q run: {exc}; not starting", file=sys.stderr)
+            return 1
+        url = server.url
+        log.info("embedded Redis server pid=%d on %s, data in %s", server.process.pid,
+                 server.unix_socket, data_dir)
+    os.environ["SUPERVISOR_Q_REDIS_URL"] = url  # jobs that dispatch find the same server
+    # `command: python ...` means the master's own interpreter (its virtualenv), first.
+    bindir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+    control = Path(args.socket) if args.socket else (
+        Path(os.environ["SUPERVISOR_Q_SOCKET"]) if os.environ.get("SUPERVISOR_Q_SOCKET")
+        else runtime / "control.sock")
+    setproctitle(f"supervisor-q master [{config_dir}]")
+    arbiter = Arbiter(config_dir, programs, url, control, notifier=notifier)
+    arbiter.supervised_server = server
+    arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
+    try:
+        return arbiter.run()
+    finally:
+        if server is not None:  # the data store is the last thing to stop
+            server.stop()
+            log.info("embedded Redis server stopped")

@@ -1,0 +1,4 @@
+"""Program files: YAML loading, the pydantic schema, diffs between two configs.
+
+Imports nothing from the package but the top-level helpers.
+"""

@@ -1,0 +1,120 @@
+"""The one road from a built payload to Redis: fake, sync, unique lock, seal, push.
+
+Every dispatch (Job.dispatch, dispatch(name), chains, batches, callbacks) ends in
+send(), so the test fake and the sync mode see them all. It also knows which Redis
+a running worker uses, so jobs dispatched from inside a job go to the same server.
+Imports jobs, payload, encryption and backend; sync and controls lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+from supervisor_q.jobs import encryption
+from supervisor_q.queue import payload as payloads
+from supervisor_q.queue.backend import RedisQueue
+
+if TYPE_CHECKING:
+    from supervisor_q.jobs.registry import Job
+
+log = logging.getLogger("supervisor_q.dispatch")
+
+SYNC_ENV = "SUPERVISOR_Q_SYNC"
+
+
+class Recorder(Protocol):
+    """What testing.QueueFake implements: take a payload instead of pushing it."""
+
+    def record(self, built: payloads.Payload, delay: float) -> None: ...
+
+
+class _State:
+    """Process-wide dispatch settings: the worker's queue, sync mode, an active fake."""
+
+    def __init__(self) -> None:
+        self.bound: tuple[int, RedisQueue] | None = None  # (pid, queue) of this worker
+        self.sync: bool | None = None  # None: read SUPERVISOR_Q_SYNC at call time
+        self.fake: Recorder | None = None
+
+
+_state = _State()
+
+
+def bind(queue: RedisQueue) -> None:
+    """The worker's own connection: jobs dispatched inside jobs (and chains, batch
+    callbacks) use it when no connection is named."""
+    _state.bound = (os.getpid(), queue)
+
+
+def queue(connection: str | None = None) -> RedisQueue:
+    """The RedisQueue for connection, else the bound worker queue, else the default."""
+    from supervisor_q.jobs.registry import queue_for
+
+    bound = _state.bound
+    if connection is None and bound is not None and bound[0] == os.getpid():
+        return bound[1]
+    return queue_for(connection)
+
+
+def set_sync(enabled: bool | None) -> None:
+    """Run dispatched jobs inline (True), push them (False), or follow the environment."""
+    _state.sync = enabled
+
+
+def sync_enabled() -> bool:
+    if _state.sync is not None:
+        return _state.sync
+    return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_fake(fake: Recorder | None) -> Recorder | None:
+    """Install (or remove, with None) the test fake; returns the previous one."""
+    previous, _state.fake = _state.fake, fake
+    return previous
+
+
+def active_fake() -> Recorder | None:
+    return _state.fake
+
+
+def send(built: payloads.Payload, *, delay: float = 0.0, connection: str | None = None,
+         job: Job | None = None) -> str | None:
+    """Queue built (or record it, or run it inline); returns its id, or None when a
+    unique job's duplicate was dropped."""
+    fake = _state.fake
+    if fake is not None:
+        fake.record(built, delay)
+        return built.id
+    if sync_enabled():
+        from supervisor_q.worker import sync
+
+        sync.run_inline(built)
+        return built.id
+    target = queue(connection)
+    options = job.options if job is not None else None
+    if options is not None and options.unique_for is not None:
+        from supervisor_q.jobs import controls
+
+        locked = controls.acquire_unique(target, job, built)
+        if locked is None:
+            log.info("dropped duplicate of unique job %s (%s)", built.job, built.id)
+            return None
+        built = locked
+    raw = encryption.seal(built, encrypt=bool(options and options.encrypted))
+    target.push(built.queue, built.id, raw, delay=delay)
+    return built.id
+
+
+def build_for(name: str, args: list | tuple, kwargs: dict[str, Any], *,
+              queue_name: str | None = None, extra: dict | None = None,
+              connection: str | None = None) -> tuple[payloads.Payload, Job | None]:
+    """A payload for a job name, with the job's declared options when registered here
+    or published by its workers."""
+    from supervisor_q.jobs.registry import DEFAULT_QUEUE, find_job
+
+    registered = find_job(name, connection)
+    if registered is not None:
+        return registered.payload(args, kwargs, queue=queue_name, extra=extra), registered
+    return payloads.build(name, queue_name or DEFAULT_QUEUE, args, kwargs, extra=extra), None

@@ -1,0 +1,357 @@
+"""One program's children: keep `target` of them alive, stop extras, back off crash loops,
+and escalate stuck jobs past their deadline.
+
+Imports process, config, spawn (for the Spawner protocol) and outcome-free types only;
+it never talks to Redis: jobs interrupted here are returned as `Handback`s and the
+arbiter settles them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Literal
+
+from supervisor_q import exitcodes
+from supervisor_q.config.loading import CommandProgram, ProgramConfig
+from supervisor_q.master.process import ChildProcess, CurrentJob, State, backoff_delay
+from supervisor_q.master.spawn import Spawner
+
+log = logging.getLogger("supervisor_q.pool")
+
+FATAL_RETRY = 60.0  # FATAL is an alert, not forever: try again after this long
+TERM_GRACE = 0.5  # after a job's deadline: SIGTERM to the child's group
+KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
+
+Why = Literal["timeout", "memory", "lost", "stopped"]
+
+
+@dataclass(frozen=True)
+class Handback:
+    """A job whose child died under it: the arbiter releases or fails it."""
+
+    job: CurrentJob
+    attempts: int
+    why: Why
+    how: str  # "killed by signal 9", "timeout", ...
+
+
+@dataclass
+class _Run:
+    """Per-run bookkeeping the process record does not hold."""
+
+    retry_at: float | None = None  # BACKOFF/FATAL: when to try again
+    stop_deadline: float | None = None  # STOPPING: when to SIGKILL
+    kill_reason: Why | None = None  # why the master killed it, if it did
+    term_sent_at: float | None = None
+    attempts: int = 0  # attempts of the current job, as the child reported
+    ready: bool = False
+    done: bool = False  # a command program that exited and must not be restarted
+    fd: int | None = None
+    registered: bool = False  # fd watched by the arbiter's selector
+    rearm_at: float = 0.0  # when the arbiter watches the fd again (reports are batched)
+    buffer: bytes = b""
+    garbled: int = 0  # unreadable report lines seen (arbiter.garbled_report)
+
+
+@dataclass
+class Pool:
+    program: ProgramConfig
+    spawner: Spawner
+    target: int = 0
+    target_reason: str = "numprocs"
+    paused: bool = False
+    stopped: bool = False  # `stop PROGRAM`: target 0 until `start PROGRAM`
+    children: list[ChildProcess] = field(default_factory=list)
+    runs: dict[int, _Run] = field(default_factory=dict)  # keyed by id(child)
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    def run_of(self, child: ChildProcess) -> _Run:
+        return self.runs.setdefault(id(child), _Run())
+
+    # -- counting --------------------------------------------------------------
+
+    def active(self) -> list[ChildProcess]:
+        """Children that count toward the target (not on their way out)."""
+        return [c for c in self.children
+                if c.state in (State.STARTING, State.RUNNING, State.BACKOFF, State.FATAL)
+                or self.run_of(c).done]
+
+    def alive(self) -> list[ChildProcess]:
+        return [c for c in self.children if c.pid is not None and not c.reaped]
+
+    def state(self) -> str:
+        """The program's state for `status`: the worst of its children's."""
+        states = {c.state for c in self.children}
+        for worst in (State.FATAL, State.BACKOFF, State.STARTING, State.STOPPING):
+            if worst in states:
+                return worst.value
+        if State.RUNNING in states:
+            return State.RUNNING.value
+        return "stopped" if self.stopped or self.target == 0 else State.EXITED.value
+
+    # -- the tick --------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Bring the pool toward its target; called every loop iteration."""
+        self._promote_started(now)
+        self._retry_waiting(now)
+        want = 0 if self.stopped else self.target
+        active = self.active()
+        if len(active) < want:
+            for _ in range(want - len(active)):
+                self._spawn(self._free_slot(), now, "scale up" if active else "start")
+        elif len(active) > want:
+            self._stop_extras(active, len(active) - want, now)
+        self._kill_overdue_stops(now)
+        self._forget_exited()
+
+    def _promote_started(self, now: float) -> None:
+        # A worker counts as started once it has imported its modules (its ready report)
+        # AND lived startsecs; a command program after startsecs alone.
+        needs_report = not isinstance(self.program, CommandProgram)
+        for child in self.children:
+            if child.state is State.STARTING and child.started_at is not None:
+                if needs_report and not self.run_of(child).ready:
+                    continue
+                if now - child.started_at >= self.program.startsecs:
+                    child.failures = 0
+                    child.move_to(State.RUNNING, "started", now)  # STARTING -> RUNNING
+
+    def _retry_waiting(self, now: float) -> None:
+        for child in self.children:
+            run = self.run_of(child)
+            if child.state in (State.BACKOFF, State.FATAL) and run.retry_at is not None:
+                if now >= run.retry_at and not self.stopped:
+                    why = "backoff over" if child.state is State.BACKOFF else "retry after fatal"
+                    self._spawn(child, now, why)  # BACKOFF/FATAL -> STARTING
+
+    def _free_slot(self) -> ChildProcess:
+        used = {c.slot for c in self.children}
+        slot = next(n for n in range(1, len(used) + 2) if n not in used)
+        child = ChildProcess(self.name, slot)
+        self.children.append(child)
+        return child
+
+    def _spawn(self, child: ChildProcess, now: float, reason: str) -> None:
+        try:
+            spawned = self.spawner.spawn(self.program, child, self.paused)
+        except OSError as exc:  # fork failed (EAGAIN, ENOMEM): back off, never spin
+            log.error("%s: fork failed: %s", child.name, exc)
+            if child.state is State.EXITED:
+                child.spawned(-1, -1, None, now, "fork failed")
+            self._failed_start(child, now, f"fork failed: {exc}")
+            return
+        child.spawned(spawned.pid, spawned.pgid, None, now, reason)
+        self.runs[id(child)] = _Run(fd=spawned.report_fd)
+
+    def _stop_extras(self, active: list[ChildProcess], count: int, now: float) -> None:
+        """Scale down: children with no process first, then idle ones, newest first;
+        busy children only when nothing idle is left (they finish their job first)."""
+        def order(c: ChildProcess) -> tuple:
+            no_process = c.state in (State.BACKOFF, State.FATAL, State.EXITED)
+            return (not no_process, c.job is not None, -(c.started_at or 0))
+
+        for child in sorted(active, key=order)[:count]:
+            if child.state is State.EXITED:
+                self.run_of(child).done = False  # a finished command slot: just forget it
+                continue
+            self.stop_child(child, now, "scale down")
+
+    def stop_child(self, child: ChildProcess, now: float, reason: str,
+                   sig: int = signal.SIGTERM, wait: float | None = None) -> None:
+        """Ask a child to finish its job and exit; SIGKILL after stopwaitsecs."""
+        if child.state in (State.BACKOFF, State.FATAL):
+            child.move_to(State.EXITED, reason, now)  # BACKOFF/FATAL -> EXITED: no process
+            return
+        if child.state not in (State.STARTING, State.RUNNING):
+            return
+        grace = self.program.stopwaitsecs if wait is None else wait
+        # After SIGKILL there is nothing left to escalate to.
+        self.run_of(child).stop_deadline = None if sig == signal.SIGKILL else now + grace
+        child.move_to(State.STOPPING, reason, now)  # STARTING/RUNNING -> STOPPING
+        if isinstance(self.program, CommandProgram) and sig == signal.SIGTERM:
+            sig = getattr(signal, "SIG" + self.program.stopsignal)  # the polite signal
+        self.signal(child, sig)
+
+    def _kill_overdue_stops(self, now: float) -> None:
+        for child in self.children:
+            run = self.run_of(child)
+            if child.state is State.STOPPING and run.stop_deadline is not None:
+                if now >= run.stop_deadline and child.signallable:
+                    log.warning("%s pid=%s did not stop within %.0fs: SIGKILL", child.name,
+                                child.pid, self.program.stopwaitsecs)
+                    run.stop_deadline = None
+                    self.signal(child, signal.SIGKILL)
+
+    def _forget_exited(self) -> None:
+        """Drop records of children that exited and are not wanted any more."""
+        want = 0 if self.stopped else self.target
+        keep = []
+        extra = len(self.active()) - want
+        for child in self.children:
+            done = self.run_of(child).done
+            if child.state is State.EXITED and (not done or extra > 0):
+                extra -= 1 if done else 0
+                self.runs.pop(id(child), None)
+                continue
+            keep.append(child)
+        self.children = keep
+
+    # -- signals ---------------------------------------------------------------
+
+    def signal(self, child: ChildProcess, sig: int) -> None:
+        """Signal the child's whole process group, never a reaped pid."""
+        if not child.signallable or child.pgid is None or child.pgid <= 0:
+            return
+        try:
+            self.spawner.kill(child.pgid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            log.error("%s: cannot signal group %s: %s", child.name, child.pgid, exc)
+
+    def signal_all(self, sig: int) -> None:
+        for child in self.children:
+            if child.state in (State.STARTING, State.RUNNING):
+                self.signal(child, sig)
+
+    # -- deadlines -------------------------------------------------------------
+
+    def enforce_deadlines(self, now: float) -> None:
+        """A job past its deadline: SIGTERM the group, then SIGKILL (the C-code case)."""
+        for child in self.children:
+            job = child.job
+            if job is None or job.deadline is None or not child.signallable:
+                continue
+            run = self.run_of(child)
+            if now >= job.deadline + TERM_GRACE and run.term_sent_at is None:
+                log.warning("%s pid=%s: job %s (%s) passed its timeout: SIGTERM", child.name,
+                            child.pid, job.id, job.name)
+                run.kill_reason = "timeout"
+                run.term_sent_at = now
+                self.signal(child, signal.SIGTERM)
+            elif run.term_sent_at is not None and now >= run.term_sent_at + KILL_GRACE:
+                log.warning("%s pid=%s: still running job %s: SIGKILL", child.name, child.pid,
+                            job.id)
+                run.term_sent_at = float("inf")  # once
+                self.signal(child, signal.SIGKILL)
+
+    def next_deadline(self) -> float | None:
+        """The earliest moment enforce_deadlines or tick has something to do."""
+        moments = []
+        for child in self.children:
+            run = self.run_of(child)
+            if child.job is not None and child.job.deadline is not None:
+                if run.term_sent_at is None:
+                    moments.append(child.job.deadline + TERM_GRACE)
+                elif run.term_sent_at != float("inf"):
+                    moments.append(run.term_sent_at + KILL_GRACE)
+            if run.stop_deadline is not None:
+                moments.append(run.stop_deadline)
+            if run.retry_at is not None:
+                moments.append(run.retry_at)
+            if child.state is State.STARTING and child.started_at is not None:
+                moments.append(child.started_at + self.program.startsecs)
+        return min(moments) if moments else None
+
+    def kill_for_memory(self, child: ChildProcess) -> None:
+        self.run_of(child).kill_reason = "memory"
+        self.signal(child, signal.SIGKILL)
+
+    # -- reports from the child's pipe -------------------------------------------
+
+    def child_ready(self, child: ChildProcess, generation: float | None) -> None:
+        """The child imported its modules and is about to take jobs."""
+        self.run_of(child).ready = True
+        child.generation = generation
+
+    def job_started(self, child: ChildProcess, job_id: str, name: str, queue: str,
+                    timeout: float, attempts: int, now: float) -> None:
+        child.job = CurrentJob(job_id, name, queue, now, now + timeout)
+        run = self.run_of(child)
+        run.attempts = attempts
+        run.term_sent_at = None
+
+    def job_finished(self, child: ChildProcess, job_id: str) -> None:
+        if child.job is not None and child.job.id == job_id:
+            child.job = None
+            child.jobs_done += 1
+            self.run_of(child).term_sent_at = None
+
+    # -- exits -----------------------------------------------------------------
+
+    def find(self, pid: int) -> ChildProcess | None:
+        for child in self.children:
+            if child.pid == pid and not child.reaped:
+                return child
+        return None
+
+    def reaped(self, child: ChildProcess, status: int, now: float) -> Handback | None:
+        """waitpid returned status for child: decide its next state; return its job, if any."""
+        job = child.job
+        run = self.run_of(child)
+        how = child.record_exit(status)
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        handback = None
+        if job is not None:
+            why: Why = run.kill_reason or ("stopped" if child.state is State.STOPPING else "lost")
+            handback = Handback(job, run.attempts, why, how)
+        if child.state is State.STOPPING:
+            child.move_to(State.EXITED, how, now)  # STOPPING -> EXITED
+        elif run.kill_reason is not None or code in self._expected_codes():
+            label = exitcodes.DESCRIPTIONS.get(code, how) if code is not None else how
+            child.failures = 0
+            self._exited(child, now, label)
+        elif child.state is State.STARTING:
+            self._failed_start(child, now, how)
+        else:  # a crash after startsecs: restart it at once, it is not a crash loop
+            log.warning("%s pid=%s %s unexpectedly", child.name, child.pid, how)
+            self._exited(child, now, how)
+        run.kill_reason = None
+        run.fd = None
+        return handback
+
+    def _expected_codes(self) -> frozenset[int]:
+        if isinstance(self.program, CommandProgram):
+            return frozenset(self.program.exitcodes)
+        return exitcodes.EXPECTED
+
+    def _exited(self, child: ChildProcess, now: float, reason: str) -> None:
+        child.move_to(State.EXITED, reason, now)  # STARTING/RUNNING -> EXITED
+        program = self.program
+        if isinstance(program, CommandProgram):
+            code = os.WEXITSTATUS(child.last_exit_status or 0)
+            expected = code in program.exitcodes and os.WIFEXITED(child.last_exit_status or 0)
+            restart = program.autorestart is True or (
+                program.autorestart == "unexpected" and not expected)
+            if not restart:
+                self.run_of(child).done = True  # stays in its slot, not respawned
+
+    def _failed_start(self, child: ChildProcess, now: float, how: str) -> None:
+        child.failures += 1
+        run = self.run_of(child)
+        if child.failures >= max(1, self.program.startretries):
+            run.retry_at = now + FATAL_RETRY
+            log.error("%s: %d quick failures (%s): FATAL; retrying in %.0fs", child.name,
+                      child.failures, how, FATAL_RETRY)
+            if child.state is State.STARTING:
+                child.move_to(State.BACKOFF, how, now)  # STARTING -> BACKOFF
+            child.move_to(State.FATAL, "too many quick failures", now)  # BACKOFF -> FATAL
+        else:
+            delay = backoff_delay(child.failures)
+            run.retry_at = now + delay
+            child.move_to(State.BACKOFF, f"{how}; retry in {delay:.1f}s", now)
+
+    def retry_fatal_now(self, now: float) -> None:
+        """`start PROGRAM` or a config change: FATAL children try again at once."""
+        for child in self.children:
+            self.run_of(child).done = False
+            if child.state in (State.FATAL, State.BACKOFF):
+                child.failures = 0
+                self.run_of(child).retry_at = now

@@ -1,0 +1,216 @@
+"""Fork a child and set it up; the seam unit tests replace with a fake spawner.
+
+Fork, not exec: a forked child shares the master's imported libraries copy-on-write
+(fast to start, small USS) and then imports the program's job modules itself, so it
+always runs the code now on disk. The master never imports job modules.
+After fork the child: new process group, parent-death signal, default signal
+handlers, inherited fds closed, its own Redis connection, its own proctitle.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import gc
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from supervisor_q import exitcodes
+from supervisor_q.config.loading import CommandProgram, ProgramConfig, WorkerProgram
+from supervisor_q.master.process import ChildProcess
+from supervisor_q.proctitle import set_title
+from supervisor_q.queue.backend import RESERVATION_MARGIN, RedisQueue, connect
+from supervisor_q.queue.restart import read_generation
+
+# The worker's own modules are imported here, in the master, so every child shares them
+# copy-on-write and starts faster; the program's job modules are imported in the child only.
+from supervisor_q.worker.loop import (
+    MAX_BLOCK,
+    BootError,
+    Worker,
+    WorkerSettings,
+    import_job_modules,
+)
+from supervisor_q.worker.report import PipeReporter
+
+if TYPE_CHECKING:
+    from supervisor_q.master.guardian import Guardian
+
+log = logging.getLogger("supervisor_q.spawn")
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    pgid: int
+    report_fd: int | None  # the master's read end of the child's report pipe
+
+
+class Spawner(Protocol):
+    def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned: ...
+    def kill(self, pgid: int, sig: int) -> None: ...
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL us when the master dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker's parent check remains
+        pass
+
+
+def _close_inherited_fds(keep: set[int]) -> None:
+    """Close everything but stdio and keep (control socket, other children's pipes, Redis)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _widen_pipe(fd: int) -> None:
+    """A child running thousands of jobs a second writes ~1 MB/s of reports and the master
+    reads them in batches (arbiter.REPORT_BATCH): a 64 KiB pipe could fill and stall the
+    child in os.write, so ask Linux for 1 MiB (the unprivileged maximum)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (OSError, AttributeError):  # not Linux, or a lower pipe-max-size: keep the default
+        pass
+
+
+def _reset_signals() -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+class ForkSpawner:
+    """Forks children for the arbiter."""
+
+    def __init__(self, redis_url: str, master_pid: int | None = None,
+                 guardian: Guardian | None = None) -> None:
+        self.redis_url = redis_url
+        self.master_pid = master_pid or os.getpid()
+        self.guardian = guardian  # told every child's group, to kill should the master die
+
+    def kill(self, pgid: int, sig: int) -> None:
+        """Signal a child's whole process group (its job's subprocesses too)."""
+        os.killpg(pgid, sig)
+
+    def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned:
+        read_fd, write_fd = os.pipe()
+        os.set_inheritable(write_fd, False)
+        _widen_pipe(write_fd)
+        # Collect, then freeze what survives, and never unfreeze: neither the children nor
+        # the master's own later collections walk these objects again, so their pages stay
+        # shared copy-on-write instead of being copied into every child (lower USS).
+        gc.collect()
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:  # child: never return into the master's code
+            code = exitcodes.ERROR
+            try:
+                os.close(read_fd)
+                code = self._child_main(program, child, write_fd, paused)
+            except BaseException:  # noqa: BLE001 - report and exit, whatever it was
+                try:
+                    import traceback
+
+                    traceback.print_exc()
+                except BaseException:  # noqa: BLE001
+                    pass
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        try:
+            os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
+        except OSError:
+            pass
+        if self.guardian is not None:
+            self.guardian.watch(pid)
+        os.set_blocking(read_fd, False)
+        if isinstance(program, CommandProgram):
+            os.close(read_fd)
+            read_fd = None
+        return Spawned(pid, pid, read_fd)
+
+    def _child_main(self, program: ProgramConfig, child: ChildProcess, report_fd: int,
+                    paused: bool) -> int:
+        os.setpgid(0, 0)
+        _set_parent_death_signal()
+        _reset_signals()
+        if os.getppid() != self.master_pid:  # the master died before prctl took effect
+            return exitcodes.ERROR
+        _close_inherited_fds({report_fd})
+        os.environ.update(program.environment)
+        if program.directory:
+            os.chdir(program.directory)
+        if isinstance(program, CommandProgram):
+            os.close(report_fd)
+            _exec_command(program)
+        assert isinstance(program, WorkerProgram)
+        return _run_worker(program, child, report_fd, paused, self.redis_url, self.master_pid)
+
+
+def _exec_command(program: CommandProgram) -> None:
+    set_title(f"supervisor-q {program.name} exec")
+    argv = list(program.argv)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"supervisor-q: cannot exec {argv[0]!r}: {exc}", file=sys.stderr)
+        os._exit(127)
+
+
+def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
+                redis_url: str, master_pid: int) -> int:
+    label = child.name
+    set_title(f"supervisor-q {label} starting")
+    if program.directory and program.directory not in sys.path:
+        sys.path.insert(0, program.directory)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        import_job_modules(program.imports)
+    except BootError as exc:
+        log.error("%s: %s", label, exc)
+        return exitcodes.BOOT_ERROR
+    settings = WorkerSettings(
+        queues=program.queues, imports=program.imports, tries=program.tries,
+        backoff=program.backoff, timeout=program.timeout, sleep=program.sleep, rest=program.rest,
+        max_jobs=program.max_jobs, max_time=program.max_time, memory=program.memory,
+        prefetch=program.prefetch, label=label)
+    queue = RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
+                       margin=reservation_margin(program))
+    try:
+        generation = read_generation(queue.client)
+    except Exception:  # noqa: BLE001 - Redis down: the worker's loop waits for it
+        generation = None
+    worker = Worker(settings, queue, reporter=PipeReporter(report_fd), started_with=generation,
+                    parent_pid=master_pid)
+    worker.paused = paused
+    worker.install_signals()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return worker.run()
+
+
+def reservation_margin(program: WorkerProgram) -> float:
+    """The reservation outlives the job's timeout by this much (retry_after may widen it)."""
+    if program.retry_after is not None:
+        return max(RESERVATION_MARGIN, program.retry_after - program.timeout)
+    return RESERVATION_MARGIN

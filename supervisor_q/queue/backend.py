@@ -1,0 +1,470 @@
+"""RedisQueue: push, reserve, ack, release, fail, and the failed-job store.
+
+Every state change is one Lua script over the keys of one queue (see lua.py), so
+a crash at any instant leaves a job either queued, delayed, reserved with a
+deadline, or failed: never nowhere. Imports keys and lua only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.connection import Connection
+from redis.exceptions import NoScriptError
+
+from supervisor_q.paths import BadRedisUrl
+from supervisor_q.queue import lua
+from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
+
+# Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
+# the master's SIGTERM/SIGKILL escalation and the hand-back to finish first.
+RESERVATION_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """One reserved job as the worker receives it."""
+
+    queue: str
+    id: str
+    payload: str
+    attempts: int
+    exceptions: int
+    waited: float  # seconds it waited ready in the queue
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    jobs: list[Reserved]
+    next_delayed_in: float | None  # seconds until the earliest delayed job is due
+
+
+def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
+    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
+    options: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
+                     "health_check_interval": 30, "retry_on_timeout": False}
+    if not url.startswith("unix:"):
+        options["socket_keepalive"] = True  # notice a dead peer behind a silent network
+    try:
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:  # parsed here, before any connection: a user's typo
+        raise BadRedisUrl(f"bad Redis URL {url!r}: {exc} "
+                          "(e.g. redis://HOST:6379/0 or unix:///PATH/redis.sock?db=0)") from None
+
+
+class RedisQueue:
+    """The queue operations over one Redis connection."""
+
+    def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
+        self.client = client
+        self.margin_ms = int(margin * 1000)
+        register = client.register_script
+        self._push = register(lua.PUSH)
+        self._reserve = register(lua.RESERVE)
+        self._ack = register(lua.ACK)
+        self._release = register(lua.RELEASE)
+        self._fail = register(lua.FAIL)
+        self._extend = register(lua.EXTEND)
+        self._retry_failed = register(lua.RETRY_FAILED)
+        self._load = register(lua.LOAD)
+        self._keys: dict[str, QueueKeys] = {}
+        self._key_lists: dict[str, list[str]] = {}
+        self._known_queues: set[str] = set()
+        self._conn: Connection | None = None  # the hot path's own connection (see _eval)
+        self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
+        self._pid = os.getpid()
+        self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():  # never use a connection across fork
+            conn = self._conn = self.client.connection_pool.make_connection()
+            self._pid = os.getpid()
+            self._owed = []
+        return conn
+
+    def _eval(self, script: Script, keys: list[str], args: list) -> Any:
+        """EVALSHA on a connection kept for the hot path: redis-py's per-command client
+        machinery (pool checkout, retries, observability) costs as much as the round
+        trip itself for a no-op job. Errors behave as with Script.__call__."""
+        conn = self._connection()
+        try:
+            if self._owed:
+                self._collect_owed(conn)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except NoScriptError:  # the server restarted or flushed its scripts
+            self.client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            self._owed = []  # unknown whether they ran: reservations expire and retry
+            raise
+
+    def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
+        """Send EVALSHA and read its reply later (before the next call): the server acts
+        on it at once, and the worker does not wait a round trip for it."""
+        conn = self._connection()
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            self._owed = []
+            raise
+        self._owed.append((script, keys, args))
+
+    def _collect_owed(self, conn: Connection) -> None:
+        """Read the replies of calls sent without waiting; redo any that found its script
+        missing (after a server restart) once every reply is read, so none is misread."""
+        owed, self._owed = self._owed, []
+        redo = []
+        for item in owed:
+            try:
+                conn.read_response()
+            except NoScriptError:
+                redo.append(item)
+        for script, keys, args in redo:
+            self.client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.read_response()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
+        self.client.close()
+
+    def keys(self, queue: str) -> QueueKeys:
+        found = self._keys.get(queue)
+        if found is None:
+            found = self._keys[queue] = QueueKeys(queue)
+        return found
+
+    def _job_keys(self, queue: str) -> list[str]:
+        found = self._key_lists.get(queue)
+        if found is None:
+            k = self.keys(queue)
+            found = self._key_lists[queue] = [k.ready, k.notify, k.delayed, k.reserved,
+                                              k.payloads, k.attempts, k.exceptions, k.enqueued]
+        return found
+
+    # -- producing -------------------------------------------------------------
+
+    def push(self, queue: str, job_id: str, payload: str, delay: float = 0.0,
+             attempts: int = 0) -> None:
+        """Queue payload now, or after delay seconds."""
+        k = self.keys(queue)
+        keys = [k.ready, k.notify, k.delayed, k.payloads, k.enqueued, k.attempts]
+        args = [_raw(job_id), _raw(payload), max(0, int(delay * 1000)), attempts]
+        if queue in self._known_queues:
+            self._push(keys=keys, args=args)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        self._push(keys=keys, args=args, client=pipe)
+        pipe.sadd(QUEUES_KEY, queue)
+        pipe.execute()
+        self._known_queues.add(queue)
+
+    # -- consuming -------------------------------------------------------------
+
+    def reserve(self, queue: str, *, default_timeout: float, ack_ids: Sequence[str] = (),
+                count: int = 1) -> tuple[int, ReserveResult]:
+        """Ack ack_ids (finished jobs of this queue) and reserve up to count jobs, in one
+        round trip. Returns (how many were acked, what was reserved)."""
+        raw = self._eval(self._reserve, self._job_keys(queue),
+                         [int(default_timeout * 1000), self.margin_ms, count,
+                          *map(_raw, ack_ids)])
+        return self._parse_reserve(queue, raw)
+
+    def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
+                         default_timeout: float, count: int = 1, wake_fd: int | None = None,
+                         leave: Callable[[], bool] | None = None) -> ReserveResult | None:
+        """Block until a wake-up token arrives on any queue (or timeout), with the reserve
+        of the first queue pipelined behind the wait: the server runs it the moment the
+        wait ends, so an idle worker starts a new job one round trip sooner.
+
+        With wake_fd (a signal wake-up pipe) and leave, a signal after which leave() is
+        true ends the wait at once, without abandoning the replies: see _await_reply."""
+        conn = self._connection()
+        keys = self._job_keys(queues[0])
+        args = [int(default_timeout * 1000), self.margin_ms, count]
+        try:
+            if self._owed:
+                self._collect_owed(conn)
+            client_id = self._client_id(conn) if wake_fd is not None else None
+            conn.send_packed_command(conn.pack_commands([
+                ("BLPOP", *[self.keys(q).notify for q in queues], max(timeout, 0.01)),
+                ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)]))
+            if wake_fd is not None and leave is not None:
+                self._await_reply(conn, timeout, wake_fd, leave, client_id)
+            conn.read_response()  # the token, or nil after the timeout: either way...
+            try:
+                raw = conn.read_response()  # ...the reserve ran right after it
+            except NoScriptError:
+                self.client.script_load(self._reserve.script)
+                return None
+        except BaseException:
+            # A connection error (or a KeyboardInterrupt): replies may be pending on this
+            # connection, so it must not be used again.
+            self.drop_connection()
+            raise
+        return self._parse_reserve(queues[0], raw)[1]
+
+    def _client_id(self, conn: Connection) -> int | None:
+        """The server's id for the hot-path connection (asked once per socket), so a
+        blocking wait can be ended from another connection; None if the server says no."""
+        conn.connect()  # no-op when connected; a reconnect means a new id
+        sock, client_id = self._id_of
+        if sock is not conn._sock:
+            try:
+                conn.send_command("CLIENT", "ID")
+                client_id = int(conn.read_response())
+            except redis.ResponseError:
+                client_id = None
+            self._id_of = (conn._sock, client_id)
+        return client_id
+
+    def _await_reply(self, conn: Connection, timeout: float, wake_fd: int,
+                     leave: Callable[[], bool], client_id: int | None) -> None:
+        """Wait for the reply to a pipelined wait-and-reserve, or for a signal (a byte on
+        wake_fd). A signal after which leave() is true unblocks the BLPOP from another
+        connection (CLIENT UNBLOCK): the server then runs the pipelined RESERVE anyway and
+        both replies arrive, so a job it reserved is seen (and can be handed back) instead
+        of being stranded until its reservation expires. Signal handlers only record:
+        nothing is ever raised into the middle of reading a reply."""
+        sock_fd = conn._sock.fileno()
+        poller = select.poll()  # not select.select: a job may have pushed fds past 1024
+        poller.register(sock_fd, select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
+        give_up = time.monotonic() + timeout + 1.0
+        unblocked = False
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return  # read_response below waits up to the socket timeout, then raises
+            ready = {fd for fd, _ in poller.poll(left * 1000)}
+            if sock_fd in ready:
+                return
+            if wake_fd in ready:
+                _drain(wake_fd)
+                if not unblocked and client_id is not None and leave():
+                    unblocked = True
+                    try:
+                        self.client.client_unblock(client_id)
+                    except redis.RedisError:
+                        pass  # the wait then ends at its timeout (at most MAX_BLOCK)
+
+    def drop_connection(self) -> None:
+        """Forget the hot-path connection (a new one is made on the next call)."""
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn = None
+        self._owed = []
+        self._id_of = (None, None)
+
+    def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
+        acked = int(raw[0])
+        next_ms = raw[1]
+        jobs = [
+            Reserved(queue, _text(raw[i]), _text(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]),
+                     int(raw[i + 4]) / 1000.0)
+            for i in range(2, len(raw), 5)
+        ]
+        next_in = None if next_ms is None else max(0.0, int(next_ms) / 1000.0)
+        return acked, ReserveResult(jobs, next_in)
+
+    def ack(self, queue: str, *job_ids: str) -> int:
+        """Delete finished jobs; returns how many were still reserved (0 = none)."""
+        return int(self._eval(self._ack, self._job_keys(queue), [_raw(i) for i in job_ids]))
+
+    def ack_nowait(self, queue: str, job_id: str) -> None:
+        """Delete a finished job without waiting for the reply (prefetch: the next job
+        is already here, and its ack must not wait behind it)."""
+        self._eval_nowait(self._ack, self._job_keys(queue), [_raw(job_id)])
+
+    def release(self, queue: str, job_id: str, delay: float = 0.0,
+                count_exception: bool = False, *, expected_attempts: int | None = None,
+                undo_attempt: bool = False) -> bool:
+        """Put a reserved job back (after delay seconds); False if no longer reserved
+        (or, with expected_attempts, if a later attempt holds it now)."""
+        k = self.keys(queue)
+        return bool(self._eval(
+            self._release,
+            [k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued, k.attempts],
+            [_raw(job_id), max(0, int(delay * 1000)), "1" if count_exception else "0",
+             "" if expected_attempts is None else str(expected_attempts),
+             "1" if undo_attempt else "0"],
+        ))
+
+    def extend(self, queue: str, job_id: str, timeout: float, attempts: int) -> bool:
+        """Make the reservation of attempt `attempts` last timeout seconds (plus the margin)
+        from now; False if that attempt no longer holds the job."""
+        k = self.keys(queue)
+        return bool(self._extend(keys=[k.reserved, k.attempts],
+                                 args=[job_id, int(timeout * 1000) + self.margin_ms,
+                                       str(attempts)]))
+
+    def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False,
+             expected_attempts: int | None = None) -> bool:
+        """Move a reserved job to the failed store; False if no longer reserved."""
+        k = self.keys(queue)
+        failed_at = record.setdefault("failed_at", time.time())
+        return bool(self._fail(
+            keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
+                  k.failed_records],
+            args=[_raw(job_id), _record_json(record), int(failed_at * 1000),
+                  "1" if force else "0",
+                  "" if expected_attempts is None else str(expected_attempts)],
+        ))
+
+    def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:
+        """(payload, attempts, exceptions) of a job that is still reserved, else None."""
+        k = self.keys(queue)
+        job_id = _raw(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(k.reserved, job_id)
+        pipe.hget(k.payloads, job_id)
+        pipe.hget(k.attempts, job_id)
+        pipe.hget(k.exceptions, job_id)
+        score, payload, attempts, exceptions = pipe.execute()
+        if score is None or payload is None:
+            return None
+        return _text(payload), int(attempts or 0), int(exceptions or 0)
+
+    # -- inspecting ------------------------------------------------------------
+
+    def size(self, queue: str) -> int:
+        """Jobs ready to run now."""
+        return int(self.client.llen(self.keys(queue).ready))
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """Ready, delayed, reserved and failed counts of one queue."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(k.ready)
+        pipe.zcard(k.delayed)
+        pipe.zcard(k.reserved)
+        pipe.zcard(k.failed)
+        ready, delayed, reserved, failed = pipe.execute()
+        return {"ready": ready, "delayed": delayed, "reserved": reserved, "failed": failed}
+
+    def load(self, queue: str) -> tuple[int, float]:
+        """(ready jobs, seconds the oldest ready job has waited)."""
+        k = self.keys(queue)
+        length, waited_ms = self._load(keys=[k.ready, k.enqueued])
+        return int(length), int(waited_ms) / 1000.0
+
+    def clear(self, queue: str) -> int:
+        """Delete every waiting, delayed and reserved job of queue; return how many."""
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hlen(k.payloads)
+        pipe.delete(*k.all())
+        count, _ = pipe.execute()
+        return int(count)
+
+    def known_queues(self) -> list[str]:
+        return sorted(_text(q) for q in self.client.smembers(QUEUES_KEY))
+
+    # -- failed store ----------------------------------------------------------
+
+    def failed_records(self, queues: Iterable[str] | None = None) -> list[dict]:
+        """Every failed record, newest first."""
+        records = []
+        for queue in (self.known_queues() if queues is None else queues):
+            k = self.keys(queue)
+            for raw in self.client.hvals(k.failed_records):
+                try:
+                    records.append(json.loads(raw))
+                except (ValueError, RecursionError):
+                    continue
+        records.sort(key=lambda r: r.get("failed_at", 0), reverse=True)
+        return records
+
+    def find_failed(self, job_id: str) -> dict | None:
+        for queue in self.known_queues():
+            raw = self.client.hget(self.keys(queue).failed_records, _raw(job_id))
+            if raw is not None:
+                return json.loads(raw)
+        return None
+
+    def retry_failed(self, record: dict) -> bool:
+        """Queue a failed job again with its attempts reset."""
+        k = self.keys(record["queue"])
+        return bool(self._retry_failed(
+            keys=[k.ready, k.notify, k.failed, k.failed_records, k.payloads, k.attempts,
+                  k.exceptions, k.enqueued],
+            args=[_raw(record["id"]), _raw(record["payload"])],
+        ))
+
+    def forget_failed(self, queue: str, job_id: str) -> bool:
+        k = self.keys(queue)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(k.failed, _raw(job_id))
+        pipe.hdel(k.failed_records, _raw(job_id))
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def flush_failed(self) -> int:
+        count = 0
+        for queue in self.known_queues():
+            k = self.keys(queue)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zcard(k.failed)
+            pipe.delete(k.failed, k.failed_records)
+            count += int(pipe.execute()[0])
+        return count
+
+    def prune_failed(self, older_than: float) -> int:
+        """Forget failed jobs that failed before the epoch time older_than."""
+        count = 0
+        cutoff = int(older_than * 1000)
+        for queue in self.known_queues():
+            k = self.keys(queue)
+            ids = self.client.zrangebyscore(k.failed, "-inf", cutoff)
+            for job_id in ids:
+                count += self.forget_failed(queue, _text(job_id))
+        return count
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+
+def _record_json(record: dict) -> str:
+    """A failed record as JSON; args too deeply nested to store are left out (the raw
+    payload is kept whole). ASCII JSON, so any id or payload bytes survive."""
+    try:
+        return json.dumps(record)
+    except (RecursionError, ValueError):
+        return json.dumps({**record, "args": None, "kwargs": None})
+
+
+# Ids and payloads are whatever bytes were stored. Bytes that are not UTF-8 are read as
+# surrogate escapes (_text) and written back as the very same bytes (_raw), so such a
+# job can still be acked, released, failed, listed, retried and forgotten.
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _raw(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as is
+        return text.encode("utf-8", "surrogatepass")

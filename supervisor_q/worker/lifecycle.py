@@ -1,0 +1,148 @@
+"""The seams around one job run, where workflows, middleware and events plug in.
+
+The worker calls these in order: prepare (verify, decrypt) -> invoke (unique lock,
+events, middleware around the job function) -> succeeded | failed | released.
+Kept apart from worker.py so job features grow here without touching the worker
+loop. succeeded/failed/released never raise: the worker calls them outside its own
+error handling, and a Redis hiccup in a chain or batch update must not kill it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from redis import RedisError
+
+from supervisor_q.jobs import controls, dispatching, encryption, middleware
+from supervisor_q.jobs.events import EVENTS, JobEvent
+from supervisor_q.jobs.registry import current_job
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.payload import Payload, build, decode, encode
+
+if TYPE_CHECKING:
+    from supervisor_q.jobs.registry import Job
+
+log = logging.getLogger("supervisor_q.lifecycle")
+
+
+def bind(queue: RedisQueue) -> None:
+    """The worker's connection, for chains, batches, locks and jobs dispatched in jobs."""
+    dispatching.bind(queue)
+
+
+def looping() -> None:
+    """In the worker loop, before each look for a job (the `looping` event)."""
+    EVENTS.fire("looping")
+
+
+def prepare(payload: Payload) -> Payload:
+    """Turn a stored payload into the one the job runs with: check its signature,
+    decrypt it. Raises MalformedPayload when it cannot run. The master's SETTLE_FAILED
+    wrapper is not signed (the master may lack the key); the payload it carries is
+    checked when it runs."""
+    if payload.job == SETTLE_FAILED:
+        return payload
+    return encryption.open_payload(payload)
+
+
+def _event(payload: Payload, attempts: int | None = None, **more: object) -> JobEvent:
+    ctx = current_job()
+    if attempts is None:
+        attempts = ctx.attempts if ctx is not None and ctx.id == payload.id else 1
+    return JobEvent(payload.id, payload.job, payload.queue, attempts, payload,
+                    **more)  # type: ignore[arg-type]
+
+
+def invoke(target: Job, payload: Payload) -> None:
+    """Run the job: free an until-processing unique lock, fire before/after, and run
+    the function inside its middleware."""
+    if not (payload.extra or target.options.middleware or EVENTS.wants("before")
+            or EVENTS.wants("after")):
+        target.fn(*payload.args, **payload.kwargs)  # the plain job: nothing to wrap
+        return
+    queue = dispatching.queue()
+    controls.release_unique(queue, payload, "processing")
+    EVENTS.fire("before", _event(payload))
+    try:
+        middleware.run(middleware.Call(target, payload, queue), target.options.middleware)
+    except BaseException as exc:
+        EVENTS.fire("after", _event(payload, exception=exc))
+        raise
+    EVENTS.fire("after", _event(payload))
+
+
+def _guarded(what: str, payload: Payload | None, action) -> None:  # noqa: ANN001
+    try:
+        action()
+    except Exception:
+        job_id = payload.id if payload is not None else "?"
+        log.exception("job %s: %s failed (the job's own outcome stands)", job_id, what)
+
+
+def succeeded(payload: Payload) -> None:
+    """After the job returned, before its ack: free the unique lock, queue the next
+    job of its chain, count it in its batch."""
+    if not payload.extra:  # no unique lock, chain or batch rides with this job
+        return
+    from supervisor_q.workflows import batches
+    from supervisor_q.workflows import chains as workflows
+
+    queue = dispatching.queue()
+    _guarded("unique unlock", payload,
+             lambda: controls.release_unique(queue, payload, "finished"))
+    _guarded("chain", payload, lambda: workflows.continue_chain(payload))
+    _guarded("batch", payload, lambda: batches.job_succeeded(payload))
+
+
+def failed(payload: Payload | None, reason: str, attempts: int | None = None) -> None:
+    """After the job moved to the failed store: failing event, unique unlock, chain
+    catch, batch failure."""
+    if payload is None:  # undecodable: nothing in it can be trusted to act on
+        return
+    from supervisor_q.workflows import batches
+    from supervisor_q.workflows import chains as workflows
+
+    EVENTS.fire("failing", _event(payload, attempts, reason=reason))
+    queue = dispatching.queue()
+    _guarded("unique unlock", payload,
+             lambda: controls.release_unique(queue, payload, "finished"))
+    _guarded("chain catch", payload, lambda: workflows.catch_chain(payload, reason))
+    _guarded("batch", payload, lambda: batches.job_failed(payload, reason))
+
+
+def released(payload: Payload, delay: float) -> None:
+    """After the job was put back for another attempt (nothing to do yet)."""
+
+
+# The internal job that settles, in a worker, a job the master failed (handback).
+SETTLE_FAILED = "supervisor_q:settle_failed"
+
+
+def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
+                     attempts: int) -> None:
+    """For the master, after it failed a job whose child died (handback.settle). The
+    master imports no jobs, so it cannot fire the app's `failing` events nor dispatch
+    callbacks with their declared options: it queues SETTLE_FAILED on the job's own
+    queue, and a worker serving that queue (it has the registry) runs failed() there.
+    Never raises."""
+    built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
+    try:
+        queue.push(job_queue, built.id, encode(built))
+    except RedisError as exc:
+        log.warning("job %s failed, but its callbacks cannot be queued: %s", built.id, exc)
+
+
+def _settle_failed(raw: str, reason: str, attempts: int) -> None:
+    """In a worker: what the worker that lost the job would have done after failing it.
+    The job's own payload is verified and decrypted here (the wrapper is the master's)."""
+    failed(prepare(decode(raw)), reason, attempts)
+
+
+def builtin(name: str) -> Job | None:
+    """The internal job of that name (runs in every worker), or None."""
+    if name != SETTLE_FAILED:
+        return None
+    from supervisor_q.jobs.registry import Job, JobOptions
+
+    return Job(_settle_failed, SETTLE_FAILED, JobOptions())

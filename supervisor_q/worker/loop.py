@@ -1,0 +1,488 @@
+"""The worker loop: reserve -> run under a deadline -> ack/release/fail -> recycle?
+
+Runs in a child forked by the master, or as `supervisor-q work` (in a child of its
+guard process, guard.py). It never imports the arbiter. The ack of a finished job
+rides in the same Redis round trip as the reserve of the next one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from types import FrameType
+
+import redis
+
+from supervisor_q import exitcodes
+from supervisor_q.jobs.registry import (
+    REGISTRY,
+    FailJob,
+    Job,
+    JobContext,
+    Registry,
+    ReleaseJob,
+    UnknownJob,
+    publish_registry,
+    reset_current_job,
+    set_current_job,
+)
+from supervisor_q.proctitle import set_title
+from supervisor_q.queue import payload as payloads
+from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
+from supervisor_q.queue.restart import read_generation, should_restart
+from supervisor_q.worker import lifecycle, outcome
+from supervisor_q.worker.guard import SlotJob, run_guarded
+from supervisor_q.worker.memory import current_rss
+from supervisor_q.worker.report import NullReporter, Reporter
+from supervisor_q.worker.timeouts import JobTimeout, alarm
+
+log = logging.getLogger("supervisor_q.worker")
+
+# Longest single blocking wait, so SIGTERM and the restart signal are seen within a second.
+MAX_BLOCK = 1.0
+RESTART_CHECK_INTERVAL = 1.0
+# A prefetched job not started within this long goes back to the queue: well inside
+# the reservation margin (backend.RESERVATION_MARGIN), so it can never run twice.
+PREFETCH_HOLD = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker's settings: a program's, or `supervisor-q work` flags."""
+
+    queues: tuple[str, ...]
+    imports: tuple[str, ...] = ()
+    tries: int = 1
+    backoff: tuple[int, ...] = (0,)
+    timeout: float = 60.0
+    sleep: float = 3.0
+    rest: float = 0.0
+    max_jobs: int = 0
+    max_time: float = 0.0
+    memory: int = 128  # MB, 0 = off
+    once: bool = False
+    stop_when_empty: bool = False
+    prefetch: int = 1
+    label: str = "worker"  # for titles and logs: "emails#3"
+    jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
+
+
+class BootError(Exception):
+    """A module in the import list could not be imported."""
+
+
+def import_job_modules(modules: tuple[str, ...]) -> None:
+    """Import the program's modules (they register jobs); the code now on disk."""
+    importlib.invalidate_caches()
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # a module may even call sys.exit
+            raise BootError(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class _Pending:
+    """A finished job whose ack rides with the next reserve."""
+
+    queue: str
+    id: str
+
+
+@dataclass
+class Worker:
+    settings: WorkerSettings
+    queue: RedisQueue
+    registry: Registry = field(default_factory=lambda: REGISTRY)
+    reporter: Reporter = field(default_factory=NullReporter)
+    started_with: float | None = None  # restart generation seen at start
+    parent_pid: int | None = None  # exit when the master is gone
+
+    def __post_init__(self) -> None:
+        self.stopping = False
+        self.paused = False
+        self.in_job = False  # a job body runs: the only place a signal may raise into
+        self.wake_fd: int | None = None  # signal wake-up pipe (install_signals)
+        self.jobs_done = 0
+        self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
+        self.started = time.monotonic()
+        self.next_restart_check = 0.0
+        self.redis_failures = 0
+        self.prefetched: list[Reserved] = []
+        self.prefetched_at = 0.0  # monotonic time the prefetched jobs were reserved
+        rnd = random.Random()
+        j = self.settings.jitter
+        self.max_jobs = int(self.settings.max_jobs * (1 - j * rnd.random()))
+        if self.settings.max_jobs and self.max_jobs < 1:
+            self.max_jobs = 1
+        self.max_time = self.settings.max_time * (1 - j * rnd.random())
+        lifecycle.bind(self.queue)  # chains, batches and locks use this worker's Redis
+
+    # -- signals ---------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """TERM/INT: finish the current job, then exit. A second INT interrupts the job.
+
+        The handlers only record. Raising out of a handler could land in the middle of
+        a Redis read (a pipelined reserve may already have run on the server, and its
+        job would be stranded); instead every signal also writes a byte to a wake-up
+        pipe, on which an idle blocking wait also waits (backend._await_reply)."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self.wake_fd = read_fd
+        signal.signal(signal.SIGTERM, self._handle_stop)
+        signal.signal(signal.SIGINT, self._handle_stop)
+        signal.signal(signal.SIGUSR1, self._handle_pause)
+        signal.signal(signal.SIGUSR2, self._handle_continue)
+
+    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping and signum == signal.SIGINT and self.in_job:
+            raise KeyboardInterrupt  # the second Ctrl-C interrupts the job's own code only
+        self.stopping = True
+
+    def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
+        self.paused = True
+
+    def _handle_continue(self, signum: int, frame: FrameType | None) -> None:
+        self.paused = False
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until a stop or recycle reason; return the exit code."""
+        # Declared options for dispatch by name in processes that cannot import the jobs.
+        self.with_redis(lambda: publish_registry(self.queue, self.registry))
+        self.reporter.ready(self.started_with)
+        self.title("idle")
+        code = exitcodes.OK
+        while True:
+            if self.stopping or not self.parent_alive():
+                break
+            reason = self.idle_checks()
+            if reason is not None:
+                code = reason
+                break
+            job = self.next_job()
+            if job is None:
+                if self.settings.stop_when_empty and not self.paused and not self.stopping:
+                    break
+                continue
+            timed_out = self.process(job)
+            if timed_out:
+                code = exitcodes.TIMEOUT
+                break
+            if self.settings.once:
+                break
+            reason = self.recycle_reason()
+            if reason is not None:
+                code = reason
+                break
+            if self.settings.rest:
+                time.sleep(self.settings.rest)
+        self.shutdown()
+        return code
+
+    def shutdown(self) -> None:
+        """Hand back prefetched jobs and send the pending ack before exiting."""
+        self.hand_back_prefetched()
+        self.flush_pending()
+        self.title("exiting")
+
+    def hand_back_prefetched(self) -> None:
+        """Release reserved-but-unstarted jobs at once, their attempt not counted."""
+        for job in self.prefetched:
+            self.with_redis(lambda j=job: self.queue.release(j.queue, j.id, undo_attempt=True))
+        self.prefetched.clear()
+
+    def flush_pending(self) -> None:
+        """Ack every finished job now (a separate round trip per queue)."""
+        for queue in {p.queue for p in self.pending}:
+            ids = [p.id for p in self.pending if p.queue == queue]
+            self.with_redis(lambda q=queue, i=ids: self.queue.ack(q, *i))
+        self.pending = []
+
+    def next_job(self) -> Reserved | None:
+        """Reserve from the first non-empty queue in priority order, or wait a while."""
+        lifecycle.looping()
+        if self.prefetched:
+            if time.monotonic() - self.prefetched_at < PREFETCH_HOLD:
+                return self.prefetched.pop(0)
+            # Jobs waiting behind a slow one must not outlive their reservation (its
+            # margin is only a few seconds): hand them back untouched and reserve afresh.
+            self.hand_back_prefetched()
+        if self.paused:
+            self.flush_pending()
+            self.title("paused")
+            self.sleep_interruptibly(MAX_BLOCK)
+            return None
+        result = self.with_redis(self._reserve_in_order)
+        if result is None:
+            return None
+        found, next_delayed = result
+        if found:
+            return found
+        wait = min(MAX_BLOCK, self.settings.sleep)
+        if next_delayed is not None:
+            wait = min(wait, max(next_delayed, 0.005))
+        if self.settings.stop_when_empty:
+            return None
+        self.title("idle")
+        return self.wait_for_jobs(wait)
+
+    def wait_for_jobs(self, seconds: float) -> Reserved | None:
+        """Block on the queues' wake-up tokens, reserving from the first queue the moment
+        one arrives; a stop or pause signal cuts the wait short."""
+        if self._leave_wait():
+            return None
+        result: ReserveResult | None = self.with_redis(lambda: self.queue.wait_and_reserve(
+            self.settings.queues, seconds, default_timeout=self.settings.timeout,
+            count=self.settings.prefetch, wake_fd=self.wake_fd, leave=self._leave_wait))
+        if result is None or not result.jobs:
+            return None
+        if self._leave_wait():  # told so while the reserve was on its way: hand it back now
+            self.prefetched.extend(result.jobs)
+            self.hand_back_prefetched()
+            return None
+        self.prefetched.extend(result.jobs[1:])
+        self.prefetched_at = time.monotonic()
+        return result.jobs[0]
+
+    def _leave_wait(self) -> bool:
+        return self.stopping or self.paused
+
+    def _reserve_in_order(self) -> tuple[Reserved | None, float | None]:
+        next_delayed: float | None = None
+        count = self.settings.prefetch
+        for queue in self.settings.queues:
+            ack_ids = [p.id for p in self.pending if p.queue == queue]
+            _, result = self.queue.reserve(queue, default_timeout=self.settings.timeout,
+                                           ack_ids=ack_ids, count=count)
+            if ack_ids:
+                self.pending = [p for p in self.pending if p.queue != queue]
+            if result.jobs:
+                self.flush_pending()  # the ack belonged to a lower-priority queue
+                self.prefetched.extend(result.jobs[1:])
+                self.prefetched_at = time.monotonic()
+                return result.jobs[0], None
+            if result.next_delayed_in is not None:
+                nd = result.next_delayed_in
+                next_delayed = nd if next_delayed is None else min(next_delayed, nd)
+        self.flush_pending()
+        return None, next_delayed
+
+    def with_redis(self, action):  # noqa: ANN001, ANN201 - small internal helper
+        """Run a Redis action; on a connection error wait with jittered backoff and retry,
+        until it succeeds or the worker is told to stop. Never crash-loops."""
+        while True:
+            try:
+                value = action()
+                if self.redis_failures:
+                    log.warning("%s: Redis is back", self.settings.label)
+                self.redis_failures = 0
+                return value
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                self.redis_failures += 1
+                if self.redis_failures == 1:
+                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label, exc)
+                if self.stopping and not self.pending and not self.prefetched:
+                    return None
+                if not self.parent_alive():
+                    return None
+                delay = min(5.0, 0.05 * 2 ** min(self.redis_failures, 7))
+                self.sleep_interruptibly(delay * (0.5 + random.random() / 2))
+
+    def sleep_interruptibly(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+    # -- one job ---------------------------------------------------------------
+
+    def process(self, job: Reserved) -> bool:
+        """Run one reserved job to its outcome. Returns True if it timed out."""
+        s = self.settings
+        try:
+            decoded, target = self.admit(job)
+        except (payloads.MalformedPayload, UnknownJob) as exc:
+            self.fail(job, None, payloads.printable(str(exc), 1000), None)
+            return False
+        # Declared @job options apply even to a payload that does not carry them.
+        limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
+                                        timeout=s.timeout, declared=target.options)
+        too_late = outcome.before_run(limits, job.attempts, time.time())
+        if too_late:
+            self.fail(job, decoded, too_late, None)
+            return False
+        if decoded.timeout is None and limits.timeout > s.timeout:
+            # reserve computed the deadline from the program's timeout: make it cover
+            # the declared one, or another worker would take the job while it runs.
+            held = self.with_redis(lambda: self.queue.extend(job.queue, job.id, limits.timeout,
+                                                             job.attempts))
+            if not held:
+                return False  # its reservation already lapsed: another attempt owns it
+        self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts)
+        # The start time (to the second) shows how long the job has run; the title is only
+        # rewritten when it changes, so a burst of short jobs costs one write per second.
+        self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
+        token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
+                                           decoded))
+        timed_out = False
+        try:
+            with alarm(limits.timeout) as timer:
+                self.in_job = True
+                try:
+                    lifecycle.invoke(target, decoded)
+                    timer.returned = True  # at once: an alarm handled after this is late
+                finally:
+                    self.in_job = False
+        except JobTimeout:
+            timed_out = True
+            self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),
+                        None, count_exception=False)
+        except ReleaseJob as exc:
+            delay = exc.delay
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, delay))
+            lifecycle.released(decoded, delay)
+        except FailJob as exc:
+            self.fail(job, decoded, exc.reason, None)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: hand the job back untouched and stop.
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, 0))
+            self.stopping = True
+        except Exception as exc:  # the job's own error: retry or fail, the worker goes on
+            error = f"{type(exc).__name__}: {exc}"
+            decision = outcome.after_exception(limits, job.attempts, job.exceptions + 1,
+                                               time.time(), error)
+            self.settle(job, decoded, decision, traceback.format_exc(), count_exception=True)
+        else:
+            lifecycle.succeeded(decoded)
+            if self.prefetched:  # the next job is already here: ack now, read the reply later
+                self.with_redis(lambda: self.queue.ack_nowait(job.queue, job.id))
+            else:  # the ack rides with the next reserve
+                self.pending.append(_Pending(job.queue, job.id))
+        finally:
+            reset_current_job(token)
+            self.reporter.job_finished(job.id)
+        self.jobs_done += 1
+        return timed_out
+
+    def admit(self, job: Reserved) -> tuple[payloads.Payload, Job]:
+        """The decoded payload and the registered job it names. Whatever is stored under
+        a job's id (any bytes) either passes or raises MalformedPayload/UnknownJob, so a
+        hostile payload is failed with its reason and never kills the worker."""
+        if len(job.id) > payloads.MAX_ID_LENGTH:
+            raise payloads.MalformedPayload(
+                f"job id is longer than {payloads.MAX_ID_LENGTH} characters")
+        try:
+            decoded = lifecycle.prepare(payloads.decode(job.payload))
+        except payloads.MalformedPayload:
+            raise
+        except Exception as exc:  # e.g. RecursionError checking a deeply nested signature
+            raise payloads.MalformedPayload(
+                f"payload cannot be read: {type(exc).__name__}: {exc}") from None
+        return decoded, lifecycle.builtin(decoded.job) or self.registry.get(decoded.job)
+
+    def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
+               trace: str | None, *, count_exception: bool) -> None:
+        if decision.release:
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, decision.delay,
+                                                       count_exception=count_exception))
+            lifecycle.released(decoded, decision.delay)
+        else:
+            self.fail(job, decoded, decision.reason, trace)
+
+    def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
+             trace: str | None) -> None:
+        record = failed_record(job, reason, trace)
+        log.warning("%s: job %s failed: %s", self.settings.label,
+                    payloads.printable(job.id, 100), reason)
+        moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
+        if moved:
+            lifecycle.failed(decoded, reason)
+
+    # -- recycling -------------------------------------------------------------
+
+    def recycle_reason(self) -> int | None:
+        """Checked after every job: max_jobs, max_time, memory, restart signal."""
+        if self.max_jobs and self.jobs_done >= self.max_jobs:
+            return exitcodes.MAX_JOBS
+        return self.idle_checks(after_job=True)
+
+    def idle_checks(self, after_job: bool = False) -> int | None:
+        if self.max_time and time.monotonic() - self.started >= self.max_time:
+            return exitcodes.MAX_TIME
+        if after_job and self.settings.memory:
+            if current_rss() > self.settings.memory * 1024 * 1024:
+                return exitcodes.MEMORY
+        now = time.monotonic()
+        if now >= self.next_restart_check:
+            self.next_restart_check = now + RESTART_CHECK_INTERVAL
+            try:
+                current = read_generation(self.queue.client)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                return None
+            if should_restart(self.started_with, current):
+                return exitcodes.RESTART
+        return None
+
+    def parent_alive(self) -> bool:
+        # Belt and braces beside PR_SET_PDEATHSIG: if the master is gone we were reparented.
+        return self.parent_pid is None or os.getppid() == self.parent_pid
+
+    def title(self, state: str) -> None:
+        set_title(f"supervisor-q {self.settings.label} {state}")
+
+
+def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
+    """The failed-store record for a job (its raw payload kept for `failed retry`)."""
+    body = payloads.peek(job.payload)
+    return {
+        "id": job.id, "job": body.get("job"), "queue": job.queue,
+        "args": body.get("args"), "kwargs": body.get("kwargs"), "attempts": job.attempts,
+        "failed_at": time.time(), "reason": reason, "exception": trace,
+        "payload": job.payload,
+    }
+
+
+def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
+    """`supervisor-q work`: the worker runs in a child under a guard process that enforces
+    the hard timeout as the master would (guard.py); this process exits as it did."""
+    return run_guarded(lambda reporter: _work_alone(settings, queue, reporter),
+                       lambda job: _settle_timed_out(settings, queue, job))
+
+
+def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter) -> int:
+    """Import, then work in the foreground until told to stop."""
+    try:
+        import_job_modules(settings.imports)
+    except BootError as exc:
+        print(f"supervisor-q work: {exc}", file=sys.stderr)
+        return exitcodes.BOOT_ERROR
+    worker = Worker(settings, queue, reporter=reporter, parent_pid=os.getppid())
+    worker.install_signals()
+    # Waits (with backoff) for a Redis that is down at start instead of crashing.
+    worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
+    return worker.run()
+
+
+def _settle_timed_out(settings: WorkerSettings, queue: RedisQueue, job: SlotJob) -> str:
+    """In the guard, after it killed the worker: release or fail the job (reason
+    "timeout") at once, as the master does for its children."""
+    from supervisor_q.master.pool import Handback
+    from supervisor_q.master.process import CurrentJob
+    from supervisor_q.worker import handback  # it imports this module
+
+    back = Handback(CurrentJob(job.id, "", job.queue, 0.0), job.attempts, "timeout", "timeout")
+    return handback.settle(queue, settings, back)

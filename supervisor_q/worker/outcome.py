@@ -1,0 +1,128 @@
+"""What happens to a job after an attempt that did not succeed: retry later or fail.
+
+Pure functions of (limits, attempts, exceptions, now), shared by the worker (a job
+raised or timed out) and the master (it killed the child running a job). Imports
+payload only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from supervisor_q.queue.payload import Payload
+
+if TYPE_CHECKING:
+    from supervisor_q.jobs.registry import JobOptions
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A job's retry limits: the payload's own values, else the program's."""
+
+    tries: int
+    backoff: tuple[int, ...]
+    max_exceptions: int | None
+    retry_until: float | None
+    fail_on_timeout: bool
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    release: bool  # True: run again after delay; False: fail with reason
+    delay: float = 0.0
+    reason: str = ""
+
+
+def resolve_limits(payload: Payload | None, *, tries: int, backoff: tuple[int, ...],
+                   timeout: float, declared: JobOptions | None = None) -> Limits:
+    """The payload's options, else the job's declared @job options (a payload dispatched
+    by name where the job was unknown carries none), else the program defaults."""
+    if payload is None:
+        return Limits(tries, backoff, None, None, False, timeout)
+    d = declared
+    if d is not None:
+        tries = d.tries if d.tries is not None else tries
+        backoff = d.backoff or backoff
+        timeout = d.timeout if d.timeout is not None else timeout
+    return Limits(
+        tries=payload.tries if payload.tries is not None else tries,
+        backoff=tuple(payload.backoff) if payload.backoff else backoff,
+        max_exceptions=_first(payload.max_exceptions, d and d.max_exceptions),
+        retry_until=_first(payload.retry_until, d and _declared_deadline(d, payload)),
+        fail_on_timeout=payload.fail_on_timeout or bool(d and d.fail_on_timeout),
+        timeout=payload.timeout if payload.timeout is not None else timeout,
+    )
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _declared_deadline(declared: JobOptions, payload: Payload) -> float | None:
+    """A declared retry_for counts from the payload's dispatch; a callable retry_until
+    is evaluated at dispatch only, so a payload without one has none."""
+    if declared.retry_for is not None:
+        return payload.dispatched_at + declared.retry_for
+    value = declared.retry_until
+    return None if callable(value) else value
+
+
+def backoff_delay(backoff: tuple[int, ...], attempts: int) -> float:
+    """Seconds before retry number `attempts` (1-based); the last value repeats."""
+    if not backoff:
+        return 0.0
+    return float(backoff[min(max(attempts, 1), len(backoff)) - 1])
+
+
+def out_of_attempts(limits: Limits, attempts: int, now: float) -> str | None:
+    """Why no further attempt may run, or None. retry_until beats tries (as in Laravel)."""
+    if limits.retry_until is not None:
+        if now >= limits.retry_until:
+            return "retry_until deadline passed"
+        return None
+    if attempts >= limits.tries:
+        return f"max attempts ({limits.tries}) reached"
+    return None
+
+
+def after_exception(limits: Limits, attempts: int, exceptions: int, now: float,
+                    error: str) -> Decision:
+    """The job raised; exceptions already counts this one."""
+    if limits.max_exceptions is not None and exceptions >= limits.max_exceptions:
+        return Decision(False, reason=f"max exceptions ({limits.max_exceptions}) reached: {error}")
+    stop = out_of_attempts(limits, attempts, now)
+    if stop:
+        return Decision(False, reason=f"{stop}: {error}")
+    return Decision(True, delay=backoff_delay(limits.backoff, attempts))
+
+
+def after_timeout(limits: Limits, attempts: int, now: float) -> Decision:
+    reason = f"timeout: ran longer than {limits.timeout:g}s"
+    if limits.fail_on_timeout:
+        return Decision(False, reason=reason)
+    stop = out_of_attempts(limits, attempts, now)
+    if stop:
+        return Decision(False, reason=f"{reason} ({stop})")
+    return Decision(True, delay=backoff_delay(limits.backoff, attempts))
+
+
+def after_lost_worker(limits: Limits, attempts: int, now: float, how: str) -> Decision:
+    """The child running the job died (killed, crashed, out of memory)."""
+    stop = out_of_attempts(limits, attempts, now)
+    if stop:
+        return Decision(False, reason=f"{how} ({stop})")
+    return Decision(True, delay=backoff_delay(limits.backoff, attempts))
+
+
+def before_run(limits: Limits, attempts: int, now: float) -> str | None:
+    """A job reserved again after its worker vanished may already be out of attempts."""
+    if limits.retry_until is not None:
+        return "retry_until deadline passed" if now >= limits.retry_until else None
+    if attempts > limits.tries:
+        return (f"max attempts ({limits.tries}) exceeded (earlier attempts were released "
+                "or their worker was lost mid-job)")
+    return None

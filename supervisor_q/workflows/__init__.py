@@ -1,0 +1,4 @@
+"""Chains and batches, built on jobs.
+
+Imports jobs and queue.
+"""

@@ -1,0 +1,268 @@
+"""Batches: a group of jobs (and chains) with progress, cancel, and callbacks.
+
+State lives in Redis under one hash tag per batch, sq:{batch:<id>}:state|done|failed,
+changed only by atomic Lua (lua.BATCH_SUCCEEDED / BATCH_FAILED), idempotent per job id
+so an at-least-once rerun never counts twice. then / catch / finally are registered
+job names run once each: the scripts set a flag with HSETNX and only the worker that
+set it dispatches the callback. Counters follow Laravel: a failed job stays pending
+(a retry that succeeds finishes it); finished = every job succeeded or failed.
+Imports dispatching, workflows, jobs, lua, backend and payload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor_q.jobs import dispatching
+from supervisor_q.jobs.registry import Job, current_job
+from supervisor_q.queue import lua
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.payload import Payload
+from supervisor_q.workflows.chains import BATCH, Chain, Signature, remaining, signature
+
+log = logging.getLogger("supervisor_q.batches")
+
+INDEX_KEY = "sq:batches"  # zset batch id -> created-at (s), for listing and pruning
+Item = Signature | Job | str | Chain | list
+
+
+def _keys(batch_id: str) -> list[str]:
+    tag = f"sq:{{batch:{batch_id}}}"
+    return [f"{tag}:state", f"{tag}:done", f"{tag}:failed"]
+
+
+def _as_chain(item: Item) -> Chain:
+    if isinstance(item, Chain):
+        return item
+    if isinstance(item, list):
+        return Chain([i if isinstance(i, Signature) else signature(i) for i in item])
+    return Chain([item if isinstance(item, Signature) else signature(item)])
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A batch as `batches show` prints it."""
+
+    id: str
+    name: str
+    total: int
+    pending: int
+    failed: int
+    processed: int
+    percent: int
+    cancelled: bool
+    finished: bool
+    created_at: float
+    finished_at: float | None
+    failed_job_ids: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Batch:
+    """A handle on a batch in Redis (it holds no state of its own)."""
+
+    def __init__(self, batch_id: str, queue: RedisQueue | None = None) -> None:
+        self.id = batch_id
+        self._queue = queue
+
+    @property
+    def queue(self) -> RedisQueue:
+        return self._queue or dispatching.queue()
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.id}>"
+
+    def progress(self) -> Progress | None:
+        """Counts now, or None if the batch is unknown (never made, or pruned)."""
+        state_key, _, failed_key = _keys(self.id)
+        pipe = self.queue.client.pipeline(transaction=False)
+        pipe.hgetall(state_key)
+        pipe.smembers(failed_key)
+        raw, failed_ids = pipe.execute()
+        if not raw:
+            return None
+        s = {_text(k): _text(v) for k, v in raw.items()}
+        total, pending = int(s.get("total", 0)), int(s.get("pending", 0))
+        processed = total - pending
+        return Progress(
+            id=self.id, name=s.get("name", ""), total=total, pending=pending,
+            failed=len(failed_ids), processed=processed,
+            percent=round(100 * processed / total) if total else 100,
+            cancelled="cancelled_at" in s, finished="finished_at" in s,
+            created_at=float(s.get("created_at", 0)),
+            finished_at=int(s["finished_at"]) / 1000 if "finished_at" in s else None,
+            failed_job_ids=sorted(_text(i) for i in failed_ids))
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancel() ran or (without allow_failures) a job failed."""
+        return bool(self.queue.client.hexists(_keys(self.id)[0], "cancelled_at"))
+
+    def cancel(self) -> None:
+        """Mark cancelled: jobs that check batch.cancelled (or use SkipIfBatchCancelled)
+        stop early; `then` will not run."""
+        self.queue.client.hsetnx(_keys(self.id)[0], "cancelled_at", int(time.time() * 1000))
+
+    def add(self, items: Iterable[Item]) -> list[str]:
+        """Add jobs (or chains) to this running batch, e.g. from one of its jobs."""
+        chains = [_as_chain(i) for i in items]
+        count = sum(len(c.jobs) for c in chains)
+        # Count them before they are queued, so the batch cannot finish in between.
+        pipe = self.queue.client.pipeline(transaction=True)
+        pipe.hincrby(_keys(self.id)[0], "total", count)
+        pipe.hincrby(_keys(self.id)[0], "pending", count)
+        pipe.execute()
+        return [str(c.dispatch(extra={BATCH: self.id})) for c in chains]
+
+
+@dataclass
+class PendingBatch:
+    """A batch being built: batch([...], name=..., then=...).dispatch() -> Batch."""
+
+    items: list[Chain]
+    name: str = ""
+    then: Signature | None = None
+    catch: Signature | None = None
+    finally_: Signature | None = None
+    allow_failures: bool = False
+    queue: str | None = None  # every job (and callback) on this queue unless it names one
+
+    def dispatch(self, *, connection: str | None = None) -> Batch:
+        fake = dispatching.active_fake()
+        if fake is not None and hasattr(fake, "record_batch"):
+            return fake.record_batch(self)  # type: ignore[no-any-return]
+        batch_id = str(uuid.uuid4())
+        target = dispatching.queue(connection)
+        total = sum(len(c.jobs) for c in self.items)
+        callbacks = {k: v.to_json() for k, v in
+                     (("then", self.then), ("catch", self.catch), ("finally", self.finally_))
+                     if v is not None}
+        state = {"id": batch_id, "name": self.name, "total": total, "pending": total,
+                 "allow_failures": "1" if self.allow_failures else "0",
+                 "callbacks": json.dumps(callbacks), "queue": self.queue or "",
+                 "created_at": time.time()}
+        pipe = target.client.pipeline(transaction=False)
+        pipe.hset(_keys(batch_id)[0], mapping=state)
+        pipe.zadd(INDEX_KEY, {batch_id: time.time()})
+        pipe.execute()
+        handle = Batch(batch_id, target)
+        if total == 0:  # nothing to wait for: then and finally now, as Laravel does
+            _fire(handle, {"then": 1, "finally": 1}, None)
+        for c in self.items:
+            if self.queue and c.queue is None:
+                c.queue = self.queue
+            c.dispatch(extra={BATCH: batch_id}, connection=connection)
+        return handle
+
+
+def batch(items: Iterable[Item], *, name: str = "", then: Signature | Job | str | None = None,
+          catch: Signature | Job | str | None = None,
+          finally_: Signature | Job | str | None = None, allow_failures: bool = False,
+          queue: str | None = None) -> PendingBatch:
+    """batch([a.s(1), [b.s(), c.s()]], name="import", then=done.s()).dispatch()"""
+
+    def sig(x: Signature | Job | str | None) -> Signature | None:
+        return None if x is None else x if isinstance(x, Signature) else signature(x)
+
+    return PendingBatch([_as_chain(i) for i in items], name, sig(then), sig(catch),
+                        sig(finally_), allow_failures, queue)
+
+
+def find(batch_id: str, connection: str | None = None) -> Batch:
+    return Batch(batch_id, dispatching.queue(connection))
+
+
+def current_batch() -> Batch | None:
+    """Inside a job: the batch it belongs to, else None."""
+    ctx = current_job()
+    batch_id = ctx.payload.extra.get(BATCH) if ctx is not None else None
+    return Batch(str(batch_id)) if batch_id else None
+
+
+# -- worker side (called from lifecycle) -----------------------------------------
+
+def job_succeeded(payload: Payload) -> None:
+    batch_id = payload.extra.get(BATCH)
+    if not batch_id:
+        return
+    handle = Batch(str(batch_id))
+    script = handle.queue.client.register_script(lua.BATCH_SUCCEEDED)
+    _, fire_then, fire_finally = script(keys=_keys(handle.id), args=[payload.id])
+    _fire(handle, {"then": fire_then, "finally": fire_finally}, None)
+
+
+def job_failed(payload: Payload, reason: str) -> None:
+    batch_id = payload.extra.get(BATCH)
+    if not batch_id:
+        return
+    handle = Batch(str(batch_id))
+    script = handle.queue.client.register_script(lua.BATCH_FAILED)
+    skipped = len(remaining(payload))  # the rest of its chain will never run
+    _, fire_catch, fire_finally = script(keys=_keys(handle.id), args=[payload.id, skipped])
+    failure = {"id": payload.id, "job": payload.job, "reason": reason}
+    _fire(handle, {"catch": fire_catch, "finally": fire_finally}, failure)
+
+
+def _fire(handle: Batch, which: dict[str, int], failure: dict | None) -> None:
+    """Dispatch the callbacks whose flag this process set; each gets the batch's
+    progress dict (plus "failed_job" for catch) as its first argument."""
+    wanted = [k for k in ("then", "catch", "finally") if which.get(k)]
+    if not wanted:
+        return
+    state_key = _keys(handle.id)[0]
+    raw_callbacks, queue_name = handle.queue.client.hmget(state_key, "callbacks", "queue")
+    callbacks = json.loads(raw_callbacks or "{}")
+    progress = handle.progress()
+    info = progress.to_json() if progress else {"id": handle.id}
+    for kind in wanted:
+        body = callbacks.get(kind)
+        if not body:
+            continue
+        sig = Signature.from_json(body)
+        if queue_name and not sig.queue:
+            sig = sig.on(_text(queue_name))
+        arg = {**info, "failed_job": failure} if kind == "catch" else info
+        sig.dispatch(prepend=[arg])
+        log.info("batch %s: %s callback %s dispatched", handle.id, kind, sig.job)
+
+
+# -- operations ----------------------------------------------------------------
+
+def retry_batch(queue: RedisQueue, batch_id: str) -> int:
+    """Queue every failed job of the batch again; returns how many."""
+    count = 0
+    for job_id in queue.client.smembers(_keys(batch_id)[2]):
+        record = queue.find_failed(_text(job_id))
+        if record is not None and queue.retry_failed(record):
+            count += 1
+    return count
+
+
+def prune(queue: RedisQueue, older_than: float, *, unfinished: bool = False) -> int:
+    """Forget finished (or, with unfinished, any) batches created before epoch older_than."""
+    count = 0
+    for raw_id in queue.client.zrangebyscore(INDEX_KEY, "-inf", older_than):
+        batch_id = _text(raw_id)
+        if unfinished or queue.client.hexists(_keys(batch_id)[0], "finished_at"):
+            queue.client.delete(*_keys(batch_id))
+            queue.client.zrem(INDEX_KEY, batch_id)
+            count += 1
+    return count
+
+
+def list_batches(queue: RedisQueue, limit: int = 50) -> list[Progress]:
+    ids = queue.client.zrevrange(INDEX_KEY, 0, limit - 1)
+    found = (Batch(_text(i), queue).progress() for i in ids)
+    return [p for p in found if p is not None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

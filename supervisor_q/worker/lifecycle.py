@@ -103,17 +103,17 @@ def failed(payload: Payload | None, reason: str, attempts: int | None = None) ->
     _guarded("batch", payload, lambda: batches.job_failed(payload, reason))
 
 
-# The internal job that settles, in a worker, a job the master failed (handback).
+# The internal job that settles, in a worker, a job that handback.settle failed.
 SETTLE_FAILED = "supervisor_q:settle_failed"
 
 
 def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
                      attempts: int) -> None:
-    """For the master, after it failed a job whose child died (handback.settle). The
-    master imports no jobs, so it cannot fire the app's `failing` events nor dispatch
-    callbacks with their declared options: it queues SETTLE_FAILED on the job's own
-    queue, and a worker serving that queue (it has the registry) runs failed() there.
-    Never raises."""
+    """For handback.settle (in the master, or the `work` guard), after it failed a job
+    whose worker died. Neither imports the application's job modules, so it cannot fire
+    the app's `failing` events nor dispatch callbacks with their declared options: it
+    queues SETTLE_FAILED on the job's own queue, and a worker serving that queue (it
+    has the registry) runs failed() there. Never raises."""
     built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
     try:
         queue.push(job_queue, built.id, encode(built))

@@ -1,4 +1,4 @@
-"""Chains: jobs that run one after another, and the signatures they are made of.
+"""Chains: jobs that run one after another.
 
 The rest of a chain travels in the running job's payload (extra["chain"], a list of
 signatures as JSON), so no chain state can be lost apart from its job. When a job

@@ -9,10 +9,12 @@ Layers, lowest first; a module may import its own layer's modules and lower laye
     base       top-level helpers: clock, paths, logs, exitcodes, proctitle
     config     program files               ctl   the control socket (a transport)
     queue      Redis: keys, Lua, backend, payloads, restart signal, embedded server
-    jobs       the job API: registry, dispatch, middleware/controls, encryption, events
+    jobs       the job API: context, registry, dispatch, unique, middleware/controls,
+               encryption, events
     workflows  chains and batches
-    worker     the child: loop, lifecycle, outcome, timeouts, report pipe, sync mode
-    master     arbiter, pools, processes, spawn, handback, wakeup, schedule, systemd
+    worker     the child: boot, loop, lifecycle, outcome, handback, timeouts, report pipe,
+               sync mode
+    master     arbiter, pools, processes, spawn, wakeup, schedule, systemd
     cli        the supervisor-q command
     api        supervisor_q/__init__.py, __main__.py and testing.py: the public surface
 

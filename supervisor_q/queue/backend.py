@@ -2,7 +2,7 @@
 
 Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
-deadline, or failed: never nowhere. Imports keys, lua, ids and failed.
+deadline, or failed: never nowhere. Imports paths, keys, lua, ids and failed.
 """
 
 from __future__ import annotations

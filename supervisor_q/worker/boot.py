@@ -3,7 +3,7 @@
 The master's children (master/spawn.py) and `supervisor-q work` both import the job
 modules with import_job_modules. run_standalone runs the worker under the guard
 (guard.py), which settles a job it killed through handback.py as the master does.
-Imports loop, guard, handback, report and restart.
+Imports loop, guard, handback, report, restart and backend.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import signal
 import time
 
 from supervisor_q import job
-from supervisor_q.jobs.registry import queue_for
+from supervisor_q.jobs.dispatching import queue_for
 
 
 def _mark(key: str) -> None:

@@ -15,6 +15,7 @@ from supervisor_q.jobs.registry import (
     job,
     release,
 )
+from supervisor_q.worker import sync as _sync  # noqa: F401  installs sync mode (use_inline)
 from supervisor_q.workflows.batches import batch, current_batch
 from supervisor_q.workflows.chains import chain
 

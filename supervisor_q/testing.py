@@ -18,15 +18,13 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from supervisor_q.jobs import dispatching
-from supervisor_q.jobs.registry import Job
+from supervisor_q.jobs.registry import Job, Signature
 from supervisor_q.queue.payload import Payload
-from supervisor_q.workflows.chains import CHAIN, Signature
-
-if TYPE_CHECKING:
-    from supervisor_q.workflows.batches import PendingBatch
+from supervisor_q.workflows.batches import Batch, PendingBatch
+from supervisor_q.workflows.chains import CHAIN
 
 Target = Job | str | Signature
 
@@ -85,8 +83,6 @@ class QueueFake:
                                           delay, built))
 
     def record_batch(self, pending: PendingBatch) -> Any:
-        from supervisor_q.workflows.batches import Batch
-
         batch_id = str(uuid.uuid4())
         self.batches.append(FakeBatch(batch_id, pending.name,
                                       [list(c.jobs) for c in pending.items], pending.then,

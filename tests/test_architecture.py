@@ -9,10 +9,12 @@ Layers, lowest first; a module may import its own layer's modules and lower laye
     base       top-level helpers: clock, paths, logs, exitcodes, proctitle
     config     program files               ctl   the control socket (a transport)
     queue      Redis: keys, Lua, backend, payloads, restart signal, embedded server
-    jobs       the job API: registry, dispatch, middleware/controls, encryption, events
+    jobs       the job API: context, registry, dispatch, unique, middleware/controls,
+               encryption, events
     workflows  chains and batches
-    worker     the child: loop, lifecycle, outcome, timeouts, report pipe, sync mode
-    master     arbiter, pools, processes, spawn, handback, wakeup, schedule, systemd
+    worker     the child: boot, loop, lifecycle, outcome, handback, timeouts, report pipe,
+               sync mode
+    master     arbiter, pools, processes, spawn, wakeup, schedule, systemd
     cli        the supervisor-q command
     api        supervisor_q/__init__.py, __main__.py and testing.py: the public surface
 
@@ -336,14 +338,14 @@ def _fake_imports(root: Path) -> list[Import]:
 def test_checker_reports_a_function_local_import_up_the_layers(tmp_path: Path) -> None:
     root = _fake_package(tmp_path, {
         "__init__.py": "", "jobs/__init__.py": "", "worker/__init__.py": "",
-        "jobs/dispatching.py": "def send():\n    from supervisor_q.worker.loop import sync\n",
-        "worker/sync.py": "from supervisor_q.jobs.registry import dispatching\n",
+        "jobs/dispatching.py": "def send():\n    from supervisor_q.worker import sync\n",
+        "worker/sync.py": "from supervisor_q.jobs import dispatching\n",
     })
     imports = _fake_imports(root)
     problems = layer_violations(imports, _fake_unit)
     assert problems == [
-        "supervisor_q/jobs/dispatching.py:2: function-local import of supervisor_q.worker.loop.sync"
-        " from supervisor_q.jobs.registry.dispatching (jobs -> worker); jobs may import only base, "
+        "supervisor_q/jobs/dispatching.py:2: function-local import of supervisor_q.worker.sync"
+        " from supervisor_q.jobs.dispatching (jobs -> worker); jobs may import only base, "
         "config, ctl, queue"]
     cycles = unit_cycles(imports, _fake_unit)
     assert len(cycles) == 1 and "supervisor_q/jobs/dispatching.py:2" in cycles[0]
@@ -354,11 +356,11 @@ def test_checker_reports_a_cycle_inside_a_subpackage_and_ignores_type_checking(
         tmp_path: Path) -> None:
     root = _fake_package(tmp_path, {
         "__init__.py": "", "jobs/__init__.py": "",
-        "jobs/registry.py": "import supervisor_q.jobs.registry.dispatching\n",
+        "jobs/registry.py": "import supervisor_q.jobs.dispatching\n",
         "jobs/dispatching.py": "def queue():\n    from .registry import queue_for\n",
         "jobs/context.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                            "    from supervisor_q.jobs.registry.registry import Job\n"),
-        "jobs/unique.py": "from supervisor_q.jobs.registry import context\n",
+                            "    from supervisor_q.jobs.registry import Job\n"),
+        "jobs/unique.py": "from supervisor_q.jobs import context\n",
     })
     cycles = module_cycles(_fake_imports(root), _fake_unit)
     assert len(cycles) == 1, cycles

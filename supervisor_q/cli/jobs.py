@@ -13,7 +13,8 @@ from supervisor_q.logs import configure_logging
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.payload import NotSerialisable, from_printable, printable
-from supervisor_q.worker.loop import MAX_BLOCK, WorkerSettings, run_standalone
+from supervisor_q.worker.boot import run_standalone
+from supervisor_q.worker.loop import MAX_BLOCK, WorkerSettings
 
 
 def _queue(args: argparse.Namespace, socket_timeout: float | None = 30.0) -> RedisQueue:

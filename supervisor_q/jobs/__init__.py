@@ -1,5 +1,6 @@
-"""The job API: @job and its registry, dispatch, the job context, middleware and
-controls, encryption, events.
+"""The job API: @job, its registry and signatures, dispatch, the job context, unique
+locks, middleware and controls, encryption, events.
 
-Imports queue, never workflows, worker or master.
+Imports queue and the top-level helpers, never workflows, worker or master (sync mode
+plugs in from the worker: dispatching.use_inline).
 """

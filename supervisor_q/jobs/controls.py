@@ -1,7 +1,5 @@
-"""Job controls on Redis: unique jobs, and the middleware that limits runs.
+"""Job controls on Redis: the middleware that limits runs (unique jobs: unique.py).
 
-- unique jobs: a lock taken at dispatch (SET NX), freed when the job starts
-  (unique_until="processing") or ends for good ("finished"), or after unique_for.
 - WithoutOverlapping(key): one run per key at a time.
 - Funnel(key, limit): at most `limit` runs per key at a time.
 - Throttle(key, allow, every): at most `allow` starts per key in any `every` seconds.
@@ -9,7 +7,7 @@
   stop running the job for `decay` seconds.
 Every lock expires on its own (job timeout + margin), so a dead holder frees it.
 A job held back by a limit is released without spending an attempt.
-Imports jobs, middleware, lua, backend and payload.
+Imports middleware and lua.
 """
 
 from __future__ import annotations
@@ -17,47 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import redis
 
 from supervisor_q.jobs.middleware import Call, Key, release_for_limit, resolve_key
-from supervisor_q.jobs.registry import Job
 from supervisor_q.queue import lua
-from supervisor_q.queue.backend import RedisQueue
-from supervisor_q.queue.payload import Payload
 
 log = logging.getLogger("supervisor_q.controls")
-
-UNIQUE = "unique"  # payload.extra field: {"key": lock key, "until": "finished"|"processing"}
-
-
-# -- unique jobs ---------------------------------------------------------------
-
-def unique_key(job: Job, args: list, kwargs: dict) -> str:
-    make = job.options.unique_id
-    ident = "" if make is None else str(make(*args, **kwargs))
-    return f"sq:unique:{{{job.name}:{ident}}}"
-
-
-def acquire_unique(queue: RedisQueue, job: Job, built: Payload) -> Payload | None:
-    """Take the unique lock for built; the payload that remembers it, or None if another
-    job holds the lock (a duplicate)."""
-    key = unique_key(job, built.args, built.kwargs)
-    seconds = job.options.unique_for or 0
-    ok = queue.client.set(key, built.id, nx=True, px=int(seconds * 1000) or None)
-    if not ok:
-        return None
-    extra = {**built.extra, UNIQUE: {"key": key, "until": job.options.unique_until}}
-    return replace(built, extra=extra)
-
-
-def release_unique(queue: RedisQueue, payload: Payload, stage: str) -> None:
-    """Free the unique lock of payload if it is held for this stage and by this job."""
-    spec = payload.extra.get(UNIQUE)
-    if not isinstance(spec, dict) or spec.get("until") != stage:
-        return
-    queue.client.register_script(lua.UNLOCK)(keys=[str(spec.get("key"))], args=[payload.id])
 
 
 # -- concurrency ---------------------------------------------------------------
@@ -78,7 +43,7 @@ class Funnel:
     def handle(self, call: Call, proceed: Callable[[], None]) -> None:
         lock = resolve_key(self.key, call, self.kind)
         hold_ms = int((self.expire_after or call.lock_seconds()) * 1000)
-        script = call.queue.client.register_script(lua.FUNNEL_ACQUIRE)
+        script = call.queue.script(lua.FUNNEL_ACQUIRE)
         wait_ms = int(script(keys=[lock], args=[call.token, self.limit, hold_ms]))
         if wait_ms:
             if self.dont_release:
@@ -111,7 +76,7 @@ class Throttle:
 
     def handle(self, call: Call, proceed: Callable[[], None]) -> None:
         log_key = resolve_key(self.key, call, "throttle")
-        script = call.queue.client.register_script(lua.THROTTLE)
+        script = call.queue.script(lua.THROTTLE)
         member = f"{call.token}:{time.time_ns()}"
         wait_ms = int(script(keys=[log_key], args=[member, self.allow, int(self.every * 1000)]))
         if wait_ms:
@@ -152,19 +117,6 @@ class ThrottlesExceptions:
             pipe.set(base + ":open", "1", px=int(self.decay * 1000))
             pipe.delete(base + ":count")
             pipe.execute()
-
-
-@dataclass(frozen=True)
-class SkipIfBatchCancelled:
-    """Do not run a batch job whose batch was cancelled (it still counts as done)."""
-
-    def handle(self, call: Call, proceed: Callable[[], None]) -> None:
-        from supervisor_q.workflows.batches import current_batch
-
-        batch = current_batch()
-        if batch is not None and batch.cancelled:
-            return
-        proceed()
 
 
 def _quietly(action: Callable[[], object]) -> None:

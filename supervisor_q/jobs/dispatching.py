@@ -3,18 +3,22 @@
 Every dispatch (Job.dispatch, dispatch(name), chains, batches, callbacks) ends in
 send(), so the test fake and the sync mode see them all. It also knows which Redis
 a running worker uses, so jobs dispatched from inside a job go to the same server.
-Imports jobs, payload, encryption and backend; sync and controls lazily.
+Sync mode plugs in from above (worker/sync.py calls use_inline when supervisor_q is
+imported); unique locks come from unique.py. Imports encryption, unique, payload,
+backend and paths.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from supervisor_q.jobs import encryption
+from supervisor_q.jobs import encryption, unique
+from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue import payload as payloads
-from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.backend import RedisQueue, connect
 
 if TYPE_CHECKING:
     from supervisor_q.jobs.registry import Job
@@ -22,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("supervisor_q.dispatch")
 
 SYNC_ENV = "SUPERVISOR_Q_SYNC"
+
+Dispatcher = Callable[[payloads.Payload], None]  # runs a payload instead of pushing it
 
 
 class Recorder(Protocol):
@@ -31,11 +37,13 @@ class Recorder(Protocol):
 
 
 class _State:
-    """Process-wide dispatch settings: the worker's queue, sync mode, an active fake."""
+    """Process-wide dispatch settings: the worker's queue, sync mode and the dispatcher
+    that runs it, an active fake."""
 
     def __init__(self) -> None:
         self.bound: tuple[int, RedisQueue] | None = None  # (pid, queue) of this worker
         self.sync: bool | None = None  # None: read SUPERVISOR_Q_SYNC at call time
+        self.inline: Dispatcher | None = None  # runs a job in sync mode (worker/sync.py)
         self.fake: Recorder | None = None
 
 
@@ -48,10 +56,22 @@ def bind(queue: RedisQueue) -> None:
     _state.bound = (os.getpid(), queue)
 
 
+# One client per (url, pid): a connection must never cross a fork.
+_queues: dict[tuple[str, int], RedisQueue] = {}
+
+
+def queue_for(connection: str | None = None) -> RedisQueue:
+    """The RedisQueue for a URL (resolved like every command: argument, env, embedded)."""
+    url = resolve_redis_url(connection)
+    key = (url, os.getpid())
+    found = _queues.get(key)
+    if found is None:
+        found = _queues[key] = RedisQueue(connect(url))
+    return found
+
+
 def queue(connection: str | None = None) -> RedisQueue:
     """The RedisQueue for connection, else the bound worker queue, else the default."""
-    from supervisor_q.jobs.registry import queue_for
-
     bound = _state.bound
     if connection is None and bound is not None and bound[0] == os.getpid():
         return bound[1]
@@ -61,6 +81,11 @@ def queue(connection: str | None = None) -> RedisQueue:
 def set_sync(enabled: bool | None) -> None:
     """Run dispatched jobs inline (True), push them (False), or follow the environment."""
     _state.sync = enabled
+
+
+def use_inline(dispatcher: Dispatcher | None) -> None:
+    """Install the function that runs a job in sync mode (worker/sync.py does, on import)."""
+    _state.inline = dispatcher
 
 
 def sync_enabled() -> bool:
@@ -88,16 +113,14 @@ def send(built: payloads.Payload, *, delay: float = 0.0, connection: str | None 
         fake.record(built, delay)
         return built.id
     if sync_enabled():
-        from supervisor_q.worker import sync
-
-        sync.run_inline(built)
+        if _state.inline is None:
+            raise RuntimeError("sync mode: no inline dispatcher installed (import supervisor_q)")
+        _state.inline(built)
         return built.id
     target = queue(connection)
     options = job.options if job is not None else None
     if options is not None and options.unique_for is not None:
-        from supervisor_q.jobs import controls
-
-        locked = controls.acquire_unique(target, job, built)
+        locked = unique.acquire_unique(target, job, built)
         if locked is None:
             log.info("dropped duplicate of unique job %s (%s)", built.job, built.id)
             return None
@@ -106,15 +129,3 @@ def send(built: payloads.Payload, *, delay: float = 0.0, connection: str | None 
     target.push(built.queue, built.id, raw, delay=delay)
     return built.id
 
-
-def build_for(name: str, args: list | tuple, kwargs: dict[str, Any], *,
-              queue_name: str | None = None, extra: dict | None = None,
-              connection: str | None = None) -> tuple[payloads.Payload, Job | None]:
-    """A payload for a job name, with the job's declared options when registered here
-    or published by its workers."""
-    from supervisor_q.jobs.registry import DEFAULT_QUEUE, find_job
-
-    registered = find_job(name, connection)
-    if registered is not None:
-        return registered.payload(args, kwargs, queue=queue_name, extra=extra), registered
-    return payloads.build(name, queue_name or DEFAULT_QUEUE, args, kwargs, extra=extra), None

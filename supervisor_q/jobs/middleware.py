@@ -4,18 +4,23 @@ A middleware is any object with `handle(call: Call, proceed: Callable[[], None])
 call `proceed()` to run the rest (inner middleware, then the job), or do not, to
 skip the run; `release_for_limit(delay)` puts the job back without spending an
 attempt. The controls (overlap, throttle, funnel, throttles-exceptions) live in
-controls.py. Imports jobs, keys and lua.
+controls.py, unique locks in unique.py. Imports context, backend, keys and payload
+(the Job type only for type checking).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from supervisor_q.jobs.registry import Job, ReleaseJob, current_job
+from supervisor_q.jobs.context import ReleaseJob, current_job
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.keys import limit_key
 from supervisor_q.queue.payload import Payload
+
+if TYPE_CHECKING:
+    from supervisor_q.jobs.registry import Job
 
 DEFAULT_TIMEOUT = 60.0  # lock lifetime base when neither job nor payload sets a timeout
 LOCK_MARGIN = 5.0  # seconds a lock outlives the job's timeout, like a reservation
@@ -64,7 +69,7 @@ def resolve_key(key: Key, call: Call, kind: str) -> str:
         value = key(*call.args, **call.kwargs)
     else:
         value = key
-    return f"sq:{kind}:{{{value}}}"
+    return limit_key(kind, value)
 
 
 def release_for_limit(call: Call, delay: float) -> None:

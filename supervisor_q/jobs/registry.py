@@ -1,89 +1,44 @@
-"""The @job registry, dispatch(), and what a running job may ask for (release, fail).
+"""The @job registry, dispatch(), and signatures (a job name with arguments).
 
 Only registered jobs run: a worker imports the modules its program lists under
 `import:` and looks payload names up in the registry; nothing named in a payload
-is ever imported. Imports payload, backend and paths only.
+is ever imported. Signature lives here, beside Job: Job.s() makes one, and
+Signature.dispatch() looks its name up in the registry. What a running job may ask
+for (current_job, release, fail) is in context.py and importable from here too.
+Imports context, dispatching, payload, backend and keys.
 """
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from supervisor_q.jobs import dispatching
-from supervisor_q.paths import resolve_redis_url
+from supervisor_q.jobs.context import (  # noqa: F401  the job API, importable from here
+    FailJob,
+    JobContext,
+    ReleaseJob,
+    current_job,
+    fail,
+    release,
+    reset_current_job,
+    set_current_job,
+)
 from supervisor_q.queue import payload as payloads
-from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import JOBS_KEY
+from supervisor_q.queue.payload import DEFAULT_QUEUE
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_QUEUE = "default"
-
-
-class ReleaseJob(BaseException):
-    """Raised by release(): put the job back, to run again after delay seconds."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        super().__init__(delay)
-        self.delay = delay
-
-
-class FailJob(BaseException):
-    """Raised by fail(): move the job to the failed store now, no more attempts."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 class UnknownJob(LookupError):
     """A payload names a job no imported module registered."""
-
-
-def release(delay: float = 0.0) -> None:
-    """From inside a job: stop here and run this job again after delay seconds."""
-    raise ReleaseJob(delay)
-
-
-def fail(reason: str = "failed by the job") -> None:
-    """From inside a job: stop here and fail this job without further attempts."""
-    raise FailJob(reason)
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a running job can learn about itself through current_job()."""
-
-    id: str
-    name: str
-    queue: str
-    attempts: int
-    payload: payloads.Payload
-
-
-_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
-    "supervisor_q_current_job", default=None)
-
-
-def current_job() -> JobContext | None:
-    """The job running in this worker, or None outside a job."""
-    return _current.get()
-
-
-def set_current_job(context: JobContext | None) -> contextvars.Token:
-    return _current.set(context)
-
-
-def reset_current_job(token: contextvars.Token) -> None:
-    _current.reset(token)
 
 
 @dataclass(frozen=True)
@@ -102,7 +57,7 @@ class JobOptions:
     delay: float = 0.0
     middleware: tuple[Any, ...] = ()  # see middleware.py / controls.py
     encrypted: bool = False  # args, kwargs and extras stored encrypted (encryption.py)
-    unique_for: float | None = None  # seconds; set = unique job (controls.acquire_unique)
+    unique_for: float | None = None  # seconds; set = unique job (unique.acquire_unique)
     unique_id: Callable[..., Any] | None = None  # (*args, **kwargs) -> id; default: none
     unique_until: str = "finished"  # or "processing": when the unique lock is freed
 
@@ -175,10 +130,8 @@ class Job(Generic[P, R]):
         wait = self.options.delay if delay is None else delay
         return dispatching.send(built, delay=wait, connection=connection, job=self)
 
-    def s(self, *args: Any, **kwargs: Any) -> Any:
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature (this job + arguments) for chain(), batch() and callbacks."""
-        from supervisor_q.workflows.chains import Signature
-
         return Signature(self.name, list(args), dict(kwargs))
 
 
@@ -258,27 +211,6 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
     return register(fn) if fn is not None else register
 
 
-# One client per (url, pid): a connection must never cross a fork.
-_queues: dict[tuple[str, int], RedisQueue] = {}
-
-
-def queue_for(connection: str | None = None) -> RedisQueue:
-    """The RedisQueue for a URL (resolved like every command: argument, env, embedded)."""
-    url = resolve_redis_url(connection)
-    key = (url, os.getpid())
-    found = _queues.get(key)
-    if found is None:
-        found = _queues[key] = RedisQueue(connect(url))
-    return found
-
-
-def push_payload(built: payloads.Payload, *, delay: float = 0.0,
-                 connection: str | None = None) -> str:
-    """Encode and queue a payload; returns its id."""
-    queue_for(connection).push(built.queue, built.id, payloads.encode(built), delay=delay)
-    return built.id
-
-
 # -- the registry in Redis: declared options for dispatch by name anywhere -------
 
 # A declaration read from Redis is trusted this long in a dispatching process, so a
@@ -341,6 +273,18 @@ def find_job(name: str, connection: str | None = None,
     return declared_job(name, dispatching.queue(connection))
 
 
+def build_for(name: str, args: list | tuple, kwargs: dict[str, Any], *,
+              registry: Registry | None = None, queue_name: str | None = None,
+              extra: dict | None = None,
+              connection: str | None = None) -> tuple[payloads.Payload, Job | None]:
+    """A payload for a job name, with the job's declared options when registered in
+    registry (default: this process's) or published by its workers."""
+    registered = find_job(name, connection, registry)
+    if registered is not None:
+        return registered.payload(args, kwargs, queue=queue_name, extra=extra), registered
+    return payloads.build(name, queue_name or DEFAULT_QUEUE, args, kwargs, extra=extra), None
+
+
 def dispatch(target: str | Job, *args: Any, queue: str | None = None,
              delay: float | None = None, connection: str | None = None,
              registry: Registry | None = None, **kwargs: Any) -> str | None:
@@ -355,3 +299,46 @@ def dispatch(target: str | Job, *args: Any, queue: str | None = None,
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
     return dispatching.send(built, delay=delay or 0.0, connection=connection)
 
+
+
+# -- signatures ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Signature:
+    """A job name with arguments: what chain(), batch() and callbacks take. Job.s()
+    makes one; signature("module:function", ...) names a job this process cannot see."""
+
+    job: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    delay: float = 0.0
+
+    def on(self, queue: str) -> Signature:
+        """The same signature on another queue."""
+        return Signature(self.job, self.args, self.kwargs, queue, self.delay)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job": self.job, "args": self.args, "kwargs": self.kwargs,
+                "queue": self.queue, "delay": self.delay}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Signature:
+        return cls(str(body["job"]), list(body.get("args") or []),
+                   dict(body.get("kwargs") or {}), body.get("queue"),
+                   float(body.get("delay") or 0.0))
+
+    def dispatch(self, *, extra: dict | None = None, prepend: list[Any] | None = None,
+                 connection: str | None = None,
+                 registry: Registry | None = None) -> str | None:
+        """Queue this job; prepend adds leading arguments (callbacks get their info)."""
+        built, known = build_for(self.job, [*(prepend or []), *self.args], self.kwargs,
+                                 registry=registry, queue_name=self.queue, extra=extra,
+                                 connection=connection)
+        return dispatching.send(built, delay=self.delay, connection=connection, job=known)
+
+
+def signature(target: str | Job, *args: Any, **kwargs: Any) -> Signature:
+    """A signature from a Job or a job name."""
+    name = target.name if isinstance(target, Job) else target
+    return Signature(name, list(args), dict(kwargs))

@@ -18,6 +18,7 @@ from supervisor_q import exitcodes
 from supervisor_q.config.loading import CommandProgram, ProgramConfig
 from supervisor_q.master.process import ChildProcess, CurrentJob, State, backoff_delay
 from supervisor_q.master.spawn import Spawner
+from supervisor_q.worker.handback import Handback, LostJob
 
 log = logging.getLogger("supervisor_q.pool")
 
@@ -26,16 +27,6 @@ TERM_GRACE = 0.5  # after a job's deadline: SIGTERM to the child's group
 KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
 
 Why = Literal["timeout", "memory", "lost", "stopped"]
-
-
-@dataclass(frozen=True)
-class Handback:
-    """A job whose child died under it: the arbiter releases or fails it."""
-
-    job: CurrentJob
-    attempts: int
-    why: Why
-    how: str  # "killed by signal 9", "timeout", ...
 
 
 @dataclass
@@ -301,7 +292,7 @@ class Pool:
         handback = None
         if job is not None:
             why: Why = run.kill_reason or ("stopped" if child.state is State.STOPPING else "lost")
-            handback = Handback(job, run.attempts, why, how)
+            handback = Handback(LostJob(job.id, job.queue, job.name), run.attempts, why, how)
         if child.state is State.STOPPING:
             child.move_to(State.EXITED, how, now)  # STOPPING -> EXITED
         elif run.kill_reason is not None or code in self._expected_codes():

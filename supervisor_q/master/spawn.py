@@ -29,13 +29,8 @@ from supervisor_q.queue.restart import read_generation
 
 # The worker's own modules are imported here, in the master, so every child shares them
 # copy-on-write and starts faster; the program's job modules are imported in the child only.
-from supervisor_q.worker.loop import (
-    MAX_BLOCK,
-    BootError,
-    Worker,
-    WorkerSettings,
-    import_job_modules,
-)
+from supervisor_q.worker.boot import BootError, import_job_modules
+from supervisor_q.worker.loop import MAX_BLOCK, Worker, WorkerSettings
 from supervisor_q.worker.report import PipeReporter
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Redis: key layout, Lua scripts, the RedisQueue backend, payloads, the restart
 signal, queue thresholds and the embedded server.
 
-Layer 1: imports only config/ctl and the top-level helpers.
+Imports only the top-level helpers (never config or ctl).
 """

@@ -1,17 +1,16 @@
-"""RedisQueue: push, reserve, ack, release, fail, and the failed-job store.
+"""RedisQueue: push, reserve, ack, release, fail (the failed-job store: failed.py).
 
 Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
-deadline, or failed: never nowhere. Imports keys and lua only.
+deadline, or failed: never nowhere. Imports paths, keys, lua, ids and failed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,9 @@ from redis.exceptions import NoScriptError
 
 from supervisor_q.paths import BadRedisUrl
 from supervisor_q.queue import lua
+from supervisor_q.queue.failed import FailedStore, record_json
+from supervisor_q.queue.ids import raw as _raw
+from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
@@ -60,7 +62,7 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
                           "(e.g. redis://HOST:6379/0 or unix:///PATH/redis.sock?db=0)") from None
 
 
-class RedisQueue:
+class RedisQueue(FailedStore):
     """The queue operations over one Redis connection."""
 
     def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
@@ -73,8 +75,8 @@ class RedisQueue:
         self._release = register(lua.RELEASE)
         self._fail = register(lua.FAIL)
         self._extend = register(lua.EXTEND)
-        self._retry_failed = register(lua.RETRY_FAILED)
         self._load = register(lua.LOAD)
+        self._scripts: dict[str, Script] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._key_lists: dict[str, list[str]] = {}
         self._known_queues: set[str] = set()
@@ -82,6 +84,13 @@ class RedisQueue:
         self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
         self._pid = os.getpid()
         self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
+
+    def script(self, source: str) -> Script:
+        """A registered Lua script, once per queue object (EVALSHA after the first call)."""
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self.client.register_script(source)
+        return found
 
     def _connection(self) -> Connection:
         conn = self._conn
@@ -321,7 +330,7 @@ class RedisQueue:
         return bool(self._fail(
             keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
                   k.failed_records],
-            args=[_raw(job_id), _record_json(record), int(failed_at * 1000),
+            args=[_raw(job_id), record_json(record), int(failed_at * 1000),
                   "1" if force else "0",
                   "" if expected_attempts is None else str(expected_attempts)],
         ))
@@ -375,66 +384,6 @@ class RedisQueue:
     def known_queues(self) -> list[str]:
         return sorted(_text(q) for q in self.client.smembers(QUEUES_KEY))
 
-    # -- failed store ----------------------------------------------------------
-
-    def failed_records(self, queues: Iterable[str] | None = None) -> list[dict]:
-        """Every failed record, newest first."""
-        records = []
-        for queue in (self.known_queues() if queues is None else queues):
-            k = self.keys(queue)
-            for raw in self.client.hvals(k.failed_records):
-                try:
-                    records.append(json.loads(raw))
-                except (ValueError, RecursionError):
-                    continue
-        records.sort(key=lambda r: r.get("failed_at", 0), reverse=True)
-        return records
-
-    def find_failed(self, job_id: str) -> dict | None:
-        for queue in self.known_queues():
-            raw = self.client.hget(self.keys(queue).failed_records, _raw(job_id))
-            if raw is not None:
-                return json.loads(raw)
-        return None
-
-    def retry_failed(self, record: dict) -> bool:
-        """Queue a failed job again with its attempts reset."""
-        k = self.keys(record["queue"])
-        return bool(self._retry_failed(
-            keys=[k.ready, k.notify, k.failed, k.failed_records, k.payloads, k.attempts,
-                  k.exceptions, k.enqueued],
-            args=[_raw(record["id"]), _raw(record["payload"])],
-        ))
-
-    def forget_failed(self, queue: str, job_id: str) -> bool:
-        k = self.keys(queue)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(k.failed, _raw(job_id))
-        pipe.hdel(k.failed_records, _raw(job_id))
-        removed, _ = pipe.execute()
-        return bool(removed)
-
-    def flush_failed(self) -> int:
-        count = 0
-        for queue in self.known_queues():
-            k = self.keys(queue)
-            pipe = self.client.pipeline(transaction=True)
-            pipe.zcard(k.failed)
-            pipe.delete(k.failed, k.failed_records)
-            count += int(pipe.execute()[0])
-        return count
-
-    def prune_failed(self, older_than: float) -> int:
-        """Forget failed jobs that failed before the epoch time older_than."""
-        count = 0
-        cutoff = int(older_than * 1000)
-        for queue in self.known_queues():
-            k = self.keys(queue)
-            ids = self.client.zrangebyscore(k.failed, "-inf", cutoff)
-            for job_id in ids:
-                count += self.forget_failed(queue, _text(job_id))
-        return count
-
 
 def _drain(fd: int) -> None:
     """Empty a non-blocking wake-up pipe."""
@@ -445,26 +394,3 @@ def _drain(fd: int) -> None:
         pass
 
 
-
-def _record_json(record: dict) -> str:
-    """A failed record as JSON; args too deeply nested to store are left out (the raw
-    payload is kept whole). ASCII JSON, so any id or payload bytes survive."""
-    try:
-        return json.dumps(record)
-    except (RecursionError, ValueError):
-        return json.dumps({**record, "args": None, "kwargs": None})
-
-
-# Ids and payloads are whatever bytes were stored. Bytes that are not UTF-8 are read as
-# surrogate escapes (_text) and written back as the very same bytes (_raw), so such a
-# job can still be acked, released, failed, listed, retried and forgotten.
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-
-
-def _raw(text: str) -> bytes:
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as is
-        return text.encode("utf-8", "surrogatepass")

@@ -1,8 +1,9 @@
 """Every Redis key name, from one place.
 
 All keys of one queue share the Cluster hash tag `{queue}`, so every Lua script
-that touches one queue works unchanged on Redis Cluster. Imports nothing else
-from the package.
+that touches one queue works unchanged on Redis Cluster; so do the keys of one
+batch (`{batch:<id>}`), and each unique lock and middleware limit is its own tag.
+Imports nothing else from the package.
 """
 
 from __future__ import annotations
@@ -13,6 +14,23 @@ PREFIX = "sq"
 RESTART_KEY = f"{PREFIX}:restart"  # the deploy signal: a float timestamp
 QUEUES_KEY = f"{PREFIX}:queues"  # set of every queue name ever pushed to (for failed listing)
 JOBS_KEY = f"{PREFIX}:jobs"  # hash job name -> JSON declared options, published by workers
+BATCH_INDEX_KEY = f"{PREFIX}:batches"  # zset batch id -> created-at (s), for listing and pruning
+
+
+def batch_keys(batch_id: str) -> list[str]:
+    """A batch's state hash, done set and failed set (one hash tag)."""
+    tag = f"{PREFIX}:{{batch:{batch_id}}}"
+    return [f"{tag}:state", f"{tag}:done", f"{tag}:failed"]
+
+
+def unique_key(job_name: str, ident: str) -> str:
+    """The lock of a unique job: one per job name and unique id."""
+    return f"{PREFIX}:unique:{{{job_name}:{ident}}}"
+
+
+def limit_key(kind: str, value: object) -> str:
+    """A middleware limit's key (kind: funnel, overlap, throttle, circuit)."""
+    return f"{PREFIX}:{kind}:{{{value}}}"
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,9 @@ def encode(payload: Payload) -> str:
         ) from None
 
 
+DEFAULT_QUEUE = "default"  # the queue of a job that names none
+
+
 def build(job: str, queue: str, args: tuple | list, kwargs: dict, *, timeout: float | None = None,
           tries: int | None = None, backoff: list[int] | None = None,
           retry_until: float | None = None, max_exceptions: int | None = None,

@@ -3,7 +3,7 @@
 `supervisor-q restart-workers` stores a generation (a timestamp in seconds) under
 `keys.RESTART_KEY`; each child remembers the generation it started with and, between
 jobs, exits when the stored one is newer, so its master starts a child that loads
-the code now on disk. Rules (RELIABILITY.md #6):
+the code now on disk. Rules (ARCHITECTURE.md, reliability rule 6):
 
 - The timestamp comes from the Redis server's clock (TIME), so hosts whose clocks
   disagree still agree on "newer".

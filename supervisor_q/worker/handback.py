@@ -1,29 +1,62 @@
-"""Settle a job whose child died under it: release it for another attempt or fail it.
+"""Settle a job whose worker died under it: release it for another attempt or fail it.
 
-The master calls this right after reaping, so a killed job does not wait for its
-reservation to expire. Every call names the attempt the child reported, so a job
-that another worker has reserved since is never touched.
+The master calls this right after reaping a child, and the `supervisor-q work` guard
+after killing its worker (boot.py), so a killed job does not wait for its reservation
+to expire. Every call names the attempt the worker reported, so a job that another
+worker has reserved since is never touched. No job code runs here: a failed job's
+callbacks (failing events, chain catch, batch failure, unique unlock) are queued for
+a worker of the job's queue (lifecycle.failed_elsewhere). Imports outcome, lifecycle,
+registry (declared options) and the queue; never the master.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 
-from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.jobs.registry import declared_job
-from supervisor_q.master.pool import Handback
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved
 from supervisor_q.worker import lifecycle, outcome
-from supervisor_q.worker.loop import WorkerSettings, failed_record
+
+if TYPE_CHECKING:
+    from supervisor_q.queue.payload import Payload
 
 log = logging.getLogger("supervisor_q.handback")
 
 
-def settle(queue: RedisQueue, program: WorkerProgram | WorkerSettings, back: Handback) -> str:
+@dataclass(frozen=True)
+class LostJob:
+    """The job a worker was running when it died, as its start report named it."""
+
+    id: str  # "" when the start report was unreadable
+    queue: str
+    name: str = ""  # for the log only
+
+
+@dataclass(frozen=True)
+class Handback:
+    """A job whose worker died under it: settle() releases or fails it."""
+
+    job: LostJob
+    attempts: int  # the attempt the worker reported
+    why: str  # "timeout", "memory", "lost" (died) or "stopped" (shut down while busy)
+    how: str  # "killed by signal 9", "timeout", ...
+
+
+class Program(Protocol):
+    """The settings settle reads: a WorkerProgram's or a WorkerSettings'."""
+
+    tries: int
+    backoff: tuple[int, ...]
+    timeout: float
+
+
+def settle(queue: RedisQueue, program: Program, back: Handback) -> str:
     """Release or fail the job of back; returns what was done, for the log."""
     job = back.job
     if not job.id:  # its start report was unreadable: the reservation brings it back
@@ -35,39 +68,52 @@ def settle(queue: RedisQueue, program: WorkerProgram | WorkerSettings, back: Han
         raw, attempts, exceptions = found
         if attempts != back.attempts:
             return "a later attempt holds it"
-        try:
-            decoded: payloads.Payload | None = payloads.decode(raw)
-        except payloads.MalformedPayload:
-            decoded = None
-        declared = declared_job(decoded.job, queue) if decoded is not None else None
-        limits = outcome.resolve_limits(decoded, tries=program.tries, backoff=program.backoff,
-                                        timeout=program.timeout,
-                                        declared=declared.options if declared else None)
-        now = time.time()
         if back.why == "stopped":
             queue.release(job.queue, job.id, 0, expected_attempts=attempts, undo_attempt=True)
             return "handed back (shutdown)"
-        if back.why == "timeout":
-            decision = outcome.after_timeout(limits, attempts, now)
-        elif back.why == "memory":
-            decision = outcome.after_lost_worker(
-                limits, attempts, now, f"memory: worker passed memory_hard "
-                f"({getattr(program, 'memory_hard', 0)} MB) and was killed")
-        else:
-            decision = outcome.after_lost_worker(limits, attempts, now, f"worker {back.how}")
+        decoded = _decode(raw)
+        decision = _decision(queue, program, back, decoded, attempts)
         if decision.release:
             queue.release(job.queue, job.id, decision.delay, expected_attempts=attempts)
             return f"released for attempt {attempts + 1} in {decision.delay:g}s"
-        reason = decision.reason
         reserved = Reserved(job.queue, job.id, raw, attempts, exceptions, 0.0)
-        if queue.fail(job.queue, job.id, failed_record(reserved, reason, None),
-                      expected_attempts=attempts):
-            # What the dead child could not do (failing events, chain catch, batch
-            # failure, unique unlock) is left to a worker of the job's queue.
-            if decoded is not None:
-                lifecycle.failed_elsewhere(queue, job.queue, raw, reason, attempts)
-        return f"failed: {reason}"
+        _fail(queue, reserved, decoded, decision.reason)
+        return f"failed: {decision.reason}"
     except redis.RedisError as exc:
         log.warning("job %s: cannot settle now (%s); its reservation expires instead", job.id,
                     exc)
         return "left to reservation expiry"
+
+
+def _decode(raw: str) -> Payload | None:
+    try:
+        return payloads.decode(raw)
+    except payloads.MalformedPayload:
+        return None
+
+
+def _decision(queue: RedisQueue, program: Program, back: Handback, decoded: Payload | None,
+              attempts: int) -> outcome.Decision:
+    """Retry or fail, by the job's limits (its payload's, its declared ones, the program's)."""
+    declared = declared_job(decoded.job, queue) if decoded is not None else None
+    limits = outcome.resolve_limits(decoded, tries=program.tries, backoff=program.backoff,
+                                    timeout=program.timeout,
+                                    declared=declared.options if declared else None)
+    now = time.time()
+    if back.why == "timeout":
+        return outcome.after_timeout(limits, attempts, now)
+    if back.why == "memory":
+        return outcome.after_lost_worker(
+            limits, attempts, now, f"memory: worker passed memory_hard "
+            f"({getattr(program, 'memory_hard', 0)} MB) and was killed")
+    return outcome.after_lost_worker(limits, attempts, now, f"worker {back.how}")
+
+
+def _fail(queue: RedisQueue, job: Reserved, decoded: Payload | None, reason: str) -> None:
+    """Move the job to the failed store; what the dead worker could not do (failing
+    events, chain catch, batch failure, unique unlock) is left to a worker of the
+    job's queue."""
+    if queue.fail(job.queue, job.id, outcome.failed_record(job, reason, None),
+                  expected_attempts=job.attempts):
+        if decoded is not None:
+            lifecycle.failed_elsewhere(queue, job.queue, job.payload, reason, job.attempts)

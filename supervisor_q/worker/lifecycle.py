@@ -1,27 +1,25 @@
 """The seams around one job run, where workflows, middleware and events plug in.
 
 The worker calls these in order: prepare (verify, decrypt) -> invoke (unique lock,
-events, middleware around the job function) -> succeeded | failed | released.
-Kept apart from worker.py so job features grow here without touching the worker
-loop. succeeded/failed/released never raise: the worker calls them outside its own
-error handling, and a Redis hiccup in a chain or batch update must not kill it.
+events, middleware around the job function) -> succeeded | failed (a released job
+needs nothing more). Kept apart from loop.py so job features grow here without
+touching the worker loop. succeeded/failed never raise: the worker calls them outside
+its own error handling, and a Redis hiccup in a chain or batch update must not kill it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from redis import RedisError
 
-from supervisor_q.jobs import controls, dispatching, encryption, middleware
+from supervisor_q.jobs import dispatching, encryption, middleware, unique
+from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.events import EVENTS, JobEvent
-from supervisor_q.jobs.registry import current_job
+from supervisor_q.jobs.registry import Job, JobOptions
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.payload import Payload, build, decode, encode
-
-if TYPE_CHECKING:
-    from supervisor_q.jobs.registry import Job
+from supervisor_q.workflows import batches, chains
 
 log = logging.getLogger("supervisor_q.lifecycle")
 
@@ -62,7 +60,7 @@ def invoke(target: Job, payload: Payload) -> None:
         target.fn(*payload.args, **payload.kwargs)  # the plain job: nothing to wrap
         return
     queue = dispatching.queue()
-    controls.release_unique(queue, payload, "processing")
+    unique.release_unique(queue, payload, "processing")
     EVENTS.fire("before", _event(payload))
     try:
         middleware.run(middleware.Call(target, payload, queue), target.options.middleware)
@@ -85,13 +83,10 @@ def succeeded(payload: Payload) -> None:
     job of its chain, count it in its batch."""
     if not payload.extra:  # no unique lock, chain or batch rides with this job
         return
-    from supervisor_q.workflows import batches
-    from supervisor_q.workflows import chains as workflows
-
     queue = dispatching.queue()
     _guarded("unique unlock", payload,
-             lambda: controls.release_unique(queue, payload, "finished"))
-    _guarded("chain", payload, lambda: workflows.continue_chain(payload))
+             lambda: unique.release_unique(queue, payload, "finished"))
+    _guarded("chain", payload, lambda: chains.continue_chain(payload))
     _guarded("batch", payload, lambda: batches.job_succeeded(payload))
 
 
@@ -100,32 +95,25 @@ def failed(payload: Payload | None, reason: str, attempts: int | None = None) ->
     catch, batch failure."""
     if payload is None:  # undecodable: nothing in it can be trusted to act on
         return
-    from supervisor_q.workflows import batches
-    from supervisor_q.workflows import chains as workflows
-
     EVENTS.fire("failing", _event(payload, attempts, reason=reason))
     queue = dispatching.queue()
     _guarded("unique unlock", payload,
-             lambda: controls.release_unique(queue, payload, "finished"))
-    _guarded("chain catch", payload, lambda: workflows.catch_chain(payload, reason))
+             lambda: unique.release_unique(queue, payload, "finished"))
+    _guarded("chain catch", payload, lambda: chains.catch_chain(payload, reason))
     _guarded("batch", payload, lambda: batches.job_failed(payload, reason))
 
 
-def released(payload: Payload, delay: float) -> None:
-    """After the job was put back for another attempt (nothing to do yet)."""
-
-
-# The internal job that settles, in a worker, a job the master failed (handback).
+# The internal job that settles, in a worker, a job that handback.settle failed.
 SETTLE_FAILED = "supervisor_q:settle_failed"
 
 
 def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
                      attempts: int) -> None:
-    """For the master, after it failed a job whose child died (handback.settle). The
-    master imports no jobs, so it cannot fire the app's `failing` events nor dispatch
-    callbacks with their declared options: it queues SETTLE_FAILED on the job's own
-    queue, and a worker serving that queue (it has the registry) runs failed() there.
-    Never raises."""
+    """For handback.settle (in the master, or the `work` guard), after it failed a job
+    whose worker died. Neither imports the application's job modules, so it cannot fire
+    the app's `failing` events nor dispatch callbacks with their declared options: it
+    queues SETTLE_FAILED on the job's own queue, and a worker serving that queue (it
+    has the registry) runs failed() there. Never raises."""
     built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
     try:
         queue.push(job_queue, built.id, encode(built))
@@ -143,6 +131,4 @@ def builtin(name: str) -> Job | None:
     """The internal job of that name (runs in every worker), or None."""
     if name != SETTLE_FAILED:
         return None
-    from supervisor_q.jobs.registry import Job, JobOptions
-
     return Job(_settle_failed, SETTLE_FAILED, JobOptions())

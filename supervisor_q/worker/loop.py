@@ -7,40 +7,33 @@ rides in the same Redis round trip as the reserve of the next one.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
-import signal
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from types import FrameType
 
 import redis
 
 from supervisor_q import exitcodes
-from supervisor_q.jobs.registry import (
-    REGISTRY,
+from supervisor_q.jobs.context import (
     FailJob,
-    Job,
     JobContext,
-    Registry,
     ReleaseJob,
-    UnknownJob,
-    publish_registry,
     reset_current_job,
     set_current_job,
 )
+from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publish_registry
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import lifecycle, outcome
-from supervisor_q.worker.guard import SlotJob, run_guarded
 from supervisor_q.worker.memory import current_rss
 from supervisor_q.worker.report import NullReporter, Reporter
+from supervisor_q.worker.settings import WorkerSettings
+from supervisor_q.worker.signals import SignalFlags
 from supervisor_q.worker.timeouts import JobTimeout, alarm
 
 log = logging.getLogger("supervisor_q.worker")
@@ -53,41 +46,6 @@ RESTART_CHECK_INTERVAL = 1.0
 PREFETCH_HOLD = 1.0
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """One worker's settings: a program's, or `supervisor-q work` flags."""
-
-    queues: tuple[str, ...]
-    imports: tuple[str, ...] = ()
-    tries: int = 1
-    backoff: tuple[int, ...] = (0,)
-    timeout: float = 60.0
-    sleep: float = 3.0
-    rest: float = 0.0
-    max_jobs: int = 0
-    max_time: float = 0.0
-    memory: int = 128  # MB, 0 = off
-    once: bool = False
-    stop_when_empty: bool = False
-    prefetch: int = 1
-    label: str = "worker"  # for titles and logs: "emails#3"
-    jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
-
-
-class BootError(Exception):
-    """A module in the import list could not be imported."""
-
-
-def import_job_modules(modules: tuple[str, ...]) -> None:
-    """Import the program's modules (they register jobs); the code now on disk."""
-    importlib.invalidate_caches()
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:  # a module may even call sys.exit
-            raise BootError(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
-
-
 @dataclass
 class _Pending:
     """A finished job whose ack rides with the next reserve."""
@@ -97,7 +55,7 @@ class _Pending:
 
 
 @dataclass
-class Worker:
+class Worker(SignalFlags):
     settings: WorkerSettings
     queue: RedisQueue
     registry: Registry = field(default_factory=lambda: REGISTRY)
@@ -106,10 +64,6 @@ class Worker:
     parent_pid: int | None = None  # exit when the master is gone
 
     def __post_init__(self) -> None:
-        self.stopping = False
-        self.paused = False
-        self.in_job = False  # a job body runs: the only place a signal may raise into
-        self.wake_fd: int | None = None  # signal wake-up pipe (install_signals)
         self.jobs_done = 0
         self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
@@ -124,36 +78,6 @@ class Worker:
             self.max_jobs = 1
         self.max_time = self.settings.max_time * (1 - j * rnd.random())
         lifecycle.bind(self.queue)  # chains, batches and locks use this worker's Redis
-
-    # -- signals ---------------------------------------------------------------
-
-    def install_signals(self) -> None:
-        """TERM/INT: finish the current job, then exit. A second INT interrupts the job.
-
-        The handlers only record. Raising out of a handler could land in the middle of
-        a Redis read (a pipelined reserve may already have run on the server, and its
-        job would be stranded); instead every signal also writes a byte to a wake-up
-        pipe, on which an idle blocking wait also waits (backend._await_reply)."""
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        self.wake_fd = read_fd
-        signal.signal(signal.SIGTERM, self._handle_stop)
-        signal.signal(signal.SIGINT, self._handle_stop)
-        signal.signal(signal.SIGUSR1, self._handle_pause)
-        signal.signal(signal.SIGUSR2, self._handle_continue)
-
-    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping and signum == signal.SIGINT and self.in_job:
-            raise KeyboardInterrupt  # the second Ctrl-C interrupts the job's own code only
-        self.stopping = True
-
-    def _handle_pause(self, signum: int, frame: FrameType | None) -> None:
-        self.paused = True
-
-    def _handle_continue(self, signum: int, frame: FrameType | None) -> None:
-        self.paused = False
 
     # -- the loop --------------------------------------------------------------
 
@@ -312,33 +236,53 @@ class Worker:
 
     def process(self, job: Reserved) -> bool:
         """Run one reserved job to its outcome. Returns True if it timed out."""
-        s = self.settings
-        try:
-            decoded, target = self.admit(job)
-        except (payloads.MalformedPayload, UnknownJob) as exc:
-            self.fail(job, None, payloads.printable(str(exc), 1000), None)
+        ready = self.ready_to_run(job)
+        if ready is None:
             return False
-        # Declared @job options apply even to a payload that does not carry them.
-        limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
-                                        timeout=s.timeout, declared=target.options)
-        too_late = outcome.before_run(limits, job.attempts, time.time())
-        if too_late:
-            self.fail(job, decoded, too_late, None)
-            return False
-        if decoded.timeout is None and limits.timeout > s.timeout:
-            # reserve computed the deadline from the program's timeout: make it cover
-            # the declared one, or another worker would take the job while it runs.
-            held = self.with_redis(lambda: self.queue.extend(job.queue, job.id, limits.timeout,
-                                                             job.attempts))
-            if not held:
-                return False  # its reservation already lapsed: another attempt owns it
+        decoded, target, limits = ready
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts)
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.
         self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
-        timed_out = False
+        try:
+            timed_out = self.run_job(job, decoded, target, limits)
+        finally:
+            reset_current_job(token)
+            self.reporter.job_finished(job.id)
+        self.jobs_done += 1
+        return timed_out
+
+    def ready_to_run(self, job: Reserved) -> tuple[payloads.Payload, Job, outcome.Limits] | None:
+        """The job's payload, registered job and limits; None when it cannot run (it was
+        failed here, or its reservation lapsed and another attempt owns it)."""
+        s = self.settings
+        try:
+            decoded, target = self.admit(job)
+        except (payloads.MalformedPayload, UnknownJob) as exc:
+            self.fail(job, None, payloads.printable(str(exc), 1000), None)
+            return None
+        # Declared @job options apply even to a payload that does not carry them.
+        limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
+                                        timeout=s.timeout, declared=target.options)
+        too_late = outcome.before_run(limits, job.attempts, time.time())
+        if too_late:
+            self.fail(job, decoded, too_late, None)
+            return None
+        if decoded.timeout is None and limits.timeout > s.timeout:
+            # reserve computed the deadline from the program's timeout: make it cover
+            # the declared one, or another worker would take the job while it runs.
+            held = self.with_redis(lambda: self.queue.extend(job.queue, job.id, limits.timeout,
+                                                             job.attempts))
+            if not held:
+                return None
+        return decoded, target, limits
+
+    def run_job(self, job: Reserved, decoded: payloads.Payload, target: Job,
+                limits: outcome.Limits) -> bool:
+        """Run the job under its deadline, then ack, release or fail it. True if it timed
+        out."""
         try:
             with alarm(limits.timeout) as timer:
                 self.in_job = True
@@ -348,13 +292,12 @@ class Worker:
                 finally:
                     self.in_job = False
         except JobTimeout:
-            timed_out = True
             self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),
                         None, count_exception=False)
+            return True
         except ReleaseJob as exc:
             delay = exc.delay
             self.with_redis(lambda: self.queue.release(job.queue, job.id, delay))
-            lifecycle.released(decoded, delay)
         except FailJob as exc:
             self.fail(job, decoded, exc.reason, None)
         except KeyboardInterrupt:
@@ -367,16 +310,15 @@ class Worker:
                                                time.time(), error)
             self.settle(job, decoded, decision, traceback.format_exc(), count_exception=True)
         else:
-            lifecycle.succeeded(decoded)
-            if self.prefetched:  # the next job is already here: ack now, read the reply later
-                self.with_redis(lambda: self.queue.ack_nowait(job.queue, job.id))
-            else:  # the ack rides with the next reserve
-                self.pending.append(_Pending(job.queue, job.id))
-        finally:
-            reset_current_job(token)
-            self.reporter.job_finished(job.id)
-        self.jobs_done += 1
-        return timed_out
+            self.succeeded(job, decoded)
+        return False
+
+    def succeeded(self, job: Reserved, decoded: payloads.Payload) -> None:
+        lifecycle.succeeded(decoded)
+        if self.prefetched:  # the next job is already here: ack now, read the reply later
+            self.with_redis(lambda: self.queue.ack_nowait(job.queue, job.id))
+        else:  # the ack rides with the next reserve
+            self.pending.append(_Pending(job.queue, job.id))
 
     def admit(self, job: Reserved) -> tuple[payloads.Payload, Job]:
         """The decoded payload and the registered job it names. Whatever is stored under
@@ -399,13 +341,12 @@ class Worker:
         if decision.release:
             self.with_redis(lambda: self.queue.release(job.queue, job.id, decision.delay,
                                                        count_exception=count_exception))
-            lifecycle.released(decoded, decision.delay)
         else:
             self.fail(job, decoded, decision.reason, trace)
 
     def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
              trace: str | None) -> None:
-        record = failed_record(job, reason, trace)
+        record = outcome.failed_record(job, reason, trace)
         log.warning("%s: job %s failed: %s", self.settings.label,
                     payloads.printable(job.id, 100), reason)
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
@@ -443,46 +384,3 @@ class Worker:
 
     def title(self, state: str) -> None:
         set_title(f"supervisor-q {self.settings.label} {state}")
-
-
-def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
-    """The failed-store record for a job (its raw payload kept for `failed retry`)."""
-    body = payloads.peek(job.payload)
-    return {
-        "id": job.id, "job": body.get("job"), "queue": job.queue,
-        "args": body.get("args"), "kwargs": body.get("kwargs"), "attempts": job.attempts,
-        "failed_at": time.time(), "reason": reason, "exception": trace,
-        "payload": job.payload,
-    }
-
-
-def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
-    """`supervisor-q work`: the worker runs in a child under a guard process that enforces
-    the hard timeout as the master would (guard.py); this process exits as it did."""
-    return run_guarded(lambda reporter: _work_alone(settings, queue, reporter),
-                       lambda job: _settle_timed_out(settings, queue, job))
-
-
-def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter) -> int:
-    """Import, then work in the foreground until told to stop."""
-    try:
-        import_job_modules(settings.imports)
-    except BootError as exc:
-        print(f"supervisor-q work: {exc}", file=sys.stderr)
-        return exitcodes.BOOT_ERROR
-    worker = Worker(settings, queue, reporter=reporter, parent_pid=os.getppid())
-    worker.install_signals()
-    # Waits (with backoff) for a Redis that is down at start instead of crashing.
-    worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
-    return worker.run()
-
-
-def _settle_timed_out(settings: WorkerSettings, queue: RedisQueue, job: SlotJob) -> str:
-    """In the guard, after it killed the worker: release or fail the job (reason
-    "timeout") at once, as the master does for its children."""
-    from supervisor_q.master.pool import Handback
-    from supervisor_q.master.process import CurrentJob
-    from supervisor_q.worker import handback  # it imports this module
-
-    back = Handback(CurrentJob(job.id, "", job.queue, 0.0), job.attempts, "timeout", "timeout")
-    return handback.settle(queue, settings, back)

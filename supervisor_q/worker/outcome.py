@@ -1,15 +1,19 @@
 """What happens to a job after an attempt that did not succeed: retry later or fail.
 
 Pure functions of (limits, attempts, exceptions, now), shared by the worker (a job
-raised or timed out) and the master (it killed the child running a job). Imports
-payload only.
+raised or timed out) and the handback (the master or the `work` guard killed the
+child running a job), and the failed-store record both write. Imports payload and
+backend (the Reserved type) only.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from supervisor_q.queue import payload as payloads
+from supervisor_q.queue.backend import Reserved
 from supervisor_q.queue.payload import Payload
 
 if TYPE_CHECKING:
@@ -126,3 +130,14 @@ def before_run(limits: Limits, attempts: int, now: float) -> str | None:
         return (f"max attempts ({limits.tries}) exceeded (earlier attempts were released "
                 "or their worker was lost mid-job)")
     return None
+
+
+def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
+    """The failed-store record for a job (its raw payload kept for `failed retry`)."""
+    body = payloads.peek(job.payload)
+    return {
+        "id": job.id, "job": body.get("job"), "queue": job.queue,
+        "args": body.get("args"), "kwargs": body.get("kwargs"), "attempts": job.attempts,
+        "failed_at": time.time(), "reason": reason, "exception": trace,
+        "payload": job.payload,
+    }

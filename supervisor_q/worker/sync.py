@@ -4,21 +4,25 @@
 Turn it on with SUPERVISOR_Q_SYNC=1 or dispatching.set_sync(True). A job runs through
 the same lifecycle as in a worker (middleware, events, chains, batches), once: a
 release is ignored, a fail() records the failure, an exception is raised to the
-caller after the failing callbacks ran. Imports jobs and lifecycle.
+caller after the failing callbacks ran. The job API does not import this module: it
+plugs itself in as dispatching's inline dispatcher when imported, which
+supervisor_q/__init__.py does for every process. Imports registry, context, dispatching
+and lifecycle.
 """
 
 from __future__ import annotations
 
 import logging
 
-from supervisor_q.jobs.registry import (
-    REGISTRY,
+from supervisor_q.jobs import dispatching
+from supervisor_q.jobs.context import (
     FailJob,
     JobContext,
     ReleaseJob,
     reset_current_job,
     set_current_job,
 )
+from supervisor_q.jobs.registry import REGISTRY
 from supervisor_q.queue.payload import Payload
 from supervisor_q.worker import lifecycle
 
@@ -43,3 +47,6 @@ def run_inline(built: Payload) -> None:
         lifecycle.succeeded(built)
     finally:
         reset_current_job(token)
+
+
+dispatching.use_inline(run_inline)

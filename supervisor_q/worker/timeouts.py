@@ -2,8 +2,9 @@
 
 This is the first, polite layer only. It cannot interrupt C code that never returns
 to the interpreter or a job that blocks SIGALRM; the master owns the real deadline
-and escalates SIGTERM, then SIGKILL (arbiter.enforce_deadlines), and so does the
-guard process of `supervisor-q work` (guard.py).
+and escalates SIGTERM, then SIGKILL (master/pool.py: Pool.enforce_deadlines, called
+from the arbiter's loop), and so does the guard process of `supervisor-q work`
+(guard.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ so an at-least-once rerun never counts twice. then / catch / finally are registe
 job names run once each: the scripts set a flag with HSETNX and only the worker that
 set it dispatches the callback. Counters follow Laravel: a failed job stays pending
 (a retry that succeeds finishes it); finished = every job succeeded or failed.
-Imports dispatching, workflows, jobs, lua, backend and payload.
+Imports dispatching, registry, context, middleware, chains, keys, lua, backend and payload.
 """
 
 from __future__ import annotations
@@ -15,26 +15,24 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from supervisor_q.jobs import dispatching
-from supervisor_q.jobs.registry import Job, current_job
+from supervisor_q.jobs.context import current_job
+from supervisor_q.jobs.middleware import Call
+from supervisor_q.jobs.registry import Job, Signature, signature
 from supervisor_q.queue import lua
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
+from supervisor_q.queue.keys import batch_keys as _keys
 from supervisor_q.queue.payload import Payload
-from supervisor_q.workflows.chains import BATCH, Chain, Signature, remaining, signature
+from supervisor_q.workflows.chains import BATCH, Chain, remaining
 
 log = logging.getLogger("supervisor_q.batches")
 
-INDEX_KEY = "sq:batches"  # zset batch id -> created-at (s), for listing and pruning
 Item = Signature | Job | str | Chain | list
-
-
-def _keys(batch_id: str) -> list[str]:
-    tag = f"sq:{{batch:{batch_id}}}"
-    return [f"{tag}:state", f"{tag}:done", f"{tag}:failed"]
 
 
 def _as_chain(item: Item) -> Chain:
@@ -187,6 +185,18 @@ def current_batch() -> Batch | None:
     return Batch(str(batch_id)) if batch_id else None
 
 
+@dataclass(frozen=True)
+class SkipIfBatchCancelled:
+    """Middleware: do not run a batch job whose batch was cancelled (it still counts
+    as done)."""
+
+    def handle(self, call: Call, proceed: Callable[[], None]) -> None:
+        batch = current_batch()
+        if batch is not None and batch.cancelled:
+            return
+        proceed()
+
+
 # -- worker side (called from lifecycle) -----------------------------------------
 
 def job_succeeded(payload: Payload) -> None:
@@ -194,7 +204,7 @@ def job_succeeded(payload: Payload) -> None:
     if not batch_id:
         return
     handle = Batch(str(batch_id))
-    script = handle.queue.client.register_script(lua.BATCH_SUCCEEDED)
+    script = handle.queue.script(lua.BATCH_SUCCEEDED)
     _, fire_then, fire_finally = script(keys=_keys(handle.id), args=[payload.id])
     _fire(handle, {"then": fire_then, "finally": fire_finally}, None)
 
@@ -204,7 +214,7 @@ def job_failed(payload: Payload, reason: str) -> None:
     if not batch_id:
         return
     handle = Batch(str(batch_id))
-    script = handle.queue.client.register_script(lua.BATCH_FAILED)
+    script = handle.queue.script(lua.BATCH_FAILED)
     skipped = len(remaining(payload))  # the rest of its chain will never run
     _, fire_catch, fire_finally = script(keys=_keys(handle.id), args=[payload.id, skipped])
     failure = {"id": payload.id, "job": payload.job, "reason": reason}

@@ -1,21 +1,22 @@
-"""Chains: jobs that run one after another, and the signatures they are made of.
+"""Chains: jobs that run one after another.
 
 The rest of a chain travels in the running job's payload (extra["chain"], a list of
 signatures as JSON), so no chain state can be lost apart from its job. When a job
 succeeds the worker dispatches the next one with the rest; when one fails for good
 the rest are dropped and the optional catch job runs with the failure.
-Callbacks are registered job names, never closures. Imports jobs, dispatching, payload.
+Callbacks are registered job names, never closures. Signature (a job name with
+arguments) is the job API's, in jobs/registry.py. Imports registry, context, payload.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from supervisor_q.jobs import dispatching
-from supervisor_q.jobs.registry import Job, current_job
+from supervisor_q.jobs.context import current_job
+from supervisor_q.jobs.registry import Job, Signature, signature
 from supervisor_q.queue.payload import Payload
 
 log = logging.getLogger("supervisor_q.workflows")
@@ -23,46 +24,6 @@ log = logging.getLogger("supervisor_q.workflows")
 CHAIN = "chain"  # payload.extra: list of signature dicts still to run after this job
 CATCH = "chain_catch"  # payload.extra: signature dict run when a chain job fails for good
 BATCH = "batch"  # payload.extra: batch id (see batches.py)
-
-
-@dataclass(frozen=True)
-class Signature:
-    """A job name with arguments: what chain(), batch() and callbacks take. Job.s()
-    makes one; signature("module:function", ...) names a job this process cannot see."""
-
-    job: str
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    queue: str | None = None
-    delay: float = 0.0
-
-    def on(self, queue: str) -> Signature:
-        """The same signature on another queue."""
-        return Signature(self.job, self.args, self.kwargs, queue, self.delay)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"job": self.job, "args": self.args, "kwargs": self.kwargs,
-                "queue": self.queue, "delay": self.delay}
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> Signature:
-        return cls(str(body["job"]), list(body.get("args") or []),
-                   dict(body.get("kwargs") or {}), body.get("queue"),
-                   float(body.get("delay") or 0.0))
-
-    def dispatch(self, *, extra: dict | None = None, prepend: list[Any] | None = None,
-                 connection: str | None = None) -> str | None:
-        """Queue this job; prepend adds leading arguments (callbacks get their info)."""
-        built, known = dispatching.build_for(self.job, [*(prepend or []), *self.args],
-                                             self.kwargs, queue_name=self.queue, extra=extra,
-                                             connection=connection)
-        return dispatching.send(built, delay=self.delay, connection=connection, job=known)
-
-
-def signature(target: str | Job, *args: Any, **kwargs: Any) -> Signature:
-    """A signature from a Job or a job name."""
-    name = target.name if isinstance(target, Job) else target
-    return Signature(name, list(args), dict(kwargs))
 
 
 def _as_signature(item: Signature | Job | str) -> Signature:

@@ -11,7 +11,7 @@ import signal
 import time
 
 from supervisor_q import current_job, fail, job, release
-from supervisor_q.jobs.registry import queue_for
+from supervisor_q.jobs.dispatching import queue_for
 
 
 def record(**fields: object) -> None:

@@ -7,7 +7,7 @@ import time
 
 from supervisor_q import job
 from supervisor_q.jobs.controls import Funnel, Throttle, ThrottlesExceptions, WithoutOverlapping
-from supervisor_q.jobs.registry import queue_for
+from supervisor_q.jobs.dispatching import queue_for
 from supervisor_q.workflows.batches import current_batch
 from supervisor_q.workflows.chains import append_to_chain, prepend_to_chain
 from tests.jobmods.basic import record

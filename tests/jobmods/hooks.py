@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from supervisor_q import events
-from supervisor_q.jobs.registry import queue_for
+from supervisor_q.jobs.dispatching import queue_for
 from tests.jobmods.basic import record
 
 

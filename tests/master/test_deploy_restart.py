@@ -21,7 +21,7 @@ from tests.masters import Master
 JOB_MODULE = '''\
 import os, time
 from supervisor_q import current_job, job
-from supervisor_q.jobs.registry import queue_for
+from supervisor_q.jobs.dispatching import queue_for
 import json
 
 VERSION = {version!r}

@@ -1,0 +1,64 @@
+"""Starting a worker: import the program's job modules, and `supervisor-q work`.
+
+The master's children (master/spawn.py) and `supervisor-q work` both import the job
+modules with import_job_modules. run_standalone runs the worker under the guard
+(guard.py), which settles a job it killed through handback.py as the master does.
+Imports loop, guard, handback, report, restart and backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from supervisor_q import exitcodes
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.restart import read_generation
+from supervisor_q.worker import handback
+from supervisor_q.worker.guard import SlotJob, run_guarded
+from supervisor_q.worker.loop import Worker, WorkerSettings
+from supervisor_q.worker.report import Reporter
+
+
+class BootError(Exception):
+    """A module in the import list could not be imported."""
+
+
+def import_job_modules(modules: tuple[str, ...]) -> None:
+    """Import the program's modules (they register jobs); the code now on disk."""
+    importlib.invalidate_caches()
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # a module may even call sys.exit
+            raise BootError(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
+    """`supervisor-q work`: the worker runs in a child under a guard process that enforces
+    the hard timeout as the master would (guard.py); this process exits as it did."""
+    return run_guarded(lambda reporter: _work_alone(settings, queue, reporter),
+                       lambda job: _settle_timed_out(settings, queue, job))
+
+
+def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter) -> int:
+    """Import, then work in the foreground until told to stop."""
+    try:
+        import_job_modules(settings.imports)
+    except BootError as exc:
+        print(f"supervisor-q work: {exc}", file=sys.stderr)
+        return exitcodes.BOOT_ERROR
+    worker = Worker(settings, queue, reporter=reporter, parent_pid=os.getppid())
+    worker.install_signals()
+    # Waits (with backoff) for a Redis that is down at start instead of crashing.
+    worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
+    return worker.run()
+
+
+def _settle_timed_out(settings: WorkerSettings, queue: RedisQueue, job: SlotJob) -> str:
+    """In the guard, after it killed the worker: release or fail the job (reason
+    "timeout") at once, as the master does for its children."""
+    back = handback.Handback(handback.LostJob(job.id, job.queue), job.attempts, "timeout",
+                             "timeout")
+    return handback.settle(queue, settings, back)

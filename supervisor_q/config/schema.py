@@ -77,7 +77,7 @@ class ScheduleRule(_Frozen):
 
 
 class AutoscaleConfig(_Frozen):
-    """Load-driven pool size between `min` and `max` (see schedule.autoscale_target)."""
+    """Load-driven pool size between `min` and `max` (see master/schedule.py: autoscale)."""
 
     min: Count = 1  # smallest pool; a firing schedule rule replaces it as the floor
     max: PositiveCount  # largest pool, also above any schedule size (required)

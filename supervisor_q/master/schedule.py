@@ -217,13 +217,14 @@ def _next_firing(cron: str, zone: tzinfo, after: datetime) -> datetime | None:
     return None  # pragma: no cover - the iterator is endless
 
 
-def autoscale_target(
+def autoscale(
     settings: AutoscaleSettings,
     bounds: tuple[int, int],
     inp: AutoscaleInput,
     state: AutoscaleState,
-) -> int:
-    """The pool size autoscaling wants now, given (floor, ceiling) bounds.
+) -> tuple[int, str]:
+    """(the pool size autoscaling wants now, the step that decided it: "floor", "ceiling",
+    "cooldown", "grow", "shrink" or "hold"), given (floor, ceiling) bounds.
 
     The floor is autoscale.min, or the size of the schedule rule in force; the ceiling is
     autoscale.max. Steps, in order:
@@ -247,15 +248,6 @@ def autoscale_target(
     Growth reacts to one sample; shrinking needs a whole quiet window. That asymmetry is
     the hysteresis: a steady load whose samples swing between n-1 and n busy holds n.
     """
-    return _autoscale(settings, bounds, inp, state)[0]
-
-
-def _autoscale(
-    settings: AutoscaleSettings,
-    bounds: tuple[int, int],
-    inp: AutoscaleInput,
-    state: AutoscaleState,
-) -> tuple[int, str]:
     ceiling = bounds[1]
     floor = min(bounds[0], ceiling)
     current = inp.current
@@ -350,15 +342,21 @@ def desired_numprocs(
     floor_reason = scheduled or "autoscale min"
     if load is None:
         return min(floor, settings.max), floor_reason
-    target, why = _autoscale(
+    target, why = autoscale(
         settings, (floor, settings.max), load, autoscale_state or AutoscaleState()
     )
+    return target, _autoscale_reason(why, target, floor, floor_reason, settings.max, load)
+
+
+def _autoscale_reason(why: str, target: int, floor: int, floor_reason: str, ceiling: int,
+                      load: AutoscaleInput) -> str:
+    """The `status` reason for an autoscale decision."""
     if why == "floor" or (why == "shrink" and target == floor):
-        return target, floor_reason
-    if why == "ceiling" or (why == "grow" and target == settings.max):
-        return target, f"autoscale max: {load.queue_size} queued"
+        return floor_reason
+    if why == "ceiling" or (why == "grow" and target == ceiling):
+        return f"autoscale max: {load.queue_size} queued"
     if why == "grow":
-        return target, f"autoscale: {load.queue_size} queued"
+        return f"autoscale: {load.queue_size} queued"
     if why == "shrink":
-        return target, "autoscale: idle" if load.busy == 0 else f"autoscale: {load.busy} busy"
-    return target, f"autoscale: {load.queue_size} queued, {load.busy} busy"
+        return "autoscale: idle" if load.busy == 0 else f"autoscale: {load.busy} busy"
+    return f"autoscale: {load.queue_size} queued, {load.busy} busy"

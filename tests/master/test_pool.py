@@ -8,7 +8,8 @@ import pytest
 
 from supervisor_q import exitcodes
 from supervisor_q.config.schema import CommandProgram, WorkerProgram
-from supervisor_q.master.pool import FATAL_RETRY, KILL_GRACE, TERM_GRACE, Pool
+from supervisor_q.master.deadlines import KILL_GRACE, TERM_GRACE
+from supervisor_q.master.pool import FATAL_RETRY, Pool
 from supervisor_q.master.process import State
 from supervisor_q.master.spawn import Spawned
 

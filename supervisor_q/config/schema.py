@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# A reservation must outlive the job's hard timeout by this much (RELIABILITY.md rule 1).
+# A reservation must outlive the job's hard timeout by this much (ARCHITECTURE.md's rule 1).
 # A copy of backend.RESERVATION_MARGIN (this module imports nothing); a test keeps them equal.
 RESERVATION_MARGIN = 5.0
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"

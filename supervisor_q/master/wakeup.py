@@ -84,10 +84,10 @@ class Wakeup:
         self._signals = tuple(signals)
         self._selector = selectors.DefaultSelector()
         self._sig_r, self._sig_w = _nonblocking_pipe()
-        # Pokes get their own pipe: a burst of file events that filled a shared
-        # pipe would make the kernel drop signal bytes (warn_on_full_buffer=False).
+        # Pokes get their own pipe: a burst of pokes that filled a shared pipe
+        # would make the kernel drop signal bytes (warn_on_full_buffer=False).
         self._poke_r, self._poke_w = _nonblocking_pipe()
-        # deque.append/popleft are atomic under the GIL: no lock shared with the watcher thread.
+        # deque.append/popleft are atomic under the GIL: poke() from another thread takes no lock.
         self._poke_reasons: collections.deque[str] = collections.deque()
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: int | None = None

@@ -400,7 +400,7 @@ def test_diff_programs_added_removed_and_kind_change():
 
 
 def test_the_contracts_example_program_is_valid(confd):
-    """DESIGN.md's example file lists numprocs beside autoscale: numprocs is then ignored."""
+    """The contract's example file lists numprocs beside autoscale: numprocs is then ignored."""
     write(confd, "emails.yaml", textwrap.dedent("""\
         queues: [emails-high, emails]
         import: [myapp.jobs]

@@ -21,6 +21,28 @@ mode does not (it fires a rule in the repeated hour twice):
   fires once, at the first occurrence (02:30 CEST), not again at 02:30 CET.
 So DST neither skips nor doubles a firing.
 
+Autoscaling (`autoscale`). The floor is autoscale.min, or the size of the schedule rule
+in force; the ceiling is autoscale.max. Steps, in order:
+1. Bounds are hard: a pool outside [floor, ceiling] moves to the nearest bound at once
+   (no cooldown, no step limit), so a pool starts at its minimum / schedule size.
+2. Cooldown: no change until `cooldown` seconds after the last change.
+3. Demand, a real number of processes:
+   - target_wait set and avg_runtime measured (> 0):
+     demand = busy + queue_size * avg_runtime / target_wait
+     (its ceiling is the size that clears the backlog within target_wait);
+   - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10 jobs);
+   - by: wait: demand = current + max_shift while oldest_wait > threshold
+     (target_wait, else DEFAULT_WAIT_THRESHOLD = 10 s), else busy.
+4. Grow when demand > current: to min(current + max_shift, ceil(demand), ceiling).
+5. Shrink only when the queue is calm (empty; with waits as the measure, oldest_wait
+   under half the threshold also counts) and the recent peak demand (the highest
+   demand over the last one to two windows of max(cooldown, PEAK_WINDOW) seconds,
+   this sample included) is at least one whole process below current: to
+   max(current - max_shift, ceil(peak), floor).
+6. Otherwise hold.
+Growth reacts to one sample; shrinking needs a whole quiet window. That asymmetry is
+the hysteresis: a steady load whose samples swing between n-1 and n busy holds n.
+
 Manual overrides (`scale PROGRAM N`, TTIN/TTOU) are passed as (numprocs, set_at) and hold
 until the next schedule firing after set_at; with no schedule they hold until the caller
 drops them (a reload does). A manual size beats autoscale and its bounds: it was asked for.
@@ -226,27 +248,7 @@ def autoscale(
     """(the pool size autoscaling wants now, the step that decided it: "floor", "ceiling",
     "cooldown", "grow", "shrink" or "hold"), given (floor, ceiling) bounds.
 
-    The floor is autoscale.min, or the size of the schedule rule in force; the ceiling is
-    autoscale.max. Steps, in order:
-    1. Bounds are hard: a pool outside [floor, ceiling] moves to the nearest bound at once
-       (no cooldown, no step limit), so a pool starts at its minimum / schedule size.
-    2. Cooldown: no change until `cooldown` seconds after the last change.
-    3. Demand, a real number of processes:
-       - target_wait set and avg_runtime measured (> 0):
-         demand = busy + queue_size * avg_runtime / target_wait
-         (its ceiling is the size that clears the backlog within target_wait);
-       - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10 jobs);
-       - by: wait: demand = current + max_shift while oldest_wait > threshold
-         (target_wait, else DEFAULT_WAIT_THRESHOLD = 10 s), else busy.
-    4. Grow when demand > current: to min(current + max_shift, ceil(demand), ceiling).
-    5. Shrink only when the queue is calm (empty; with waits as the measure, oldest_wait
-       under half the threshold also counts) and the recent peak demand (the highest
-       demand over the last one to two windows of max(cooldown, PEAK_WINDOW) seconds,
-       this sample included) is at least one whole process below current: to
-       max(current - max_shift, ceil(peak), floor).
-    6. Otherwise hold.
-    Growth reacts to one sample; shrinking needs a whole quiet window. That asymmetry is
-    the hysteresis: a steady load whose samples swing between n-1 and n busy holds n.
+    The steps are in the module docstring ("Autoscaling").
     """
     ceiling = bounds[1]
     floor = min(bounds[0], ceiling)

@@ -37,13 +37,13 @@ from supervisor_q.master.spawn import Spawner
 
 log = logging.getLogger("supervisor_q.pool")
 
+# running: keep `target` children; stopped: `stop PROGRAM`, none until started;
+# removing: gone from the config, none, and forgotten once its children exit;
+# shutdown: the master is stopping, none for good.
+Mode = Literal["running", "stopped", "removing", "shutdown"]
 FATAL_RETRY = 60.0  # FATAL is an alert, not forever: try again after this long
 
 Why = Literal["timeout", "memory", "lost", "stopped"]
-# running: keep `target` children; stopped: `stop PROGRAM` or shutdown, none until
-# started; removing: gone from the config, none, and forgotten once its children exit;
-# shutdown: the master is stopping, none for good.
-Mode = Literal["running", "stopped", "removing", "shutdown"]
 
 
 @dataclass(frozen=True)

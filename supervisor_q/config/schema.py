@@ -1,7 +1,8 @@
 """The program-file schema: frozen pydantic models, their defaults and every validation rule.
 
-`config.py` reads YAML and turns validation errors into "<path>: <key>: <problem>" lines;
-this module only says what a valid program is. Defaults are documented next to each field.
+`loading.py` reads YAML and `messages.py` turns validation errors into
+"<path>: <key>: <problem>" lines; this module only says what a valid program is.
+Defaults are documented next to each field.
 Durations are seconds (int or float), sizes are MB, counts are ints; booleans are never
 accepted where a number is expected (YAML's `yes` must not become 1).
 

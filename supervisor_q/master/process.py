@@ -236,4 +236,4 @@ class RunRecord:
     registered: bool = False  # fd watched by the arbiter's selector
     rearm_at: float = 0.0  # when the arbiter watches the fd again (reports are batched)
     buffer: bytes = b""
-    garbled: int = 0  # unreadable report lines seen (arbiter.garbled_report)
+    garbled: int = 0  # unreadable report lines seen (reports.py: ReportReader.garbled)

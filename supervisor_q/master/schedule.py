@@ -2,7 +2,7 @@
 as pure functions of (config, now, measurements). The pool tick asks; the pool applies.
 
 This module imports nothing from the supervisor_q package: programs, rules and autoscale
-settings are read through the small Protocols below (config.py's models satisfy them).
+settings are read through the small Protocols below (config/schema.py's models satisfy them).
 
 Schedules. The rule that fired most recently at or before `now` sets the size, so a start
 or reload at any time of day gets the size the schedule has in force (a restart at 10:00

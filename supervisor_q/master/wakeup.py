@@ -114,7 +114,7 @@ class Wakeup:
         """Wake the loop from another thread. Safe to call from any thread, never blocks."""
         if self._closed:  # the fd number may already belong to another file
             return
-        # Skip a repeat of the newest reason so a burst of file events cannot
+        # Skip a repeat of the newest reason so a burst of pokes cannot
         # grow the deque without bound (racy by design: a rare duplicate is coalesced later).
         try:
             newest = self._poke_reasons[-1]

@@ -110,7 +110,14 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
                    help="monitor: alert when the oldest job waited more than S seconds")
     q.add_argument("--json", action="store_true", help="monitor: JSON output")
     q.set_defaults(handler=cmd_queue)
+    _add_failed_parser(sub)
 
+    r = sub.add_parser("restart-workers",
+                       help="deploy signal: every worker finishes its job and restarts")
+    r.set_defaults(handler=cmd_restart_workers)
+
+
+def _add_failed_parser(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("failed", help="the failed-job store")
     fsub = f.add_subparsers(dest="action", required=True)
     fl = fsub.add_parser("list")
@@ -129,10 +136,6 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     fp = fsub.add_parser("prune")
     fp.add_argument("--hours", type=non_negative, required=True)
     f.set_defaults(handler=cmd_failed)
-
-    r = sub.add_parser("restart-workers",
-                       help="deploy signal: every worker finishes its job and restarts")
-    r.set_defaults(handler=cmd_restart_workers)
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from typing import NoReturn
 from supervisor_q import __version__
 from supervisor_q.cli.batches import add_batch_parsers
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
+from supervisor_q.cli.master import add_master_parsers
 from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
 
 # Exit codes of the command itself: 2 = it could not run as given (bad arguments, a
@@ -39,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_work_parser(sub)
     add_job_parsers(sub)
     add_batch_parsers(sub)
-    try:
-        from supervisor_q.cli.master import add_master_parsers
-    except ImportError:  # the master commands arrive with the master
-        pass
-    else:
-        add_master_parsers(sub)
+    add_master_parsers(sub)
     return parser
 
 

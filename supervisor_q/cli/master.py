@@ -9,10 +9,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supervisor_q import paths
 from supervisor_q.ctl.protocol import ControlError, request
 from supervisor_q.logs import configure_logging
+
+if TYPE_CHECKING:  # imported when used: `status` and friends start fast
+    from supervisor_q.config.loading import ProgramConfig
+    from supervisor_q.queue.server import RedisServer
 
 log = logging.getLogger("supervisor_q.master")
 
@@ -158,61 +163,39 @@ def socket_group(value: str | None) -> int | None:
     raise ValueError(f"no group {value!r} (--socket-group / SUPERVISOR_Q_SOCKET_GROUP)")
 
 
+class _Refused(Exception):
+    """`run` cannot start: its message is printed and the command exits with `code`."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
-    from supervisor_q.config.loading import ConfigError, config_fingerprint, load_config_dir
     from supervisor_q.master.arbiter import Arbiter
     from supervisor_q.master.systemd import Notifier
-    from supervisor_q.queue.server import RedisServer, ServerInUse
 
     configure_logging(args.log_format)
     config_dir = Path(args.config).resolve()
-    fingerprint = config_fingerprint(config_dir)  # before reading: see Arbiter.reload
-    try:
-        programs = load_config_dir(config_dir)
-    except ConfigError as exc:
-        print(f"supervisor-q run: invalid config, not starting:\n{exc}", file=sys.stderr)
-        return 2
-    try:
-        group = socket_group(args.socket_group or os.environ.get("SUPERVISOR_Q_SOCKET_GROUP"))
-    except ValueError as exc:
-        print(f"supervisor-q run: {exc}", file=sys.stderr)
-        return 2
-    notifier = Notifier.from_environment()
-    runtime = paths.runtime_dir()
-    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server = None
     url = args.redis_url or os.environ.get("SUPERVISOR_Q_REDIS_URL")
-    if not url:
-        if group is not None:  # the group may enter the dir; control.sock stays 0600
-            try:
-                os.chown(runtime, -1, group)
-                os.chmod(runtime, 0o750)
-            except PermissionError as exc:
-                print(f"supervisor-q run: cannot hand {runtime} to group {group}: "
-                      f"{exc.strerror} (the master's user must be a member)", file=sys.stderr)
-                return 2
-        data_dir = Path(args.data_dir) if args.data_dir else paths.data_dir()
-        server = RedisServer(data_dir=data_dir, socket_group=group,
-                             unix_socket=paths.embedded_redis_socket(runtime))
-        try:
-            server.start()
-        except ServerInUse as exc:  # another master's server: leave it (and its master) be
-            print(f"supervisor-q run: {exc}; not starting", file=sys.stderr)
-            return 1
-        url = server.url
-        log.info("embedded Redis server pid=%d on %s, data in %s", server.process.pid,
-                 server.unix_socket, data_dir)
-    os.environ["SUPERVISOR_Q_REDIS_URL"] = url  # jobs that dispatch find the same server
-    # `command: python ...` means the master's own interpreter (its virtualenv), first.
-    bindir = os.path.dirname(sys.executable)
-    os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
-    control = Path(args.socket) if args.socket else (
-        Path(os.environ["SUPERVISOR_Q_SOCKET"]) if os.environ.get("SUPERVISOR_Q_SOCKET")
-        else runtime / "control.sock")
+    try:
+        fingerprint, programs = _load_or_refuse(config_dir)
+        group = _group_or_refuse(args.socket_group
+                                 or os.environ.get("SUPERVISOR_Q_SOCKET_GROUP"))
+        notifier = Notifier.from_environment()
+        runtime = paths.runtime_dir()
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        server = None if url else _start_embedded_server(args, runtime, group)
+    except _Refused as exc:
+        print(f"supervisor-q run: {exc}", file=sys.stderr)
+        return exc.code
+    url = server.url if server is not None else url
+    _prepare_environment(url)
     setproctitle(f"supervisor-q master [{config_dir}]")
-    arbiter = Arbiter(config_dir, programs, url, control, notifier=notifier)
+    arbiter = Arbiter(config_dir, programs, url, _control_path(args, runtime),
+                      notifier=notifier)
     arbiter.supervised_server = server
     arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
     try:
@@ -221,3 +204,61 @@ def cmd_run(args: argparse.Namespace) -> int:
         if server is not None:  # the data store is the last thing to stop
             server.stop()
             log.info("embedded Redis server stopped")
+
+
+def _load_or_refuse(config_dir: Path) -> tuple[tuple[tuple[str, str], ...],
+                                               dict[str, ProgramConfig]]:
+    """(fingerprint, programs); the fingerprint is taken before reading (Arbiter.reload)."""
+    from supervisor_q.config.loading import ConfigError, config_fingerprint, load_config_dir
+
+    fingerprint = config_fingerprint(config_dir)
+    try:
+        return fingerprint, load_config_dir(config_dir)
+    except ConfigError as exc:
+        raise _Refused(f"invalid config, not starting:\n{exc}", 2) from None
+
+
+def _group_or_refuse(value: str | None) -> int | None:
+    try:
+        return socket_group(value)
+    except ValueError as exc:
+        raise _Refused(str(exc), 2) from None
+
+
+def _start_embedded_server(args: argparse.Namespace, runtime: Path,
+                           group: int | None) -> RedisServer:
+    """No Redis URL given: run the embedded server, its socket in the runtime dir."""
+    from supervisor_q.queue.server import RedisServer, ServerInUse
+
+    if group is not None:  # the group may enter the dir; control.sock stays 0600
+        try:
+            os.chown(runtime, -1, group)
+            os.chmod(runtime, 0o750)
+        except PermissionError as exc:
+            raise _Refused(f"cannot hand {runtime} to group {group}: {exc.strerror} "
+                           "(the master's user must be a member)", 2) from None
+    data_dir = Path(args.data_dir) if args.data_dir else paths.data_dir()
+    server = RedisServer(data_dir=data_dir, socket_group=group,
+                         unix_socket=paths.embedded_redis_socket(runtime))
+    try:
+        server.start()
+    except ServerInUse as exc:  # another master's server: leave it (and its master) be
+        raise _Refused(f"{exc}; not starting", 1) from None
+    log.info("embedded Redis server pid=%d on %s, data in %s", server.process.pid,
+             server.unix_socket, data_dir)
+    return server
+
+
+def _prepare_environment(url: str) -> None:
+    os.environ["SUPERVISOR_Q_REDIS_URL"] = url  # jobs that dispatch find the same server
+    # `command: python ...` means the master's own interpreter (its virtualenv), first.
+    bindir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+
+
+def _control_path(args: argparse.Namespace, runtime: Path) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    if os.environ.get("SUPERVISOR_Q_SOCKET"):
+        return Path(os.environ["SUPERVISOR_Q_SOCKET"])
+    return runtime / "control.sock"

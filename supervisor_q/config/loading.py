@@ -2,10 +2,12 @@
 
 Loading validates every file completely and collects every problem before raising one
 `ConfigError`, so a bad edit is reported in full and nothing running is touched
-(RELIABILITY.md rule 9). Each problem reads "<path>: <key>: <problem>". The schema, its
-defaults and the cross-field rules live in `config_schema.py`.
+(ARCHITECTURE.md's reliability rule 9). Each problem reads "<path>: <key>: <problem>"
+(messages.py words them). The schema, its defaults and the cross-field rules live in
+`schema.py`.
 
-This module imports nothing from the supervisor_q package except its own schema module.
+This module imports nothing from the supervisor_q package except config/schema.py and
+config/messages.py.
 
 Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 
@@ -40,7 +42,6 @@ Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 from __future__ import annotations
 
 import hashlib
-import reprlib
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,11 +51,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from supervisor_q.config.messages import short, translate, type_name
 from supervisor_q.config.schema import (
     SCALE_FIELDS,
     AutoscaleConfig,
     CommandProgram,
-    KeyedError,
     ProgramConfig,
     ScheduleRule,
     WorkerProgram,
@@ -80,10 +81,6 @@ PROGRAM_SUFFIXES = (".yaml", ".yml")
 # this many characters, and one file reports at most MAX_FILE_PROBLEMS of them.
 MAX_PROBLEM = 300
 MAX_FILE_PROBLEMS = 20
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
-_short.maxlevel = 2
 
 
 class ConfigError(Exception):
@@ -125,7 +122,7 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise _Refused(".".join(here) or "(program)",
-                           f"YAML aliases (*{_short.repr(event.anchor)[1:-1]}) are not allowed "
+                           f"YAML aliases (*{short.repr(event.anchor)[1:-1]}) are not allowed "
                            f"in program files ({_where(event.start_mark)}); write the value "
                            f"out")
         self._keys = here
@@ -243,7 +240,7 @@ def _file_kind(path: Path) -> str | None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         if path.is_symlink():
-            return f"dangling symlink to {_short.repr(str(path.readlink()))}"
+            return f"dangling symlink to {short.repr(str(path.readlink()))}"
         raise
     if stat.S_ISDIR(mode):
         return "is a directory, not a program file (rename it or move it out)"
@@ -296,7 +293,7 @@ def _load(path: Path) -> tuple[ProgramConfig | None, list[str]]:
     try:
         program = model.model_validate(data)
     except ValidationError as error:
-        for key, problem in _translate(error, model):
+        for key, problem in translate(error, model):
             if both and problem == "unknown key" and key in CommandProgram.model_fields:
                 continue  # a command-only key is not the problem; the mix of kinds is
             if key == "name" and name_from_file:
@@ -325,7 +322,7 @@ def _read_mapping(path: Path) -> tuple[dict[Any, Any] | None, list[str]]:
     if not isinstance(raw, dict):
         return None, [
             f"{path}: top level must be a mapping of keys (such as queues: or command:), "
-            f"got {_type_name(raw)}"
+            f"got {type_name(raw)}"
         ]
     return raw, []
 
@@ -337,65 +334,3 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
         return f"invalid YAML: {problem}"
     # PyYAML marks are 0-based; editors count from 1.
     return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
-
-
-def _translate(error: ValidationError, model: type) -> list[tuple[str, str]]:
-    """pydantic errors -> (dotted key, problem) pairs, never pydantic's default text."""
-    out = []
-    for item in error.errors(include_url=False):
-        loc = [str(part) for part in item["loc"] if part != "[key]"]
-        key = ".".join(loc) or "(program)"
-        cause = (item.get("ctx") or {}).get("error")
-        if isinstance(cause, KeyedError):
-            key = cause.key
-        out.append((key, _problem(item, model)))
-    return out
-
-
-def _problem(item: Mapping[str, Any], model: type) -> str:
-    kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
-    got = f", got {_short.repr(value)}" if not isinstance(value, dict | list) else ""
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        if item["loc"] == ("queues",) and model is WorkerProgram:
-            return "required (or command: for a plain program)"
-        return "required"
-    if kind == "value_error":
-        return str(ctx.get("error", item["msg"]))
-    bounds = {
-        "greater_than_equal": ">= {ge}",
-        "greater_than": "> {gt}",
-        "less_than_equal": "<= {le}",
-        "less_than": "< {lt}",
-    }
-    if kind in bounds:
-        # ctx holds the bound as declared (0.0 for float fields); print it as people write it
-        plain = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
-        return "must be " + bounds[kind].format(**plain) + got
-    if kind == "string_pattern_mismatch":
-        return f"must match {ctx['pattern'].strip('^$')}{got}"
-    if kind in ("too_short", "string_too_short"):
-        return "must not be empty"
-    if kind == "literal_error":
-        return f"must be one of {ctx['expected']}{got}"
-    expected = {
-        "int_type": "an integer",
-        "float_type": "a number",
-        "string_type": "a string (quote it)",
-        "bool_type": "true or false",
-        "tuple_type": "a list",
-        "list_type": "a list",
-        "dict_type": "a mapping",
-        "model_type": "a mapping",
-        "model_attributes_type": "a mapping",
-        "none_required": "absent",
-    }
-    if kind in expected:
-        return f"must be {expected[kind]}, got {_type_name(value)} {_short.repr(value)}"
-    return str(item["msg"]).lower()  # fallback: still one line, still our shape
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(value), type(value).__name__)

@@ -1,7 +1,8 @@
 """The program-file schema: frozen pydantic models, their defaults and every validation rule.
 
-`config.py` reads YAML and turns validation errors into "<path>: <key>: <problem>" lines;
-this module only says what a valid program is. Defaults are documented next to each field.
+`loading.py` reads YAML and `messages.py` turns validation errors into
+"<path>: <key>: <problem>" lines; this module only says what a valid program is.
+Defaults are documented next to each field.
 Durations are seconds (int or float), sizes are MB, counts are ints; booleans are never
 accepted where a number is expected (YAML's `yes` must not become 1).
 
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# A reservation must outlive the job's hard timeout by this much (RELIABILITY.md rule 1).
+# A reservation must outlive the job's hard timeout by this much (ARCHITECTURE.md's rule 1).
 # A copy of backend.RESERVATION_MARGIN (this module imports nothing); a test keeps them equal.
 RESERVATION_MARGIN = 5.0
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -77,7 +78,7 @@ class ScheduleRule(_Frozen):
 
 
 class AutoscaleConfig(_Frozen):
-    """Load-driven pool size between `min` and `max` (see schedule.autoscale_target)."""
+    """Load-driven pool size between `min` and `max` (see master/schedule.py: autoscale)."""
 
     min: Count = 1  # smallest pool; a firing schedule rule replaces it as the floor
     max: PositiveCount  # largest pool, also above any schedule size (required)

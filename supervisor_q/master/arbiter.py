@@ -1,8 +1,9 @@
 """The master loop: wait -> dispatch -> reap -> deadlines -> restart signal -> tick pools.
 
-Single-threaded: signals, control requests, child reports and config-file events all
-arrive as events on one selector (wakeup.py). A failed iteration is logged and the
-loop goes on. The master never runs jobs and never imports job modules.
+Single-threaded: signals, control requests and child reports all arrive as events on one
+selector (wakeup.py); config-dir changes are noticed by the slow tick (confwatch.py), so
+no other thread exists when the master forks. A failed iteration is logged and the loop
+goes on. The master never runs jobs and never imports job modules.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -25,40 +25,24 @@ from supervisor_q.config.loading import (
     load_config_dir,
 )
 from supervisor_q.ctl.protocol import ControlServer
+from supervisor_q.master import commands
+from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
 from supervisor_q.master.pool import Pool
-from supervisor_q.master.process import ChildProcess, State
-from supervisor_q.master.schedule import AutoscaleInput, AutoscaleState, desired_numprocs
-from supervisor_q.master.schedule import next_autoscale_state as advance_autoscale
+from supervisor_q.master.reports import ReportReader
+from supervisor_q.master.schedule import AutoscaleInput
 from supervisor_q.master.spawn import ForkSpawner
 from supervisor_q.master.systemd import Notifier
-from supervisor_q.master.wakeup import FdReady, Poked, SignalReceived, Wakeup
+from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
 from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import handback
-from supervisor_q.worker.report import parse_lines
 
 log = logging.getLogger("supervisor_q.arbiter")
 
 TICK = 1.0  # the loop wakes at least this often
 RELOAD_DEBOUNCE = 0.3  # editors write a file in several steps
-REPORT_BATCH = 0.05  # seconds a child's report pipe rests after being read
-# File events that can change a program file. Never opened/closed-without-writing/
-# accessed: reading the files (a reload, `cat`, check-config) must not cause a reload.
-CHANGE_EVENTS = frozenset({"created", "deleted", "modified", "moved", "closed"})
-GARBLED_LOGGED = 5  # unreadable report lines logged per child
-
-
-@dataclass
-class PoolState:
-    """What the arbiter keeps per pool beside the pool itself."""
-
-    override: tuple[int, object] | None = None  # (size, aware datetime set)
-    autoscale: AutoscaleState = field(default_factory=AutoscaleState)
-    removing: bool = False  # removed from the config: stop, then forget
-    runtimes: list[float] = field(default_factory=list)  # recent job runtimes, for target_wait
-    next_monitor: float = 0.0  # when to check the program's `monitor:` thresholds again
 
 
 class Arbiter:
@@ -75,19 +59,19 @@ class Arbiter:
         self.guardian = Guardian()
         self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=5))
+        self.reports = ReportReader(self.wakeup, self.clock)
         self.pools: dict[str, Pool] = {}
-        self.extra: dict[str, PoolState] = {}
         self.started = self.clock.monotonic()
         self.stopping: str | None = None  # "graceful" | "fast"
         self.reload_at: float | None = None
-        # What the running config was read from; file events reload only when it differs.
+        # What the running config was read from; dir changes reload only when it differs.
         self.config_fingerprint = config_fingerprint(config_dir)
+        self.config_watch: DirSnapshot | None = None  # taken in setup
         self.restart_generation: float | None = None
         self.restart_seen_at: float | None = None
         self.next_slow_tick = 0.0
         self.next_watchdog = 0.0
         self.ready_sent = False
-        self.observer = None
         self.supervised_server = None  # embedded RedisServer, restarted if it dies
 
     # -- setup -------------------------------------------------------------------
@@ -100,31 +84,12 @@ class Arbiter:
         self.wakeup.register(sock, ("accept", None))
         for program in self.programs.values():
             self.add_pool(program)
-        self.watch_config_dir()
+        self.config_watch = DirSnapshot(self.config_dir)
+        # An edit made between the first load and the snapshot: compared by content.
+        self.reload_at = self.clock.monotonic() + RELOAD_DEBOUNCE
 
     def add_pool(self, program: ProgramConfig) -> None:
         self.pools[program.name] = Pool(program, self.spawner)
-        self.extra[program.name] = PoolState()
-
-    def watch_config_dir(self) -> None:
-        """Config edits wake the loop; the watcher thread only pokes the wake-up pipe."""
-        try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:  # pragma: no cover - watchdog is a dependency
-            return
-        wakeup = self.wakeup
-
-        class Poke(FileSystemEventHandler):
-            def on_any_event(self, event: object) -> None:
-                if getattr(event, "event_type", None) in CHANGE_EVENTS:
-                    wakeup.poke("config")
-
-        self.observer = Observer()
-        self.observer.schedule(Poke(), str(self.config_dir), recursive=False)
-        self.observer.daemon = True
-        self.observer.start()
-        wakeup.poke("config")  # an edit made between the first load and the watch
 
     # -- the loop ----------------------------------------------------------------
 
@@ -158,7 +123,7 @@ class Arbiter:
         for pool in self.pools.values():
             pool.tick(now)
             for child in pool.children:
-                self.register_child_fd(pool, child, now)
+                self.reports.register(pool, child, now)
         self.forget_removed_pools()
         self.notify_systemd(now)
         return self.stopping is not None and not any(p.alive() for p in self.pools.values())
@@ -179,8 +144,6 @@ class Arbiter:
                               None)
             if handler is not None:
                 handler()
-        elif isinstance(event, Poked) and event.reason == "config":
-            self.reload_at = self.clock.monotonic() + RELOAD_DEBOUNCE
         elif isinstance(event, FdReady):
             kind, target = event.tag
             if kind == "accept":
@@ -193,7 +156,7 @@ class Arbiter:
                 if wanted:
                     self.wakeup.register(event.fileobj, event.tag, wanted)
             elif kind == "child":
-                self.child_reports_ready(*target)
+                self.reports.ready(*target)
 
     # -- signals -----------------------------------------------------------------
 
@@ -218,8 +181,9 @@ class Arbiter:
         pass  # reap_children runs every iteration
 
     def nudge_all(self, delta: int) -> None:
-        for name, pool in self.pools.items():
-            self.extra[name].override = (max(0, pool.target + delta), self.clock.now())
+        """TTIN/TTOU: every pool one child more or fewer, as `scale` would set it."""
+        for pool in self.pools.values():
+            pool.scale_by(delta, self.clock.now())
         self.slow_tick(self.clock.monotonic())
 
     # -- children ----------------------------------------------------------------
@@ -243,8 +207,8 @@ class Arbiter:
                 continue
             run = pool.run_of(child)
             if run.fd is not None:
-                self.read_child_reports(pool, child)  # the last words before the exit
-                self.close_child_fd(pool, child)
+                self.reports.read(pool, child)  # the last words before the exit
+                self.reports.close(pool, child)
             back = pool.reaped(child, status, now)
             if child.pgid and child.pgid > 0:
                 try:  # the job's own subprocesses must not outlive it
@@ -262,117 +226,22 @@ class Arbiter:
         if not self.guardian.exited(pid):
             self.guardian.forget(pid)
 
-    def close_child_fd(self, pool: Pool, child: ChildProcess) -> None:
-        run = pool.run_of(child)
-        if run.fd is not None:
-            try:
-                self.wakeup.unregister(run.fd)
-            except (KeyError, ValueError):
-                pass
-            os.close(run.fd)
-            run.fd = None
-
-    def register_child_fd(self, pool: Pool, child: ChildProcess, now: float) -> None:
-        """Watch a child's report pipe: a new child's at once, a busy one's again after
-        its batching pause (reading first what arrived in the meantime)."""
-        run = pool.run_of(child)
-        if run.fd is None or run.registered or now < run.rearm_at:
-            return
-        if run.rearm_at:
-            self.read_child_reports(pool, child)
-            if run.fd is None:
-                return
-        self.wakeup.register(run.fd, ("child", (pool, child)))
-        run.registered = True
-
-    def child_reports_ready(self, pool: Pool, child: ChildProcess) -> None:
-        """Read a child's reports, then stop watching its pipe for REPORT_BATCH seconds:
-        a child running thousands of tiny jobs a second wakes the master a few dozen
-        times, not thousands. Deadlines stay exact: reports carry their own times."""
-        self.read_child_reports(pool, child)
-        run = pool.run_of(child)
-        if run.fd is not None and run.registered:
-            self.wakeup.unregister(run.fd)
-            run.registered = False
-            run.rearm_at = self.clock.monotonic() + REPORT_BATCH
-
-    def read_child_reports(self, pool: Pool, child: ChildProcess) -> None:
-        run = pool.run_of(child)
-        if run.fd is None:
-            return
-        while True:
-            try:
-                chunk = os.read(run.fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:  # the child closed its end (it exited): stop watching
-                self.close_child_fd(pool, child)
-                break
-            events, run.buffer = parse_lines(run.buffer + chunk)
-            now = self.clock.monotonic()
-            for ev in events:
-                if ev.kind == "ready":
-                    pool.child_ready(child, ev.generation)
-                elif ev.kind == "started":
-                    pool.job_started(child, ev.job_id, ev.name, ev.queue, ev.timeout,
-                                     ev.attempts, min(ev.at, now))
-                elif ev.kind == "finished":
-                    if child.job is not None and child.job.id == ev.job_id:
-                        self.record_runtime(pool, max(0.0, ev.at - child.job.started_at))
-                    pool.job_finished(child, ev.job_id)
-                else:
-                    self.garbled_report(pool, child, ev.line, now)
-
-    def garbled_report(self, pool: Pool, child: ChildProcess, line: bytes, now: float) -> None:
-        """A report line that cannot be read (a bug, never a job's data: the framing
-        carries any id). Say so loudly, a few times per child, and keep every deadline:
-        an unreadable start still makes the child busy under the program's timeout."""
-        run = pool.run_of(child)
-        run.garbled += 1
-        if run.garbled <= GARBLED_LOGGED:
-            log.error("%s pid=%s: unreadable report %r%s", child.name, child.pid, line[:200],
-                      " (further ones not logged)" if run.garbled == GARBLED_LOGGED else "")
-        kind = line[:1]
-        if kind == b"S" and isinstance(pool.program, WorkerProgram):
-            pool.job_started(child, "", "(unreadable report)", "", pool.program.timeout,
-                             0, now)
-        elif kind == b"E" and child.job is not None:
-            pool.job_finished(child, child.job.id)
-        elif kind == b"R":
-            pool.child_ready(child, None)
-
-    def record_runtime(self, pool: Pool, seconds: float) -> None:
-        runtimes = self.extra[pool.name].runtimes
-        runtimes.append(seconds)
-        del runtimes[:-50]
-
     # -- slow tick: targets, restart signal, memory, embedded server ------------------
 
     def slow_tick(self, now: float) -> None:
-        for name, pool in self.pools.items():
-            if self.stopping is None and not self.extra[name].removing:
+        for pool in self.pools.values():
+            if self.stopping is None and pool.mode != "removing":
                 self.update_target(pool)
+        if self.config_watch is not None and self.config_watch.changed():
+            self.reload_at = now + RELOAD_DEBOUNCE
         self.read_restart_signal(now)
         self.check_monitors(now)
         self.enforce_memory_hard()
         self.supervise_server()
 
     def update_target(self, pool: Pool) -> None:
-        extra = self.extra[pool.name]
         load = self.sample_load(pool) if pool.program.autoscale is not None else None
-        target, reason = desired_numprocs(pool.program, self.clock.now(), extra.override,
-                                          extra.autoscale, load)
-        if load is not None and pool.program.autoscale is not None:
-            extra.autoscale = advance_autoscale(extra.autoscale, pool.program.autoscale, load,
-                                                target)
-        if (target, reason) != (pool.target, pool.target_reason):
-            if target != pool.target:
-                log.info("%s: target %d -> %d (%s)", pool.name, pool.target, target, reason)
-            pool.target, pool.target_reason = target, reason
-        if extra.override is not None and reason != "manual scale":
-            extra.override = None  # the schedule's next rule fired: the override is over
+        pool.update_target(self.clock.now(), load)
 
     def sample_load(self, pool: Pool) -> AutoscaleInput | None:
         program = pool.program
@@ -384,21 +253,18 @@ class Arbiter:
                 size, oldest = size + length, max(oldest, waited)
         except redis.RedisError:
             return None
-        runtimes = self.extra[pool.name].runtimes
         busy = sum(1 for c in pool.children if c.job is not None)
         return AutoscaleInput(current=len(pool.active()), busy=busy, queue_size=size,
-                              oldest_wait=oldest,
-                              avg_runtime=sum(runtimes) / len(runtimes) if runtimes else None,
+                              oldest_wait=oldest, avg_runtime=pool.scaling.average_runtime(),
                               now=self.clock.monotonic())
 
     def check_monitors(self, now: float) -> None:
         """Log an alert when a program's queue passes its `monitor:` size or wait."""
         for pool in self.pools.values():
             settings = getattr(pool.program, "monitor", None)
-            extra = self.extra[pool.name]
-            if settings is None or now < extra.next_monitor:
+            if settings is None or now < pool.scaling.next_monitor:
                 continue
-            extra.next_monitor = now + settings.every
+            pool.scaling.next_monitor = now + settings.every
             try:
                 loads = monitor.measure(self.queue, list(pool.program.queues))
             except redis.RedisError:
@@ -456,8 +322,6 @@ class Arbiter:
 
         Raises ConfigError (after logging it) when the new config is invalid: then
         nothing that is running changes."""
-        from supervisor_q.master.commands import apply_reload
-
         self.notifier.reloading()
         # Taken before reading: an edit racing with this read differs from it later.
         self.config_fingerprint = config_fingerprint(self.config_dir)
@@ -467,12 +331,12 @@ class Arbiter:
             log.error("config reload refused, still running the previous config:\n%s", exc)
             self.notifier.ready(self.status_line())
             raise
-        summary = apply_reload(self, new)
+        summary = commands.apply_reload(self, new)
         self.notifier.ready(self.status_line())
         return summary
 
     def reload_if_changed(self) -> None:
-        """A file event: reload only when a program file's content differs from the
+        """A dir change: reload only when a program file's content differs from the
         last read, so one edit is one reload and a broken file is reported once."""
         if config_fingerprint(self.config_dir) != self.config_fingerprint:
             self.reload_quietly()
@@ -493,21 +357,12 @@ class Arbiter:
         self.notifier.stopping("stopping children")
         now = self.clock.monotonic()
         for pool in self.pools.values():
-            pool.target = 0
-            pool.stopped = True
-            for child in list(pool.children):
-                if mode == "fast":
-                    pool.stop_child(child, now, "fast shutdown", sig=signal.SIGKILL, wait=0)
-                elif child.state is State.STOPPING:
-                    continue
-                else:
-                    pool.stop_child(child, now, "shutdown")
+            pool.shutdown(now, fast=mode == "fast")
 
     def forget_removed_pools(self) -> None:
-        for name in [n for n, e in self.extra.items() if e.removing]:
+        for name in [n for n, p in self.pools.items() if p.mode == "removing"]:
             if not self.pools[name].alive():
                 del self.pools[name]
-                del self.extra[name]
                 log.info("%s: removed", name)
 
     def notify_systemd(self, now: float) -> None:
@@ -526,14 +381,10 @@ class Arbiter:
         return f"{len(self.pools)} programs, {alive} children, {busy} busy"
 
     def handle_command(self, command: str, args: dict) -> object:
-        from supervisor_q.master.commands import handle
-
-        return handle(self, command, args)
+        return commands.handle(self, command, args)
 
     def close(self) -> None:
         self.guardian.close()  # orderly exit: nothing is left for it to kill
-        if self.observer is not None:
-            self.observer.stop()
         self.control.close()
         self.wakeup.close()
         self.queue.client.close()

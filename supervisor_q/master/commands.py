@@ -1,14 +1,16 @@
 """What the master does for each control command, and the reload diff it applies.
 
-One path for every trigger: SIGHUP, `reload` and a conf.d edit all end in
-apply_reload; `restart PROGRAM` and a replaced program both use replace_children.
+Each command is a small handler in HANDLERS that validates its arguments and asks the
+pool to change (Horizon's SupervisorCommands -> `$supervisor->scale()`). One path for
+every reload trigger: SIGHUP, `reload` and a conf.d edit all end in apply_reload;
+`restart PROGRAM` and a replaced program both use Pool.replace_children.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -16,7 +18,7 @@ import psutil
 from supervisor_q.config.loading import ConfigError, ProgramConfig, WorkerProgram, diff_programs
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.master.pool import Pool
-from supervisor_q.master.process import State
+from supervisor_q.master.process import ALIVE_STATES, State
 from supervisor_q.master.schedule import next_firing, scheduled_target
 
 if TYPE_CHECKING:
@@ -26,45 +28,75 @@ log = logging.getLogger("supervisor_q.arbiter")
 
 
 def handle(arbiter: Arbiter, command: str, args: dict[str, Any]) -> Any:
-    if command == "ping":
-        return "pong"
-    if command == "status":
-        return status(arbiter)
-    if command == "reload":
-        try:
-            return arbiter.reload()
-        except ConfigError as exc:
-            raise ControlError(f"invalid config, nothing changed:\n{exc}") from None
-    if command == "shutdown":
-        arbiter.shutdown("fast" if args.get("fast") else "graceful")
-        return "shutting down"
-    if command in ("pause", "continue"):
-        return pause_or_continue(arbiter, command, args.get("program"))
+    """Run one control command: look up its handler and let it ask the pool to change."""
+    handler = HANDLERS.get(command)
+    if handler is None:
+        raise ControlError(f"unknown command {command!r}")
+    return handler(arbiter, args)
+
+
+def _ping(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    return "pong"
+
+
+def _status(arbiter: Arbiter, args: dict[str, Any]) -> dict[str, Any]:
+    return status(arbiter)
+
+
+def _reload(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    try:
+        return arbiter.reload()
+    except ConfigError as exc:
+        raise ControlError(f"invalid config, nothing changed:\n{exc}") from None
+
+
+def _shutdown(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    arbiter.shutdown("fast" if args.get("fast") else "graceful")
+    return "shutting down"
+
+
+def _pause(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    return pause_or_continue(arbiter, "pause", args.get("program"))
+
+
+def _continue(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    return pause_or_continue(arbiter, "continue", args.get("program"))
+
+
+def _scale(arbiter: Arbiter, args: dict[str, Any]) -> str:
     pool = _pool(arbiter, args.get("program"))
-    now = arbiter.clock.monotonic()
-    if command == "scale":
-        size = args.get("numprocs")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ControlError("scale: numprocs must be an integer >= 0")
-        arbiter.extra[pool.name].override = (size, arbiter.clock.now())
-        pool.stopped = False
-        arbiter.update_target(pool)
-        return f"{pool.name}: target {pool.target} (until the schedule's next rule)"
-    if command == "start":
-        pool.stopped = False
-        pool.retry_fatal_now(now)
-        return f"{pool.name}: started"
-    if command == "stop":
-        pool.stopped = True
-        for child in list(pool.children):
-            pool.stop_child(child, now, "stop command")
-        return f"{pool.name}: stopping"
-    if command == "restart":
-        pool.stopped = False
-        pool.retry_fatal_now(now)
-        replace_children(pool, now, "restart command")
-        return f"{pool.name}: restarting children after their current job"
-    raise ControlError(f"unknown command {command!r}")
+    size = args.get("numprocs")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ControlError("scale: numprocs must be an integer >= 0")
+    pool.scale_to(size, arbiter.clock.now())
+    arbiter.update_target(pool)
+    return f"{pool.name}: target {pool.target} (until the schedule's next rule)"
+
+
+def _start(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    pool = _pool(arbiter, args.get("program"))
+    pool.start(arbiter.clock.monotonic())
+    return f"{pool.name}: started"
+
+
+def _stop(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    pool = _pool(arbiter, args.get("program"))
+    pool.stop(arbiter.clock.monotonic())
+    return f"{pool.name}: stopping"
+
+
+def _restart(arbiter: Arbiter, args: dict[str, Any]) -> str:
+    pool = _pool(arbiter, args.get("program"))
+    pool.restart(arbiter.clock.monotonic())
+    return f"{pool.name}: restarting children after their current job"
+
+
+Handler = Callable[["Arbiter", dict[str, Any]], Any]
+HANDLERS: dict[str, Handler] = {
+    "ping": _ping, "status": _status, "reload": _reload, "shutdown": _shutdown,
+    "pause": _pause, "continue": _continue, "scale": _scale, "start": _start,
+    "stop": _stop, "restart": _restart,
+}
 
 
 def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
@@ -79,8 +111,7 @@ def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
     else:
         pools = [p for p in arbiter.pools.values() if isinstance(p.program, WorkerProgram)]
     for pool in pools:
-        pool.paused = command == "pause"
-        pool.signal_all(signal.SIGUSR1 if pool.paused else signal.SIGUSR2)
+        pool.pause(command == "pause")
     return f"{command}d {', '.join(p.name for p in pools) or 'no worker programs'}"
 
 
@@ -91,17 +122,6 @@ def _pool(arbiter: Arbiter, name: object) -> Pool:
     return arbiter.pools[name]
 
 
-def replace_children(pool: Pool, now: float, reason: str) -> None:
-    """Graceful rolling replacement: each child finishes its job and exits; a stopping
-    child does not count toward the target, so its replacement starts at once and the
-    pool never runs short while old children drain."""
-    for child in list(pool.children):
-        if child.state in (State.STARTING, State.RUNNING):
-            pool.stop_child(child, now, reason)
-        elif child.state in (State.BACKOFF, State.FATAL):
-            pool.stop_child(child, now, reason)
-
-
 def apply_reload(arbiter: Arbiter, new: dict[str, ProgramConfig]) -> str:
     """Apply only the difference between the running config and new."""
     plan = diff_programs(arbiter.programs, new)
@@ -109,19 +129,11 @@ def apply_reload(arbiter: Arbiter, new: dict[str, ProgramConfig]) -> str:
     for name in plan.added:
         arbiter.add_pool(new[name])
     for name in plan.removed:
-        pool = arbiter.pools[name]
-        arbiter.extra[name].removing = True
-        pool.stopped = True
-        pool.target = 0
-        for child in list(pool.children):
-            pool.stop_child(child, now, "removed from config")
+        arbiter.pools[name].remove(now)
     for name in plan.rescaled + plan.replaced:
-        pool = arbiter.pools[name]
-        pool.program = new[name]
-        arbiter.extra[name].override = None  # a reload re-applies the schedule
-        pool.retry_fatal_now(now)
+        arbiter.pools[name].reconfigure(new[name], now)  # a reload re-applies the schedule
     for name in plan.replaced:
-        replace_children(arbiter.pools[name], now, "config changed")
+        arbiter.pools[name].replace_children(now, "config changed")
     for name in plan.rescaled:
         arbiter.update_target(arbiter.pools[name])
     arbiter.programs = dict(new)
@@ -144,8 +156,8 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
         programs.append({
             "name": pool.name,
             "kind": program.kind,
-            "target": 0 if pool.stopped else pool.target,
-            "target_reason": "stopped" if pool.stopped else pool.target_reason,
+            "target": pool.want,
+            "target_reason": pool.target_reason if pool.mode == "running" else "stopped",
             "schedule_rule": decision.cron if decision else None,
             "next_transition": upcoming.isoformat() if upcoming else None,
             "state": pool.state(),
@@ -181,7 +193,7 @@ def _process(arbiter: Arbiter, pool: Pool, child, now: float) -> dict[str, Any]:
                "runtime": round(now - child.job.started_at, 3)}
     current = arbiter.restart_generation
     stale = (isinstance(pool.program, WorkerProgram) and current is not None
-             and child.state in (State.STARTING, State.RUNNING, State.STOPPING)
+             and child.state in ALIVE_STATES
              and (child.generation is None or child.generation < current))
     return {
         "pid": child.pid if child.pid and child.pid > 0 else None,

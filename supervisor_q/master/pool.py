@@ -1,8 +1,9 @@
 """One program's children: keep `target` of them alive, stop extras, back off crash loops,
 and escalate stuck jobs past their deadline.
 
-Imports process, config, spawn (for the Spawner protocol) and outcome-free types only;
-it never talks to Redis: jobs interrupted here are returned as `Handback`s and the
+The pool owns its size (`target`, from `scaling`), its lifecycle `mode` and `paused`;
+commands, signals and reloads change them through the "lifecycle and size" methods.
+It never talks to Redis: jobs interrupted here are returned as `Handback`s and the
 arbiter settles them.
 """
 
@@ -12,66 +13,65 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import CommandProgram, ProgramConfig
-from supervisor_q.master.process import ChildProcess, CurrentJob, State, backoff_delay
+from supervisor_q.master import deadlines
+from supervisor_q.master.process import (
+    ACTIVE_STATES,
+    DEAD_STATES,
+    SEVERITY,
+    STOPPABLE_STATES,
+    WAITING_STATES,
+    ChildProcess,
+    CurrentJob,
+    RunRecord,
+    State,
+    backoff_delay,
+)
+from supervisor_q.master.scaling import Scaling
+from supervisor_q.master.schedule import AutoscaleInput
 from supervisor_q.master.spawn import Spawner
 from supervisor_q.worker.handback import Handback, LostJob
 
 log = logging.getLogger("supervisor_q.pool")
 
+# running: keep `target` children; stopped: `stop PROGRAM`, none until started;
+# removing: gone from the config, none, and forgotten once its children exit;
+# shutdown: the master is stopping, none for good.
+Mode = Literal["running", "stopped", "removing", "shutdown"]
 FATAL_RETRY = 60.0  # FATAL is an alert, not forever: try again after this long
-TERM_GRACE = 0.5  # after a job's deadline: SIGTERM to the child's group
-KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
 
 Why = Literal["timeout", "memory", "lost", "stopped"]
-
-
-@dataclass
-class _Run:
-    """Per-run bookkeeping the process record does not hold."""
-
-    retry_at: float | None = None  # BACKOFF/FATAL: when to try again
-    stop_deadline: float | None = None  # STOPPING: when to SIGKILL
-    kill_reason: Why | None = None  # why the master killed it, if it did
-    term_sent_at: float | None = None
-    attempts: int = 0  # attempts of the current job, as the child reported
-    ready: bool = False
-    done: bool = False  # a command program that exited and must not be restarted
-    fd: int | None = None
-    registered: bool = False  # fd watched by the arbiter's selector
-    rearm_at: float = 0.0  # when the arbiter watches the fd again (reports are batched)
-    buffer: bytes = b""
-    garbled: int = 0  # unreadable report lines seen (arbiter.garbled_report)
 
 
 @dataclass
 class Pool:
     program: ProgramConfig
     spawner: Spawner
-    target: int = 0
+    target: int = 0  # the computed size; `want` is what the tick keeps alive
     target_reason: str = "numprocs"
     paused: bool = False
-    stopped: bool = False  # `stop PROGRAM`: target 0 until `start PROGRAM`
+    mode: Mode = "running"
+    scaling: Scaling = field(default_factory=Scaling)
     children: list[ChildProcess] = field(default_factory=list)
-    runs: dict[int, _Run] = field(default_factory=dict)  # keyed by id(child)
+    runs: dict[int, RunRecord] = field(default_factory=dict)  # keyed by id(child)
 
     @property
     def name(self) -> str:
         return self.program.name
 
-    def run_of(self, child: ChildProcess) -> _Run:
-        return self.runs.setdefault(id(child), _Run())
+    def run_of(self, child: ChildProcess) -> RunRecord:
+        return self.runs.setdefault(id(child), RunRecord())
 
     # -- counting --------------------------------------------------------------
 
     def active(self) -> list[ChildProcess]:
         """Children that count toward the target (not on their way out)."""
         return [c for c in self.children
-                if c.state in (State.STARTING, State.RUNNING, State.BACKOFF, State.FATAL)
-                or self.run_of(c).done]
+                if c.state in STOPPABLE_STATES or self.run_of(c).done]
 
     def alive(self) -> list[ChildProcess]:
         return [c for c in self.children if c.pid is not None and not c.reaped]
@@ -79,12 +79,81 @@ class Pool:
     def state(self) -> str:
         """The program's state for `status`: the worst of its children's."""
         states = {c.state for c in self.children}
-        for worst in (State.FATAL, State.BACKOFF, State.STARTING, State.STOPPING):
+        for worst in SEVERITY:
             if worst in states:
                 return worst.value
         if State.RUNNING in states:
             return State.RUNNING.value
-        return "stopped" if self.stopped or self.target == 0 else State.EXITED.value
+        return "stopped" if self.want == 0 else State.EXITED.value
+
+    # -- lifecycle and size ------------------------------------------------------
+
+    @property
+    def want(self) -> int:
+        """Children the tick keeps: the target while running, none otherwise."""
+        return self.target if self.mode == "running" else 0
+
+    def scale_to(self, size: int, now_wall: datetime) -> None:
+        """A manual size until the schedule's next rule (`scale`); starts a stopped pool."""
+        self.scaling.override = (max(0, size), now_wall)
+        self.mode = "running" if self.mode == "stopped" else self.mode  # the others are final
+
+    def scale_by(self, delta: int, now_wall: datetime) -> None:
+        """TTIN/TTOU: one more or one fewer than the current target, held like scale_to."""
+        self.scaling.override = (max(0, self.target + delta), now_wall)
+
+    def update_target(self, now_wall: datetime, load: AutoscaleInput | None) -> None:
+        """Recompute the target from schedule, override and autoscale (`load`)."""
+        target, reason = self.scaling.decide(self.program, now_wall, load)
+        if target != self.target:
+            log.info("%s: target %d -> %d (%s)", self.name, self.target, target, reason)
+        self.target, self.target_reason = target, reason
+
+    def start(self, now: float) -> None:
+        self.mode = "running" if self.mode == "stopped" else self.mode
+        self.retry_fatal_now(now)
+
+    def stop(self, now: float, reason: str = "stop command") -> None:
+        self.mode = "stopped"
+        for child in list(self.children):
+            self.stop_child(child, now, reason)
+
+    def restart(self, now: float, reason: str = "restart command") -> None:
+        self.start(now)
+        self.replace_children(now, reason)
+
+    def replace_children(self, now: float, reason: str) -> None:
+        """Graceful rolling replacement: each child finishes its job and exits; a stopping
+        child does not count toward the target, so its replacement starts at once and the
+        pool never runs short while old children drain."""
+        for child in list(self.children):
+            if child.state in STOPPABLE_STATES:
+                self.stop_child(child, now, reason)
+
+    def pause(self, paused: bool) -> None:
+        """`pause` (True) or `continue` (False): USR1/USR2 to the children, kept for new ones."""
+        self.paused = paused
+        self.signal_all(signal.SIGUSR1 if paused else signal.SIGUSR2)
+
+    def remove(self, now: float) -> None:
+        """Gone from the config: stop every child; the arbiter forgets the pool after."""
+        self.stop(now, "removed from config")
+        self.mode = "removing"
+
+    def reconfigure(self, program: ProgramConfig, now: float) -> None:
+        """A changed program: the new settings, the schedule again, FATAL retried."""
+        self.program = program
+        self.scaling.override = None
+        self.retry_fatal_now(now)
+
+    def shutdown(self, now: float, fast: bool) -> None:
+        """The master is stopping: every child, at once with SIGKILL when fast."""
+        self.mode = "shutdown"
+        for child in list(self.children):
+            if fast:
+                self.stop_child(child, now, "fast shutdown", sig=signal.SIGKILL, wait=0)
+            elif child.state is not State.STOPPING:
+                self.stop_child(child, now, "shutdown")
 
     # -- the tick --------------------------------------------------------------
 
@@ -92,7 +161,7 @@ class Pool:
         """Bring the pool toward its target; called every loop iteration."""
         self._promote_started(now)
         self._retry_waiting(now)
-        want = 0 if self.stopped else self.target
+        want = self.want
         active = self.active()
         if len(active) < want:
             for _ in range(want - len(active)):
@@ -117,8 +186,8 @@ class Pool:
     def _retry_waiting(self, now: float) -> None:
         for child in self.children:
             run = self.run_of(child)
-            if child.state in (State.BACKOFF, State.FATAL) and run.retry_at is not None:
-                if now >= run.retry_at and not self.stopped:
+            if child.state in WAITING_STATES and run.retry_at is not None:
+                if now >= run.retry_at and self.mode == "running":
                     why = "backoff over" if child.state is State.BACKOFF else "retry after fatal"
                     self._spawn(child, now, why)  # BACKOFF/FATAL -> STARTING
 
@@ -139,13 +208,13 @@ class Pool:
             self._failed_start(child, now, f"fork failed: {exc}")
             return
         child.spawned(spawned.pid, spawned.pgid, None, now, reason)
-        self.runs[id(child)] = _Run(fd=spawned.report_fd)
+        self.runs[id(child)] = RunRecord(fd=spawned.report_fd)
 
     def _stop_extras(self, active: list[ChildProcess], count: int, now: float) -> None:
         """Scale down: children with no process first, then idle ones, newest first;
         busy children only when nothing idle is left (they finish their job first)."""
         def order(c: ChildProcess) -> tuple:
-            no_process = c.state in (State.BACKOFF, State.FATAL, State.EXITED)
+            no_process = c.state in DEAD_STATES
             return (not no_process, c.job is not None, -(c.started_at or 0))
 
         for child in sorted(active, key=order)[:count]:
@@ -157,10 +226,10 @@ class Pool:
     def stop_child(self, child: ChildProcess, now: float, reason: str,
                    sig: int = signal.SIGTERM, wait: float | None = None) -> None:
         """Ask a child to finish its job and exit; SIGKILL after stopwaitsecs."""
-        if child.state in (State.BACKOFF, State.FATAL):
+        if child.state in WAITING_STATES:
             child.move_to(State.EXITED, reason, now)  # BACKOFF/FATAL -> EXITED: no process
             return
-        if child.state not in (State.STARTING, State.RUNNING):
+        if child.state not in ACTIVE_STATES:
             return
         grace = self.program.stopwaitsecs if wait is None else wait
         # After SIGKILL there is nothing left to escalate to.
@@ -182,9 +251,8 @@ class Pool:
 
     def _forget_exited(self) -> None:
         """Drop records of children that exited and are not wanted any more."""
-        want = 0 if self.stopped else self.target
         keep = []
-        extra = len(self.active()) - want
+        extra = len(self.active()) - self.want
         for child in self.children:
             done = self.run_of(child).done
             if child.state is State.EXITED and (not done or extra > 0):
@@ -209,47 +277,18 @@ class Pool:
 
     def signal_all(self, sig: int) -> None:
         for child in self.children:
-            if child.state in (State.STARTING, State.RUNNING):
+            if child.state in ACTIVE_STATES:
                 self.signal(child, sig)
 
     # -- deadlines -------------------------------------------------------------
 
     def enforce_deadlines(self, now: float) -> None:
         """A job past its deadline: SIGTERM the group, then SIGKILL (the C-code case)."""
-        for child in self.children:
-            job = child.job
-            if job is None or job.deadline is None or not child.signallable:
-                continue
-            run = self.run_of(child)
-            if now >= job.deadline + TERM_GRACE and run.term_sent_at is None:
-                log.warning("%s pid=%s: job %s (%s) passed its timeout: SIGTERM", child.name,
-                            child.pid, job.id, job.name)
-                run.kill_reason = "timeout"
-                run.term_sent_at = now
-                self.signal(child, signal.SIGTERM)
-            elif run.term_sent_at is not None and now >= run.term_sent_at + KILL_GRACE:
-                log.warning("%s pid=%s: still running job %s: SIGKILL", child.name, child.pid,
-                            job.id)
-                run.term_sent_at = float("inf")  # once
-                self.signal(child, signal.SIGKILL)
+        deadlines.enforce(self, now)
 
     def next_deadline(self) -> float | None:
         """The earliest moment enforce_deadlines or tick has something to do."""
-        moments = []
-        for child in self.children:
-            run = self.run_of(child)
-            if child.job is not None and child.job.deadline is not None:
-                if run.term_sent_at is None:
-                    moments.append(child.job.deadline + TERM_GRACE)
-                elif run.term_sent_at != float("inf"):
-                    moments.append(run.term_sent_at + KILL_GRACE)
-            if run.stop_deadline is not None:
-                moments.append(run.stop_deadline)
-            if run.retry_at is not None:
-                moments.append(run.retry_at)
-            if child.state is State.STARTING and child.started_at is not None:
-                moments.append(child.started_at + self.program.startsecs)
-        return min(moments) if moments else None
+        return deadlines.earliest(self)
 
     def kill_for_memory(self, child: ChildProcess) -> None:
         self.run_of(child).kill_reason = "memory"
@@ -343,6 +382,6 @@ class Pool:
         """`start PROGRAM` or a config change: FATAL children try again at once."""
         for child in self.children:
             self.run_of(child).done = False
-            if child.state in (State.FATAL, State.BACKOFF):
+            if child.state in WAITING_STATES:
                 child.failures = 0
                 self.run_of(child).retry_at = now

@@ -2,9 +2,10 @@
 
 This module is the vocabulary the master uses to talk about its children: the
 `State` enum (its values are the lowercase strings shown by `status --json`),
-the allowed transitions as data, named groups of states, and `ChildProcess`,
-whose only state writer is `move_to()`. It also holds two pure helpers that
-every pool needs: `backoff_delay()` and `exit_reason()`.
+the allowed transitions as data, named groups of states, `ChildProcess`,
+whose only state writer is `move_to()`, and the pool's `RunRecord` of one run.
+It also holds two pure helpers that every pool needs: `backoff_delay()` and
+`exit_reason()`.
 
 It imports nothing else from the package (like Supervisor's `states.py`), so
 pools, the arbiter, the control server and tests can all depend on it.
@@ -18,8 +19,11 @@ import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 log = logging.getLogger("supervisor_q.process")
+
+KillReason = Literal["timeout", "memory"]  # why the master killed a child mid-job
 
 
 class State(enum.StrEnum):
@@ -41,8 +45,8 @@ ALLOWED: Mapping[State, frozenset[State]] = {
         State.BACKOFF,  # died before startsecs: counts as a failed start
         State.STOPPING,  # stop/scale-down/shutdown while still starting
         # A clean exit before startsecs (a recycling exit, or a worker that saw
-        # the restart signal at boot) is not a crash; RELIABILITY.md #8 says
-        # clean recycling exits never count, so it must not go through BACKOFF.
+        # the restart signal at boot) is not a crash; ARCHITECTURE.md's reliability
+        # rule 8: clean recycling exits never count, so it must not go through BACKOFF.
         State.EXITED,
     }),
     State.RUNNING: frozenset({
@@ -74,7 +78,7 @@ ALLOWED: Mapping[State, frozenset[State]] = {
 ALIVE_STATES: frozenset[State] = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 # States in which sending a signal is meaningful. Equal to ALIVE_STATES, but
 # named apart because callers must also check `ChildProcess.signallable`: the
-# pid of a reaped child may already belong to someone else (RELIABILITY.md #4).
+# pid of a reaped child may already belong to someone else (ARCHITECTURE.md's reliability rule 4).
 SIGNALLABLE_STATES: frozenset[State] = ALIVE_STATES
 # States from which a stop request is accepted (the rest are stopped or stopping).
 STOPPABLE_STATES: frozenset[State] = frozenset(
@@ -82,6 +86,12 @@ STOPPABLE_STATES: frozenset[State] = frozenset(
 )
 # No process exists in these states.
 DEAD_STATES: frozenset[State] = frozenset(State) - ALIVE_STATES
+# Alive and not on its way out.
+ACTIVE_STATES: frozenset[State] = frozenset({State.STARTING, State.RUNNING})
+# No process, waiting for a retry (the pool's retry_at).
+WAITING_STATES: frozenset[State] = frozenset({State.BACKOFF, State.FATAL})
+# Worst first: a program's state in `status` is the first of these any child is in.
+SEVERITY: tuple[State, ...] = (State.FATAL, State.BACKOFF, State.STARTING, State.STOPPING)
 # States that may move to STARTING.
 STARTABLE_STATES: frozenset[State] = frozenset(
     s for s, targets in ALLOWED.items() if State.STARTING in targets
@@ -210,3 +220,20 @@ def exit_reason(status: int) -> str:
         return f"stopped by signal {os.WSTOPSIG(status)}"
     return f"unknown wait status {status}"
 
+
+@dataclass
+class RunRecord:
+    """The pool's bookkeeping for one run of a child, beside its ChildProcess record."""
+
+    retry_at: float | None = None  # BACKOFF/FATAL: when to try again
+    stop_deadline: float | None = None  # STOPPING: when to SIGKILL
+    kill_reason: KillReason | None = None  # why the master killed it, if it did
+    term_sent_at: float | None = None
+    attempts: int = 0  # attempts of the current job, as the child reported
+    ready: bool = False
+    done: bool = False  # a command program that exited and must not be restarted
+    fd: int | None = None
+    registered: bool = False  # fd watched by the arbiter's selector
+    rearm_at: float = 0.0  # when the arbiter watches the fd again (reports are batched)
+    buffer: bytes = b""
+    garbled: int = 0  # unreadable report lines seen (reports.py: ReportReader.garbled)

@@ -2,7 +2,7 @@
 as pure functions of (config, now, measurements). The pool tick asks; the pool applies.
 
 This module imports nothing from the supervisor_q package: programs, rules and autoscale
-settings are read through the small Protocols below (config.py's models satisfy them).
+settings are read through the small Protocols below (config/schema.py's models satisfy them).
 
 Schedules. The rule that fired most recently at or before `now` sets the size, so a start
 or reload at any time of day gets the size the schedule has in force (a restart at 10:00
@@ -20,6 +20,28 @@ mode does not (it fires a rule in the repeated hour twice):
 - fall-back: a rule whose wall time occurs twice (02:30 on the last Sunday of October)
   fires once, at the first occurrence (02:30 CEST), not again at 02:30 CET.
 So DST neither skips nor doubles a firing.
+
+Autoscaling (`autoscale`). The floor is autoscale.min, or the size of the schedule rule
+in force; the ceiling is autoscale.max. Steps, in order:
+1. Bounds are hard: a pool outside [floor, ceiling] moves to the nearest bound at once
+   (no cooldown, no step limit), so a pool starts at its minimum / schedule size.
+2. Cooldown: no change until `cooldown` seconds after the last change.
+3. Demand, a real number of processes:
+   - target_wait set and avg_runtime measured (> 0):
+     demand = busy + queue_size * avg_runtime / target_wait
+     (its ceiling is the size that clears the backlog within target_wait);
+   - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10 jobs);
+   - by: wait: demand = current + max_shift while oldest_wait > threshold
+     (target_wait, else DEFAULT_WAIT_THRESHOLD = 10 s), else busy.
+4. Grow when demand > current: to min(current + max_shift, ceil(demand), ceiling).
+5. Shrink only when the queue is calm (empty; with waits as the measure, oldest_wait
+   under half the threshold also counts) and the recent peak demand (the highest
+   demand over the last one to two windows of max(cooldown, PEAK_WINDOW) seconds,
+   this sample included) is at least one whole process below current: to
+   max(current - max_shift, ceil(peak), floor).
+6. Otherwise hold.
+Growth reacts to one sample; shrinking needs a whole quiet window. That asymmetry is
+the hysteresis: a steady load whose samples swing between n-1 and n busy holds n.
 
 Manual overrides (`scale PROGRAM N`, TTIN/TTOU) are passed as (numprocs, set_at) and hold
 until the next schedule firing after set_at; with no schedule they hold until the caller
@@ -217,45 +239,17 @@ def _next_firing(cron: str, zone: tzinfo, after: datetime) -> datetime | None:
     return None  # pragma: no cover - the iterator is endless
 
 
-def autoscale_target(
-    settings: AutoscaleSettings,
-    bounds: tuple[int, int],
-    inp: AutoscaleInput,
-    state: AutoscaleState,
-) -> int:
-    """The pool size autoscaling wants now, given (floor, ceiling) bounds.
-
-    The floor is autoscale.min, or the size of the schedule rule in force; the ceiling is
-    autoscale.max. Steps, in order:
-    1. Bounds are hard: a pool outside [floor, ceiling] moves to the nearest bound at once
-       (no cooldown, no step limit), so a pool starts at its minimum / schedule size.
-    2. Cooldown: no change until `cooldown` seconds after the last change.
-    3. Demand, a real number of processes:
-       - target_wait set and avg_runtime measured (> 0):
-         demand = busy + queue_size * avg_runtime / target_wait
-         (its ceiling is the size that clears the backlog within target_wait);
-       - by: size: demand = busy + queue_size / SIZE_BACKLOG_PER_PROCESS (10 jobs);
-       - by: wait: demand = current + max_shift while oldest_wait > threshold
-         (target_wait, else DEFAULT_WAIT_THRESHOLD = 10 s), else busy.
-    4. Grow when demand > current: to min(current + max_shift, ceil(demand), ceiling).
-    5. Shrink only when the queue is calm (empty; with waits as the measure, oldest_wait
-       under half the threshold also counts) and the recent peak demand (the highest
-       demand over the last one to two windows of max(cooldown, PEAK_WINDOW) seconds,
-       this sample included) is at least one whole process below current: to
-       max(current - max_shift, ceil(peak), floor).
-    6. Otherwise hold.
-    Growth reacts to one sample; shrinking needs a whole quiet window. That asymmetry is
-    the hysteresis: a steady load whose samples swing between n-1 and n busy holds n.
-    """
-    return _autoscale(settings, bounds, inp, state)[0]
-
-
-def _autoscale(
+def autoscale(
     settings: AutoscaleSettings,
     bounds: tuple[int, int],
     inp: AutoscaleInput,
     state: AutoscaleState,
 ) -> tuple[int, str]:
+    """(the pool size autoscaling wants now, the step that decided it: "floor", "ceiling",
+    "cooldown", "grow", "shrink" or "hold"), given (floor, ceiling) bounds.
+
+    The steps are in the module docstring ("Autoscaling").
+    """
     ceiling = bounds[1]
     floor = min(bounds[0], ceiling)
     current = inp.current
@@ -350,15 +344,21 @@ def desired_numprocs(
     floor_reason = scheduled or "autoscale min"
     if load is None:
         return min(floor, settings.max), floor_reason
-    target, why = _autoscale(
+    target, why = autoscale(
         settings, (floor, settings.max), load, autoscale_state or AutoscaleState()
     )
+    return target, _autoscale_reason(why, target, floor, floor_reason, settings.max, load)
+
+
+def _autoscale_reason(why: str, target: int, floor: int, floor_reason: str, ceiling: int,
+                      load: AutoscaleInput) -> str:
+    """The `status` reason for an autoscale decision."""
     if why == "floor" or (why == "shrink" and target == floor):
-        return target, floor_reason
-    if why == "ceiling" or (why == "grow" and target == settings.max):
-        return target, f"autoscale max: {load.queue_size} queued"
+        return floor_reason
+    if why == "ceiling" or (why == "grow" and target == ceiling):
+        return f"autoscale max: {load.queue_size} queued"
     if why == "grow":
-        return target, f"autoscale: {load.queue_size} queued"
+        return f"autoscale: {load.queue_size} queued"
     if why == "shrink":
-        return target, "autoscale: idle" if load.busy == 0 else f"autoscale: {load.busy} busy"
-    return target, f"autoscale: {load.queue_size} queued, {load.busy} busy"
+        return "autoscale: idle" if load.busy == 0 else f"autoscale: {load.busy} busy"
+    return f"autoscale: {load.queue_size} queued, {load.busy} busy"

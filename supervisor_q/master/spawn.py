@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -116,6 +117,9 @@ class ForkSpawner:
         # shared copy-on-write instead of being copied into every child (lower USS).
         gc.collect()
         gc.freeze()
+        if threading.active_count() > 1:  # a thread's locks would be copied held
+            log.warning("forking with %d threads (the master must fork single-threaded)",
+                        threading.active_count())
         pid = os.fork()
         if pid == 0:  # child: never return into the master's code
             code = exitcodes.ERROR

@@ -4,8 +4,8 @@ Signals reach the loop through `signal.set_wakeup_fd`: the C-level handler
 writes the signal number into a non-blocking pipe, and the Python handlers
 installed here do nothing at all. So no handler ever logs, takes a lock, talks
 to Redis or forks (gunicorn moved reaping out of its SIGCHLD handler for this
-reason; huey states the rule). Other threads (the config file watcher) wake the
-loop with `poke()`, which only appends to a deque and writes a byte. Any other
+reason; huey states the rule). `poke()` wakes the loop from elsewhere (another
+thread, a test): it only appends to a deque and writes a byte. Any other
 fd (control socket, child pipes) is registered on the same selector, so one
 `wait()` covers every source.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-# The signals the master reacts to (see DESIGN.md "Signals to the master").
+# The signals the master reacts to (see README.md "Signals").
 MASTER_SIGNALS: tuple[signal.Signals, ...] = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
     signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
@@ -84,10 +84,10 @@ class Wakeup:
         self._signals = tuple(signals)
         self._selector = selectors.DefaultSelector()
         self._sig_r, self._sig_w = _nonblocking_pipe()
-        # Pokes get their own pipe: a burst of file events that filled a shared
-        # pipe would make the kernel drop signal bytes (warn_on_full_buffer=False).
+        # Pokes get their own pipe: a burst of pokes that filled a shared pipe
+        # would make the kernel drop signal bytes (warn_on_full_buffer=False).
         self._poke_r, self._poke_w = _nonblocking_pipe()
-        # deque.append/popleft are atomic under the GIL: no lock shared with the watcher thread.
+        # deque.append/popleft are atomic under the GIL: poke() from another thread takes no lock.
         self._poke_reasons: collections.deque[str] = collections.deque()
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: int | None = None
@@ -114,7 +114,7 @@ class Wakeup:
         """Wake the loop from another thread. Safe to call from any thread, never blocks."""
         if self._closed:  # the fd number may already belong to another file
             return
-        # Skip a repeat of the newest reason so a burst of file events cannot
+        # Skip a repeat of the newest reason so a burst of pokes cannot
         # grow the deque without bound (racy by design: a rare duplicate is coalesced later).
         try:
             newest = self._poke_reasons[-1]
@@ -184,21 +184,6 @@ class Wakeup:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         signal.set_wakeup_fd(-1 if self._previous_wakeup_fd is None else self._previous_wakeup_fd)
         self._selector.close()
-        for fd in (self._sig_r, self._sig_w, self._poke_r, self._poke_w):
-            os.close(fd)
-
-    def close_in_child(self) -> None:
-        """In a freshly forked child: reset handlers to SIG_DFL and drop the inherited fds.
-
-        Does not unregister anything: an epoll set is shared with the parent
-        across fork, so unregistering here would blind the master. Closing our
-        copies of the fds leaves the parent's registrations intact.
-        """
-        self._closed = True
-        signal.set_wakeup_fd(-1)
-        for signum in self._signals:
-            signal.signal(signum, signal.SIG_DFL)
-        self._selector.close()  # closes the child's copy of the epoll fd only
         for fd in (self._sig_r, self._sig_w, self._poke_r, self._poke_w):
             os.close(fd)
 

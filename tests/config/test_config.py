@@ -400,7 +400,7 @@ def test_diff_programs_added_removed_and_kind_change():
 
 
 def test_the_contracts_example_program_is_valid(confd):
-    """DESIGN.md's example file lists numprocs beside autoscale: numprocs is then ignored."""
+    """The contract's example file lists numprocs beside autoscale: numprocs is then ignored."""
     write(confd, "emails.yaml", textwrap.dedent("""\
         queues: [emails-high, emails]
         import: [myapp.jobs]
@@ -424,7 +424,7 @@ def test_the_contracts_example_program_is_valid(confd):
 
 
 def test_the_margin_config_checks_is_the_one_the_queue_reserves_with() -> None:
-    """config_schema imports nothing from the package, so it keeps its own copy."""
+    """config/schema.py imports nothing from the package, so it keeps its own copy."""
     from supervisor_q.config import schema as config_schema
     from supervisor_q.queue import backend
 

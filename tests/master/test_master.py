@@ -181,10 +181,21 @@ def test_job_that_kills_its_worker_counts_attempts_then_fails(master_factory, qu
 def test_reload_scales_only_the_changed_pool(master_factory) -> None:
     master = master_factory({"a": WORKER.format(n=2), "b": WORKER.format(n=1)}).start()
     a_before, b_before = master.wait_running("a", 2), master.wait_running("b", 1)
-    master.write("a", WORKER.format(n=3))  # the file watcher picks it up
+    master.write("a", WORKER.format(n=3))  # the master loop notices the edit
     a_after = master.wait_running("a", 3)
     assert set(a_before) <= set(a_after), "existing children of a kept running"
     assert master.pids("b") == b_before, "b untouched"
+
+
+def test_master_forks_single_threaded_while_running_and_reloading(master_factory) -> None:
+    master = master_factory({"a": WORKER.format(n=1)}).start()
+    [first] = master.wait_running("a", 1)
+    master.write("a", WORKER.format(n=2))  # noticed by the loop itself: no watcher thread
+    master.wait_running("a", 2)
+    os.kill(first, signal.SIGKILL)  # a replacement forked after the reload
+    wait_until(lambda: first not in master.pids("a") and len(master.pids("a")) == 2,
+               timeout=20, message="replacement child running")
+    assert "forking with" not in master.tail(1000)
 
 
 def test_invalid_edit_changes_nothing_and_is_reported(master_factory) -> None:

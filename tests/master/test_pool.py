@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
 
 import pytest
 
 from supervisor_q import exitcodes
 from supervisor_q.config.schema import CommandProgram, WorkerProgram
-from supervisor_q.master.pool import FATAL_RETRY, KILL_GRACE, TERM_GRACE, Pool
+from supervisor_q.master.deadlines import KILL_GRACE, TERM_GRACE
+from supervisor_q.master.pool import FATAL_RETRY, Pool
 from supervisor_q.master.process import State
 from supervisor_q.master.spawn import Spawned
 
@@ -225,3 +227,33 @@ def test_start_retries_a_fatal_program_at_once(spawner) -> None:
     pool.retry_fatal_now(0.2)
     pool.tick(0.2)
     assert child.state is State.STARTING
+
+
+def test_lifecycle_mode_decides_what_the_tick_keeps(spawner) -> None:
+    pool = make_pool(spawner, 2)
+    pool.tick(0.0)
+    pool.stop(1.0)
+    assert pool.mode == "stopped" and pool.want == 0 and pool.target == 2
+    assert all(c.state is State.STOPPING for c in pool.children)
+    pool.start(2.0)
+    assert pool.mode == "running" and pool.want == 2
+    pool.remove(3.0)
+    pool.start(4.0)  # a removed program stays removed
+    assert pool.mode == "removing" and pool.want == 0
+
+
+def test_scale_to_and_scale_by_set_an_override_the_next_update_applies(spawner) -> None:
+    now = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    pool = make_pool(spawner, 0, numprocs=2)
+    pool.update_target(now, None)
+    assert (pool.target, pool.target_reason) == (2, "numprocs")
+    pool.stop(0.0)
+    pool.scale_to(5, now)  # `scale` also starts a stopped pool
+    pool.update_target(now, None)
+    assert (pool.want, pool.target_reason) == (5, "manual scale")
+    pool.scale_by(-1, now)
+    pool.update_target(now, None)
+    assert pool.target == 4
+    pool.reconfigure(worker(numprocs=3), 1.0)  # a reload re-applies the config
+    pool.update_target(now, None)
+    assert (pool.target, pool.target_reason) == (3, "numprocs")

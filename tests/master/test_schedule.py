@@ -13,7 +13,7 @@ from supervisor_q.config.schema import AutoscaleConfig, ScheduleRule, WorkerProg
 from supervisor_q.master.schedule import (
     AutoscaleInput,
     AutoscaleState,
-    autoscale_target,
+    autoscale,
     desired_numprocs,
     next_autoscale_state,
     next_firing,
@@ -246,7 +246,7 @@ def test_manual_override_without_schedule_holds_until_dropped():
     assert desired_numprocs(worker(), utc(2024, 3, 1), override) == (5, "manual scale")
 
 
-# --- autoscale_target ----------------------------------------------------------------------
+# --- autoscale --------------------------------------------------------------------------
 
 
 def settings(**extra) -> AutoscaleConfig:
@@ -331,7 +331,7 @@ AUTOSCALE_CASES = [
     ids=[case[0] for case in AUTOSCALE_CASES],
 )
 def test_autoscale_target(config, bounds, inp, state, expected):
-    assert autoscale_target(config, bounds, inp, state) == expected
+    assert autoscale(config, bounds, inp, state)[0] == expected
 
 
 def simulate(config: AutoscaleConfig, arrivals, runtime: int, ticks: int) -> list[int]:
@@ -353,7 +353,7 @@ def simulate(config: AutoscaleConfig, arrivals, runtime: int, ticks: int) -> lis
             avg_runtime=float(runtime),
             now=float(tick),
         )
-        target = autoscale_target(config, (config.min, config.max), inp, state)
+        target = autoscale(config, (config.min, config.max), inp, state)[0]
         state = next_autoscale_state(state, config, inp, target)
         size = target
         sizes.append(size)

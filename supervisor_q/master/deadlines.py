@@ -1,0 +1,59 @@
+"""Job deadlines in the master: a job past its timeout gets SIGTERM to its child's
+group, then SIGKILL (the job stuck in C code that ignores the worker's own alarm).
+Called from the arbiter loop through `Pool.enforce_deadlines` and `Pool.next_deadline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from supervisor_q.master.process import State
+
+if TYPE_CHECKING:
+    from supervisor_q.master.pool import Pool
+
+log = logging.getLogger("supervisor_q.pool")
+
+TERM_GRACE = 0.5  # after a job's deadline: SIGTERM to the child's group
+KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
+
+
+def enforce(pool: Pool, now: float) -> None:
+    """A job past its deadline: SIGTERM the group, then SIGKILL (the C-code case)."""
+    for child in pool.children:
+        job = child.job
+        if job is None or job.deadline is None or not child.signallable:
+            continue
+        run = pool.run_of(child)
+        if now >= job.deadline + TERM_GRACE and run.term_sent_at is None:
+            log.warning("%s pid=%s: job %s (%s) passed its timeout: SIGTERM", child.name,
+                        child.pid, job.id, job.name)
+            run.kill_reason = "timeout"
+            run.term_sent_at = now
+            pool.signal(child, signal.SIGTERM)
+        elif run.term_sent_at is not None and now >= run.term_sent_at + KILL_GRACE:
+            log.warning("%s pid=%s: still running job %s: SIGKILL", child.name, child.pid,
+                        job.id)
+            run.term_sent_at = float("inf")  # once
+            pool.signal(child, signal.SIGKILL)
+
+
+def earliest(pool: Pool) -> float | None:
+    """The earliest moment `enforce` or the pool's tick has something to do."""
+    moments = []
+    for child in pool.children:
+        run = pool.run_of(child)
+        if child.job is not None and child.job.deadline is not None:
+            if run.term_sent_at is None:
+                moments.append(child.job.deadline + TERM_GRACE)
+            elif run.term_sent_at != float("inf"):
+                moments.append(run.term_sent_at + KILL_GRACE)
+        if run.stop_deadline is not None:
+            moments.append(run.stop_deadline)
+        if run.retry_at is not None:
+            moments.append(run.retry_at)
+        if child.state is State.STARTING and child.started_at is not None:
+            moments.append(child.started_at + pool.program.startsecs)
+    return min(moments) if moments else None

@@ -1,0 +1,108 @@
+"""Reading the children's report pipes in the master and applying each report to its
+pool: ready, job started, job finished. A busy pipe is read in batches (REPORT_BATCH)
+so a child running thousands of tiny jobs a second wakes the master a few dozen times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from supervisor_q.clock import Clock
+from supervisor_q.config.loading import WorkerProgram
+from supervisor_q.master.pool import Pool
+from supervisor_q.master.process import ChildProcess
+from supervisor_q.master.wakeup import Wakeup
+from supervisor_q.worker.report import parse_lines
+
+log = logging.getLogger("supervisor_q.arbiter")
+
+REPORT_BATCH = 0.05  # seconds a child's report pipe rests after being read
+GARBLED_LOGGED = 5  # unreadable report lines logged per child
+
+
+class ReportReader:
+    """Watches each child's report pipe on the arbiter's selector."""
+
+    def __init__(self, wakeup: Wakeup, clock: Clock) -> None:
+        self.wakeup = wakeup
+        self.clock = clock
+
+    def close(self, pool: Pool, child: ChildProcess) -> None:
+        run = pool.run_of(child)
+        if run.fd is not None:
+            try:
+                self.wakeup.unregister(run.fd)
+            except (KeyError, ValueError):
+                pass
+            os.close(run.fd)
+            run.fd = None
+
+    def register(self, pool: Pool, child: ChildProcess, now: float) -> None:
+        """Watch a child's report pipe: a new child's at once, a busy one's again after
+        its batching pause (reading first what arrived in the meantime)."""
+        run = pool.run_of(child)
+        if run.fd is None or run.registered or now < run.rearm_at:
+            return
+        if run.rearm_at:
+            self.read(pool, child)
+            if run.fd is None:
+                return
+        self.wakeup.register(run.fd, ("child", (pool, child)))
+        run.registered = True
+
+    def ready(self, pool: Pool, child: ChildProcess) -> None:
+        """Read a child's reports, then stop watching its pipe for REPORT_BATCH seconds.
+        Deadlines stay exact: reports carry their own times."""
+        self.read(pool, child)
+        run = pool.run_of(child)
+        if run.fd is not None and run.registered:
+            self.wakeup.unregister(run.fd)
+            run.registered = False
+            run.rearm_at = self.clock.monotonic() + REPORT_BATCH
+
+    def read(self, pool: Pool, child: ChildProcess) -> None:
+        """Everything the pipe holds now; closes it when the child closed its end."""
+        run = pool.run_of(child)
+        while run.fd is not None:
+            try:
+                chunk = os.read(run.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:  # the child closed its end (it exited): stop watching
+                self.close(pool, child)
+                break
+            events, run.buffer = parse_lines(run.buffer + chunk)
+            now = self.clock.monotonic()
+            for ev in events:
+                if ev.kind == "ready":
+                    pool.child_ready(child, ev.generation)
+                elif ev.kind == "started":
+                    pool.job_started(child, ev.job_id, ev.name, ev.queue, ev.timeout,
+                                     ev.attempts, min(ev.at, now))
+                elif ev.kind == "finished":
+                    if child.job is not None and child.job.id == ev.job_id:
+                        pool.scaling.record_runtime(max(0.0, ev.at - child.job.started_at))
+                    pool.job_finished(child, ev.job_id)
+                else:
+                    self.garbled(pool, child, ev.line, now)
+
+    def garbled(self, pool: Pool, child: ChildProcess, line: bytes, now: float) -> None:
+        """A report line that cannot be read (a bug, never a job's data: the framing
+        carries any id). Say so loudly, a few times per child, and keep every deadline:
+        an unreadable start still makes the child busy under the program's timeout."""
+        run = pool.run_of(child)
+        run.garbled += 1
+        if run.garbled <= GARBLED_LOGGED:
+            log.error("%s pid=%s: unreadable report %r%s", child.name, child.pid, line[:200],
+                      " (further ones not logged)" if run.garbled == GARBLED_LOGGED else "")
+        kind = line[:1]
+        if kind == b"S" and isinstance(pool.program, WorkerProgram):
+            pool.job_started(child, "", "(unreadable report)", "", pool.program.timeout,
+                             0, now)
+        elif kind == b"E" and child.job is not None:
+            pool.job_finished(child, child.job.id)
+        elif kind == b"R":
+            pool.child_ready(child, None)

@@ -244,7 +244,7 @@ def render(report: dict) -> str:
                   "quiet "
                   f"takes {report['idle_rtt_ms']:.2f} ms (median) on this machine: the price of "
                   "each round trip in the latency and 10 ms workloads."]
-    lines += ["", "## Targets (issue 5), this run", ""] + targets(runs)
+    lines += ["", "## Targets, this run", ""] + targets(runs)
     lines += ["", "## Worker commands", ""]
     lines += [f"- {SYSTEMS[n].label}: {SYSTEMS[n].flags}" for n in runs]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from supervisor_q.jobs import dispatching
@@ -76,3 +79,20 @@ def test_sync_setting_beats_the_environment(redis_url: str,
     finally:
         dispatching.set_sync(None)
     assert results(redis_url, "step") == []
+
+
+def test_public_names_load_on_first_use_and_match_all() -> None:
+    """`import supervisor_q` stays light; every name in __all__ loads; none is missing."""
+    code = (
+        "import sys, supervisor_q\n"
+        "assert not [m for m in sys.modules if m.startswith('supervisor_q.')], sys.modules\n"
+        "import supervisor_q.queue.keys, supervisor_q.ctl.protocol\n"
+        "assert 'supervisor_q.jobs.registry' not in sys.modules\n"
+        "assert set(supervisor_q.__all__) == set(supervisor_q._EXPORTS) | set(supervisor_q._MODULES)\n"
+        "for name in supervisor_q.__all__: getattr(supervisor_q, name)\n"
+        "from supervisor_q import job, append_to_chain, WithoutOverlapping, events\n"
+        "assert 'supervisor_q.worker.sync' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]

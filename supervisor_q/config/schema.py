@@ -25,7 +25,6 @@ RESERVATION_MARGIN = 5.0
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
-SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
 # Fields that only change how many children run: a reload rescales instead of replacing.
 # Changing only these keeps the program's children (resize or re-check, no replacement).
 SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor"})

@@ -92,10 +92,6 @@ ACTIVE_STATES: frozenset[State] = frozenset({State.STARTING, State.RUNNING})
 WAITING_STATES: frozenset[State] = frozenset({State.BACKOFF, State.FATAL})
 # Worst first: a program's state in `status` is the first of these any child is in.
 SEVERITY: tuple[State, ...] = (State.FATAL, State.BACKOFF, State.STARTING, State.STOPPING)
-# States that may move to STARTING.
-STARTABLE_STATES: frozenset[State] = frozenset(
-    s for s, targets in ALLOWED.items() if State.STARTING in targets
-)
 
 
 class InvalidTransition(RuntimeError):

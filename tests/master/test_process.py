@@ -14,7 +14,6 @@ from supervisor_q.master.process import (
     ALLOWED,
     DEAD_STATES,
     SIGNALLABLE_STATES,
-    STARTABLE_STATES,
     STOPPABLE_STATES,
     ChildProcess,
     CurrentJob,
@@ -94,7 +93,6 @@ def test_named_groups() -> None:
     assert SIGNALLABLE_STATES == ALIVE_STATES
     assert DEAD_STATES == {State.BACKOFF, State.EXITED, State.FATAL}
     assert STOPPABLE_STATES == {State.STARTING, State.RUNNING, State.BACKOFF, State.FATAL}
-    assert STARTABLE_STATES == {State.BACKOFF, State.EXITED, State.FATAL}
     # Every stoppable state can actually reach a stopped state in one move.
     for state in STOPPABLE_STATES:
         assert ALLOWED[state] & {State.STOPPING, State.EXITED}

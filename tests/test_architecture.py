@@ -29,8 +29,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "supervisor_q"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 

@@ -27,6 +27,8 @@ KIB = 1024
 CASES = {
     "values: 1,999-item flow lists": "queues: [" + ", ".join(["a"] * 1_999) + "]\n",
     "values: 999 unknown keys": "".join(f"k{i}: 1\n" for i in range(999)),
+    "values: 1,990 bad exit codes": "command: x\nexitcodes: [" + "-1, " * 1_990 + "]\n",
+    "values: 2,500-item lists (refused)": "queues: [" + ", ".join(["a"] * 2_500) + "]\n",
     "bytes: one 255 KiB string": "queues: [" + "a" * (MAX_FILE_BYTES - 20) + "]\n",
     "bytes: 255 KiB comment": "queues: [q]\n#" + "x" * (MAX_FILE_BYTES - 20) + "\n",
     "bytes: oversized files": "queues: [q]\n#" + "x" * (MAX_FILE_BYTES + KIB) + "\n",

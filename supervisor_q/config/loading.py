@@ -6,8 +6,8 @@ Loading validates every file completely and collects every problem before raisin
 (messages.py words them). The schema, its defaults and the cross-field rules live in
 `schema.py`.
 
-This module imports nothing from the supervisor_q package except config/schema.py and
-config/messages.py.
+This module imports nothing from the supervisor_q package except config/schema.py,
+config/messages.py and config/yamlsafe.py (which parses the YAML in bounded time).
 
 Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 
@@ -42,6 +42,7 @@ Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from supervisor_q.config.schema import (
     ScheduleRule,
     WorkerProgram,
 )
+from supervisor_q.config.yamlsafe import Budget, Refused, safe_load
 
 __all__ = [
     "AutoscaleConfig",
@@ -81,6 +83,13 @@ PROGRAM_SUFFIXES = (".yaml", ".yml")
 # this many characters, and one file reports at most MAX_FILE_PROBLEMS of them.
 MAX_PROBLEM = 300
 MAX_FILE_PROBLEMS = 20
+# A program file is a few hundred bytes and a few dozen values; these bounds keep a
+# reload (which runs in the master's loop) well under a second whatever lands in the dir.
+MAX_FILE_BYTES = 256 * 1024
+MAX_FILES = 500
+MAX_DIR_NODES = 25_000  # YAML values in all the files together
+MAX_DIR_BYTES = 2 * 1024 * 1024  # read in all; fingerprints then use size and mtime
+MAX_PROBLEMS = 100  # a reload stops reading files after this many problem lines
 
 
 class ConfigError(Exception):
@@ -96,60 +105,6 @@ def _bounded(problem: str) -> str:
     problem = " ".join(problem.splitlines())  # one problem, one line
     return problem if len(problem) <= MAX_PROBLEM else problem[:MAX_PROBLEM - 1] + "…"
 
-
-class _Refused(yaml.YAMLError):
-    """YAML that parses but is not accepted in a program file (an alias, a duplicate key)."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(problem)
-        self.key, self.problem = key, problem
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load that refuses aliases and duplicate keys, naming the key.
-
-    Aliases are refused outright: nine nested aliases in 352 bytes expand to a billion
-    values ("billion laughs") that validation and error messages would walk. Duplicate
-    keys are refused because YAML silently keeps the last one, hiding an edit."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._keys: list[str] = []  # the dotted path to the node being composed
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        key = index.value if isinstance(index, yaml.ScalarNode) else index
-        here = self._keys + ([str(key)] if key is not None else [])
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _Refused(".".join(here) or "(program)",
-                           f"YAML aliases (*{short.repr(event.anchor)[1:-1]}) are not allowed "
-                           f"in program files ({_where(event.start_mark)}); write the value "
-                           f"out")
-        self._keys = here
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._keys = here[:-1] if key is not None else here
-        if isinstance(node, yaml.MappingNode):
-            _refuse_duplicate_keys(node, here)
-        return node
-
-
-def _refuse_duplicate_keys(node: yaml.MappingNode, where: list[str]) -> None:
-    first: dict[tuple[str, str], yaml.Node] = {}
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            continue  # a complex key is refused later by the constructor (unhashable)
-        seen = first.setdefault((key_node.tag, key_node.value), key_node)
-        if seen is not key_node:
-            raise _Refused(".".join([*where, key_node.value]),
-                           f"duplicate key at {_where(key_node.start_mark)} (first at "
-                           f"{_where(seen.start_mark)}); YAML would silently keep only "
-                           f"the last one")
-
-
-def _where(mark: yaml.Mark) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}"  # PyYAML counts from 0
 
 @dataclass(frozen=True)
 class ReloadPlan:
@@ -185,11 +140,20 @@ def scan_config_dir(
     directory = Path(directory)
     if not directory.is_dir():
         return {}, {}, ConfigError([f"{directory}: not a directory"]).problems
+    paths = _program_paths(directory)
+    if len(paths) > MAX_FILES:
+        return {}, {}, [f"{directory}: {len(paths)} program files, more than {MAX_FILES}; "
+                        f"nothing was read"]
     problems: list[str] = []
     programs: dict[str, ProgramConfig] = {}
     origin: dict[str, Path] = {}
-    for path in _program_paths(directory):
-        program, file_problems = _load(path)
+    budget = Budget(MAX_DIR_NODES, MAX_DIR_BYTES)
+    for path in paths:
+        if budget.nodes < 0 or budget.bytes < 0 or len(problems) >= MAX_PROBLEMS:
+            problems.append(f"{directory}: stopped reading before {path.name}: "
+                            f"{_stop_reason(budget, problems)}")
+            break
+        program, file_problems = _load(path, budget)
         problems.extend(_capped(path, file_problems))
         if program is None:
             continue
@@ -204,6 +168,13 @@ def scan_config_dir(
     return programs, origin, ConfigError(problems).problems
 
 
+def _stop_reason(budget: Budget, problems: list[str]) -> str:
+    if len(problems) >= MAX_PROBLEMS:
+        return f"{len(problems)} problems already"
+    return (f"the program files hold more than {MAX_DIR_NODES} YAML values or "
+            f"{MAX_DIR_BYTES // 2**20} MiB in all")
+
+
 def _capped(path: Path, problems: list[str]) -> list[str]:
     if len(problems) <= MAX_FILE_PROBLEMS:
         return problems
@@ -216,20 +187,38 @@ def config_fingerprint(directory: str | Path) -> tuple[tuple[str, str], ...]:
 
     Only regular files are read (never a FIFO, which would block); anything else that
     carries a program suffix is fingerprinted by its kind, so fixing it is a change."""
-    entries = []
-    for path in _program_paths(Path(directory)):
+    entries, read = [], 0
+    for path in _program_paths(Path(directory))[:MAX_FILES + 1]:
         try:
             kind = _file_kind(path)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if kind is None else kind
+            if kind is None and read > MAX_DIR_BYTES:
+                st = path.stat()  # too much to read: a change still shows in these
+                kind = f"{st.st_size} bytes, mtime {st.st_mtime_ns}, inode {st.st_ino}"
+            if kind is None:
+                data, size = _read_capped(path)
+                read += len(data)
+                kind = f"{size} bytes, sha256 {hashlib.sha256(data).hexdigest()}"
         except OSError as error:
-            digest = f"unreadable: {error.strerror}"
-        entries.append((path.name, digest))
+            kind = f"unreadable: {error.strerror}"
+        entries.append((path.name, kind))
     return tuple(entries)
+
+
+def _read_capped(path: Path) -> tuple[bytes, int]:
+    """(at most MAX_FILE_BYTES + 1 bytes of the file, its size)."""
+    with path.open("rb") as file:
+        return file.read(MAX_FILE_BYTES + 1), os.fstat(file.fileno()).st_size
+
+
+def is_program_file(name: str) -> bool:
+    """*.yaml or *.yml, not hidden: editors' lock files (.#x.yaml) and backups (x.yaml~,
+    .x.yaml.swp) never count."""
+    return not name.startswith(".") and Path(name).suffix in PROGRAM_SUFFIXES
 
 
 def _program_paths(directory: Path) -> list[Path]:
     try:
-        return sorted(p for p in directory.iterdir() if p.suffix in PROGRAM_SUFFIXES)
+        return sorted(p for p in directory.iterdir() if is_program_file(p.name))
     except OSError:
         return []
 
@@ -273,9 +262,9 @@ def _without_scale(program: ProgramConfig) -> dict[str, Any]:
     return program.model_dump(exclude=set(SCALE_FIELDS))
 
 
-def _load(path: Path) -> tuple[ProgramConfig | None, list[str]]:
+def _load(path: Path, budget: Budget | None = None) -> tuple[ProgramConfig | None, list[str]]:
     """Parse and validate one file: (program or None, problems)."""
-    raw, problems = _read_mapping(path)
+    raw, problems = _read_mapping(path, budget)
     if raw is None:
         return None, problems
     data = dict(raw)
@@ -303,17 +292,23 @@ def _load(path: Path) -> tuple[ProgramConfig | None, list[str]]:
     return (None if problems else program), problems
 
 
-def _read_mapping(path: Path) -> tuple[dict[Any, Any] | None, list[str]]:
+def _read_mapping(path: Path, budget: Budget | None) -> tuple[dict[Any, Any] | None, list[str]]:
     try:
         kind = _file_kind(path)
         if kind is not None:
             return None, [f"{path}: {kind}"]
-        text = path.read_text(encoding="utf-8")
+        data, size = _read_capped(path)
+        if budget is not None:
+            budget.bytes -= len(data)
+        if len(data) > MAX_FILE_BYTES:
+            return None, [f"{path}: file is {size} bytes, more than the "
+                          f"{MAX_FILE_BYTES // 1024} KiB a program file may hold"]
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return None, [f"{path}: cannot read: {error}"]
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _Refused as error:
+        raw = safe_load(text, budget)
+    except Refused as error:
         return None, [f"{path}: {error.key}: {error.problem}"]
     except yaml.YAMLError as error:
         return None, [f"{path}: {_yaml_problem(error)}"]

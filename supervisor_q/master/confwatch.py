@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from supervisor_q.config.loading import PROGRAM_SUFFIXES
+from supervisor_q.config.loading import is_program_file
 
 Entry = tuple[int, int, int]  # (mtime_ns, size, inode)
 
@@ -31,7 +31,7 @@ class DirSnapshot:
         except OSError:
             return found
         for entry in entries:
-            if Path(entry.name).suffix not in PROGRAM_SUFFIXES:
+            if not is_program_file(entry.name):
                 continue
             try:
                 st = entry.stat()

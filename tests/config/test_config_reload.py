@@ -152,7 +152,7 @@ def test_every_problem_line_is_bounded(short_tmp: Path) -> None:
     confd.mkdir()
     (confd / "long.yaml").write_text("queues: [q]\nnumprocs: " + "x" * 10_000 + "\n")
     (confd / "wide.yaml").write_text(
-        "queues: [q]\nbackoff: {" + ", ".join(f"k{i}: {i}" for i in range(2_000)) + "}\n")
+        "queues: [q]\nbackoff: {" + ", ".join(f"k{i}: {i}" for i in range(900)) + "}\n")
     (confd / "many.yaml").write_text("queues: [q]\n" + "".join(f"k{i}: 1\n" for i in range(500)))
     with pytest.raises(ConfigError) as caught:
         load_config_dir(confd)

@@ -170,6 +170,7 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
         "programs": programs,
         "master": {
             "pid": os.getpid(),
+            "fleet_id": arbiter.fleet.id,
             "uptime": round(now - arbiter.started, 3),
             "config_dir": str(arbiter.config_dir),
             "stopping": arbiter.stopping,

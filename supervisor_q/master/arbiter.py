@@ -286,6 +286,7 @@ class Arbiter:
                 log.info("restart signal %.6f seen: children restart after their job", value)
                 self.restart_seen_at = now
             self.restart_generation = value
+        commands.restart_commands_on_deploy(self, now)
 
     def enforce_memory_hard(self) -> None:
         for pool in self.pools.values():

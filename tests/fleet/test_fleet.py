@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from supervisor_q.jobs.registry import dispatch
@@ -102,16 +103,36 @@ def test_status_all_lists_every_master_and_a_dead_ones_job_runs_elsewhere(
         assert any(again[1]["pid"] in m.pids("naps") for m in survivors)
 
 
+def titles(masters: list[Master], standalone: subprocess.Popen) -> list[str]:
+    """The process titles of every worker: the masters' children and the `work` one
+    (a child of its guard)."""
+    procs = [p for m in masters for p in m.live_children("naps")]
+    procs += psutil.Process(standalone.pid).children()
+    found = []
+    for proc in procs:
+        try:
+            found.append(" ".join(proc.cmdline()).strip())
+        except psutil.Error:
+            found.append("")
+    return found
+
+
 def test_a_queue_pause_reaches_every_master_and_a_standalone_worker(
         short_tmp: Path, redis_url: str) -> None:
     with three_masters(short_tmp, redis_url) as masters, workers.running(
-            redis_url, 1, "--import", "tests.jobmods.fleetjobs", queues="fleetq"):
+            redis_url, 1, "--import", "tests.jobmods.fleetjobs", queues="fleetq") as [alone]:
         workers.wait_idle(redis_url, 4)
+        asked = time.monotonic()
         done = cli(redis_url, "pause", "--queue", "fleetq")
         assert done.returncode == 0 and "paused on every host" in done.stdout
-        time.sleep(2.0)  # the promised bound: every worker has read the set by now
+        wait_until(lambda: (found := titles(masters, alone)) and len(found) == 4 and all(
+            t.endswith(" paused") for t in found), timeout=5, interval=0.05,
+            message="every worker paused")
+        reached = time.monotonic() - asked
+        print(f"pause reached 4 workers on 3 masters + 1 standalone in {reached:.2f}s")
+        assert reached < 2.5  # 2 s, plus the CLI's own start-up
         for i in range(8):
-            dispatch("fleet.nap", f"p{i}", 0, queue="fleetq")
+            dispatch("fleet.nap", f"p{i}", 0.3, queue="fleetq")
         time.sleep(1.0)  # a window in which an unpaused worker would take them all
         assert workers.results(redis_url, "start") == []
         wait_until(lambda: all(["fleetq"] == m.get("paused_queues")
@@ -120,13 +141,12 @@ def test_a_queue_pause_reaches_every_master_and_a_standalone_worker(
 
         masters[0].stop()  # the pause outlives a master's restart
         masters[0].start().wait_running("naps", 1)
-        time.sleep(1.0)
+        wait_until(lambda: all(t.endswith(" paused") for t in titles(masters, alone)),
+                   timeout=5, message="the restarted master's child is paused too")
         assert workers.results(redis_url, "start") == []
 
-        resumed = time.monotonic()
         assert cli(redis_url, "continue", "--queue", "fleetq").returncode == 0
-        wait_until(lambda: len(workers.results(redis_url, "end")) == 8, timeout=5,
+        wait_until(lambda: len(workers.results(redis_url, "end")) == 8, timeout=10,
                    message="the paused jobs ran after continue")
-        assert time.monotonic() - resumed < 3
         pids = {r["pid"] for r in workers.results(redis_url, "start")}
         assert len(pids) >= 2  # several hosts' workers took them again

@@ -38,6 +38,7 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("status", help="programs and their processes")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--all", action="store_true", help="every master of the fleet (Redis)")
     s.set_defaults(handler=cmd_status)
 
     for name, text in (("start", "start a stopped or FATAL program"),
@@ -54,6 +55,7 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
                        ("continue", "children take jobs again")):
         p = sub.add_parser(name, help=text)
         p.add_argument("program", nargs="?")
+        p.add_argument("--queue", help="a queue, on every host and worker (through Redis)")
         p.set_defaults(handler=cmd_simple, control=name)
     sub.add_parser("reload", help="re-read the config dir and apply the difference") \
         .set_defaults(handler=cmd_simple, control="reload")
@@ -90,6 +92,10 @@ def _call(args: argparse.Namespace, command: str, **kwargs: object) -> object:
 
 
 def cmd_simple(args: argparse.Namespace) -> int:
+    if getattr(args, "queue", None) is not None:
+        from supervisor_q.cli.fleet import cmd_pause_queue
+
+        return cmd_pause_queue(args)
     kwargs: dict[str, object] = {}
     if getattr(args, "program", None):
         kwargs["program"] = args.program
@@ -114,6 +120,10 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.all:
+        from supervisor_q.cli.fleet import cmd_status_all
+
+        return cmd_status_all(args, format_status)
     try:
         status = _call(args, "status")
     except ControlError as exc:

@@ -250,6 +250,8 @@ class CommandProgram(_ProgramBase):
     stopwaitsecs: Seconds = 10.0  # grace after stopsignal before SIGKILL
     autorestart: bool | Literal["unexpected"] = True  # restart after any / unexpected exit
     exitcodes: tuple[ExitCode, ...] = (0,)  # "expected" exit codes for autorestart: unexpected
+    # `restart-workers` replaces its processes too (TERM, then a new one), as workers are
+    restart_on_deploy: Annotated[bool, Field(strict=True)] = False
     autoscale: None = None  # always None: only worker programs can autoscale
 
     _signal_name = field_validator("stopsignal", mode="before")(_normalise_signal)

@@ -25,6 +25,7 @@ from supervisor_q.config.loading import (
     load_config_dir,
 )
 from supervisor_q.ctl.protocol import ControlServer
+from supervisor_q.fleet.member import FleetMember
 from supervisor_q.master import commands
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
@@ -59,6 +60,7 @@ class Arbiter:
         self.guardian = Guardian()
         self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=5))
+        self.fleet = FleetMember(self.queue)  # heartbeat, dead masters' jobs
         self.reports = ReportReader(self.wakeup, self.clock)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
@@ -235,6 +237,7 @@ class Arbiter:
         if self.config_watch is not None and self.config_watch.changed():
             self.reload_at = now + RELOAD_DEBOUNCE
         self.read_restart_signal(now)
+        self.fleet.tick(now, self, lambda: commands.status(self))
         self.check_monitors(now)
         self.enforce_memory_hard()
         self.supervise_server()
@@ -283,6 +286,7 @@ class Arbiter:
                 log.info("restart signal %.6f seen: children restart after their job", value)
                 self.restart_seen_at = now
             self.restart_generation = value
+        commands.restart_commands_on_deploy(self, now)
 
     def enforce_memory_hard(self) -> None:
         for pool in self.pools.values():
@@ -387,5 +391,6 @@ class Arbiter:
         self.guardian.close()  # orderly exit: nothing is left for it to kill
         self.control.close()
         self.wakeup.close()
+        self.fleet.leave()
         self.queue.client.close()
 

@@ -18,7 +18,7 @@ import psutil
 from supervisor_q.config.loading import ConfigError, ProgramConfig, WorkerProgram, diff_programs
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.master.pool import Pool
-from supervisor_q.master.process import ALIVE_STATES, State
+from supervisor_q.master.process import ACTIVE_STATES, ALIVE_STATES, State
 from supervisor_q.master.schedule import next_firing, scheduled_target
 
 if TYPE_CHECKING:
@@ -115,6 +115,24 @@ def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
     return f"{command}d {', '.join(p.name for p in pools) or 'no worker programs'}"
 
 
+def restart_commands_on_deploy(arbiter: Arbiter, now: float) -> None:
+    """`restart-workers` for command programs with `restart_on_deploy: true`: a child
+    started before the master saw the current restart signal is stopped, and the pool
+    starts its replacement at once (as `restart PROGRAM` would). A child started
+    between the signal and the master's read of it (at most a second) is replaced
+    too, needlessly but harmlessly."""
+    seen = arbiter.restart_seen_at
+    if seen is None or arbiter.restart_generation is None:
+        return
+    for pool in arbiter.pools.values():
+        if not getattr(pool.program, "restart_on_deploy", False) or pool.mode != "running":
+            continue
+        for child in list(pool.children):
+            if (child.state in ACTIVE_STATES and child.started_at is not None
+                    and child.started_at < seen):
+                pool.stop_child(child, now, "restart-workers (restart_on_deploy)")
+
+
 def _pool(arbiter: Arbiter, name: object) -> Pool:
     if not isinstance(name, str) or name not in arbiter.pools:
         known = ", ".join(sorted(arbiter.pools)) or "none"
@@ -170,6 +188,7 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
         "programs": programs,
         "master": {
             "pid": os.getpid(),
+            "fleet_id": arbiter.fleet.id,
             "uptime": round(now - arbiter.started, 3),
             "config_dir": str(arbiter.config_dir),
             "stopping": arbiter.stopping,

@@ -28,6 +28,7 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
+from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import lifecycle, outcome
 from supervisor_q.worker.memory import current_rss
@@ -71,6 +72,7 @@ class Worker(SignalFlags):
         self.redis_failures = 0
         self.prefetched: list[Reserved] = []
         self.prefetched_at = 0.0  # monotonic time the prefetched jobs were reserved
+        self.queues = list(self.settings.queues)  # less those paused fleet-wide (pauses.py)
         rnd = random.Random()
         j = self.settings.jitter
         self.max_jobs = int(self.settings.max_jobs * (1 - j * rnd.random()))
@@ -143,7 +145,7 @@ class Worker(SignalFlags):
             # Jobs waiting behind a slow one must not outlive their reservation (its
             # margin is only a few seconds): hand them back untouched and reserve afresh.
             self.hand_back_prefetched()
-        if self.paused:
+        if self.paused or not self.queues:
             self.flush_pending()
             self.title("paused")
             self.sleep_interruptibly(MAX_BLOCK)
@@ -168,7 +170,7 @@ class Worker(SignalFlags):
         if self._leave_wait():
             return None
         result: ReserveResult | None = self.with_redis(lambda: self.queue.wait_and_reserve(
-            self.settings.queues, seconds, default_timeout=self.settings.timeout,
+            self.queues, seconds, default_timeout=self.settings.timeout,
             count=self.settings.prefetch, wake_fd=self.wake_fd, leave=self._leave_wait))
         if result is None or not result.jobs:
             return None
@@ -186,7 +188,7 @@ class Worker(SignalFlags):
     def _reserve_in_order(self) -> tuple[Reserved | None, float | None]:
         next_delayed: float | None = None
         count = self.settings.prefetch
-        for queue in self.settings.queues:
+        for queue in self.queues:
             ack_ids = [p.id for p in self.pending if p.queue == queue]
             _, result = self.queue.reserve(queue, default_timeout=self.settings.timeout,
                                            ack_ids=ack_ids, count=count)
@@ -372,8 +374,10 @@ class Worker(SignalFlags):
             self.next_restart_check = now + RESTART_CHECK_INTERVAL
             try:
                 current = read_generation(self.queue.client)
+                paused = paused_queues(self.queue.client)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 return None
+            self.queues = [q for q in self.settings.queues if q not in paused]
             if should_restart(self.started_with, current):
                 return exitcodes.RESTART
         return None

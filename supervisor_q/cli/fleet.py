@@ -1,0 +1,69 @@
+"""CLI commands over the fleet registry: `status --all`, `pause/continue --queue Q`.
+
+They read and write Redis only (no control socket), so they work from any host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from supervisor_q.paths import resolve_redis_url
+
+
+def _client(args: argparse.Namespace):  # noqa: ANN202 - a redis.Redis
+    from supervisor_q.queue.backend import connect
+
+    return connect(resolve_redis_url(args.redis_url), socket_timeout=10)
+
+
+def cmd_status_all(args: argparse.Namespace, format_status: Callable[[dict], str]) -> int:
+    """Every live master of the fleet (and those gone lately), from Redis."""
+    from supervisor_q.fleet.registry import members
+
+    found = [m.as_json() for m in members(_client(args))]
+    if args.json:
+        print(json.dumps({"masters": found}, indent=1))
+    else:
+        print(format_fleet(found, format_status))
+    return 0
+
+
+def format_fleet(masters: list[dict[str, Any]], format_status: Callable[[dict], str]) -> str:
+    """One block per master: its head line, then its programs as `status` shows them."""
+    if not masters:
+        return "no masters in the fleet"
+    blocks = []
+    for m in masters:
+        if m["state"] == "gone" or "programs" not in m:
+            blocks.append(f"master {m['id']} GONE")
+            continue
+        paused = f" paused queues: {', '.join(m['paused_queues'])}" if m.get(
+            "paused_queues") else ""
+        error = f" redis error: {m['redis_error']}" if m.get("redis_error") else ""
+        head = (f"master {m['id']} alive (host {m['host']}, pid {m['pid']}, "
+                f"version {m['version']}){paused}{error}")
+        blocks.append(head + "\n" + "\n".join(
+            "  " + line for line in format_status(m).splitlines()))
+    return "\n".join(blocks)
+
+
+def cmd_pause_queue(args: argparse.Namespace) -> int:
+    """pause/continue --queue Q: every worker of Q on every host, through Redis."""
+    from supervisor_q.queue.pauses import pause, resume
+
+    queue = args.queue.strip()
+    if not queue:
+        print(f"supervisor-q {args.control}: --queue needs a queue name", file=sys.stderr)
+        return 2
+    client = _client(args)
+    if args.control == "pause":
+        changed = pause(client, queue)
+        print(f"queue {queue}: paused on every host" + ("" if changed else " (already)"))
+    else:
+        changed = resume(client, queue)
+        print(f"queue {queue}: continued on every host" + ("" if changed else
+                                                          " (was not paused)"))
+    return 0

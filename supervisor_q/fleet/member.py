@@ -1,0 +1,144 @@
+"""A master's part in the fleet: heartbeat, notice dead masters, hand their jobs back.
+
+Called from the master's slow tick (once a second); does Redis work every BEAT seconds.
+
+Lease and fencing (the decisions, ARCHITECTURE.md "Fleet"):
+- A heartbeat is a lease of LEASE seconds (SUPERVISOR_Q_FLEET_LEASE overrides it).
+  It carries the master's status and the jobs its children run (queue, id, attempts,
+  as their start reports named them).
+- Any master that sees a heartbeat older than the lease claims that master atomically
+  (registry.CLAIM; one claimer wins) and releases each of its jobs with the attempt
+  the dead worker reported and `undo_attempt`: the job runs again elsewhere with its
+  attempts unchanged, because the host failed, not the job. A job another worker has
+  reserved since (a different attempt) is left alone.
+- A master that was only slow finds its id claimed at its next heartbeat: it SIGKILLs
+  every child's process group at once, without handing their jobs back (the claimer
+  did), and rejoins under a new epoch; its pools start fresh children.
+- Not covered: a job a child reserved but had not reported yet (or prefetched) when its
+  master died waits for its reservation to expire, like before; and a child of a
+  stalled master that finishes a job between the claim and its master's next beat may
+  still ack it (the window is one beat after the master runs again).
+Imports the queue and the registry; never the master (which it is handed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from supervisor_q import __version__
+from supervisor_q.fleet import registry
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.pauses import paused_queues
+
+if TYPE_CHECKING:
+    from supervisor_q.master.arbiter import Arbiter
+
+log = logging.getLogger("supervisor_q.fleet")
+
+BEAT = 2.0  # seconds between heartbeats (and between looks for dead masters)
+LEASE = 15.0  # a master silent this long is dead: its jobs are handed back
+
+
+def lease_from_env() -> float:
+    """The lease in seconds: SUPERVISOR_Q_FLEET_LEASE if valid (>= 3 beats), else LEASE."""
+    try:
+        value = float(os.environ.get("SUPERVISOR_Q_FLEET_LEASE", LEASE))
+    except ValueError:
+        return LEASE
+    return value if value >= 3 * BEAT else LEASE
+
+
+def new_id() -> str:
+    """host:pid:epoch; the epoch is new at every start and after a fence."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class FleetMember:
+    def __init__(self, queue: RedisQueue, lease: float | None = None) -> None:
+        self.queue = queue
+        self.lease = lease if lease is not None else lease_from_env()
+        self.id = new_id()
+        self.started = time.time()
+        self.next_beat = 0.0
+        self.redis_error: str | None = None  # the last failed beat's error, until one works
+        self.paused_queues: frozenset[str] = frozenset()
+        self.sent: list[tuple[str, str, int]] = []  # the jobs in flight at the last beat
+
+    def tick(self, now: float, arbiter: Arbiter, status: Callable[[], dict[str, Any]]) -> None:
+        """Beat, then look for dead masters, every BEAT seconds (now: monotonic); beat
+        at once when the jobs in flight changed, so a death loses as few as possible."""
+        jobs = inflight(arbiter)
+        if now < self.next_beat and jobs == self.sent:
+            return
+        self.next_beat = now + BEAT
+        try:
+            self.paused_queues = paused_queues(self.queue.client)
+            if not registry.beat(self.queue.client, self.id, self.record(status()),
+                                 jobs, self.lease):
+                self.fenced(arbiter)
+                return
+            self.redis_error, self.sent = None, jobs
+            self.reap_dead()
+        except redis.RedisError as exc:
+            if self.redis_error is None:
+                log.warning("fleet heartbeat failed: %s", exc)
+            self.redis_error = f"{time.strftime('%H:%M:%S')}: {exc}"
+
+    def record(self, status: dict[str, Any]) -> dict[str, Any]:
+        return {**status, "id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+                "version": __version__, "started_at": self.started, "lease": self.lease,
+                "paused_queues": sorted(self.paused_queues), "redis_error": self.redis_error}
+
+    def reap_dead(self) -> None:
+        """Claim every master whose lease ran out and hand its jobs back."""
+        for dead in registry.stale(self.queue.client, self.lease):
+            if dead == self.id:
+                continue  # our own beat just landed; a stale self is the fence's business
+            jobs = registry.claim(self.queue.client, dead)
+            if jobs is None:
+                continue
+            done = [self.hand_back(q, i, a) for q, i, a in jobs]
+            log.warning("fleet: master %s is gone (no heartbeat for %gs); %d of its %d "
+                        "job(s) handed back", dead, self.lease, sum(done), len(jobs))
+
+    def hand_back(self, queue: str, job_id: str, attempts: int) -> bool:
+        return self.queue.release(queue, job_id, 0, expected_attempts=attempts,
+                                  undo_attempt=True)
+
+    def fenced(self, arbiter: Arbiter) -> None:
+        """Our id was claimed while we were silent: our children's jobs belong to others
+        now. Kill every child's group at once (no hand-back), rejoin as a new epoch."""
+        log.error("fleet: this master (%s) was declared dead by another; killing its "
+                  "children and rejoining", self.id)
+        for pool in arbiter.pools.values():
+            for child in pool.children:
+                child.job = None  # settled by the claimer: reaped() must not hand it back
+                if child.signallable and child.pgid and child.pgid > 0:
+                    try:
+                        arbiter.spawner.kill(child.pgid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        self.id = new_id()
+        self.next_beat = 0.0
+
+    def leave(self) -> None:
+        try:
+            registry.leave(self.queue.client, self.id)
+        except redis.RedisError:
+            pass  # the lease runs out instead; no job of ours is in flight by now
+
+
+def inflight(arbiter: Arbiter) -> list[tuple[str, str, int]]:
+    """(queue, job id, attempts) of every job the master's children reported running."""
+    return [(c.job.queue, c.job.id, pool.run_of(c).attempts)
+            for pool in arbiter.pools.values() for c in pool.children
+            if c.job is not None and c.job.id]

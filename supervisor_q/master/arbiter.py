@@ -24,7 +24,7 @@ from supervisor_q.config.loading import (
     config_fingerprint,
     load_config_dir,
 )
-from supervisor_q.ctl.protocol import ControlServer
+from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.master import commands
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
@@ -80,7 +80,11 @@ class Arbiter:
         self.guardian.start()  # first: before any other child, and before any thread
         if self.supervised_server is not None and self.supervised_server.alive():
             self.guardian.watch(self.supervised_server.process.pid)  # its own session
-        sock = self.control.open()
+        try:
+            sock = self.control.open()
+        except ControlError:  # another master answers there: leave it be, stop ours
+            self.guardian.close()
+            raise
         self.wakeup.register(sock, ("accept", None))
         for program in self.programs.values():
             self.add_pool(program)

@@ -1,7 +1,7 @@
 """The JSON job payload: build it at dispatch, parse and validate it in the worker.
 
 JSON only, never pickle: a payload names a job by string and carries plain data.
-Imports nothing else from the package.
+Imports only keys (the queue-name rule) from the package.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from supervisor_q.queue.keys import check_queue_name
 
 PAYLOAD_VERSION = 1
 # Longest job id a worker runs: ids travel in every report line to the master, which
@@ -83,8 +85,10 @@ def build(job: str, queue: str, args: tuple | list, kwargs: dict, *, timeout: fl
           retry_until: float | None = None, max_exceptions: int | None = None,
           fail_on_timeout: bool = False, extra: dict | None = None,
           job_id: str | None = None) -> Payload:
-    return Payload(id=job_id or new_job_id(), job=job, queue=queue, args=list(args),
-                   kwargs=dict(kwargs), timeout=timeout, tries=tries, backoff=backoff,
+    """A new payload; ValueError for a queue name no program could declare."""
+    return Payload(id=job_id or new_job_id(), job=job, queue=check_queue_name(queue),
+                   args=list(args), kwargs=dict(kwargs), timeout=timeout, tries=tries,
+                   backoff=backoff,
                    retry_until=retry_until, max_exceptions=max_exceptions,
                    fail_on_timeout=fail_on_timeout, dispatched_at=time.time(),
                    extra=dict(extra or {}))

@@ -247,3 +247,32 @@ def test_unreadable_start_report_keeps_the_program_timeout_as_deadline(
     assert time.time() - started < 1 + 3, "killed soon after the program's 1 s timeout"
     assert "unreadable report" in m.tail(200)
     m.wait_running("w", 1)
+    dispatch("tests.report_pipe_in_subprocess")
+    wait_until(lambda: len(results(queue.client)) == 2, timeout=10, message="it ran")
+    found = results(queue.client)[1]
+    assert found["pipe"].startswith("pipe:") and found["inherited"] is False, found
+
+
+def test_garbage_on_the_report_pipe_keeps_the_known_job_and_its_deadline(
+        master, queue: RedisQueue) -> None:
+    """A job's 3 s deadline under a 30 s program: garbled "S"/"E" lines from the job
+    neither loosen the deadline nor make the master forget the job it must settle; and
+    the job's own subprocesses never inherit the report pipe."""
+    m = master({"w": WORKER.format(n=1, timeout=30)})
+    [pid] = m.wait_running("w", 1)
+    built = payloads.build("tests.garbage_on_report_pipe_then_stuck", "default", [], {},
+                           timeout=3.0)
+    queue.push("default", built.id, payloads.encode(built))
+    wait_until(lambda: results(queue.client), timeout=10, message="the job started")
+    started = results(queue.client)[0]["at"]
+    wait_until(lambda: queue.failed_records(), timeout=15,
+               message=f"the master killed and settled the job; log: {m.tail()}")
+    [record] = queue.failed_records()
+    assert record["id"] == built.id and record["reason"].startswith("timeout"), record
+    assert record["failed_at"] - started < 3 + 3, "killed soon after the job's 3 s timeout"
+    assert "unreadable report" in m.tail(200)
+    m.wait_running("w", 1)
+    dispatch("tests.report_pipe_in_subprocess")
+    wait_until(lambda: len(results(queue.client)) == 2, timeout=10, message="it ran")
+    found = results(queue.client)[1]
+    assert found["pipe"].startswith("pipe:") and found["inherited"] is False, found

@@ -36,6 +36,7 @@ from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
 from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.payload import loggable
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import handback
 
@@ -223,7 +224,8 @@ class Arbiter:
             if back is not None and isinstance(pool.program, WorkerProgram):
                 done = handback.settle(self.queue, pool.program, back)
                 log.warning("%s: job %s (%s) interrupted (%s, %s): %s", child.name,
-                            back.job.id, back.job.name, back.why, back.how, done)
+                            loggable(back.job.id), loggable(back.job.name), back.why,
+                            back.how, loggable(done, 400))
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.

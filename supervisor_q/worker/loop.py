@@ -348,7 +348,7 @@ class Worker(SignalFlags):
              trace: str | None) -> None:
         record = outcome.failed_record(job, reason, trace)
         log.warning("%s: job %s failed: %s", self.settings.label,
-                    payloads.printable(job.id, 100), reason)
+                    payloads.loggable(job.id, 100), payloads.loggable(reason, 400))
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
         if moved:
             lifecycle.failed(decoded, reason)

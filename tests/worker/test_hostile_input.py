@@ -276,3 +276,23 @@ def test_garbage_on_the_report_pipe_keeps_the_known_job_and_its_deadline(
     wait_until(lambda: len(results(queue.client)) == 2, timeout=10, message="it ran")
     found = results(queue.client)[1]
     assert found["pipe"].startswith("pipe:") and found["inherited"] is False, found
+
+
+def test_newlines_in_ids_and_job_names_cannot_forge_log_lines(
+        master, redis_db, queue: RedisQueue) -> None:
+    """Ids, job names and reasons from payloads are logged escaped, on their own line."""
+    m = master({"w": WORKER.format(n=1, timeout=30)})
+    m.wait_running("w", 1)
+    stuck_id = "stuck\nFORGED by the id"
+    built = payloads.build("tests.stuck_in_c", "default", [], {}, timeout=1.0,
+                           job_id=stuck_id)
+    queue.push("default", stuck_id, payloads.encode(built))
+    push_raw(redis_db.client(), b"bad\nFORGED by a failed id",
+             HEAD + b'"job":"no.such\\nFORGED by a name"}')
+    wait_until(lambda: len(queue.failed_records()) == 2, timeout=20,
+               message=f"both jobs failed; log: {m.tail()}")
+    wait_until(lambda: "interrupted" in m.tail(400), timeout=10,
+               message=f"the master logged the handback; log: {m.tail()}")
+    log = m.tail(400)
+    assert "stuck\\nFORGED by the id" in log, log
+    assert not [line for line in log.splitlines() if line.startswith("FORGED")], log

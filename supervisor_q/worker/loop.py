@@ -327,6 +327,8 @@ class Worker(SignalFlags):
         if len(job.id) > payloads.MAX_ID_LENGTH:
             raise payloads.MalformedPayload(
                 f"job id is longer than {payloads.MAX_ID_LENGTH} characters")
+        if not job.payload:  # the id was ready, its payload hash entry missing or empty
+            raise payloads.MalformedPayload("no payload")
         try:
             decoded = lifecycle.prepare(payloads.decode(job.payload))
         except payloads.MalformedPayload:

@@ -297,3 +297,21 @@ def test_newlines_in_ids_and_job_names_cannot_forge_log_lines(
     log = m.tail(400)
     assert "stuck\\nFORGED by the id" in log, log
     assert not [line for line in log.splitlines() if line.startswith("FORGED")], log
+
+
+def test_a_ready_id_without_a_payload_ends_in_the_failed_store(
+        redis_db, redis_url: str, queue: RedisQueue) -> None:
+    """An id in `ready` whose payload hash entry is missing is failed with "no payload",
+    logged, and its `enqueued` entry cleared; the next job runs."""
+    client = redis_db.client()
+    push_raw(client, b"orphan", b"")
+    client.hdel("sq:{default}:payloads", b"orphan")
+    good = dispatch("tests.record", 1)
+    done = cli(redis_url, "work", "--queue", "default", "--import", "tests.jobmods.basic",
+               "--stop-when-empty")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    assert [r["id"] for r in results(client)] == [good]
+    assert raw_failed(client)[b"orphan"]["reason"] == "no payload"
+    assert b"job orphan failed: no payload" in done.stderr
+    assert not client.hexists("sq:{default}:enqueued", b"orphan")
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 1}

@@ -20,6 +20,17 @@ class RuntimeDirLocked(PermissionError):
     """A runtime dir that may hold a master's sockets but that this user cannot read."""
 
 
+def check_database(url: str) -> None:
+    """redis-py ignores a database path that is not a number (redis://h/notadb): a
+    ValueError here, so a typo is a bad URL, not a quiet connection to database 0."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    db = unquote(parts.path).strip("/") if parts.scheme in ("redis", "rediss") else ""
+    if db and not db.isdigit():
+        raise ValueError(f"the database {db!r} is not a number")
+
+
 def runtime_dir_candidates() -> list[Path]:
     """Where a master may keep its sockets, most specific first."""
     found: list[Path] = []
@@ -109,7 +120,9 @@ def control_socket(explicit: str | None = None) -> Path:
 
 def resolve_redis_url(explicit: str | None = None) -> str:
     """connection= / --redis-url, else SUPERVISOR_Q_REDIS_URL, else a running embedded
-    server's socket, else redis://127.0.0.1:6379/0."""
+    server's socket, else redis://127.0.0.1:6379/0. An empty URL given is an error."""
+    if explicit is not None and not explicit.strip():
+        raise BadRedisUrl("empty Redis URL (e.g. redis://HOST:6379/0)")
     if explicit:
         return explicit
     env = os.environ.get("SUPERVISOR_Q_REDIS_URL")

@@ -12,6 +12,7 @@ from supervisor_q import exitcodes
 from supervisor_q.logs import configure_logging
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.keys import check_queue_name
 from supervisor_q.queue.payload import NotSerialisable, from_printable, printable
 from supervisor_q.worker.boot import run_standalone
 from supervisor_q.worker.loop import MAX_BLOCK, WorkerSettings
@@ -23,6 +24,22 @@ def _queue(args: argparse.Namespace, socket_timeout: float | None = 30.0) -> Red
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def queue_name(value: str) -> str:
+    """One queue name, by the rule every program's `queues:` follows."""
+    try:
+        return check_queue_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def queue_names(value: str) -> tuple[str, ...]:
+    """Q1,Q2: at least one, each a valid queue name."""
+    names = _csv(value)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no queue named in {value!r}")
+    return tuple(queue_name(name) for name in names)
 
 
 def _backoff(value: str) -> tuple[int, ...]:
@@ -46,6 +63,17 @@ def non_negative(value: str) -> float:
     return parsed
 
 
+def count(value: str) -> int:
+    """A whole number >= 0."""
+    try:
+        parsed = int(value)
+    except ValueError:
+        parsed = -1
+    if parsed < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return parsed
+
+
 def positive(value: str) -> int:
     try:
         parsed = int(value)
@@ -58,7 +86,7 @@ def positive(value: str) -> int:
 
 def add_work_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("work", help="run one worker in the foreground (no master)")
-    p.add_argument("--queue", type=_csv, default=("default",),
+    p.add_argument("--queue", type=queue_names, default=("default",),
                    help="queues in priority order, comma-separated (default: default)")
     p.add_argument("--import", dest="imports", type=_csv, default=(),
                    help="modules that register jobs, comma-separated")
@@ -97,15 +125,15 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="module:function")
     p.add_argument("--args", default="[]", help="JSON list (or object for kwargs)")
     p.add_argument("--kwargs", default="{}", help="JSON object")
-    p.add_argument("--queue", default=None)
+    p.add_argument("--queue", type=queue_name, default=None)
     p.add_argument("--delay", type=non_negative, default=None,
                    help="seconds (default: the job's)")
     p.set_defaults(handler=cmd_dispatch)
 
     q = sub.add_parser("queue", help="queue size | clear | stats | monitor")
     q.add_argument("action", choices=["size", "clear", "stats", "monitor"])
-    q.add_argument("queue", help="a queue (monitor: Q1,Q2)")
-    q.add_argument("--max", type=int, default=1000, help="monitor: alert above N jobs")
+    q.add_argument("queue", type=queue_names, help="a queue (monitor: Q1,Q2)")
+    q.add_argument("--max", type=count, default=1000, help="monitor: alert above N jobs")
     q.add_argument("--max-wait", type=non_negative, default=None,
                    help="monitor: alert when the oldest job waited more than S seconds")
     q.add_argument("--json", action="store_true", help="monitor: JSON output")
@@ -122,12 +150,13 @@ def _add_failed_parser(sub: argparse._SubParsersAction) -> None:
     fsub = f.add_subparsers(dest="action", required=True)
     fl = fsub.add_parser("list")
     fl.add_argument("--json", action="store_true")
-    fl.add_argument("--queue", default=None)
+    fl.add_argument("--queue", type=queue_name, default=None)
     fl.add_argument("--page", type=positive, default=1)
     fl.add_argument("--per-page", type=positive, default=50)
     fr = fsub.add_parser("retry")
     fr.add_argument("ids", nargs="*", help="job ids, or 'all'")
-    fr.add_argument("--queue", default=None, help="retry every failed job of this queue")
+    fr.add_argument("--queue", type=queue_name, default=None,
+                    help="retry every failed job of this queue")
     ff = fsub.add_parser("forget")
     ff.add_argument("id")
     fsub.add_parser("flush")
@@ -142,16 +171,9 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from supervisor_q.jobs.registry import DEFAULT_QUEUE, dispatch, find_job
 
     try:
-        positional = json.loads(args.args)
-        keywords = json.loads(args.kwargs)
+        positional, keywords = _job_arguments(args.args, args.kwargs)
     except ValueError as exc:
-        print(f"supervisor-q dispatch: --args/--kwargs must be JSON: {exc}", file=sys.stderr)
-        return 2
-    if isinstance(positional, dict):
-        positional, keywords = [], {**positional, **keywords}
-    if not isinstance(positional, list) or not isinstance(keywords, dict):
-        print("supervisor-q dispatch: --args is a JSON list, --kwargs a JSON object",
-              file=sys.stderr)
+        print(f"supervisor-q dispatch: {exc}", file=sys.stderr)
         return 2
     connection = resolve_redis_url(args.redis_url)
     try:
@@ -172,19 +194,46 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+RESERVED_KWARGS = ("queue", "delay", "connection")  # dispatch()'s own options
+
+
+def _job_arguments(args: str, kwargs: str) -> tuple[list, dict]:
+    """--args and --kwargs as (list, dict); ValueError says what is wrong, in one line."""
+    try:
+        positional = json.loads(args)
+        keywords = json.loads(kwargs)
+    except RecursionError:
+        raise ValueError("--args/--kwargs are nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"--args/--kwargs must be JSON: {exc}") from None
+    if isinstance(positional, dict) and isinstance(keywords, dict):
+        positional, keywords = [], {**positional, **keywords}
+    if not isinstance(positional, list) or not isinstance(keywords, dict):
+        raise ValueError("--args is a JSON list, --kwargs a JSON object")
+    clash = sorted(set(keywords) & set(RESERVED_KWARGS))
+    if clash:
+        raise ValueError(f"keyword argument(s) {', '.join(clash)} are reserved for dispatch "
+                         f"options ({', '.join(RESERVED_KWARGS)}): use --queue/--delay")
+    return positional, keywords
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
+    if args.action != "monitor" and len(args.queue) != 1:
+        print(f"supervisor-q queue: {args.action} takes one queue", file=sys.stderr)
+        return 2
     queue = _queue(args)
     if args.action == "monitor":
         from supervisor_q.queue.monitor import cmd_monitor
 
         return cmd_monitor(queue, args)
+    [name] = args.queue
     if args.action == "size":
-        print(queue.size(args.queue))
+        print(queue.size(name))
     elif args.action == "clear":
-        print(f"cleared {queue.clear(args.queue)} job(s) from {args.queue}")
+        print(f"cleared {queue.clear(name)} job(s) from {name}")
     else:
-        length, waited = queue.load(args.queue)
-        stats = {**queue.counts(args.queue), "oldest_wait": round(waited, 3)}
+        length, waited = queue.load(name)
+        stats = {**queue.counts(name), "oldest_wait": round(waited, 3)}
         print(json.dumps(stats))
     return 0
 

@@ -49,7 +49,8 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=cmd_simple, control=name)
     sc = sub.add_parser("scale", help="set a program's size until its schedule's next rule")
     sc.add_argument("program")
-    sc.add_argument("numprocs", type=int)
+    sc.add_argument("numprocs", type=_numprocs,
+                    help=f"0 to {MAX_NUMPROCS} (the most children one program may run)")
     sc.set_defaults(handler=cmd_scale)
     for name, text in (("pause", "children stop taking new jobs (stay alive)"),
                        ("continue", "children take jobs again")):
@@ -62,6 +63,20 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
     sh = sub.add_parser("shutdown", help="graceful shutdown of the master")
     sh.add_argument("--fast", action="store_true")
     sh.set_defaults(handler=cmd_simple, control="shutdown")
+
+
+MAX_NUMPROCS = 1000  # config/schema.MAX_NUMPROCS (not imported: `scale` starts fast)
+
+
+def _numprocs(value: str) -> int:
+    try:
+        parsed = int(value)
+    except ValueError:
+        parsed = -1
+    if not 0 <= parsed <= MAX_NUMPROCS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a whole number from 0 to {MAX_NUMPROCS}")
+    return parsed
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -189,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_format)
     config_dir = Path(args.config).resolve()
-    url = args.redis_url or os.environ.get("SUPERVISOR_Q_REDIS_URL")
+    url = (paths.resolve_redis_url(args.redis_url) if args.redis_url is not None
+           else os.environ.get("SUPERVISOR_Q_REDIS_URL"))
     try:
         fingerprint, programs = _load_or_refuse(config_dir)
         group = _group_or_refuse(args.socket_group
@@ -210,6 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
     try:
         return arbiter.run()
+    except ControlError as exc:  # another master runs on this control socket
+        print(f"supervisor-q run: {exc}; not starting", file=sys.stderr)
+        return 1
     finally:
         if server is not None:  # the data store is the last thing to stop
             server.stop()

@@ -23,14 +23,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 # A copy of backend.RESERVATION_MARGIN (this module imports nothing); a test keeps them equal.
 RESERVATION_MARGIN = 5.0
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # a copy of queue/keys.QUEUE_PATTERN (a test checks)
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 # Fields that only change how many children run: a reload rescales instead of replacing.
 # Changing only these keeps the program's children (resize or re-check, no replacement).
 SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor"})
 
+# Most children one program may run (numprocs, schedule, autoscale, `scale`, TTIN): each
+# child is a forked Python process (~30-100 MB), so 1000 is already more than one machine
+# should hold; a typo (100000, an extra zero) would otherwise fork the host to its knees.
+MAX_NUMPROCS = 1000
+
 # strict=True: no str -> number and no bool -> number coercion; floats still accept ints.
 Count = Annotated[int, Field(strict=True, ge=0)]
+Procs = Annotated[int, Field(strict=True, ge=0, le=MAX_NUMPROCS)]  # a number of children
+PositiveProcs = Annotated[int, Field(strict=True, ge=1, le=MAX_NUMPROCS)]
 PositiveCount = Annotated[int, Field(strict=True, ge=1)]
 Seconds = Annotated[float, Field(strict=True, ge=0)]
 PositiveSeconds = Annotated[float, Field(strict=True, gt=0)]
@@ -56,7 +63,7 @@ class ScheduleRule(_Frozen):
     """`{cron: "0 9 * * 1-5", numprocs: 8}`: from this firing on, run this many children."""
 
     cron: Annotated[str, Field(strict=True)]  # 5 fields or @daily-style, in `timezone`
-    numprocs: Count
+    numprocs: Procs
 
     @field_validator("cron")
     @classmethod
@@ -79,8 +86,8 @@ class ScheduleRule(_Frozen):
 class AutoscaleConfig(_Frozen):
     """Load-driven pool size between `min` and `max` (see master/schedule.py: autoscale)."""
 
-    min: Count = 1  # smallest pool; a firing schedule rule replaces it as the floor
-    max: PositiveCount  # largest pool, also above any schedule size (required)
+    min: Procs = 1  # smallest pool; a firing schedule rule replaces it as the floor
+    max: PositiveProcs  # largest pool, also above any schedule size (required)
     by: Literal["size", "wait"] = "size"  # queue length, or oldest job's wait
     cooldown: Seconds = 10.0  # seconds between two changes
     max_shift: PositiveCount = 1  # processes added or removed per change
@@ -131,7 +138,7 @@ class _ProgramBase(_Frozen):
     """Keys shared by both kinds of program."""
 
     name: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]  # default: the file stem
-    numprocs: Count = 1  # children to keep running (0 = defined but stopped)
+    numprocs: Procs = 1  # children to keep running (0 = defined but stopped)
     startsecs: Seconds = 1.0  # a child that lives this long counts as started (RUNNING)
     startretries: Count = 3  # quick failures in a row before FATAL
     schedule: tuple[ScheduleRule, ...] = ()  # cron rules; the latest at or before now wins

@@ -30,7 +30,7 @@ from supervisor_q.jobs.context import (  # noqa: F401  the job API, importable f
 )
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue
-from supervisor_q.queue.keys import JOBS_KEY
+from supervisor_q.queue.keys import JOBS_KEY, check_queue_name
 from supervisor_q.queue.payload import DEFAULT_QUEUE
 
 P = ParamSpec("P")
@@ -189,6 +189,7 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
     """Register fn as a job named module:function (or name=)."""
     if unique_until not in ("finished", "processing"):
         raise ValueError("unique_until is 'finished' or 'processing'")
+    check_queue_name(queue)
     if retry_for is not None and (retry_until is not None or retry_for <= 0):
         raise ValueError("retry_for is seconds > 0, and excludes retry_until")
     options = JobOptions(queue=queue, tries=tries, timeout=timeout,

@@ -24,7 +24,7 @@ from supervisor_q.config.loading import (
     config_fingerprint,
     load_config_dir,
 )
-from supervisor_q.ctl.protocol import ControlServer
+from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
 from supervisor_q.master import commands
 from supervisor_q.master.confwatch import DirSnapshot
@@ -37,6 +37,7 @@ from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
 from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.payload import loggable
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import handback
 
@@ -82,7 +83,11 @@ class Arbiter:
         self.guardian.start()  # first: before any other child, and before any thread
         if self.supervised_server is not None and self.supervised_server.alive():
             self.guardian.watch(self.supervised_server.process.pid)  # its own session
-        sock = self.control.open()
+        try:
+            sock = self.control.open()
+        except ControlError:  # another master answers there: leave it be, stop ours
+            self.guardian.close()
+            raise
         self.wakeup.register(sock, ("accept", None))
         for program in self.programs.values():
             self.add_pool(program)
@@ -221,7 +226,8 @@ class Arbiter:
             if back is not None and isinstance(pool.program, WorkerProgram):
                 done = handback.settle(self.queue, pool.program, back)
                 log.warning("%s: job %s (%s) interrupted (%s, %s): %s", child.name,
-                            back.job.id, back.job.name, back.why, back.how, done)
+                            loggable(back.job.id), loggable(back.job.name), back.why,
+                            back.how, loggable(done, 400))
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from supervisor_q.config.loading import ConfigError, ProgramConfig, WorkerProgram, diff_programs
+from supervisor_q.config.schema import MAX_NUMPROCS
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ACTIVE_STATES, ALIVE_STATES, State
@@ -66,8 +67,8 @@ def _continue(arbiter: Arbiter, args: dict[str, Any]) -> str:
 def _scale(arbiter: Arbiter, args: dict[str, Any]) -> str:
     pool = _pool(arbiter, args.get("program"))
     size = args.get("numprocs")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ControlError("scale: numprocs must be an integer >= 0")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_NUMPROCS:
+        raise ControlError(f"numprocs must be a whole number from 0 to {MAX_NUMPROCS}")
     pool.scale_to(size, arbiter.clock.now())
     arbiter.update_target(pool)
     return f"{pool.name}: target {pool.target} (until the schedule's next rule)"

@@ -10,6 +10,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from supervisor_q.master.process import State
+from supervisor_q.queue.payload import loggable
 
 if TYPE_CHECKING:
     from supervisor_q.master.pool import Pool
@@ -29,13 +30,13 @@ def enforce(pool: Pool, now: float) -> None:
         run = pool.run_of(child)
         if now >= job.deadline + TERM_GRACE and run.term_sent_at is None:
             log.warning("%s pid=%s: job %s (%s) passed its timeout: SIGTERM", child.name,
-                        child.pid, job.id, job.name)
+                        child.pid, loggable(job.id), loggable(job.name))
             run.kill_reason = "timeout"
             run.term_sent_at = now
             pool.signal(child, signal.SIGTERM)
         elif run.term_sent_at is not None and now >= run.term_sent_at + KILL_GRACE:
             log.warning("%s pid=%s: still running job %s: SIGKILL", child.name, child.pid,
-                        job.id)
+                        loggable(job.id))
             run.term_sent_at = float("inf")  # once
             pool.signal(child, signal.SIGKILL)
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import CommandProgram, ProgramConfig
+from supervisor_q.config.schema import MAX_NUMPROCS
 from supervisor_q.master import deadlines
 from supervisor_q.master.process import (
     ACTIVE_STATES,
@@ -43,6 +44,9 @@ log = logging.getLogger("supervisor_q.pool")
 # shutdown: the master is stopping, none for good.
 Mode = Literal["running", "stopped", "removing", "shutdown"]
 FATAL_RETRY = 60.0  # FATAL is an alert, not forever: try again after this long
+# Forks per pool per loop turn: a big scale-up spreads over turns, so control commands,
+# reports and deadlines keep being served in between (the loop does not sleep meanwhile).
+SPAWNS_PER_TURN = 8
 
 Why = Literal["timeout", "memory", "lost", "stopped"]
 
@@ -58,6 +62,7 @@ class Pool:
     scaling: Scaling = field(default_factory=Scaling)
     children: list[ChildProcess] = field(default_factory=list)
     runs: dict[int, RunRecord] = field(default_factory=dict)  # keyed by id(child)
+    backlog: bool = False  # the last tick left children to fork: the loop must not sleep
 
     @property
     def name(self) -> str:
@@ -95,12 +100,12 @@ class Pool:
 
     def scale_to(self, size: int, now_wall: datetime) -> None:
         """A manual size until the schedule's next rule (`scale`); starts a stopped pool."""
-        self.scaling.override = (max(0, size), now_wall)
+        self.scaling.override = (min(max(0, size), MAX_NUMPROCS), now_wall)
         self.mode = "running" if self.mode == "stopped" else self.mode  # the others are final
 
     def scale_by(self, delta: int, now_wall: datetime) -> None:
         """TTIN/TTOU: one more or one fewer than the current target, held like scale_to."""
-        self.scaling.override = (max(0, self.target + delta), now_wall)
+        self.scaling.override = (min(max(0, self.target + delta), MAX_NUMPROCS), now_wall)
 
     def update_target(self, now_wall: datetime, load: AutoscaleInput | None) -> None:
         """Recompute the target from schedule, override and autoscale (`load`)."""
@@ -163,8 +168,10 @@ class Pool:
         self._retry_waiting(now)
         want = self.want
         active = self.active()
-        if len(active) < want:
-            for _ in range(want - len(active)):
+        missing = max(0, want - len(active))
+        self.backlog = missing > SPAWNS_PER_TURN
+        if missing:
+            for _ in range(min(missing, SPAWNS_PER_TURN)):
                 self._spawn(self._free_slot(), now, "scale up" if active else "start")
         elif len(active) > want:
             self._stop_extras(active, len(active) - want, now)
@@ -288,7 +295,7 @@ class Pool:
 
     def next_deadline(self) -> float | None:
         """The earliest moment enforce_deadlines or tick has something to do."""
-        return deadlines.earliest(self)
+        return 0.0 if self.backlog else deadlines.earliest(self)
 
     def kill_for_memory(self, child: ChildProcess) -> None:
         self.run_of(child).kill_reason = "memory"

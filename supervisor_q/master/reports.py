@@ -90,19 +90,19 @@ class ReportReader:
                     self.garbled(pool, child, ev.line, now)
 
     def garbled(self, pool: Pool, child: ChildProcess, line: bytes, now: float) -> None:
-        """A report line that cannot be read (a bug, never a job's data: the framing
-        carries any id). Say so loudly, a few times per child, and keep every deadline:
-        an unreadable start still makes the child busy under the program's timeout."""
+        """A report line that cannot be read (a bug, or a job writing to its process's
+        report fd: the framing carries any id). Say so loudly, a few times per child, and
+        keep every deadline: an unreadable start makes an idle child busy under the
+        program's timeout, and never replaces (nor an unreadable finish ends) the job the
+        master knows, whose own deadline and id are what kill and settle it."""
         run = pool.run_of(child)
         run.garbled += 1
         if run.garbled <= GARBLED_LOGGED:
             log.error("%s pid=%s: unreadable report %r%s", child.name, child.pid, line[:200],
                       " (further ones not logged)" if run.garbled == GARBLED_LOGGED else "")
         kind = line[:1]
-        if kind == b"S" and isinstance(pool.program, WorkerProgram):
+        if kind == b"S" and child.job is None and isinstance(pool.program, WorkerProgram):
             pool.job_started(child, "", "(unreadable report)", "", pool.program.timeout,
                              0, now)
-        elif kind == b"E" and child.job is not None:
-            pool.job_finished(child, child.job.id)
         elif kind == b"R":
             pool.child_ready(child, None)

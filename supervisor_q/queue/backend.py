@@ -19,7 +19,7 @@ from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from supervisor_q.paths import BadRedisUrl
+from supervisor_q.paths import BadRedisUrl, check_database
 from supervisor_q.queue import lua
 from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.ids import raw as _raw
@@ -56,6 +56,7 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True  # notice a dead peer behind a silent network
     try:
+        check_database(url)
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:  # parsed here, before any connection: a user's typo
         raise BadRedisUrl(f"bad Redis URL {url!r}: {exc} "

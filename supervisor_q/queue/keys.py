@@ -8,6 +8,7 @@ Imports nothing else from the package.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PREFIX = "sq"
@@ -15,6 +16,19 @@ RESTART_KEY = f"{PREFIX}:restart"  # the deploy signal: a float timestamp
 QUEUES_KEY = f"{PREFIX}:queues"  # set of every queue name ever pushed to (for failed listing)
 JOBS_KEY = f"{PREFIX}:jobs"  # hash job name -> JSON declared options, published by workers
 BATCH_INDEX_KEY = f"{PREFIX}:batches"  # zset batch id -> created-at (s), for listing and pruning
+# What a queue may be called, wherever a name is given (config, dispatch, work, queue,
+# failed --queue, @job): no braces (they are the Cluster hash tag), spaces or commas.
+# config/schema.py keeps a copy (it imports nothing); a test keeps them equal.
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+_QUEUE_NAME = re.compile(QUEUE_PATTERN)
+
+
+def check_queue_name(name: object) -> str:
+    """name if it is a valid queue name, else ValueError with one clear line."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name) or name.endswith("\n"):
+        shown = repr(name)[:80]
+        raise ValueError(f"bad queue name {shown}: letters, digits and _ . : - only")
+    return name
 
 
 def batch_keys(batch_id: str) -> list[str]:

@@ -81,21 +81,21 @@ local got = 0
 while got < wanted do
   local id = redis.call('LPOP', KEYS[1])
   if not id then break end
-  local payload = redis.call('HGET', KEYS[5], id)
-  if payload then
-    local timeout = tonumber(string.match(payload, '^{"v":%d+,"timeout":([%d%.]+)'))
-    local timeout_ms = timeout and math.floor(timeout * 1000) or tonumber(ARGV[1])
-    redis.call('ZADD', KEYS[4], now + timeout_ms + tonumber(ARGV[2]), id)
-    local attempts = redis.call('HINCRBY', KEYS[6], id, 1)
-    local exceptions = tonumber(redis.call('HGET', KEYS[7], id) or '0')
-    local since = tonumber(redis.call('HGET', KEYS[8], id) or now)
-    table.insert(out, id)
-    table.insert(out, payload)
-    table.insert(out, attempts)
-    table.insert(out, exceptions)
-    table.insert(out, now - since)
-    got = got + 1
-  end
+  -- An id without a payload is reserved too, with '' as payload: the worker fails it
+  -- ("no payload"), which also clears its enqueued/attempts entries.
+  local payload = redis.call('HGET', KEYS[5], id) or ''
+  local timeout = tonumber(string.match(payload, '^{"v":%d+,"timeout":([%d%.]+)'))
+  local timeout_ms = timeout and math.floor(timeout * 1000) or tonumber(ARGV[1])
+  redis.call('ZADD', KEYS[4], now + timeout_ms + tonumber(ARGV[2]), id)
+  local attempts = redis.call('HINCRBY', KEYS[6], id, 1)
+  local exceptions = tonumber(redis.call('HGET', KEYS[7], id) or '0')
+  local since = tonumber(redis.call('HGET', KEYS[8], id) or now)
+  table.insert(out, id)
+  table.insert(out, payload)
+  table.insert(out, attempts)
+  table.insert(out, exceptions)
+  table.insert(out, now - since)
+  got = got + 1
 end
 -- Keep wake-up tokens no more numerous than ready jobs, so idle workers are not
 -- woken for jobs that busy workers already took.

@@ -1,7 +1,7 @@
 """The JSON job payload: build it at dispatch, parse and validate it in the worker.
 
 JSON only, never pickle: a payload names a job by string and carries plain data.
-Imports nothing else from the package.
+Imports only keys (the queue-name rule) from the package.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from supervisor_q.queue.keys import check_queue_name
 
 PAYLOAD_VERSION = 1
 # Longest job id a worker runs: ids travel in every report line to the master, which
@@ -83,8 +85,10 @@ def build(job: str, queue: str, args: tuple | list, kwargs: dict, *, timeout: fl
           retry_until: float | None = None, max_exceptions: int | None = None,
           fail_on_timeout: bool = False, extra: dict | None = None,
           job_id: str | None = None) -> Payload:
-    return Payload(id=job_id or new_job_id(), job=job, queue=queue, args=list(args),
-                   kwargs=dict(kwargs), timeout=timeout, tries=tries, backoff=backoff,
+    """A new payload; ValueError for a queue name no program could declare."""
+    return Payload(id=job_id or new_job_id(), job=job, queue=check_queue_name(queue),
+                   args=list(args), kwargs=dict(kwargs), timeout=timeout, tries=tries,
+                   backoff=backoff,
                    retry_until=retry_until, max_exceptions=max_exceptions,
                    fail_on_timeout=fail_on_timeout, dispatched_at=time.time(),
                    extra=dict(extra or {}))
@@ -182,6 +186,17 @@ def printable(text: str, limit: int | None = None) -> str:
     if limit is not None and len(shown) > limit:
         return shown[:limit] + f"... ({len(shown)} characters)"
     return shown
+
+
+# C0 controls and DEL as escapes: a newline in an id must not start a forged log line.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def loggable(value: object, limit: int = 200) -> str:
+    """A job id, name, queue or reason from a payload, for a log line: printable(), cut
+    at limit, and on one line (control characters escaped)."""
+    text = printable(value, limit) if isinstance(value, str) else str(value)
+    return text.translate(_CONTROLS)
 
 
 _ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")

@@ -39,6 +39,13 @@ POLL = 0.25  # longest time between two looks at the slot (a new job may have st
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
+
+def _loggable(value: object, limit: int = 200) -> str:
+    """An id or outcome for a log line, on one line (imported when a job is killed)."""
+    from supervisor_q.queue.payload import loggable
+
+    return loggable(value, limit)
+
 SLOT_SIZE = mmap.PAGESIZE
 _HEAD = struct.Struct("<dQ")  # deadline on CLOCK_MONOTONIC (0.0: no job), job serial
 _JOB = struct.Struct("<iHH")  # attempt, length of the queue name, length of the job id
@@ -204,7 +211,7 @@ class Guard:
         if self.term_sent_at is not None:
             if not self.kill_sent and now >= self.term_sent_at + KILL_GRACE:
                 log.warning("worker pid=%s: still running job %s: SIGKILL", self.pid,
-                            self.killed.id if self.killed else "?")
+                            _loggable(self.killed.id) if self.killed else "?")
                 self.kill_sent = True
                 self.signal(signal.SIGKILL)
             return POLL if self.kill_sent else max(0.0, self.term_sent_at + KILL_GRACE - now)
@@ -213,7 +220,8 @@ class Guard:
             return POLL
         if now < job.deadline + TERM_GRACE:
             return min(POLL, job.deadline + TERM_GRACE - now)
-        log.warning("worker pid=%s: job %s passed its timeout: SIGTERM", self.pid, job.id)
+        log.warning("worker pid=%s: job %s passed its timeout: SIGTERM", self.pid,
+                    _loggable(job.id))
         self.killed = job
         self.term_sent_at = now
         self.signal(signal.SIGTERM)
@@ -231,8 +239,8 @@ class Guard:
         if self.killed is not None:
             if self.killed.id:
                 outcome = self.settle(self.killed)
-                log.warning("job %s: worker killed after its timeout; %s", self.killed.id,
-                            outcome)
+                log.warning("job %s: worker killed after its timeout; %s",
+                            _loggable(self.killed.id), _loggable(outcome, 400))
             return exitcodes.TIMEOUT
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: die of the same one, as the worker would have

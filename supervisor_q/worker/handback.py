@@ -80,8 +80,8 @@ def settle(queue: RedisQueue, program: Program, back: Handback) -> str:
         _fail(queue, reserved, decoded, decision.reason)
         return f"failed: {decision.reason}"
     except redis.RedisError as exc:
-        log.warning("job %s: cannot settle now (%s); its reservation expires instead", job.id,
-                    exc)
+        log.warning("job %s: cannot settle now (%s); its reservation expires instead",
+                    payloads.loggable(job.id), exc)
         return "left to reservation expiry"
 
 

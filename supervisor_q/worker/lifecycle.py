@@ -18,7 +18,7 @@ from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.events import EVENTS, JobEvent
 from supervisor_q.jobs.registry import Job, JobOptions
 from supervisor_q.queue.backend import RedisQueue
-from supervisor_q.queue.payload import Payload, build, decode, encode
+from supervisor_q.queue.payload import Payload, build, decode, encode, loggable
 from supervisor_q.workflows import batches, chains
 
 log = logging.getLogger("supervisor_q.lifecycle")
@@ -74,7 +74,7 @@ def _guarded(what: str, payload: Payload | None, action) -> None:  # noqa: ANN00
     try:
         action()
     except Exception:
-        job_id = payload.id if payload is not None else "?"
+        job_id = loggable(payload.id) if payload is not None else "?"
         log.exception("job %s: %s failed (the job's own outcome stands)", job_id, what)
 
 
@@ -114,11 +114,12 @@ def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
     the app's `failing` events nor dispatch callbacks with their declared options: it
     queues SETTLE_FAILED on the job's own queue, and a worker serving that queue (it
     has the registry) runs failed() there. Never raises."""
-    built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
     try:
+        built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
         queue.push(job_queue, built.id, encode(built))
-    except RedisError as exc:
-        log.warning("job %s failed, but its callbacks cannot be queued: %s", built.id, exc)
+    except (RedisError, ValueError) as exc:  # ValueError: a queue name no worker may serve
+        log.warning("a job of queue %s failed, but its callbacks cannot be queued: %s",
+                    loggable(job_queue), exc)
 
 
 def _settle_failed(raw: str, reason: str, attempts: int) -> None:

@@ -329,6 +329,8 @@ class Worker(SignalFlags):
         if len(job.id) > payloads.MAX_ID_LENGTH:
             raise payloads.MalformedPayload(
                 f"job id is longer than {payloads.MAX_ID_LENGTH} characters")
+        if not job.payload:  # the id was ready, its payload hash entry missing or empty
+            raise payloads.MalformedPayload("no payload")
         try:
             decoded = lifecycle.prepare(payloads.decode(job.payload))
         except payloads.MalformedPayload:
@@ -350,7 +352,7 @@ class Worker(SignalFlags):
              trace: str | None) -> None:
         record = outcome.failed_record(job, reason, trace)
         log.warning("%s: job %s failed: %s", self.settings.label,
-                    payloads.printable(job.id, 100), reason)
+                    payloads.loggable(job.id, 100), payloads.loggable(reason, 400))
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
         if moved:
             lifecycle.failed(decoded, reason)

@@ -23,7 +23,7 @@ from supervisor_q.jobs.context import (
     set_current_job,
 )
 from supervisor_q.jobs.registry import REGISTRY
-from supervisor_q.queue.payload import Payload
+from supervisor_q.queue.payload import Payload, loggable
 from supervisor_q.worker import lifecycle
 
 log = logging.getLogger("supervisor_q.sync")
@@ -36,7 +36,7 @@ def run_inline(built: Payload) -> None:
     try:
         lifecycle.invoke(target, built)
     except ReleaseJob as exc:
-        log.info("sync mode: %s asked to be released (%.1fs); not run again", built.job,
+        log.info("sync mode: %s asked to be released (%.1fs); not run again", loggable(built.job),
                  exc.delay)
     except FailJob as exc:
         lifecycle.failed(built, exc.reason)

@@ -73,7 +73,28 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     (["dispatch", "tests.noop", "--args", "[1,"], "must be JSON"),
     (["dispatch", "tests.noop", "--kwargs", "[1]"], "--kwargs a JSON object"),
     (["dispatch", "tests.noop", "--bogus"], "unrecognized arguments: --bogus"),
-    (["scale", "web", "many"], "invalid int value: 'many'"),
+    (["scale", "web", "many"], "'many' is not a whole number from 0 to 1000"),
+    # issue 9's user trial: each of these was accepted, a traceback, or a doubled prefix
+    (["scale", "w", "99999999999999999999"], "is not a whole number from 0 to 1000"),
+    (["scale", "w", "1001"], "'1001' is not a whole number from 0 to 1000"),
+    (["scale", "w", "-1"], "'-1' is not a whole number from 0 to 1000"),
+    (["dispatch", "tests.noop", "--args", "[" * 10_000 + "]" * 10_000], "nested too deeply"),
+    (["dispatch", "tests.noop", "--kwargs", '{"queue": 1}'], "queue are reserved"),
+    (["dispatch", "tests.noop", "--args", '{"delay": 1}'], "delay are reserved"),
+    (["work", "--queue", "", "--once"], "no queue named in ''"),
+    (["work", "--queue", ",", "--once"], "no queue named in ','"),
+    (["work", "--queue", "a b", "--once"], "bad queue name 'a b'"),
+    (["dispatch", "tests.noop", "--queue", "{x}"], "bad queue name '{x}'"),
+    (["dispatch", "tests.noop", "--queue", "a b"], "bad queue name 'a b'"),
+    (["queue", "size", "a b"], "bad queue name 'a b'"),
+    (["queue", "size", "a,b"], "size takes one queue"),
+    (["queue", "monitor", "default", "--max", "-1"], "'-1' is not a whole number >= 0"),
+    (["failed", "list", "--queue", "{x}"], "bad queue name '{x}'"),
+    (["failed", "retry", "--queue", "a\nb"], "bad queue name"),
+    (["--redis-url", "", "queue", "size", "default"], "empty Redis URL"),
+    (["--redis-url", "redis://127.0.0.1:1/notadb", "queue", "size", "default"],
+     "the database 'notadb' is not a number"),
+    (["--redis-url", "", "run", "--config", "/nonexistent"], "empty Redis URL"),
     (["failed"], "required: action"),
     (["no-such-command"], "invalid choice"),
     (["work", "--tries", "0"], "--tries"),
@@ -203,3 +224,17 @@ def test_socket_group_lets_another_user_dispatch_to_the_embedded_server(
         queued = [i.decode() for i in client.lrange(QueueKeys("web").ready, 0, -1)]
         client.close()
         assert queued == [member.stdout.strip()]
+
+
+def test_a_second_run_on_a_busy_control_socket_is_one_line_and_leaves_the_first_be(
+        short_tmp: Path, redis_db) -> None:
+    first = Master(short_tmp, redis_db.url, {}).start()
+    try:
+        env = clean_env(SUPERVISOR_Q_REDIS_URL=redis_db.url,
+                        SUPERVISOR_Q_SOCKET=str(first.socket),
+                        SUPERVISOR_Q_RUNTIME_DIR=str(short_tmp / "run"))
+        result = cli("run", "--config", str(first.confd), env=env)
+        assert f"another master is running on {first.socket}" in assert_one_line(result, 1)
+        assert first.answers() and first.proc.poll() is None
+    finally:
+        first.stop()

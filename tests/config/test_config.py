@@ -228,6 +228,17 @@ ERROR_CASES = [
         ["conf.d/x.yaml: autoscale: only worker programs (queues:) can autoscale"],
     ),
     ("x.yaml", "command: /bin/true\ntimeout: 30\n", ["conf.d/x.yaml: timeout: unknown key"]),
+    # process counts are capped (MAX_NUMPROCS): a typo must not fork the host to its knees
+    ("x.yaml", "queues: [q]\nnumprocs: 100000\n",
+     ["conf.d/x.yaml: numprocs: must be <= 1000, got 100000"]),
+    ("x.yaml", "command: /bin/true\nnumprocs: 1001\n",
+     ["conf.d/x.yaml: numprocs: must be <= 1000, got 1001"]),
+    ("x.yaml", "queues: [q]\nautoscale: {max: 100000}\n",
+     ["conf.d/x.yaml: autoscale.max: must be <= 1000, got 100000"]),
+    ("x.yaml", "queues: [q]\nautoscale: {min: 5000, max: 1000}\n",
+     ["conf.d/x.yaml: autoscale.min: must be <= 1000, got 5000"]),
+    ("x.yaml", "queues: [q]\nschedule: [{cron: '0 9 * * *', numprocs: 100000}]\n",
+     ["conf.d/x.yaml: schedule.0.numprocs: must be <= 1000, got 100000"]),
 ]
 
 
@@ -429,3 +440,13 @@ def test_the_margin_config_checks_is_the_one_the_queue_reserves_with() -> None:
     from supervisor_q.queue import backend
 
     assert config_schema.RESERVATION_MARGIN == backend.RESERVATION_MARGIN
+
+
+def test_config_and_cli_share_the_queue_name_rule_and_process_cap() -> None:
+    """config/schema.py and `scale` (which starts fast) keep copies; these keep them equal."""
+    from supervisor_q.cli import master as cli_master
+    from supervisor_q.config import schema as config_schema
+    from supervisor_q.queue import keys
+
+    assert config_schema.QUEUE_PATTERN == keys.QUEUE_PATTERN
+    assert cli_master.MAX_NUMPROCS == config_schema.MAX_NUMPROCS

@@ -25,3 +25,28 @@ def garbled_start_then_stuck() -> None:
     os.write(reporter.fd, b'S ["cut off here\n')
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
     sum(itertools.repeat(1, 10**11))
+
+
+@job(name="tests.garbage_on_report_pipe_then_stuck")
+def garbage_on_report_pipe_then_stuck() -> None:
+    """Writes garbage to its process's report pipe while the master knows this job (lines
+    that start like a start and a finish report), then spins in C with SIGALRM and
+    SIGTERM blocked: only the job's own deadline, kept by the master, stops it."""
+    record(phase="start")
+    [reporter] = [o for o in gc.get_objects() if isinstance(o, PipeReporter)]
+    os.write(reporter.fd, b"S garbage from the job\nE garbage too\nS 30.0 x\n")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+    sum(itertools.repeat(1, 10**11))
+
+
+@job(name="tests.report_pipe_in_subprocess")
+def report_pipe_in_subprocess() -> None:
+    """Records whether a subprocess of the job (even with close_fds=False) holds the
+    child's report pipe: it must not (the fd is close-on-exec)."""
+    import subprocess
+
+    [reporter] = [o for o in gc.get_objects() if isinstance(o, PipeReporter)]
+    pipe = os.readlink(f"/proc/self/fd/{reporter.fd}")
+    out = subprocess.run(["sh", "-c", 'for f in /proc/$$/fd/*; do readlink "$f"; done'],
+                         close_fds=False, capture_output=True, text=True).stdout
+    record(pipe=pipe, inherited=pipe in out.split())

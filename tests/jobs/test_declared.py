@@ -234,3 +234,14 @@ def test_memory_hard_kill_by_the_master_runs_callbacks_and_failing(
         master.wait_running("a", 1)
         dispatch_failing_flow(redis_url, "declared.hog", 200)
         callbacks_ran_on_their_queues(queue, "declared.hog", "memory")
+
+
+@pytest.mark.parametrize("bad", ["{x}", "a b", "a,b", "q\n"])
+def test_a_queue_name_no_program_may_declare_is_refused_in_python(
+        redis_url: str, bad: str) -> None:
+    """The rule check-config applies to `queues:` holds for @job and dispatch too."""
+    with pytest.raises(ValueError, match="bad queue name"):
+        job(lambda: None, name="tests.badq", queue=bad, registry=Registry())
+    with pytest.raises(ValueError, match="bad queue name"):
+        dispatch("tests.record", queue=bad, connection=redis_url)
+    assert RedisQueue(connect(redis_url)).client.keys("sq:*ready") == []

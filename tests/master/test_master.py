@@ -401,3 +401,26 @@ def test_embedded_server_keeps_jobs_across_a_master_restart(short_tmp: Path) -> 
         assert size.stdout.strip() == "1"
     finally:
         master.stop()
+
+
+def test_status_answers_while_a_large_scale_up_is_forking(master_factory) -> None:
+    """A legit scale to the cap forks a few children per loop turn: `status` is served in
+    between, and the pool still reaches its size; TTIN never goes past the cap."""
+    with master_factory({"s": "command: sleep 600\nnumprocs: 1\nstartsecs: 0.2\n"}) as m:
+        m.wait_running("s", 1)
+        m.call("scale", program="s", numprocs=300)
+        began = time.monotonic()
+        first = m.program("s")
+        assert time.monotonic() - began < 2, "status waited for the scale-up"
+        assert first["target"] == 300
+        assert len(first["processes"]) < 300, "the status answer came after every fork"
+        wait_until(lambda: len(m.pids("s")) == 300, timeout=60,
+                   message=f"the pool reached 300; log: {m.tail()}")
+        m.call("scale", program="s", numprocs=1000)
+        m.signal(signal.SIGTTIN)
+        wait_until(lambda: m.program("s")["target"] == 1000, timeout=10)
+        time.sleep(0.5)
+        assert m.program("s")["target"] == 1000, "TTIN stays within the cap"
+        m.call("scale", program="s", numprocs=0)
+        wait_until(lambda: not m.pids("s", "stopping") and not m.pids("s"), timeout=60,
+                   message="all stopped")

@@ -36,6 +36,7 @@ from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
 from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.faults import Outage
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import handback
 
@@ -59,6 +60,7 @@ class Arbiter:
         self.guardian = Guardian()
         self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=5))
+        self.redis = Outage()  # probed on the slow tick (read_restart_signal)
         self.reports = ReportReader(self.wakeup, self.clock)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
@@ -274,10 +276,15 @@ class Arbiter:
                 log.warning("%s: ALERT %s", pool.name, alert)
 
     def read_restart_signal(self, now: float) -> None:
+        """Also the master's Redis health probe (self.redis, shown in status)."""
+        if not self.redis.due():
+            return
         try:
             value = read_generation(self.queue.client)
-        except redis.RedisError:
+        except redis.RedisError as exc:  # unknown: read again, never taken as "no signal"
+            self.redis.report(exc, log, "master")
             return
+        self.redis.report(None, log, "master")
         if value != self.restart_generation:
             if value is not None:
                 log.info("restart signal %.6f seen: children restart after their job", value)

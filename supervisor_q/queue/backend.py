@@ -128,11 +128,16 @@ class RedisQueue(FailedStore):
         missing (after a server restart) once every reply is read, so none is misread."""
         owed, self._owed = self._owed, []
         redo = []
+        error: redis.ResponseError | None = None
         for item in owed:
             try:
                 conn.read_response()
             except NoScriptError:
                 redo.append(item)
+            except redis.ResponseError as exc:  # e.g. READONLY: read every reply first
+                error = error or exc
+        if error is not None:
+            raise error
         for script, keys, args in redo:
             self.client.script_load(script.script)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)

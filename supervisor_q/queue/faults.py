@@ -1,7 +1,7 @@
 """Topology faults: Redis being away or moving, as opposed to a job or a command failing.
 
 A connection error, LOADING (a server reading its data), READONLY (a primary demoted
-under us), TRYAGAIN, CLUSTERDOWN and MASTERDOWN mean "not now, try again": the worker
+under us), TRYAGAIN, CLUSTERDOWN, MASTERDOWN and NOREPLICAS mean "not now, try again": the worker
 and the master retry them with backoff and jitter, log them once per episode (and once
 when Redis is back), never count them as a job's exception and never FATAL a pool.
 `Outage` is the bookkeeping of one episode. Imports nothing from the package.
@@ -24,8 +24,15 @@ BACKOFF_FIRST = 0.05  # seconds before the first retry
 BACKOFF_MAX = 5.0
 
 
+# Replies without a class of their own in redis-py: a primary with min-replicas-to-write
+# refusing writes while its replicas are away.
+_RETRYABLE_REPLIES = ("NOREPLICAS",)
+
+
 def is_topology_fault(exc: BaseException) -> bool:
-    return isinstance(exc, TOPOLOGY_FAULTS)
+    if isinstance(exc, TOPOLOGY_FAULTS):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)
 
 
 def describe(exc: BaseException) -> str:

@@ -14,6 +14,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import redis
+
 from supervisor_q import exitcodes
 from supervisor_q.jobs.context import (
     FailJob,
@@ -26,7 +28,7 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
-from supervisor_q.queue.faults import TOPOLOGY_FAULTS, Outage, describe
+from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import lifecycle, outcome
 from supervisor_q.worker.memory import current_rss
@@ -211,7 +213,9 @@ class Worker(SignalFlags):
                 if self.outage.down and self.outage.recovered():
                     log.warning("%s: Redis is back", self.settings.label)
                 return value
-            except TOPOLOGY_FAULTS as exc:
+            except redis.RedisError as exc:
+                if not is_topology_fault(exc):
+                    raise
                 if self.outage.failed(exc):
                     log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
                                 describe(exc))
@@ -301,9 +305,10 @@ class Worker(SignalFlags):
             # A second Ctrl-C: hand the job back untouched and stop.
             self.with_redis(lambda: self.queue.release(job.queue, job.id, 0))
             self.stopping = True
-        except TOPOLOGY_FAULTS as exc:  # Redis away or moving (e.g. in middleware): not the job's
-            self.topology_fault(job, exc)
         except Exception as exc:  # the job's own error: retry or fail, the worker goes on
+            if is_topology_fault(exc):  # Redis away or moving (e.g. in middleware): not it
+                self.topology_fault(job, exc)
+                return False
             error = f"{type(exc).__name__}: {exc}"
             decision = outcome.after_exception(limits, job.attempts, job.exceptions + 1,
                                                time.time(), error)
@@ -379,7 +384,9 @@ class Worker(SignalFlags):
             self.next_restart_check = now + RESTART_CHECK_INTERVAL
             try:
                 current = read_generation(self.queue.client)
-            except TOPOLOGY_FAULTS:
+            except redis.RedisError as exc:
+                if not is_topology_fault(exc):
+                    raise
                 return None  # unknown is not "restart": read again in a second
             if should_restart(self.started_with, current):
                 return exitcodes.RESTART

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import time
 
-from supervisor_q import job
+import redis
+
+from supervisor_q import current_job, job
+from supervisor_q.jobs.dispatching import queue_for
 
 _fds: dict[int, int] = {}
 
@@ -31,3 +34,13 @@ def runs(prefix: str) -> list[int]:
             with open(os.path.join(os.path.dirname(prefix), name)) as f:
                 found.extend(int(line) for line in f if line.strip())
     return found
+
+
+@job(name="tests.failover.readonly_once")
+def readonly_once(n: int) -> None:
+    """Fails with READONLY (as middleware would on a demoted primary) on its first run."""
+    client = queue_for().client
+    client.rpush(f"attempts:{n}", current_job().attempts)
+    if client.incr(f"readonly-once:{n}") == 1:
+        raise redis.ReadOnlyError("You can't write against a read only replica.")
+    run(n)

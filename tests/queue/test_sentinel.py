@@ -16,12 +16,14 @@ import pytest
 import redis
 from redis.sentinel import SentinelManagedConnection
 
+from supervisor_q.jobs.registry import dispatch
 from supervisor_q.paths import BadRedisUrl
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.connection import connect, parse_sentinel_url
 from tests.helpers import wait_until
 from tests.jobmods.failover import runs
+from tests.masters import Master
 from tests.sentinels import SentinelSet
 
 JOB = "tests.failover.run"
@@ -167,3 +169,15 @@ def test_failover_mid_drain_loses_nothing(sentinels: SentinelSet, queue: RedisQu
         assert "Traceback" not in text, text
     print(f"failover: {at_kill} runs at the kill, sentinels moved in "
           f"{sentinels.failover_seconds:.1f}s, duplicates {len(twice)}")
+
+
+@pytest.mark.slow
+def test_master_pool_on_a_sentinel_url(sentinels: SentinelSet, queue: RedisQueue,
+                                       short_tmp: Path) -> None:
+    """SUPERVISOR_Q_REDIS_URL (the master and its children) and connection= (dispatch)
+    both take a Sentinel URL."""
+    log = str(short_tmp / "runs")
+    program = "queues: [viasentinel]\nimport: [tests.jobmods.failover]\nnumprocs: 1\n"
+    with Master(short_tmp, sentinels.url, {"pool": program}, extra_env={"SQ_RUN_LOG": log}):
+        dispatch(JOB, 11, queue="viasentinel", connection=sentinels.url)
+        wait_until(lambda: runs(log) == [11], timeout=20, message="the job to run")

@@ -118,20 +118,26 @@ class SentinelSet:
 
     def master_port(self) -> int | None:
         """The primary's port as the first sentinel that answers sees it."""
+        ports = self.master_ports()
+        return ports[0] if ports else None
+
+    def master_ports(self) -> list[int]:
+        """The primary's port as each sentinel that answers sees it."""
+        found = []
         for node in self.sentinels:
             try:
                 with node.client() as client:
                     addr = client.sentinel_get_master_addr_by_name(SERVICE)
-                return int(addr[1])
+                found.append(int(addr[1]))
             except (redis.RedisError, TypeError, IndexError):
                 continue
-        return None
+        return found
 
     def wait_failover(self, old_port: int, timeout: float = 20.0) -> int:
         """Until every sentinel names a primary other than old_port; returns its port."""
         def moved() -> int | None:
-            port = self.master_port()
-            return port if port not in (None, old_port) else None
+            ports = set(self.master_ports())
+            return ports.pop() if len(ports) == 1 and old_port not in ports else None
 
         started = time.monotonic()
         port = wait_until(moved, timeout=timeout)

@@ -4,7 +4,6 @@ and the URL parser's one-line errors."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -132,41 +131,46 @@ def _worker(url: str, queues: str, env: dict[str, str]) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_failover_mid_drain_loses_nothing(sentinels: SentinelSet, queue: RedisQueue,
-                                          tmp_path: Path) -> None:
-    """5,000 jobs, 2 workers on the Sentinel URL; the primary is SIGKILLed mid-drain and
-    restarted (as systemd would) once the sentinels promoted the replica."""
+                                          short_tmp: Path) -> None:
+    """5,000 jobs, a master pool of 2 workers on the Sentinel URL; the primary is SIGKILLed
+    mid-drain and restarted (as systemd would) once the sentinels promoted the replica."""
     count, workers = 5000, 2
     for n in range(count):
         queue.push("drain", f"j{n}", payloads.encode(payloads.build(JOB, "drain", [n], {})))
     # WAIT: the pushes reached the replica before the drain, as a producer would ensure with
     # min-replicas-to-write (README); otherwise an acknowledged push may die with the primary.
     assert queue.client.execute_command("WAIT", 1, 5000) >= 1
-    log = str(tmp_path / "runs")
-    env = {**os.environ, "SQ_RUN_LOG": log, "SQ_RUN_SLEEP": "0.001"}
-    procs = [_worker(sentinels.url, "drain", env) for _ in range(workers)]
-    try:
+    log = str(short_tmp / "runs")
+    program = ("queues: [drain]\nimport: [tests.jobmods.failover]\n"
+               f"numprocs: {workers}\nstartsecs: 0.2\n")
+    master = Master(short_tmp, sentinels.url, {"drain": program},
+                    extra_env={"SQ_RUN_LOG": log, "SQ_RUN_SLEEP": "0.001"})
+    with master:
+        pids = master.wait_running("drain", workers)
         wait_until(lambda: len(runs(log)) >= count // 4, timeout=20)
         old = sentinels.master_port()
         old_node = sentinels.primary if sentinels.primary.port == old else sentinels.replica
-        old_node.proc.send_signal(signal.SIGKILL)
-        old_node.proc.wait(10)
+        old_node.kill()
         at_kill = len(runs(log))
         sentinels.wait_failover(old, timeout=20)
         old_node.start()  # same config and data: it comes back, then is made a replica
-        wait_until(lambda: len(set(runs(log))) >= count, timeout=30,
-                   message=f"all {count} jobs to run")
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        errors = [p.communicate(timeout=15)[1] for p in procs]
+        try:
+            wait_until(lambda: len(set(runs(log))) >= count, timeout=60)
+        except AssertionError:
+            raise AssertionError(f"{len(set(runs(log)))} of {count} ran; {master.tail()}") from None
+        assert master.pids("drain") == pids, "no worker died"
+        assert master.program("drain")["state"] != "FATAL"
     done = runs(log)
     twice = {n: c for n, c in Counter(done).items() if c > 1}
     assert at_kill < count, "the kill came after the drain: nothing was tested"
     assert set(done) == set(range(count)), "0 lost"
     assert sum(c - 1 for c in twice.values()) <= workers, f"duplicates: {twice}"
-    for text in errors:  # one episode each: logged once, and once when it is back
-        assert text.count("Redis unavailable") <= 1 and text.count("Redis is back") <= 1, text
-        assert "Traceback" not in text, text
+    logged = master.log.read_text(errors="replace")
+    assert "Traceback" not in logged, logged
+    for pid in pids:  # one episode per worker: logged once, and once when it is back
+        mine = [line for line in logged.splitlines() if f"[{pid}]" in line]
+        assert sum("Redis unavailable" in line for line in mine) <= 1, logged
+        assert sum("Redis is back" in line for line in mine) <= 1, logged
     print(f"failover: {at_kill} runs at the kill, sentinels moved in "
           f"{sentinels.failover_seconds:.1f}s, duplicates {len(twice)}")
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,9 +152,12 @@ def test_failover_mid_drain_loses_nothing(sentinels: SentinelSet, queue: RedisQu
         old = sentinels.master_port()
         old_node = sentinels.primary if sentinels.primary.port == old else sentinels.replica
         old_node.kill()
+        killed_at = time.monotonic()
         at_kill = len(runs(log))
         sentinels.wait_failover(old, timeout=20)
         old_node.start()  # same config and data: it comes back, then is made a replica
+        wait_until(lambda: len(runs(log)) > at_kill + 2 * workers, timeout=30)
+        resumed = time.monotonic() - killed_at
         try:
             wait_until(lambda: len(set(runs(log))) >= count, timeout=60)
         except AssertionError:
@@ -172,7 +176,8 @@ def test_failover_mid_drain_loses_nothing(sentinels: SentinelSet, queue: RedisQu
         assert sum("Redis unavailable" in line for line in mine) <= 1, logged
         assert sum("Redis is back" in line for line in mine) <= 1, logged
     print(f"failover: {at_kill} runs at the kill, sentinels moved in "
-          f"{sentinels.failover_seconds:.1f}s, duplicates {len(twice)}")
+          f"{sentinels.failover_seconds:.1f}s, workers resumed {resumed:.1f}s after the kill, "
+          f"duplicates {len(twice)}")
 
 
 @pytest.mark.slow
@@ -185,3 +190,17 @@ def test_master_pool_on_a_sentinel_url(sentinels: SentinelSet, queue: RedisQueue
     with Master(short_tmp, sentinels.url, {"pool": program}, extra_env={"SQ_RUN_LOG": log}):
         dispatch(JOB, 11, queue="viasentinel", connection=sentinels.url)
         wait_until(lambda: runs(log) == [11], timeout=20, message="the job to run")
+
+
+@pytest.mark.slow
+def test_cli_on_a_sentinel_url(sentinels: SentinelSet, queue: RedisQueue) -> None:
+    queue.push("cli", "c1", "payload")
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url",
+                               sentinels.url, *args], capture_output=True, text=True,
+                              timeout=30)
+    size = cli("queue", "size", "cli")
+    assert size.returncode == 0 and size.stdout.strip() == "1", size
+    signalled = cli("restart-workers")
+    assert signalled.returncode == 0, signalled.stderr
+    assert queue.client.get("sq:restart") is not None

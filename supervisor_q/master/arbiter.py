@@ -248,6 +248,8 @@ class Arbiter:
     def sample_load(self, pool: Pool) -> AutoscaleInput | None:
         program = pool.program
         assert isinstance(program, WorkerProgram)
+        if not self.redis.due():  # Redis is away: no load to sample until the next probe
+            return None
         try:
             size, oldest = 0, 0.0
             for queue in program.queues:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,6 +155,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def format_status(status: dict) -> str:
     lines = []
     master = status["master"]
+    redis_state = master.get("redis") or {"ok": True}
+    if not redis_state["ok"]:
+        since = time.strftime("%H:%M:%S", time.localtime(redis_state["since"]))
+        lines.append(f"redis: unavailable since {since} ({redis_state['error']})")
     if master.get("restart_signal"):
         lines.append(f"restart signal {master['restart_signal']:.3f} "
                      f"(seen {master.get('restart_seen_ago')}s ago)")

@@ -37,6 +37,7 @@ from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
 from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.faults import Outage
 from supervisor_q.queue.payload import loggable
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import handback
@@ -62,6 +63,7 @@ class Arbiter:
         self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=5))
         self.fleet = FleetMember(self.queue)  # heartbeat, dead masters' jobs
+        self.redis = Outage()  # probed on the slow tick (read_restart_signal)
         self.reports = ReportReader(self.wakeup, self.clock)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
@@ -255,6 +257,8 @@ class Arbiter:
     def sample_load(self, pool: Pool) -> AutoscaleInput | None:
         program = pool.program
         assert isinstance(program, WorkerProgram)
+        if not self.redis.due():  # Redis is away: no load to sample until the next probe
+            return None
         try:
             size, oldest = 0, 0.0
             for queue in program.queues:
@@ -283,10 +287,15 @@ class Arbiter:
                 log.warning("%s: ALERT %s", pool.name, alert)
 
     def read_restart_signal(self, now: float) -> None:
+        """Also the master's Redis health probe (self.redis, shown in status)."""
+        if not self.redis.due():
+            return
         try:
             value = read_generation(self.queue.client)
-        except redis.RedisError:
+        except redis.RedisError as exc:  # unknown: read again, never taken as "no signal"
+            self.redis.report(exc, log, "master")
             return
+        self.redis.report(None, log, "master")
         if value != self.restart_generation:
             if value is not None:
                 log.info("restart signal %.6f seen: children restart after their job", value)

@@ -196,6 +196,7 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
             "restart_signal": arbiter.restart_generation,
             "restart_seen_ago": (None if arbiter.restart_seen_at is None
                                  else round(now - arbiter.restart_seen_at, 3)),
+            "redis": arbiter.redis.as_dict(),
         },
     }
 

@@ -2,7 +2,8 @@
 
 Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
-deadline, or failed: never nowhere. Imports paths, keys, lua, ids and failed.
+deadline, or failed: never nowhere. Imports keys, lua, ids, failed and connection
+(connect is re-exported here for its many callers).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from supervisor_q.paths import BadRedisUrl, check_database
 from supervisor_q.queue import lua
+from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
@@ -47,20 +48,6 @@ class Reserved:
 class ReserveResult:
     jobs: list[Reserved]
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
-
-
-def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
-    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
-    options: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
-                     "health_check_interval": 30, "retry_on_timeout": False}
-    if not url.startswith("unix:"):
-        options["socket_keepalive"] = True  # notice a dead peer behind a silent network
-    try:
-        check_database(url)
-        return redis.Redis.from_url(url, **options)
-    except ValueError as exc:  # parsed here, before any connection: a user's typo
-        raise BadRedisUrl(f"bad Redis URL {url!r}: {exc} "
-                          "(e.g. redis://HOST:6379/0 or unix:///PATH/redis.sock?db=0)") from None
 
 
 class RedisQueue(FailedStore):
@@ -99,6 +86,10 @@ class RedisQueue(FailedStore):
             conn = self._conn = self.client.connection_pool.make_connection()
             self._pid = os.getpid()
             self._owed = []
+        if conn._sock is None:
+            # send_packed_command connects by itself, but past SentinelManagedConnection's
+            # connect(), which asks the sentinels for the primary: connect explicitly.
+            conn.connect()
         return conn
 
     def _eval(self, script: Script, keys: list[str], args: list) -> Any:
@@ -137,11 +128,16 @@ class RedisQueue(FailedStore):
         missing (after a server restart) once every reply is read, so none is misread."""
         owed, self._owed = self._owed, []
         redo = []
+        error: redis.ResponseError | None = None
         for item in owed:
             try:
                 conn.read_response()
             except NoScriptError:
                 redo.append(item)
+            except redis.ResponseError as exc:  # e.g. READONLY: read every reply first
+                error = error or exc
+        if error is not None:
+            raise error
         for script, keys, args in redo:
             self.client.script_load(script.script)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -83,13 +83,17 @@ def signal_restart(client: redis.Redis) -> float:
 def read_generation(client: redis.Redis) -> float | None:
     """The stored generation, or None when the key is missing or holds garbage.
 
-    Never raises for bad contents; Redis connection errors do propagate, and the
-    caller treats them as "unknown", which must also mean "do not restart".
+    Never raises for bad contents (WRONGTYPE: someone stored a list or hash there).
+    Any other error propagates (connection errors, READONLY, LOADING, MOVED...): the
+    caller treats it as "unknown", which means "do not restart yet, read again", never
+    as "no signal".
     """
     try:
         raw = client.get(RESTART_KEY)
-    except redis.ResponseError:  # WRONGTYPE: someone stored a list or hash there
-        return None
+    except redis.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            return None
+        raise
     return parse_generation(raw)
 
 

@@ -28,6 +28,7 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
+from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import lifecycle, outcome
@@ -69,7 +70,7 @@ class Worker(SignalFlags):
         self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
         self.next_restart_check = 0.0
-        self.redis_failures = 0
+        self.outage = Outage()  # Redis faults: one log line per episode
         self.prefetched: list[Reserved] = []
         self.prefetched_at = 0.0  # monotonic time the prefetched jobs were reserved
         self.queues = list(self.settings.queues)  # less those paused fleet-wide (pauses.py)
@@ -206,25 +207,25 @@ class Worker(SignalFlags):
         return None, next_delayed
 
     def with_redis(self, action):  # noqa: ANN001, ANN201 - small internal helper
-        """Run a Redis action; on a connection error wait with jittered backoff and retry,
-        until it succeeds or the worker is told to stop. Never crash-loops."""
+        """Run a Redis action; on a topology fault (queue/faults.py) wait with jittered
+        backoff and retry, until it succeeds or the worker is told to stop."""
         while True:
             try:
                 value = action()
-                if self.redis_failures:
+                if self.outage.down and self.outage.recovered():
                     log.warning("%s: Redis is back", self.settings.label)
-                self.redis_failures = 0
                 return value
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-                self.redis_failures += 1
-                if self.redis_failures == 1:
-                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label, exc)
+            except redis.RedisError as exc:
+                if not is_topology_fault(exc):
+                    raise
+                if self.outage.failed(exc):
+                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
+                                describe(exc))
                 if self.stopping and not self.pending and not self.prefetched:
                     return None
                 if not self.parent_alive():
                     return None
-                delay = min(5.0, 0.05 * 2 ** min(self.redis_failures, 7))
-                self.sleep_interruptibly(delay * (0.5 + random.random() / 2))
+                self.sleep_interruptibly(self.outage.backoff())
 
     def sleep_interruptibly(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -307,6 +308,9 @@ class Worker(SignalFlags):
             self.with_redis(lambda: self.queue.release(job.queue, job.id, 0))
             self.stopping = True
         except Exception as exc:  # the job's own error: retry or fail, the worker goes on
+            if is_topology_fault(exc):  # Redis away or moving (e.g. in middleware): not it
+                self.topology_fault(job, exc)
+                return False
             error = f"{type(exc).__name__}: {exc}"
             decision = outcome.after_exception(limits, job.attempts, job.exceptions + 1,
                                                time.time(), error)
@@ -314,6 +318,14 @@ class Worker(SignalFlags):
         else:
             self.succeeded(job, decoded)
         return False
+
+    def topology_fault(self, job: Reserved, exc: BaseException) -> None:
+        """Hand the job back after a backoff, neither its attempt nor an exception counted."""
+        if self.outage.failed(exc):
+            log.warning("%s: Redis unavailable during job %s (%s); it goes back",
+                        self.settings.label, payloads.printable(job.id, 100), describe(exc))
+        delay = self.outage.backoff()
+        self.with_redis(lambda: self.queue.release(job.queue, job.id, delay, undo_attempt=True))
 
     def succeeded(self, job: Reserved, decoded: payloads.Payload) -> None:
         lifecycle.succeeded(decoded)
@@ -377,8 +389,10 @@ class Worker(SignalFlags):
             try:
                 current = read_generation(self.queue.client)
                 paused = paused_queues(self.queue.client)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                return None
+            except redis.RedisError as exc:
+                if not is_topology_fault(exc):
+                    raise
+                return None  # unknown is not "restart": read again in a second
             self.queues = [q for q in self.settings.queues if q not in paused]
             if should_restart(self.started_with, current):
                 return exitcodes.RESTART

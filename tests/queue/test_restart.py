@@ -137,3 +137,24 @@ def test_should_restart_table(started_with: float | None, current: float | None,
 ])
 def test_parse_generation(raw: object, expected: float | None) -> None:
     assert parse_generation(raw) == expected  # type: ignore[arg-type]
+
+
+def test_wrong_type_reads_as_no_signal_but_other_errors_propagate(redis_db) -> None:
+    """WRONGTYPE is garbage (no signal); any other error (here NOPERM; in a cluster MOVED,
+    on a failover READONLY or LOADING) must reach the caller as "unknown", never read
+    as "no signal", or a restart would be silently skipped."""
+    client = redis_db.client()
+    client.rpush(RESTART_KEY, "a list")
+    assert read_generation(client) is None
+    client.delete(RESTART_KEY)
+    user = f"no-get-{redis_db.db}"
+    client.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"],
+                       commands=["+@all", "-get"])
+    try:
+        limited = redis.Redis(unix_socket_path=str(redis_db.server.unix_socket),
+                              db=redis_db.db, username=user, password="pw")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            read_generation(limited)
+        limited.close()
+    finally:
+        client.acl_deluser(user)

@@ -1,0 +1,140 @@
+"""Redis URLs -> clients: plain, TLS, unix socket, Sentinel (and Cluster, in cluster.py).
+
+Accepted wherever a URL is (SUPERVISOR_Q_REDIS_URL, --redis-url, connection=):
+
+    redis://[user:pass@]HOST:6379/DB          rediss://...  (TLS)
+    unix://[user:pass@]/PATH/redis.sock?db=DB
+    redis+sentinel://[user:pass@]H1:26379,H2:26379/SERVICE[/DB]   rediss+sentinel://...
+    redis+cluster://H1:7000,H2:7001           rediss+cluster://...
+
+A Sentinel URL gives a redis-py `Sentinel(...).master_for(SERVICE)` client: it asks
+the sentinels for the primary on every (re)connect, so it follows a failover. The
+user and password authenticate to the primary; `?sentinel_password=` (if the
+sentinels require one) to the sentinels. A malformed URL raises BadRedisUrl with
+one line, before any connection is made. Imports only paths and cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import redis
+from redis.sentinel import Sentinel
+
+from supervisor_q.paths import BadRedisUrl, check_database
+from supervisor_q.queue.cluster import cluster_client
+
+__all__ = ["BadRedisUrl", "SentinelUrl", "connect", "parse_sentinel_url"]
+
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_EXAMPLES = ("e.g. redis://HOST:6379/0, unix:///PATH/redis.sock?db=0 or "
+             "redis+sentinel://HOST1:26379,HOST2:26379/mymaster/0")
+# Query options a Sentinel URL may carry (anything else is a typo worth reporting).
+_SENTINEL_QUERY = ("sentinel_password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile",
+                   "ssl_keyfile")
+_MAX_SHOWN = 200  # characters of a bad URL echoed back
+
+
+class SentinelUrl:
+    """The parts of a redis+sentinel:// URL."""
+
+    def __init__(self, sentinels: list[tuple[str, int]], service: str, db: int,
+                 username: str | None, password: str | None, tls: bool,
+                 query: dict[str, str]) -> None:
+        self.sentinels = sentinels
+        self.service = service
+        self.db = db
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.query = query
+
+
+def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
+    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
+    options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
+                               "health_check_interval": 30, "retry_on_timeout": False}
+    if not url.startswith("unix:"):
+        options["socket_keepalive"] = True  # notice a dead peer behind a silent network
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in SENTINEL_SCHEMES:
+        return sentinel_client(parse_sentinel_url(url), **options)
+    if scheme in CLUSTER_SCHEMES:
+        return cluster_client(url, **options)
+    try:
+        check_database(url)
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:  # parsed here, before any connection: a user's typo
+        raise _bad(url, str(exc)) from None
+
+
+def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
+    """The primary of parsed.service through redis-py's Sentinel (follows failovers)."""
+    tls = {k: v for k, v in parsed.query.items() if k.startswith("ssl_")}
+    if parsed.tls:
+        tls["ssl"] = True
+    sentinel_options = {k: v for k, v in options.items()
+                        if k.startswith("socket_") and k != "socket_keepalive"}
+    sentinel_options.update(tls)
+    if parsed.query.get("sentinel_password"):
+        sentinel_options["password"] = parsed.query["sentinel_password"]
+    manager = Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
+    return manager.master_for(parsed.service, db=parsed.db, username=parsed.username,
+                              password=parsed.password, **tls, **options)
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Split redis+sentinel://[user:pass@]h1:p1,h2:p2/SERVICE[/DB][?opts]; BadRedisUrl if not."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query_text = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    sentinels = [_host_port(url, part) for part in netloc.split(",")]
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise _bad(url, "the path must be /SERVICE or /SERVICE/DB")
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise _bad(url, f"database {parts[1][:20]!r} is not a number")
+        db = int(parts[1])
+    return SentinelUrl(sentinels, unquote(parts[0]), db, username, password,
+                       SENTINEL_SCHEMES[scheme.lower()], _query(url, query_text))
+
+
+def _host_port(url: str, part: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' (port 26379 if absent) of one sentinel."""
+    if part.startswith("["):
+        host, _, tail = part[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else (tail or "26379")
+    else:
+        host, _, port_text = part.rpartition(":") if ":" in part else (part, "", "26379")
+    if not host:
+        raise _bad(url, "every sentinel needs a host (HOST:PORT, separated by commas)")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _bad(url, f"sentinel port {port_text[:20]!r} is not a port number")
+    return host, int(port_text)
+
+
+def _query(url: str, text: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, values in parse_qs(text, keep_blank_values=True).items():
+        if key not in _SENTINEL_QUERY:
+            raise _bad(url, f"unknown option {key[:40]!r} (known: {', '.join(_SENTINEL_QUERY)})")
+        found[key] = values[-1]
+    return found
+
+
+def _bad(url: str, why: str) -> BadRedisUrl:
+    shown = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)  # never echo a password
+    shown = shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."
+    shown = shown.replace("\n", "\\n").replace("\r", "\\r")
+    return BadRedisUrl(f"bad Redis URL {shown!r}: {why} ({_EXAMPLES})")

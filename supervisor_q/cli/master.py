@@ -41,7 +41,11 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument("--all", action="store_true", help="every master of the fleet (Redis)")
     s.set_defaults(handler=cmd_status)
+    _add_control_parsers(sub)
 
+
+def _add_control_parsers(sub: argparse._SubParsersAction) -> None:
+    """The commands that ask the running master (through its control socket) to change."""
     for name, text in (("start", "start a stopped or FATAL program"),
                        ("stop", "stop a program's children gracefully"),
                        ("restart", "replace a program's children after their current job")):

@@ -13,7 +13,6 @@ import os
 import signal
 from pathlib import Path
 
-import psutil
 import redis
 
 from supervisor_q.clock import Clock
@@ -26,7 +25,7 @@ from supervisor_q.config.loading import (
 )
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
-from supervisor_q.master import commands
+from supervisor_q.master import commands, upkeep
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
 from supervisor_q.master.pool import Pool
@@ -35,7 +34,6 @@ from supervisor_q.master.schedule import AutoscaleInput
 from supervisor_q.master.spawn import ForkSpawner
 from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
-from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.faults import Outage
 from supervisor_q.queue.payload import loggable
@@ -246,8 +244,8 @@ class Arbiter:
             self.reload_at = now + RELOAD_DEBOUNCE
         self.read_restart_signal(now)
         self.fleet.tick(now, self, lambda: commands.status(self))
-        self.check_monitors(now)
-        self.enforce_memory_hard()
+        upkeep.check_monitors(self.pools.values(), self.queue, now)
+        upkeep.enforce_memory_hard(self.pools.values())
         self.supervise_server()
 
     def update_target(self, pool: Pool) -> None:
@@ -271,21 +269,6 @@ class Arbiter:
                               oldest_wait=oldest, avg_runtime=pool.scaling.average_runtime(),
                               now=self.clock.monotonic())
 
-    def check_monitors(self, now: float) -> None:
-        """Log an alert when a program's queue passes its `monitor:` size or wait."""
-        for pool in self.pools.values():
-            settings = getattr(pool.program, "monitor", None)
-            if settings is None or now < pool.scaling.next_monitor:
-                continue
-            pool.scaling.next_monitor = now + settings.every
-            try:
-                loads = monitor.measure(self.queue, list(pool.program.queues))
-            except redis.RedisError:
-                continue
-            limits = monitor.Thresholds(settings.max_size, settings.max_wait)
-            for alert in monitor.check_thresholds(loads, limits):
-                log.warning("%s: ALERT %s", pool.name, alert)
-
     def read_restart_signal(self, now: float) -> None:
         """Also the master's Redis health probe (self.redis, shown in status)."""
         if not self.redis.due():
@@ -302,23 +285,6 @@ class Arbiter:
                 self.restart_seen_at = now
             self.restart_generation = value
         commands.restart_commands_on_deploy(self, now)
-
-    def enforce_memory_hard(self) -> None:
-        for pool in self.pools.values():
-            limit = getattr(pool.program, "memory_hard", None)
-            if not limit:
-                continue
-            for child in pool.children:
-                if child.job is None or not child.signallable:
-                    continue
-                try:
-                    rss = psutil.Process(child.pid).memory_info().rss
-                except psutil.Error:
-                    continue
-                if rss > limit * 1024 * 1024:
-                    log.warning("%s pid=%s: RSS %d MB > memory_hard %d MB mid-job: SIGKILL",
-                                child.name, child.pid, rss >> 20, limit)
-                    pool.kill_for_memory(child)
 
     def supervise_server(self) -> None:
         server = self.supervised_server

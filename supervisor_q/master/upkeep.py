@@ -1,0 +1,57 @@
+"""Once-a-second checks of the running pools that need Redis or psutil: `monitor:`
+thresholds and `memory_hard`. The arbiter calls them from its slow tick.
+
+Imports the queue layer and psutil; pools only through their methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import psutil
+import redis
+
+from supervisor_q.queue import monitor
+from supervisor_q.queue.backend import RedisQueue
+
+if TYPE_CHECKING:
+    from supervisor_q.master.pool import Pool
+
+log = logging.getLogger("supervisor_q.arbiter")
+
+
+def check_monitors(pools: Iterable[Pool], queue: RedisQueue, now: float) -> None:
+    """Log an alert when a program's queue passes its `monitor:` size or wait."""
+    for pool in pools:
+        settings = getattr(pool.program, "monitor", None)
+        if settings is None or now < pool.scaling.next_monitor:
+            continue
+        pool.scaling.next_monitor = now + settings.every
+        try:
+            loads = monitor.measure(queue, list(pool.program.queues))
+        except redis.RedisError:
+            continue
+        limits = monitor.Thresholds(settings.max_size, settings.max_wait)
+        for alert in monitor.check_thresholds(loads, limits):
+            log.warning("%s: ALERT %s", pool.name, alert)
+
+
+def enforce_memory_hard(pools: Iterable[Pool]) -> None:
+    """SIGKILL a child whose RSS passed its program's `memory_hard` in the middle of a job."""
+    for pool in pools:
+        limit = getattr(pool.program, "memory_hard", None)
+        if not limit:
+            continue
+        for child in pool.children:
+            if child.job is None or not child.signallable:
+                continue
+            try:
+                rss = psutil.Process(child.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > limit * 1024 * 1024:
+                log.warning("%s pid=%s: RSS %d MB > memory_hard %d MB mid-job: SIGKILL",
+                            child.name, child.pid, rss >> 20, limit)
+                pool.kill_for_memory(child)

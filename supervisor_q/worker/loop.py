@@ -28,6 +28,7 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import lifecycle, outcome
 from supervisor_q.worker.memory import current_rss
@@ -213,7 +214,8 @@ class Worker(SignalFlags):
                     log.warning("%s: Redis is back", self.settings.label)
                 self.redis_failures = 0
                 return value
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                    *TOPOLOGY_ERRORS) as exc:  # a cluster failing over: retried as well
                 self.redis_failures += 1
                 if self.redis_failures == 1:
                     log.warning("%s: Redis unavailable (%s); retrying", self.settings.label, exc)

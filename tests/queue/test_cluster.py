@@ -225,3 +225,19 @@ def test_queue_index_is_read_through_any_node(cluster: LocalCluster, url: str) -
         queue.push(name, f"id-{name}", '{"v":1}')
     for port in cluster.ports[:3]:
         assert RedisQueue(RedisCluster(host="127.0.0.1", port=port)).known_queues() == sorted(q)
+
+
+def test_restart_signal_through_a_plain_client_on_the_wrong_node_is_never_no_signal(
+        cluster: LocalCluster, url: str) -> None:
+    """A plain redis:// client on a node that does not own sq:restart gets MOVED: that is
+    "unknown, ask again" (a ConnectionError the callers retry), never "no signal"."""
+    import redis
+
+    from supervisor_q.queue.restart import signal_restart
+
+    signal_restart(cluster.client())
+    owner = cluster.primary_of(RESTART_KEY)
+    wrong = next(p for p in cluster.ports[:3] if p != owner)
+    with pytest.raises(redis.ConnectionError, match="MOVED"):
+        read_generation(redis.Redis(port=wrong))
+    assert read_generation(redis.Redis(port=owner)) is not None

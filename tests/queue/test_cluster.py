@@ -238,6 +238,7 @@ def test_restart_signal_through_a_plain_client_on_the_wrong_node_is_never_no_sig
     signal_restart(cluster.client())
     owner = cluster.primary_of(RESTART_KEY)
     wrong = next(p for p in cluster.ports[:3] if p != owner)
-    with pytest.raises(redis.ConnectionError, match="MOVED"):
+    with pytest.raises(redis.ConnectionError, match="restart signal unreadable") as caught:
         read_generation(redis.Redis(port=wrong))
+    assert isinstance(caught.value.__cause__, redis.exceptions.MovedError)
     assert read_generation(redis.Redis(port=owner)) is not None

@@ -43,7 +43,8 @@ def is_cluster(client: object) -> bool:
 
 def cluster_client(url: str, **options: Any) -> RedisCluster:
     """A RedisCluster for a redis+cluster:// or rediss+cluster:// URL; options go to
-    RedisCluster (and through it to each node's connections). Raises BadRedisUrl."""
+    RedisCluster (and through it to each node's connections). Raises BadRedisUrl, or
+    redis.ConnectionError when no listed node answers (the slot map is read here)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
         raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: the scheme must be "
@@ -68,6 +69,8 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         return RedisCluster(startup_nodes=nodes, **options)
     except TypeError as exc:  # an unknown query option
         raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: {exc}") from None
+    except RedisClusterException as exc:  # RedisCluster maps the slots when made
+        raise redis.ConnectionError(str(exc).splitlines()[0]) from None
 
 
 def _node(url: str, item: str) -> ClusterNode:

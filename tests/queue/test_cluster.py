@@ -22,7 +22,7 @@ from supervisor_q.queue.keys import QUEUES_KEY, RESTART_KEY, QueueKeys
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.workflows.batches import batch
 from supervisor_q.workflows.chains import chain
-from tests.clusters import LocalCluster
+from tests.clusters import LocalCluster, free_ports
 from tests.helpers import wait_until
 from tests.jobmods.basic import boom, record_job, release_once
 from tests.jobmods.flows import (
@@ -48,6 +48,13 @@ def test_bad_cluster_urls_fail_in_one_line(url: str, problem: str) -> None:
     with pytest.raises(BadRedisUrl) as caught:
         cluster_client(url)
     assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_1() -> None:
+    [port] = free_ports(1)  # nothing listens there
+    done = cli(f"redis+cluster://127.0.0.1:{port}", "queue", "size", "q")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "cannot be connected" in done.stderr, done.stderr
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from tests.clusters import LocalCluster
 from tests.helpers import wait_until
 from tests.jobmods.clustered import mark
 
-JOBS = 3000
+JOBS = 1200
 
 
 def _names(cluster: LocalCluster) -> tuple[str, str]:

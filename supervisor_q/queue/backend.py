@@ -1,9 +1,10 @@
-"""RedisQueue: push, reserve, ack, release, fail (the failed-job store: failed.py).
+"""RedisQueue: push, reserve, ack, release, fail (the failed-job store: failed.py;
+counts and sizes: inspecting.py; Redis Cluster: cluster.py).
 
 Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
-deadline, or failed: never nowhere. Imports keys, lua, ids, failed and connection
-(connect is re-exported here for its many callers).
+deadline, or failed: never nowhere. Imports paths, keys, lua, ids, failed, inspecting,
+cluster and connection (connect is re-exported here for its many callers).
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue import lua
+from supervisor_q.queue.cluster import (
+    TOPOLOGY_ERRORS,
+    NodeConnections,
+    TopologyChanged,
+    blockable,
+    is_cluster,
+)
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
+from supervisor_q.queue.inspecting import Inspecting
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
@@ -50,7 +59,7 @@ class ReserveResult:
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
 
 
-class RedisQueue(FailedStore):
+class RedisQueue(FailedStore, Inspecting):
     """The queue operations over one Redis connection."""
 
     def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
@@ -63,7 +72,6 @@ class RedisQueue(FailedStore):
         self._release = register(lua.RELEASE)
         self._fail = register(lua.FAIL)
         self._extend = register(lua.EXTEND)
-        self._load = register(lua.LOAD)
         self._scripts: dict[str, Script] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._key_lists: dict[str, list[str]] = {}
@@ -72,6 +80,9 @@ class RedisQueue(FailedStore):
         self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
         self._pid = os.getpid()
         self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
+        # On Redis Cluster: one hot-path connection per node, picked by the key's slot.
+        self._nodes = NodeConnections(client) if is_cluster(client) else None  # type: ignore[arg-type]
+        self._node_client: redis.Redis = client  # the node _conn talks to (CLIENT UNBLOCK)
 
     def script(self, source: str) -> Script:
         """A registered Lua script, once per queue object (EVALSHA after the first call)."""
@@ -80,7 +91,13 @@ class RedisQueue(FailedStore):
             found = self._scripts[source] = self.client.register_script(source)
         return found
 
-    def _connection(self) -> Connection:
+    def _connection(self, key: str = "") -> Connection:
+        if self._nodes is not None:  # cluster: the connection to key's node
+            conn, self._node_client = self._nodes.for_key(key)
+            if conn is not self._conn and self._owed and self._conn is not None:
+                self._collect_owed(self._conn)  # replies owed by the previous node
+            self._conn = conn
+            return conn
         conn = self._conn
         if conn is None or self._pid != os.getpid():  # never use a connection across fork
             conn = self._conn = self.client.connection_pool.make_connection()
@@ -96,8 +113,8 @@ class RedisQueue(FailedStore):
         """EVALSHA on a connection kept for the hot path: redis-py's per-command client
         machinery (pool checkout, retries, observability) costs as much as the round
         trip itself for a no-op job. Errors behave as with Script.__call__."""
-        conn = self._connection()
         try:
+            conn = self._connection(keys[0])
             if self._owed:
                 self._collect_owed(conn)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -106,22 +123,29 @@ class RedisQueue(FailedStore):
             self.client.script_load(script.script)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
-            self._owed = []  # unknown whether they ran: reservations expire and retry
-            raise
+        except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
+            self._lost(exc)  # unknown whether owed calls ran: reservations expire and retry
 
     def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
         """Send EVALSHA and read its reply later (before the next call): the server acts
         on it at once, and the worker does not wait a round trip for it."""
-        conn = self._connection()
+        conn = self._connection(keys[0])
         try:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
-            self._owed = []
-            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._lost(exc)
         self._owed.append((script, keys, args))
+
+    def _lost(self, exc: Exception) -> None:
+        """Forget the hot connection after a connection or topology error and raise a
+        ConnectionError (callers retry those with backoff); on a cluster the slot map is
+        refreshed before the next call (a failover or resharding moved the slot)."""
+        self.drop_connection()
+        if self._nodes is not None:
+            self._nodes.stale = True
+            if not isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                raise TopologyChanged(f"{type(exc).__name__}: {exc}") from exc
+        raise exc
 
     def _collect_owed(self, conn: Connection) -> None:
         """Read the replies of calls sent without waiting; redo any that found its script
@@ -173,11 +197,14 @@ class RedisQueue(FailedStore):
         args = [_raw(job_id), _raw(payload), max(0, int(delay * 1000)), attempts]
         if queue in self._known_queues:
             self._push(keys=keys, args=args)
-            return
-        pipe = self.client.pipeline(transaction=False)
-        self._push(keys=keys, args=args, client=pipe)
-        pipe.sadd(QUEUES_KEY, queue)
-        pipe.execute()
+        elif self._nodes is not None:  # no scripts in cluster pipelines: indexed first,
+            self.client.sadd(QUEUES_KEY, queue)  # so nothing can fail once it is queued
+            self._push(keys=keys, args=args)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            self._push(keys=keys, args=args, client=pipe)
+            pipe.sadd(QUEUES_KEY, queue)
+            pipe.execute()
         self._known_queues.add(queue)
 
     # -- consuming -------------------------------------------------------------
@@ -200,9 +227,11 @@ class RedisQueue(FailedStore):
 
         With wake_fd (a signal wake-up pipe) and leave, a signal after which leave() is
         true ends the wait at once, without abandoning the replies: see _await_reply."""
-        conn = self._connection()
         keys = self._job_keys(queues[0])
+        conn = self._connection(keys[0])
         args = [int(default_timeout * 1000), self.margin_ms, count]
+        if self._nodes is not None:  # BLPOP only over the queues in queues[0]'s slot
+            queues, timeout = blockable(queues, timeout, self._job_keys)
         try:
             if self._owed:
                 self._collect_owed(conn)
@@ -218,10 +247,12 @@ class RedisQueue(FailedStore):
             except NoScriptError:
                 self.client.script_load(self._reserve.script)
                 return None
-        except BaseException:
+        except BaseException as exc:
             # A connection error (or a KeyboardInterrupt): replies may be pending on this
             # connection, so it must not be used again.
             self.drop_connection()
+            if isinstance(exc, TOPOLOGY_ERRORS):
+                self._lost(exc)
             raise
         return self._parse_reserve(queues[0], raw)[1]
 
@@ -265,7 +296,7 @@ class RedisQueue(FailedStore):
                 if not unblocked and client_id is not None and leave():
                     unblocked = True
                     try:
-                        self.client.client_unblock(client_id)
+                        self._node_client.client_unblock(client_id)
                     except redis.RedisError:
                         pass  # the wait then ends at its timeout (at most MAX_BLOCK)
 
@@ -276,6 +307,8 @@ class RedisQueue(FailedStore):
         self._conn = None
         self._owed = []
         self._id_of = (None, None)
+        if self._nodes is not None:
+            self._nodes.drop()
 
     def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
         acked = int(raw[0])
@@ -345,41 +378,6 @@ class RedisQueue(FailedStore):
         if score is None or payload is None:
             return None
         return _text(payload), int(attempts or 0), int(exceptions or 0)
-
-    # -- inspecting ------------------------------------------------------------
-
-    def size(self, queue: str) -> int:
-        """Jobs ready to run now."""
-        return int(self.client.llen(self.keys(queue).ready))
-
-    def counts(self, queue: str) -> dict[str, int]:
-        """Ready, delayed, reserved and failed counts of one queue."""
-        k = self.keys(queue)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.llen(k.ready)
-        pipe.zcard(k.delayed)
-        pipe.zcard(k.reserved)
-        pipe.zcard(k.failed)
-        ready, delayed, reserved, failed = pipe.execute()
-        return {"ready": ready, "delayed": delayed, "reserved": reserved, "failed": failed}
-
-    def load(self, queue: str) -> tuple[int, float]:
-        """(ready jobs, seconds the oldest ready job has waited)."""
-        k = self.keys(queue)
-        length, waited_ms = self._load(keys=[k.ready, k.enqueued])
-        return int(length), int(waited_ms) / 1000.0
-
-    def clear(self, queue: str) -> int:
-        """Delete every waiting, delayed and reserved job of queue; return how many."""
-        k = self.keys(queue)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hlen(k.payloads)
-        pipe.delete(*k.all())
-        count, _ = pipe.execute()
-        return int(count)
-
-    def known_queues(self) -> list[str]:
-        return sorted(_text(q) for q in self.client.smembers(QUEUES_KEY))
 
 
 def _drain(fd: int) -> None:

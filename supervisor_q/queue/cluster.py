@@ -1,15 +1,143 @@
-"""Redis Cluster clients (redis+cluster:// URLs): a placeholder until that work lands.
+"""Redis Cluster: a RedisCluster client for `redis+cluster://` and `rediss+cluster://` URLs.
 
-connection.connect calls cluster_client for redis+cluster:// and rediss+cluster://.
+`redis+cluster://[user:pass@]host1:7000,host2:7001[/0]` lists startup nodes (any
+reachable one is enough: redis-py discovers the rest and follows MOVED/ASK, failovers
+included); `rediss+cluster://` is the same over TLS. Query options (e.g.
+`?ssl_cert_reqs=none`) are passed on as for a plain URL. What a queue costs on a
+cluster, and which keys live where: keys.py and README.md. Imports only paths.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster, key_slot
+from redis.connection import Connection
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from supervisor_q.paths import BadRedisUrl
 
+SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
+_EXAMPLE = "(e.g. redis+cluster://HOST:7000,HOST:7001)"
 
-def cluster_client(url: str, **options: Any) -> Any:
-    """A client for a cluster URL; not supported yet, so a clear one-line error."""
-    raise BadRedisUrl("cluster URLs are not supported yet")
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in SCHEMES
+
+
+def is_cluster(client: object) -> bool:
+    """True for a RedisCluster client (whose commands redis-py routes by key slot)."""
+    return isinstance(client, RedisCluster)
+
+
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    """A RedisCluster for a redis+cluster:// or rediss+cluster:// URL; options go to
+    RedisCluster (and through it to each node's connections). Raises BadRedisUrl, or
+    redis.ConnectionError when no listed node answers (the slot map is read here)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: the scheme must be "
+                          f"redis+cluster:// or rediss+cluster:// {_EXAMPLE}")
+    parts = urlsplit("redis://" + rest)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    nodes = [_node(url, item) for item in hostlist.split(",") if item.strip()]
+    if not nodes:
+        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: no host:port {_EXAMPLE}")
+    if parts.path not in ("", "/", "/0"):
+        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: a cluster has only database 0")
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        options.setdefault("username", unquote(user) or None)
+        options.setdefault("password", unquote(password) or None)
+    for key, value in parse_qsl(parts.query):
+        options.setdefault(key, value)
+    if SCHEMES[scheme.lower()]:
+        options["ssl"] = True
+    options.pop("retry_on_timeout", None)  # RedisCluster retries timeouts by itself
+    try:
+        return RedisCluster(startup_nodes=nodes, **options)
+    except TypeError as exc:  # an unknown query option
+        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: {exc}") from None
+    except RedisClusterException as exc:  # RedisCluster maps the slots when made
+        raise redis.ConnectionError(str(exc).splitlines()[0]) from None
+
+
+def _node(url: str, item: str) -> ClusterNode:
+    host, _, port = item.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: {item.strip()!r} is not "
+                          f"host:port {_EXAMPLE}")
+    return ClusterNode(host.strip("[]"), int(port))
+
+
+# Replies that mean "this node no longer serves that slot (or not now)": the hot path
+# refreshes the slot map and the caller retries, as after a dropped connection.
+TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
+    MovedError, AskError, ClusterDownError, TryAgainError, ReadOnlyError)
+
+
+class TopologyChanged(redis.ConnectionError):
+    """A node answered MOVED/ASK/CLUSTERDOWN/TRYAGAIN/READONLY, or is gone: retry later."""
+
+
+class NodeConnections:
+    """The worker hot path's own connection to each cluster node (see RedisQueue._eval):
+    one per node, made lazily, never used across fork; after a topology error the slot
+    map is refreshed from the cluster before the next use."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.client = client
+        self.conns: dict[str, Connection] = {}
+        self.stale = False
+        self.pid = os.getpid()
+
+    def for_key(self, key: str) -> tuple[Connection, redis.Redis]:
+        """The connection to the primary serving key's slot, and that node's client."""
+        if self.pid != os.getpid():
+            self.conns, self.pid = {}, os.getpid()
+        if self.stale:
+            self.refresh()
+        node = self.client.get_node_from_key(key)
+        conn = self.conns.get(node.name)
+        if conn is None:
+            conn = self.conns[node.name] = node.redis_connection.connection_pool.make_connection()
+        return conn, node.redis_connection
+
+    def refresh(self) -> None:
+        self.drop()
+        try:
+            self.client.nodes_manager.initialize()
+        except RedisClusterException as exc:  # no node reachable: still "unavailable"
+            raise TopologyChanged(str(exc)) from None
+        self.stale = False
+
+    def drop(self) -> None:
+        for conn in self.conns.values():
+            conn.disconnect()
+        self.conns = {}
+
+
+# Longest BLPOP while some of a worker's queues live in other slots (which one BLPOP
+# cannot watch): the worker then reserves from each queue in priority order again, so
+# a job in another slot waits at most about this long for an idle worker.
+CLUSTER_SLICE = 0.1
+
+
+def blockable(queues: Sequence[str], timeout: float,
+              job_keys: Callable[[str], list[str]]) -> tuple[list[str], float]:
+    """The queues whose wake-up keys share the slot of queues[0] (one BLPOP may watch
+    them all) and the wait: cut to CLUSTER_SLICE when some queue is left out."""
+    slot = key_slot(job_keys(queues[0])[0].encode())
+    same = [q for q in queues if key_slot(job_keys(q)[0].encode()) == slot]
+    return same, (timeout if len(same) == len(queues) else min(timeout, CLUSTER_SLICE))

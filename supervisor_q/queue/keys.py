@@ -1,8 +1,11 @@
 """Every Redis key name, from one place.
 
 All keys of one queue share the Cluster hash tag `{queue}`, so every Lua script
-that touches one queue works unchanged on Redis Cluster; so do the keys of one
-batch (`{batch:<id>}`), and each unique lock and middleware limit is its own tag.
+that touches one queue runs on the one node that owns it (one queue lives on one
+shard); so do the keys of one batch (`{batch:<id>}`), and each unique lock and
+middleware limit is its own tag. The global keys below are single keys in slots of
+their own: only single-key commands (and one-key scripts) touch them, never a
+pipeline or script that mixes them with queue keys (see cluster.py).
 Imports nothing else from the package.
 """
 

@@ -7,7 +7,8 @@ the code now on disk. Rules (ARCHITECTURE.md, reliability rule 6):
 
 - The timestamp comes from the Redis server's clock (TIME), so hosts whose clocks
   disagree still agree on "newer".
-- Each signal is strictly greater than the last, even twice in one microsecond.
+- Each signal is strictly greater than the last, even twice in one microsecond
+  (one Lua script: TIME, GET, SET on one key, so it works on Redis Cluster too).
 - Only a strictly newer generation restarts. A missing, deleted or unreadable key
   restarts nobody: Laravel compares with `!=`, so clearing its cache restarts
   every worker; we do not.
@@ -23,18 +24,11 @@ import redis
 
 from supervisor_q.queue.keys import RESTART_KEY
 
-# Optimistic-lock retries before giving up. Contention means several deploys
-# signalled at the same instant; any one of their values restarts everybody.
-_MAX_ATTEMPTS = 50
 _MICROS = 1_000_000
 # Generations are compared as floats. Above 2**53 microseconds (the year 2255)
 # a float no longer tells neighbouring microseconds apart, so "strictly newer"
 # would break; such a value can only be garbage and is treated as such.
 MAX_GENERATION = 2**53 / _MICROS
-
-
-class RestartSignalError(RuntimeError):
-    """The restart signal could not be stored (only after sustained WATCH conflicts)."""
 
 
 def parse_generation(raw: bytes | str | float | int | None) -> float | None:
@@ -56,44 +50,43 @@ def _format(micros: int) -> str:
     return f"{micros // _MICROS}.{micros % _MICROS:06d}"
 
 
+# KEYS: 1 the restart key. ARGV: 1 MAX_GENERATION in microseconds.
+# Returns: the new generation as fixed-point text, strictly above the stored one.
+# One script on one key: atomic on standalone Redis and on any Cluster node (a
+# WATCH/TIME/MULTI pipeline is not allowed through a cluster client).
+_SIGNAL = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local old = tonumber(redis.call('GET', KEYS[1]) or '')
+if old and old == old and old >= 0 and old * 1000000 < tonumber(ARGV[1]) then
+  now = math.max(now, math.floor(old * 1000000 + 0.5) + 1)
+end
+local s = math.floor(now / 1000000)
+local text = string.format('%d.%06d', s, now - s * 1000000)
+redis.call('SET', KEYS[1], text)
+return text
+"""
+
+
 def signal_restart(client: redis.Redis) -> float:
     """Store a new generation (Redis server time, strictly increasing) and return it."""
-    with client.pipeline(transaction=True) as pipe:
-        for _ in range(_MAX_ATTEMPTS):
-            try:
-                pipe.watch(RESTART_KEY)
-                # After WATCH the pipeline runs commands immediately.
-                seconds, micros = pipe.time()
-                now = int(seconds) * _MICROS + int(micros)
-                previous = parse_generation(pipe.get(RESTART_KEY))
-                if previous is not None:
-                    # Round, not truncate: the stored text is exact, its float is not.
-                    now = max(now, round(previous * _MICROS) + 1)
-                text = _format(now)
-                pipe.multi()
-                pipe.set(RESTART_KEY, text)
-                pipe.execute()
-                return float(text)
-            except redis.WatchError:
-                continue  # another signal landed in between: read it and go above it
-    raise RestartSignalError(
-        f"could not store {RESTART_KEY} after {_MAX_ATTEMPTS} attempts (concurrent writers)")
+    text = client.eval(_SIGNAL, 1, RESTART_KEY, 2**53)
+    return float(text.decode() if isinstance(text, bytes) else text)
 
 
 def read_generation(client: redis.Redis) -> float | None:
     """The stored generation, or None when the key is missing or holds garbage.
 
-    Never raises for bad contents (WRONGTYPE: someone stored a list or hash there).
-    Any other error propagates (connection errors, READONLY, LOADING, MOVED...): the
-    caller treats it as "unknown", which means "do not restart yet, read again", never
-    as "no signal".
+    Never raises for bad contents. Redis connection errors propagate, and so does any
+    other error reply (MOVED, CLUSTERDOWN...), as a ConnectionError: the caller treats
+    those as "unknown, ask again later", never as "no signal".
     """
     try:
         raw = client.get(RESTART_KEY)
     except redis.ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
+        if str(exc).startswith("WRONGTYPE"):  # someone stored a list or hash there
             return None
-        raise
+        raise redis.ConnectionError(f"restart signal unreadable: {exc}") from exc
     return parse_generation(raw)
 
 

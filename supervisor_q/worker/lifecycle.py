@@ -16,9 +16,17 @@ from redis import RedisError
 from supervisor_q.jobs import dispatching, encryption, middleware, unique
 from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.events import EVENTS, JobEvent
-from supervisor_q.jobs.registry import Job, JobOptions
+from supervisor_q.jobs.registry import Job, JobOptions, Registry
 from supervisor_q.queue.backend import RedisQueue
-from supervisor_q.queue.payload import Payload, build, decode, encode, loggable
+from supervisor_q.queue.payload import (
+    MAX_ID_LENGTH,
+    MalformedPayload,
+    Payload,
+    build,
+    decode,
+    encode,
+    loggable,
+)
 from supervisor_q.workflows import batches, chains
 
 log = logging.getLogger("supervisor_q.lifecycle")
@@ -133,3 +141,21 @@ def builtin(name: str) -> Job | None:
     if name != SETTLE_FAILED:
         return None
     return Job(_settle_failed, SETTLE_FAILED, JobOptions())
+
+
+def admit(job_id: str, raw: str, registry: Registry) -> tuple[Payload, Job]:
+    """The decoded payload and the registered job it names. Whatever is stored under
+    a job's id (any bytes) either passes or raises MalformedPayload/UnknownJob, so a
+    hostile payload is failed with its reason and never kills the worker."""
+    if len(job_id) > MAX_ID_LENGTH:
+        raise MalformedPayload(f"job id is longer than {MAX_ID_LENGTH} characters")
+    if not raw:  # the id was ready, its payload hash entry missing or empty
+        raise MalformedPayload("no payload")
+    try:
+        decoded = prepare(decode(raw))
+    except MalformedPayload:
+        raise
+    except Exception as exc:  # e.g. RecursionError checking a deeply nested signature
+        raise MalformedPayload(
+            f"payload cannot be read: {type(exc).__name__}: {exc}") from None
+    return decoded, builtin(decoded.job) or registry.get(decoded.job)

@@ -28,6 +28,7 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
@@ -216,7 +217,7 @@ class Worker(SignalFlags):
                     log.warning("%s: Redis is back", self.settings.label)
                 return value
             except redis.RedisError as exc:
-                if not is_topology_fault(exc):
+                if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
                     raise
                 if self.outage.failed(exc):
                     log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
@@ -262,7 +263,7 @@ class Worker(SignalFlags):
         failed here, or its reservation lapsed and another attempt owns it)."""
         s = self.settings
         try:
-            decoded, target = self.admit(job)
+            decoded, target = lifecycle.admit(job.id, job.payload, self.registry)
         except (payloads.MalformedPayload, UnknownJob) as exc:
             self.fail(job, None, payloads.printable(str(exc), 1000), None)
             return None
@@ -333,24 +334,6 @@ class Worker(SignalFlags):
             self.with_redis(lambda: self.queue.ack_nowait(job.queue, job.id))
         else:  # the ack rides with the next reserve
             self.pending.append(_Pending(job.queue, job.id))
-
-    def admit(self, job: Reserved) -> tuple[payloads.Payload, Job]:
-        """The decoded payload and the registered job it names. Whatever is stored under
-        a job's id (any bytes) either passes or raises MalformedPayload/UnknownJob, so a
-        hostile payload is failed with its reason and never kills the worker."""
-        if len(job.id) > payloads.MAX_ID_LENGTH:
-            raise payloads.MalformedPayload(
-                f"job id is longer than {payloads.MAX_ID_LENGTH} characters")
-        if not job.payload:  # the id was ready, its payload hash entry missing or empty
-            raise payloads.MalformedPayload("no payload")
-        try:
-            decoded = lifecycle.prepare(payloads.decode(job.payload))
-        except payloads.MalformedPayload:
-            raise
-        except Exception as exc:  # e.g. RecursionError checking a deeply nested signature
-            raise payloads.MalformedPayload(
-                f"payload cannot be read: {type(exc).__name__}: {exc}") from None
-        return decoded, lifecycle.builtin(decoded.job) or self.registry.get(decoded.job)
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

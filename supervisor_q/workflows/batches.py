@@ -147,10 +147,10 @@ class PendingBatch:
                  "allow_failures": "1" if self.allow_failures else "0",
                  "callbacks": json.dumps(callbacks), "queue": self.queue or "",
                  "created_at": time.time()}
-        pipe = target.client.pipeline(transaction=False)
-        pipe.hset(_keys(batch_id)[0], mapping=state)
-        pipe.zadd(INDEX_KEY, {batch_id: time.time()})
-        pipe.execute()
+        # Two calls, not one pipeline: the state and the index live in different slots on
+        # Redis Cluster. The state first, so a listed batch always has a state.
+        target.client.hset(_keys(batch_id)[0], mapping=state)
+        target.client.zadd(INDEX_KEY, {batch_id: time.time()})
         handle = Batch(batch_id, target)
         if total == 0:  # nothing to wait for: then and finally now, as Laravel does
             _fire(handle, {"then": 1, "finally": 1}, None)

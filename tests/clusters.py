@@ -1,0 +1,119 @@
+"""A Redis Cluster on loopback for tests: 3 primaries and 3 replicas of valkey-server
+(cluster-enabled), joined by valkey-cli --cluster create, all stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from redis.cluster import RedisCluster
+
+from supervisor_q.queue.server import find_server_binary
+from tests.helpers import wait_until
+
+NODE_TIMEOUT_MS = 1000  # low, so a replica is promoted within a few seconds of a kill
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback now, each with its cluster bus port (+10000) free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+class LocalCluster:
+    """Six cluster-enabled servers in a temp dir: start(), url, client(), kill(port), stop()."""
+
+    def __init__(self, root: Path, nodes: int = 6) -> None:
+        self.root = root
+        self.ports = free_ports(nodes)
+        self.procs: dict[int, subprocess.Popen] = {}
+        server = find_server_binary()
+        self.server = server
+        self.cli = str(Path(server).with_name("valkey-cli"))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+
+    def start(self) -> None:
+        for port in self.ports:
+            self._start_node(port)
+        for port in self.ports:
+            wait_until(lambda p=port: self._pings(p), timeout=10, message=f"node {port} up")
+        subprocess.run(
+            [self.cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30)
+        wait_until(self.healthy, timeout=20, message="cluster state ok on every node")
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self.root / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [self.server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+             "--dir", str(node_dir), "--appendonly", "yes", "--save", "",
+             "--logfile", "server.log", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _pings(self, port: int) -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def healthy(self) -> bool:
+        for port, proc in self.procs.items():
+            if proc.poll() is not None:
+                continue
+            try:
+                info = redis.Redis(port=port, socket_timeout=1).cluster("info")
+            except redis.RedisError:
+                return False
+            if info.get("cluster_state") != "ok":
+                return False
+        return True
+
+    def client(self) -> RedisCluster:
+        return RedisCluster(host="127.0.0.1", port=self.ports[0])
+
+    def primary_of(self, key: str) -> int:
+        """The port of the primary that owns key's slot now."""
+        client = self.client()
+        try:
+            return int(client.get_node_from_key(key).port)
+        finally:
+            client.close()
+
+    def kill(self, port: int) -> None:
+        os.kill(self.procs[port].pid, signal.SIGKILL)
+        self.procs[port].wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -22,6 +22,7 @@ import math
 
 import redis
 
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.keys import RESTART_KEY
 
 _MICROS = 1_000_000
@@ -77,16 +78,19 @@ def signal_restart(client: redis.Redis) -> float:
 def read_generation(client: redis.Redis) -> float | None:
     """The stored generation, or None when the key is missing or holds garbage.
 
-    Never raises for bad contents. Redis connection errors propagate, and so does any
-    other error reply (MOVED, CLUSTERDOWN...), as a ConnectionError: the caller treats
-    those as "unknown, ask again later", never as "no signal".
+    Never raises for bad contents. Redis connection errors propagate, a cluster's
+    redirection or outage (MOVED, ASK, CLUSTERDOWN, TRYAGAIN, READONLY) as a
+    ConnectionError, and any other error reply as it is: the caller treats them as
+    "unknown, ask again later" or a real error, never as "no signal".
     """
     try:
         raw = client.get(RESTART_KEY)
     except redis.ResponseError as exc:
         if str(exc).startswith("WRONGTYPE"):  # someone stored a list or hash there
             return None
-        raise redis.ConnectionError(f"restart signal unreadable: {exc}") from exc
+        if isinstance(exc, TOPOLOGY_ERRORS):
+            raise redis.ConnectionError(f"restart signal unreadable: {exc}") from exc
+        raise
     return parse_generation(raw)
 
 

@@ -64,7 +64,6 @@ def test_sentinel_url_parts() -> None:
     ("redis+sentinel://127.0.0.1:99999/svc", "not a port"),
     ("redis+sentinel:///svc", "needs a host"),
     ("redis+sentinel://127.0.0.1:1/svc?colour=red", "unknown option"),
-    ("redis+cluster://127.0.0.1:7000", "cluster URLs are not supported yet"),
     ("redis://127.0.0.1:port/0", "bad Redis URL"),
 ])
 def test_bad_url_is_one_line(url: str, says: str) -> None:

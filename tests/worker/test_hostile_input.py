@@ -247,6 +247,11 @@ def test_unreadable_start_report_keeps_the_program_timeout_as_deadline(
                timeout=10, message=f"the master killed the child; log: {m.tail()}")
     assert time.time() - started < 1 + 3, "killed soon after the program's 1 s timeout"
     assert "unreadable report" in m.tail(200)
+    assert_report_pipe_not_inherited(m, queue)
+
+
+def assert_report_pipe_not_inherited(m, queue: RedisQueue) -> None:  # noqa: ANN001
+    """The replacement child runs a job whose subprocess looks for the report pipe."""
     m.wait_running("w", 1)
     dispatch("tests.report_pipe_in_subprocess")
     wait_until(lambda: len(results(queue.client)) == 2, timeout=10, message="it ran")
@@ -272,11 +277,7 @@ def test_garbage_on_the_report_pipe_keeps_the_known_job_and_its_deadline(
     assert record["id"] == built.id and record["reason"].startswith("timeout"), record
     assert record["failed_at"] - started < 3 + 3, "killed soon after the job's 3 s timeout"
     assert "unreadable report" in m.tail(200)
-    m.wait_running("w", 1)
-    dispatch("tests.report_pipe_in_subprocess")
-    wait_until(lambda: len(results(queue.client)) == 2, timeout=10, message="it ran")
-    found = results(queue.client)[1]
-    assert found["pipe"].startswith("pipe:") and found["inherited"] is False, found
+    assert_report_pipe_not_inherited(m, queue)
 
 
 def test_newlines_in_ids_and_job_names_cannot_forge_log_lines(

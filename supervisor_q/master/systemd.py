@@ -125,8 +125,9 @@ class Notifier:
             if self._sock is None:
                 # Non-inheritable by default (PEP 446); one socket for the master's life.
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                # A full receive queue must not freeze the master loop: drop the message.
-                self._sock.settimeout(1.0)
+                # A full receive queue (a slow or hung reader) must not stall the master
+                # loop, not even for a timeout: the message is dropped at once (EAGAIN).
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as exc:
             if not self._warned:

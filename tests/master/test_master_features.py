@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,29 @@ def test_master_speaks_sd_notify(short_tmp: Path, redis_url: str) -> None:
         master.signal(signal.SIGTERM)
         until("STOPPING=1")
         assert master.wait_exit(30) == 0
+    finally:
+        master.stop()
+        sock.close()
+
+
+def test_a_notify_socket_nobody_reads_never_stalls_the_master(short_tmp: Path,
+                                                                redis_url: str) -> None:
+    """A hung systemd (its datagram queue full) must not slow a shutdown: each message is
+    dropped at once instead of blocking the loop."""
+    path = short_tmp / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))  # bound, never read: the queue fills after a few datagrams
+    master = Master(short_tmp, redis_url, {"a": WORKER + "numprocs: 1\n"},
+                    extra_env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "40000"})
+    try:
+        master.start()
+        master.wait_running("a", 1)
+        wait_until(lambda: "cannot notify systemd" in master.tail(), timeout=10,
+                   message="the queue filled up")
+        master.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert master.wait_exit(20) == 0
+        assert time.monotonic() - started < 4, "a blocked notify socket slowed the shutdown"
     finally:
         master.stop()
         sock.close()

@@ -91,6 +91,19 @@ DEFERRED_AT_FORK = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP
                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU}
 
 
+def _fork_deferring_signals() -> int:
+    """os.fork(), with the master's signals pending in the child until _reset_signals.
+
+    A signal sent to the new child before it resets its handlers would run the master's
+    handler in the child and be lost (a child TERM'd at birth would then live on);
+    pending, it is delivered by the default action once the handlers are reset."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_AT_FORK)
+    pid = os.fork()
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return pid
+
+
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
@@ -124,13 +137,7 @@ class ForkSpawner:
         if threading.active_count() > 1:  # a thread's locks would be copied held
             log.warning("forking with %d threads (the master must fork single-threaded)",
                         threading.active_count())
-        # A signal sent to the new child before it resets its handlers would run the
-        # master's handler in the child and be lost (a child TERM'd at birth would then
-        # live on): keep them pending until _reset_signals, which delivers them by default.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_AT_FORK)
-        pid = os.fork()
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        pid = _fork_deferring_signals()
         if pid == 0:  # child: never return into the master's code
             code = exitcodes.ERROR
             try:

@@ -8,7 +8,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)

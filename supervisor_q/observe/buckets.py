@@ -120,11 +120,12 @@ def _add_field(series: dict[int, Minute], name: str, value: int) -> None:
 def fleet_totals(client: redis.Redis, queue: str, minutes: int,
                  now: float | None = None) -> dict[str, int]:
     """Jobs of queue per outcome over the last `minutes` minutes, fleet-wide, plus
-    "started"; e.g. {"done": 950, "failed": 3, "started": 960}."""
+    "started"; only what happened: e.g. {"done": 950, "failed": 3, "started": 960}."""
     totals: dict[str, int] = defaultdict(int)
     for minute in read_series(client, queue, minutes, now):
         for counts in minute.jobs.values():
             for outcome, count in counts.outcomes.items():
                 totals[outcome] += count
-            totals["started"] += counts.started
+            if counts.started:
+                totals["started"] += counts.started
     return dict(totals)

@@ -255,7 +255,7 @@ class Arbiter:
         self.fleet.tick(now, self, lambda: commands.status(self))
         upkeep.check_monitors(self.pools.values(), self.queue, now)
         upkeep.enforce_memory_hard(self.pools.values())
-        self.metering.tick(now, self.pools.values(), self.queue)
+        self.metering.tick(now, self.pools.values(), self.queue, self.redis)
         self.supervise_server()
 
     def update_target(self, pool: Pool) -> None:

@@ -35,6 +35,7 @@ from supervisor_q.observe import buckets, queues
 from supervisor_q.observe.counters import Counters, restart_reason
 from supervisor_q.observe.exporter import GaugeCollector, MetricsServer
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.faults import Outage
 
 if TYPE_CHECKING:
     from supervisor_q.master.pool import Pool
@@ -145,7 +146,10 @@ class Metering:
 
     # -- the slow tick -------------------------------------------------------------
 
-    def tick(self, now: float, pools: Iterable[Pool], queue: RedisQueue) -> None:
+    def tick(self, now: float, pools: Iterable[Pool], queue: RedisQueue,
+             outage: Outage) -> None:
+        """The slow tick's part; nothing touches Redis while the master's own probe
+        (outage) finds it down: the counts wait for it."""
         self.reload_if_changed()
         if not self.enabled:
             return
@@ -154,7 +158,7 @@ class Metering:
         if self.server is not None:
             for conn in self.server.stale(now):
                 self._drop(conn)
-        if now >= self.next_flush:
+        if now >= self.next_flush and not outage.down:
             self.flush(now)
             if self.server is not None:
                 self.measure_queues(pools, queue)

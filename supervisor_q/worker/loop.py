@@ -244,8 +244,9 @@ class Worker(SignalFlags):
         if ready is None:
             return False
         decoded, target, limits = ready
+        held = time.monotonic() - self.prefetched_at  # reserved, then held until now
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
-                                  job.waited)
+                                  job.waited + max(0.0, held))
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.
         self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")

@@ -4,6 +4,7 @@ per-minute buckets read back from Redis, and a bad supervisor-q.yaml."""
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from supervisor_q.jobs.registry import dispatch
 from supervisor_q.observe.buckets import fleet_totals, read_series
 from supervisor_q.queue.backend import RedisQueue, connect
 from tests.helpers import wait_until
-from tests.masters import Master
+from tests.masters import Master, results
 
 Q = "metrics-q"
 WORKER = f"queues: [{Q}]\nimport: [tests.jobmods.basic]\nstartsecs: 0.2\nnumprocs: 1\n"
@@ -60,6 +61,8 @@ def test_outcomes_restarts_and_queues_on_metrics_and_in_redis(tmp_path: Path,
     master = Master(tmp_path, redis_url, {"w": WORKER, "r": RECYCLER, "idle": IDLE})
     master.write("supervisor-q", f"metrics: {{bind: '127.0.0.1:{port}'}}\n")
     queue = RedisQueue(connect(redis_url))
+    dispatched_at = time.time()  # waits while the master starts: a wait of a second or so
+    dispatch("tests.record", "early", queue="recycle-q")
     with master:
         for _ in range(3):
             dispatch("tests.noop", queue=Q)
@@ -68,7 +71,6 @@ def test_outcomes_restarts_and_queues_on_metrics_and_in_redis(tmp_path: Path,
         dispatch("tests.release_once", queue=Q)
         dispatch("tests.sleep_short_timeout", 5, queue=Q)
         dispatch("tests.exit_hard", 7, queue=Q)
-        dispatch("tests.noop", queue="recycle-q")
         dispatch("tests.noop", queue="gauge-q")
         dispatch("tests.noop", queue="gauge-q")
         dispatch("tests.noop", queue="gauge-q", delay=600)
@@ -99,6 +101,10 @@ def test_outcomes_restarts_and_queues_on_metrics_and_in_redis(tmp_path: Path,
         assert sample(samples, "supervisorq_queue_jobs", queue="gauge-q", state="failed") == 0
         assert sample(samples, "supervisorq_queue_jobs", queue=Q, state="failed") == 4
         assert sample(samples, "supervisorq_queue_oldest_wait_seconds", queue="gauge-q") > 0
+        [early] = [r for r in results(queue.client) if r.get("value") == "early"]
+        waited = sample(samples, "supervisorq_job_wait_seconds_sum", queue="recycle-q")
+        assert sample(samples, "supervisorq_job_wait_seconds_count", queue="recycle-q") == 1
+        assert early["at"] - dispatched_at - 0.25 < waited <= early["at"] - dispatched_at
 
         # The buckets, read through the reader API by anyone (a second master, the
         # dashboard) with a client of its own.

@@ -19,7 +19,8 @@ from tests.helpers import wait_until
 
 class Master:
     def __init__(self, tmp: Path, redis_url: str | None, programs: dict[str, str],
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 run_args: list[str] | None = None) -> None:
         self.tmp = tmp
         self.confd = tmp / "conf.d"
         self.confd.mkdir(exist_ok=True)
@@ -27,6 +28,7 @@ class Master:
         self.log = tmp / "master.log"
         self.redis_url = redis_url
         self.extra_env = extra_env or {}
+        self.run_args = run_args or []  # more options of `run`, e.g. --metrics HOST:PORT
         self.proc: subprocess.Popen | None = None
         for name, text in programs.items():
             self.write(name, text)
@@ -50,7 +52,8 @@ class Master:
             env["SUPERVISOR_Q_REDIS_URL"] = self.redis_url
         self.logfile = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_q", "run", "--config", str(self.confd)],
+            [sys.executable, "-m", "supervisor_q", "run", "--config", str(self.confd),
+             *self.run_args],
             env=env, stdout=self.logfile, stderr=subprocess.STDOUT)
         if wait:
             wait_until(self.answers, timeout=20, message=f"master up; log: {self.tail()}")

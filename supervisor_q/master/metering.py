@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from supervisor_q.config.loading import ConfigError, WorkerProgram
+from supervisor_q.config.loading import CommandProgram, ConfigError, WorkerProgram
 from supervisor_q.config.settings import (
     MasterSettings,
     MetricsSettings,
@@ -141,6 +141,9 @@ class Metering:
             self.counters.finished(job.queue, job.name, outcome,
                                    max(0.0, now - job.started_at), int(time.time()) // 60)
         reason = restart_reason(status, run.kill_reason, stopping)
+        if isinstance(pool.program, CommandProgram):  # its exit codes are its own
+            expected = os.WIFEXITED(status) and os.WEXITSTATUS(status) in pool.program.exitcodes
+            reason = None if stopping or expected else "crash"
         if reason is not None and pool.mode == "running":
             self.counters.restarted(pool.name, reason)
 

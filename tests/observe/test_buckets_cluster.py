@@ -1,0 +1,38 @@
+"""The buckets on Redis Cluster: queues in different slots flushed and read back."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from redis.cluster import key_slot
+
+from supervisor_q.observe.buckets import bucket_key, fleet_totals, flush, read_series
+from supervisor_q.observe.counters import Counters
+from supervisor_q.queue.connection import connect
+from tests.clusters import LocalCluster
+
+
+@pytest.mark.slow
+def test_buckets_of_queues_in_different_slots() -> None:
+    queues = ["emails", "sms", "reports"]
+    minute = int(time.time()) // 60
+    assert len({key_slot(bucket_key(q, minute // 60).encode()) for q in queues}) == 3
+    with tempfile.TemporaryDirectory(prefix="sq-cluster-") as tmp:
+        cluster = LocalCluster(Path(tmp))
+        try:
+            cluster.start()
+            client = connect(cluster.url)
+            counters = Counters()
+            for n, queue in enumerate(queues, start=1):
+                for _ in range(n):
+                    counters.finished(queue, "j", "done", 0.01, minute)
+            flush(client, counters.take_pending(), retention=60)
+            assert [fleet_totals(client, q, 2) for q in queues] == [
+                {"done": 1}, {"done": 2}, {"done": 3}]
+            assert read_series(client, "sms", 1)[-1].outcome("done") == 2
+            client.close()
+        finally:
+            cluster.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ def test_run_metrics_flag_wins_over_the_settings_file(tmp_path: Path, redis_url:
                     run_args=["--metrics", f"127.0.0.1:{flag}"])
     master.write("supervisor-q", f"metrics: {{bind: '127.0.0.1:{file}'}}\n")
     with master:
+        silent = socket.create_connection(("127.0.0.1", flag))  # connects, never asks
         wait_until(lambda: ("supervisorq_queue_jobs", (("queue", "gauge-q"), ("state", "ready")))
                    in scrape(flag), message="the idle program's queue measured")
         try:
@@ -30,6 +32,8 @@ def test_run_metrics_flag_wins_over_the_settings_file(tmp_path: Path, redis_url:
             pass
         else:
             raise AssertionError("the settings file's bind served although --metrics was given")
+        assert master.status()["programs"]  # a silent client never holds up the master
+        silent.close()
 
 
 def test_bad_metrics_flag_and_settings_are_one_line(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ def supervisor_q(*args: str) -> subprocess.CompletedProcess:
 
 def test_run_metrics_flag_wins_over_the_settings_file(tmp_path: Path, redis_url: str) -> None:
     flag, file = free_port(), free_port()
-    master = Master(tmp_path, redis_url, {"idle": IDLE},
+    worker = "queues: [deploy-q]\nimport: [tests.jobmods.basic]\nstartsecs: 0.2\n"
+    master = Master(tmp_path, redis_url, {"idle": IDLE, "w": worker},
                     run_args=["--metrics", f"127.0.0.1:{flag}"])
     master.write("supervisor-q", f"metrics: {{bind: '127.0.0.1:{file}'}}\n")
     with master:
@@ -34,6 +35,13 @@ def test_run_metrics_flag_wins_over_the_settings_file(tmp_path: Path, redis_url:
             raise AssertionError("the settings file's bind served although --metrics was given")
         assert master.status()["programs"]  # a silent client never holds up the master
         silent.close()
+        old = master.wait_running("w", 1)
+        assert supervisor_q("restart-workers").returncode == 0
+        wait_until(lambda: master.wait_running("w", 1) != old, timeout=15,
+                   message="the worker restarted for the deploy")
+        wait_until(lambda: scrape(flag).get(("supervisorq_process_restarts_total",
+                                             (("program", "w"), ("reason", "deploy")))) == 1,
+                   message="one restart for the deploy")
 
 
 def test_bad_metrics_flag_and_settings_are_one_line(tmp_path: Path) -> None:

@@ -36,13 +36,11 @@ def main() -> None:
         queue.ack("m", "warm")
         queue.client.delete(*[queue.keys("m").recent, queue.keys("m").recent_records])
         before = queue.client.info("memory")["used_memory"]
-        for start in range(0, args.jobs, 1000):
-            pipe = queue.client.pipeline(transaction=False)
-            built = [payloads.build("bench.sq_jobs:noop", "m", [], {}) for _ in range(1000)]
-            for b in built:
-                queue.push("m", b.id, payloads.encode(b), )
-            pipe.execute()
-            for b in built:
+        for _ in range(0, args.jobs, 1000):
+            for _ in range(1000):
+                built = payloads.build("bench.sq_jobs:noop", "m", [], {})
+                queue.push("m", built.id, payloads.encode(built))
+            for _ in range(1000):
                 _, got = queue.reserve("m", default_timeout=60)
                 job = got.jobs[0]
                 entry = jobrecord.done_entry(job, payloads.decode(job.payload), time.time(),

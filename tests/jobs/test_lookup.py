@@ -21,6 +21,7 @@ from supervisor_q.queue.keys import QueueKeys
 from supervisor_q.workflows.batches import batch
 from supervisor_q.workflows.chains import Chain
 from tests.helpers import wait_until
+from tests.masters import Master
 from tests.workers import running
 
 MODS = "tests.jobmods.lookupjobs"
@@ -175,3 +176,31 @@ def test_recent_jobs_lists_running_done_and_failed_newest_first(redis_url: str,
     assert [s.id for s in recent_jobs(client, state="done")] == [held, first]
     with pytest.raises(ValueError):
         recent_jobs(client, state="bogus")
+
+
+def test_under_a_master_running_pid_is_the_child_and_keep_jobs_applies(
+        redis_url: str, short_tmp: Path) -> None:
+    program = ("queues: [default]\nimport: [tests.jobmods.lookupjobs]\nstartsecs: 0.2\n"
+               "numprocs: 1\nkeep_jobs: 1\nprefetch: 2\n")
+    flag = short_tmp / "go"
+    held = dispatch("look.hold", str(flag), connection=redis_url)
+    after = dispatch("look.plain", connection=redis_url)
+    with Master(short_tmp, redis_url, {"look": program}).start() as master:
+        wait_until(lambda: state_of(redis_url, held) == "running", timeout=15)
+        [pid] = master.wait_running("look", 1)
+        assert job_status(held, connection=redis_url).pid == pid
+        flag.touch()
+        wait_until(lambda: state_of(redis_url, after) == "done", timeout=15)
+        wait_until(lambda: state_of(redis_url, after) is None, timeout=10,
+                   message="keep_jobs: 1 forgets the done job after a second")
+
+
+def test_keep_jobs_keys_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "look.yaml").write_text(
+        "queues: [default]\nimport: [tests.jobmods.lookupjobs]\nkeep_jobs: -1\n"
+        "keep_jobs_max: 0\n")
+    checked = subprocess.run([sys.executable, "-m", "supervisor_q", "check-config",
+                              str(tmp_path)], capture_output=True, text=True, timeout=30)
+    out = checked.stdout + checked.stderr
+    assert checked.returncode == 1 and "keep_jobs:" in out and "keep_jobs_max:" in out, out
+    assert "Traceback" not in out

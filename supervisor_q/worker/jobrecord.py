@@ -16,10 +16,14 @@ from supervisor_q.queue.backend import RedisQueue, Reserved
 from supervisor_q.queue.jobinfo import Done, result_fields, who
 from supervisor_q.queue.payload import Payload
 
+_host = socket.gethostname()  # asked again in identify(), not once per job
+
 
 def identify(queue: RedisQueue, keep_jobs_max: int) -> None:
     """Make queue record this process (host, pid) in every job it reserves."""
-    queue.who = who(socket.gethostname(), os.getpid())
+    global _host
+    _host = socket.gethostname()
+    queue.who = who(_host, os.getpid())
     queue.done_cap = keep_jobs_max
 
 
@@ -32,7 +36,7 @@ def done_entry(job: Reserved, decoded: Payload, started: float, value: Any, keep
     now = time.time()
     record: dict[str, Any] = {
         "job": decoded.job, "attempts": job.attempts, "dispatched_at": decoded.dispatched_at,
-        "started_at": started, "ended_at": now, "host": socket.gethostname(),
+        "started_at": started, "ended_at": now, "host": _host,
         "pid": os.getpid()}
     chain = decoded.extra.get("chain")
     if isinstance(chain, list):

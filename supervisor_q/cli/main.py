@@ -9,6 +9,7 @@ from typing import NoReturn
 from supervisor_q import __version__
 from supervisor_q.cli.batches import add_batch_parsers
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
+from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
 from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_work_parser(sub)
     add_job_parsers(sub)
     add_batch_parsers(sub)
+    add_lookup_parser(sub)
     add_master_parsers(sub)
     return parser
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -22,6 +23,7 @@ from supervisor_q.queue import lua
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, blockable
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
+from supervisor_q.queue.fencing import Fencing
 from supervisor_q.queue.hotpath import HotPath
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
@@ -51,7 +53,7 @@ class ReserveResult:
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
 
 
-class RedisQueue(HotPath, FailedStore, Inspecting):
+class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
     """The queue operations over one Redis connection."""
 
     def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
@@ -69,6 +71,8 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
         self._key_lists: dict[str, list[str]] = {}
         self._known_queues: set[str] = set()
         self._init_hot_path(client)
+        self._tokens: dict[tuple[str, str], str] = {}  # fencing.py
+        self._holder: tuple[int, str] = (0, "")
 
     def script(self, source: str) -> Script:
         """A registered Lua script, once per queue object (EVALSHA after the first call)."""
@@ -94,7 +98,8 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
         if found is None:
             k = self.keys(queue)
             found = self._key_lists[queue] = [k.ready, k.notify, k.delayed, k.reserved,
-                                              k.payloads, k.attempts, k.exceptions, k.enqueued]
+                                              k.payloads, k.attempts, k.exceptions, k.enqueued,
+                                              k.holders]
         return found
 
     # -- producing -------------------------------------------------------------
@@ -124,9 +129,12 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
         """Ack ack_ids (finished jobs of this queue) and reserve up to count jobs, in one
         round trip. Returns (how many were acked, what was reserved)."""
         raw = self._eval(self._reserve, self._job_keys(queue),
-                         [int(default_timeout * 1000), self.margin_ms, count,
-                          *map(_raw, ack_ids)])
-        return self._parse_reserve(queue, raw)
+                         [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
+                          *self.ack_pairs(queue, ack_ids)])
+        acked, result = self._parse_reserve(queue, raw)
+        if ack_ids:
+            self.stale_acks(queue, ack_ids, acked)
+        return acked, result
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
                          default_timeout: float, count: int = 1, wake_fd: int | None = None,
@@ -139,7 +147,7 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
         true ends the wait at once, without abandoning the replies: see _await_reply."""
         keys = self._job_keys(queues[0])
         conn = self._connection(keys[0])
-        args = [int(default_timeout * 1000), self.margin_ms, count]
+        args = [int(default_timeout * 1000), self.margin_ms, count, self.holder()]
         if self._nodes is not None:  # BLPOP only over the queues in queues[0]'s slot
             queues, timeout = blockable(queues, timeout, self._job_keys)
         try:
@@ -174,17 +182,27 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
                      int(raw[i + 4]) / 1000.0)
             for i in range(2, len(raw), 5)
         ]
+        for job in jobs:
+            self.remember(queue, job.id, job.attempts)
         next_in = None if next_ms is None else max(0.0, int(next_ms) / 1000.0)
         return acked, ReserveResult(jobs, next_in)
 
     def ack(self, queue: str, *job_ids: str) -> int:
         """Delete finished jobs; returns how many were still reserved (0 = none)."""
-        return int(self._eval(self._ack, self._job_keys(queue), [_raw(i) for i in job_ids]))
+        acked = int(self._eval(self._ack, self._job_keys(queue), self.ack_pairs(queue, job_ids)))
+        self.stale_acks(queue, job_ids, acked)
+        return acked
 
     def ack_nowait(self, queue: str, job_id: str) -> None:
         """Delete a finished job without waiting for the reply (prefetch: the next job
         is already here, and its ack must not wait behind it)."""
-        self._eval_nowait(self._ack, self._job_keys(queue), [_raw(job_id)])
+        self._eval_nowait(self._ack, self._job_keys(queue), self.ack_pairs(queue, [job_id]))
+
+    def _owed_reply(self, item: tuple[Script, list[str], list], reply: Any) -> None:
+        script, keys, args = item
+        if script is self._ack and args:
+            queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
+            self.stale_acks(queue, [_text(args[0])], int(reply))
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,
@@ -192,13 +210,17 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
         """Put a reserved job back (after delay seconds); False if no longer reserved
         (or, with expected_attempts, if a later attempt holds it now)."""
         k = self.keys(queue)
-        return bool(self._eval(
+        done = bool(self._eval(
             self._release,
-            [k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued, k.attempts],
+            [k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued, k.attempts,
+             k.holders],
             [_raw(job_id), max(0, int(delay * 1000)), "1" if count_exception else "0",
              "" if expected_attempts is None else str(expected_attempts),
-             "1" if undo_attempt else "0"],
+             "1" if undo_attempt else "0", self.token(queue, job_id)],
         ))
+        if done:
+            self.forget(queue, job_id)
+        return done
 
     def extend(self, queue: str, job_id: str, timeout: float, attempts: int) -> bool:
         """Make the reservation of attempt `attempts` last timeout seconds (plus the margin)
@@ -213,13 +235,17 @@ class RedisQueue(HotPath, FailedStore, Inspecting):
         """Move a reserved job to the failed store; False if no longer reserved."""
         k = self.keys(queue)
         failed_at = record.setdefault("failed_at", time.time())
-        return bool(self._fail(
+        done = bool(self._fail(
             keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
-                  k.failed_records],
+                  k.failed_records, k.holders],
             args=[_raw(job_id), record_json(record), int(failed_at * 1000),
                   "1" if force else "0",
-                  "" if expected_attempts is None else str(expected_attempts)],
+                  "" if expected_attempts is None else str(expected_attempts),
+                  self.token(queue, job_id)],
         ))
+        if done:
+            self.forget(queue, job_id)
+        return done
 
     def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:
         """(payload, attempts, exceptions) of a job that is still reserved, else None."""

@@ -98,7 +98,7 @@ class HotPath:
         error: redis.ResponseError | None = None
         for item in owed:
             try:
-                conn.read_response()
+                self._owed_reply(item, conn.read_response())
             except NoScriptError:
                 redo.append(item)
             except redis.ResponseError as exc:  # e.g. READONLY: read every reply first
@@ -108,7 +108,11 @@ class HotPath:
         for script, keys, args in redo:
             self.client.script_load(script.script)
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            conn.read_response()
+            self._owed_reply((script, keys, args), conn.read_response())
+
+    def _owed_reply(self, item: tuple[Script, list[str], list], reply: Any) -> None:
+        """Called with each reply of a call sent without waiting (RedisQueue logs a stale
+        ack there)."""
 
     def _client_id(self, conn: Connection) -> int | None:
         """The server's id for the hot-path connection (asked once per socket), so a

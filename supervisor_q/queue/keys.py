@@ -92,6 +92,10 @@ class QueueKeys:
         return self._key("enqueued")
 
     @property
+    def holders(self) -> str:  # hash id -> token of the reservation that holds it (fencing)
+        return self._key("holders")
+
+    @property
     def failed(self) -> str:  # zset id -> failed-at (ms)
         return self._key("failed")
 
@@ -102,4 +106,4 @@ class QueueKeys:
     def all(self) -> list[str]:
         """Every key of the queue, for `queue clear`."""
         return [self.ready, self.notify, self.delayed, self.reserved, self.payloads,
-                self.attempts, self.exceptions, self.enqueued]
+                self.attempts, self.exceptions, self.enqueued, self.holders]

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from supervisor_q import __version__
-from supervisor_q.fleet import registry
+from supervisor_q.config.schema import ProgramConfig
+from supervisor_q.fleet import registry, shares
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.pauses import paused_queues
@@ -77,6 +78,7 @@ class FleetMember:
         self.redis_error: str | None = None  # the last failed beat's error, until one works
         self.paused_queues: frozenset[str] = frozenset()
         self.sent: list[tuple[str, str, int]] = []  # the jobs in flight at the last beat
+        self.shared: dict[str, tuple[str, ...]] = {}  # fleet_max member -> its queues
 
     def tick(self, now: float, arbiter: Arbiter, status: Callable[[], dict[str, Any]]) -> None:
         """Beat, then look for dead masters, every BEAT seconds (now: monotonic); beat
@@ -142,8 +144,32 @@ class FleetMember:
         self.new_epoch()
         self.next_beat = 0.0
 
+    def cap_for(self, name: str, program: ProgramConfig,
+                held: int) -> Callable[[int, int], int] | None:
+        """For a program with autoscale.fleet_max: a function (wanted, floor) -> the most
+        it may run now, agreed with the other masters through Redis (fleet/shares.py).
+        Redis unavailable: no growth beyond what it runs now (or its floor)."""
+        autoscale = program.autoscale
+        if autoscale is None or autoscale.fleet_max is None:
+            return None
+        queues = tuple(getattr(program, "queues", ()))
+        member = f"{self.id}/{name}"
+
+        def cap(wanted: int, floor: int) -> int:
+            try:
+                found = shares.claim(self.queue.client, queues, member, wanted=wanted,
+                                     floor=floor, held=held, fleet_max=autoscale.fleet_max,
+                                     lease=self.lease)
+            except redis.RedisError:
+                return max(floor, held)
+            self.shared[member] = queues
+            return found
+        return cap
+
     def leave(self) -> None:
         try:
+            for member, queues in self.shared.items():
+                shares.give_back(self.queue.client, queues, member)
             registry.leave(self.queue.client, self.id)
         except redis.RedisError:
             pass  # the lease runs out instead; no job of ours is in flight by now

@@ -155,8 +155,8 @@ return acked
 RELEASE = _PRELUDE + _FENCE + """
 if redis.call('ZSCORE', KEYS[4], ARGV[1]) == false then return 0 end
 if not holds(KEYS[8], ARGV[1], ARGV[6]) then return 0 end
-redis.call('HDEL', KEYS[8], ARGV[1])
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[7], ARGV[1]) ~= ARGV[4] then return 0 end
+redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[7], ARGV[1], -1) end

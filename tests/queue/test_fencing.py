@@ -138,3 +138,15 @@ def test_fenced_hot_path_stays_one_round_trip_per_job(redis_url: str) -> None:
     assert count <= commands["EVALSHA"] <= count * 1.02 + 10, commands
     others = sum(commands.values()) - commands["EVALSHA"]
     assert others <= 40, commands  # start-up and shutdown only, none per job
+
+
+def test_a_refused_hand_back_leaves_the_holders_token_alone(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A master's hand-back of an older attempt is refused, and the worker that holds
+    the job now can still ack it."""
+    worker = worker_of(redis_url, "m:1:x", monkeypatch)
+    master = RedisQueue(connect(redis_url))
+    job_id = push(worker)
+    worker.reserve("fq", default_timeout=60)
+    assert not master.release("fq", job_id, 0, expected_attempts=7, undo_attempt=True)
+    assert worker.ack("fq", job_id) == 1

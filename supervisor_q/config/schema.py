@@ -92,12 +92,22 @@ class AutoscaleConfig(_Frozen):
     cooldown: Seconds = 10.0  # seconds between two changes
     max_shift: PositiveCount = 1  # processes added or removed per change
     target_wait: PositiveSeconds | None = None  # seconds a job may wait; sizes by runtimes
+    # total across every master autoscaling the same queues (agreed through Redis)
+    fleet_max: PositiveProcs | None = None
 
     @field_validator("max")
     @classmethod
     def _max_at_least_min(cls, value: int, info: ValidationInfo) -> int:
         low = info.data.get("min")
         if low is not None and value < low:
+            raise ValueError(f"must be >= min ({low}), got {value}")
+        return value
+
+    @field_validator("fleet_max")
+    @classmethod
+    def _fleet_max_at_least_min(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("min")
+        if value is not None and low is not None and value < low:
             raise ValueError(f"must be >= min ({low}), got {value}")
         return value
 

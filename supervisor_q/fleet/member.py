@@ -14,10 +14,14 @@ Lease and fencing (the decisions, ARCHITECTURE.md "Fleet"):
 - A master that was only slow finds its id claimed at its next heartbeat: it SIGKILLs
   every child's process group at once, without handing their jobs back (the claimer
   did), and rejoins under a new epoch; its pools start fresh children.
-- Not covered: a job a child reserved but had not reported yet (or prefetched) when its
-  master died waits for its reservation to expire, like before; and a child of a
-  stalled master that finishes a job between the claim and its master's next beat may
-  still ack it (the window is one beat after the master runs again).
+- A job a child reserved but had not reported yet (or prefetched) is not in the
+  in-flight list: the master's id is in the environment of every child it forks
+  (SUPERVISOR_Q_MASTER_ID), each reservation records its holder's token (queue/fencing.py),
+  and the claimer also hands back every job held under the dead master's id.
+- Fencing: a child of a stalled master that finishes a job after the claim cannot ack,
+  release or fail it (its token no longer holds the job); it logs the stale ack. The
+  job's own effects are not undone: a stalled master kills its children at its first
+  beat after it runs again, so only a job that ends in that window ran twice.
 Imports the queue and the registry; never the master (which it is handed).
 """
 
@@ -35,8 +39,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from supervisor_q import __version__
-from supervisor_q.fleet import registry
+from supervisor_q.config.schema import ProgramConfig
+from supervisor_q.fleet import registry, shares
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.pauses import paused_queues
 
 if TYPE_CHECKING:
@@ -66,12 +72,13 @@ class FleetMember:
     def __init__(self, queue: RedisQueue, lease: float | None = None) -> None:
         self.queue = queue
         self.lease = lease if lease is not None else lease_from_env()
-        self.id = new_id()
+        self.id = self.new_epoch()
         self.started = time.time()
         self.next_beat = 0.0
         self.redis_error: str | None = None  # the last failed beat's error, until one works
         self.paused_queues: frozenset[str] = frozenset()
         self.sent: list[tuple[str, str, int]] = []  # the jobs in flight at the last beat
+        self.shared: dict[str, tuple[str, ...]] = {}  # fleet_max member -> its queues
 
     def tick(self, now: float, arbiter: Arbiter, status: Callable[[], dict[str, Any]]) -> None:
         """Beat, then look for dead masters, every BEAT seconds (now: monotonic); beat
@@ -93,6 +100,11 @@ class FleetMember:
                 log.warning("fleet heartbeat failed: %s", exc)
             self.redis_error = f"{time.strftime('%H:%M:%S')}: {exc}"
 
+    def new_epoch(self) -> str:
+        """A new id, also in the environment the children forked from now inherit."""
+        self.id = os.environ[MASTER_ID_ENV] = new_id()
+        return self.id
+
     def record(self, status: dict[str, Any]) -> dict[str, Any]:
         return {**status, "id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
                 "version": __version__, "started_at": self.started, "lease": self.lease,
@@ -106,9 +118,11 @@ class FleetMember:
             jobs = registry.claim(self.queue.client, dead)
             if jobs is None:
                 continue
-            done = [self.hand_back(q, i, a) for q, i, a in jobs]
+            done = sum(self.hand_back(q, i, a) for q, i, a in jobs)
+            held = self.queue.hand_back_held(f"{dead}|")  # reserved, not yet reported
             log.warning("fleet: master %s is gone (no heartbeat for %gs); %d of its %d "
-                        "job(s) handed back", dead, self.lease, sum(done), len(jobs))
+                        "reported job(s) and %d unreported one(s) handed back", dead,
+                        self.lease, done, len(jobs), held)
 
     def hand_back(self, queue: str, job_id: str, attempts: int) -> bool:
         return self.queue.release(queue, job_id, 0, expected_attempts=attempts,
@@ -127,11 +141,35 @@ class FleetMember:
                         arbiter.spawner.kill(child.pgid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
-        self.id = new_id()
+        self.new_epoch()
         self.next_beat = 0.0
+
+    def cap_for(self, name: str, program: ProgramConfig,
+                held: int) -> Callable[[int, int], int] | None:
+        """For a program with autoscale.fleet_max: a function (wanted, floor) -> the most
+        it may run now, agreed with the other masters through Redis (fleet/shares.py).
+        Redis unavailable: no growth beyond what it runs now (or its floor)."""
+        autoscale = program.autoscale
+        if autoscale is None or autoscale.fleet_max is None:
+            return None
+        queues = tuple(getattr(program, "queues", ()))
+        member = f"{self.id}/{name}"
+
+        def cap(wanted: int, floor: int) -> int:
+            try:
+                found = shares.claim(self.queue.client, queues, member, wanted=wanted,
+                                     floor=floor, held=held, fleet_max=autoscale.fleet_max,
+                                     lease=self.lease)
+            except redis.RedisError:
+                return max(floor, held)
+            self.shared[member] = queues
+            return found
+        return cap
 
     def leave(self) -> None:
         try:
+            for member, queues in self.shared.items():
+                shares.give_back(self.queue.client, queues, member)
             registry.leave(self.queue.client, self.id)
         except redis.RedisError:
             pass  # the lease runs out instead; no job of ours is in flight by now

@@ -260,7 +260,8 @@ class Arbiter:
 
     def update_target(self, pool: Pool) -> None:
         load = self.sample_load(pool) if pool.program.autoscale is not None else None
-        pool.update_target(self.clock.now(), load)
+        cap = self.fleet.cap_for(pool.name, pool.program, len(pool.children)) if load else None
+        pool.update_target(self.clock.now(), load, cap)
 
     def sample_load(self, pool: Pool) -> AutoscaleInput | None:
         program = pool.program

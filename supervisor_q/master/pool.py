@@ -32,7 +32,7 @@ from supervisor_q.master.process import (
     State,
     backoff_delay,
 )
-from supervisor_q.master.scaling import Scaling
+from supervisor_q.master.scaling import FleetCap, Scaling
 from supervisor_q.master.schedule import AutoscaleInput
 from supervisor_q.master.spawn import Spawner
 from supervisor_q.worker.handback import Handback, LostJob
@@ -107,9 +107,10 @@ class Pool:
         """TTIN/TTOU: one more or one fewer than the current target, held like scale_to."""
         self.scaling.override = (min(max(0, self.target + delta), MAX_NUMPROCS), now_wall)
 
-    def update_target(self, now_wall: datetime, load: AutoscaleInput | None) -> None:
+    def update_target(self, now_wall: datetime, load: AutoscaleInput | None,
+                      fleet_cap: FleetCap | None = None) -> None:
         """Recompute the target from schedule, override and autoscale (`load`)."""
-        target, reason = self.scaling.decide(self.program, now_wall, load)
+        target, reason = self.scaling.decide(self.program, now_wall, load, fleet_cap)
         if target != self.target:
             log.info("%s: target %d -> %d (%s)", self.name, self.target, target, reason)
         self.target, self.target_reason = target, reason

@@ -92,6 +92,10 @@ class QueueKeys:
         return self._key("enqueued")
 
     @property
+    def holders(self) -> str:  # hash id -> token of the reservation that holds it (fencing)
+        return self._key("holders")
+
+    @property
     def failed(self) -> str:  # zset id -> failed-at (ms)
         return self._key("failed")
 
@@ -114,4 +118,4 @@ class QueueKeys:
     def all(self) -> list[str]:
         """Every key of the queue's waiting, delayed and reserved jobs, for `queue clear`."""
         return [self.ready, self.notify, self.delayed, self.reserved, self.payloads,
-                self.attempts, self.exceptions, self.enqueued, self.running]
+                self.attempts, self.exceptions, self.enqueued, self.holders, self.running]

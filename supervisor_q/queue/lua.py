@@ -36,47 +36,64 @@ ready_after(tonumber(ARGV[3]), KEYS[1], KEYS[2], KEYS[5], KEYS[3], ARGV[1])
 return 1
 """
 
-# Acknowledge (delete) one reserved job; a no-op unless it is still reserved by us.
-_ACK_BODY = """
-local function ack(id)
+# --- fencing (reservation tokens) -------------------------------------------------
+# A reserve by a worker that names its holder ("<master id>|<process tag>") records the
+# token "<holder>|<attempts>" in the queue's `holders` hash. Its ack, release and fail
+# pass the token back and do nothing unless the job still holds it: a worker whose
+# reservation expired, or whose dead-declared master's jobs were handed back, cannot
+# delete or move the job that now runs elsewhere. An empty or absent token (callers
+# older than fencing, the master's hand-backs by attempt) is not checked.
+_FENCE = """
+local function holds(holders, id, token)
+  return token == nil or token == '' or redis.call('HGET', holders, id) == token
+end
+"""
+# --- end fencing ---------------------------------------------------------------------
+
+# Acknowledge (delete) one reserved job; a no-op unless it is still reserved by us
+# (and, with a token, by this very reservation: KEYS[9] holders).
+_ACK_BODY = _FENCE + """
+local function ack(id, token)
+  if not holds(KEYS[9], id, token) then return 0 end
   if redis.call('ZREM', KEYS[4], id) == 1 then
     redis.call('HDEL', KEYS[5], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('HDEL', KEYS[7], id)
     redis.call('HDEL', KEYS[8], id)
+    redis.call('HDEL', KEYS[9], id)
     return 1
   end
   return 0
 end
 """ + """
 -- >>> job lookup (queue/jobinfo.py): the done record of an acked job.
--- KEYS 9 running (hash id -> reservation JSON), 10 recent (zset id -> forget-at ms),
--- 11 recent records (hash id -> done record JSON). keep: ms the record stays findable;
+-- KEYS 10 running (hash id -> reservation JSON), 11 recent (zset id -> forget-at ms),
+-- 12 recent records (hash id -> done record JSON). keep: ms the record stays findable;
 -- cap: most records kept per queue (the soonest forgotten go first).
 local recorded_keep = 0
 local function record_done(id, keep, record)
-  redis.call('HDEL', KEYS[9], id)
+  redis.call('HDEL', KEYS[10], id)
   keep = tonumber(keep) or 0
   if keep <= 0 or record == '' then return end
-  redis.call('HSET', KEYS[11], id, record)
-  redis.call('ZADD', KEYS[10], now + keep, id)
+  redis.call('HSET', KEYS[12], id, record)
+  redis.call('ZADD', KEYS[11], now + keep, id)
   if keep > recorded_keep then recorded_keep = keep end
 end
 local function trim_done(cap)
   if recorded_keep == 0 then return end
-  local old = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', now, 'LIMIT', 0, 100)
-  local over = redis.call('ZCARD', KEYS[10]) - #old - tonumber(cap)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, 100)
+  local over = redis.call('ZCARD', KEYS[11]) - #old - tonumber(cap)
   if over > 1000 then over = 1000 end  -- a lowered cap is reached over several calls
   if over > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[10], #old, #old + over - 1)) do
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[11], #old, #old + over - 1)) do
       table.insert(old, id)
     end
   end
   if #old > 0 then
-    redis.call('ZREM', KEYS[10], unpack(old))
-    redis.call('HDEL', KEYS[11], unpack(old))
+    redis.call('ZREM', KEYS[11], unpack(old))
+    redis.call('HDEL', KEYS[12], unpack(old))
   end
-  for i = 10, 11 do
+  for i = 11, 12 do
     if redis.call('PTTL', KEYS[i]) < recorded_keep then
       redis.call('PEXPIRE', KEYS[i], recorded_keep)
     end
@@ -91,18 +108,20 @@ local function migrate(from)
   local due = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do
     redis.call('ZREM', from, id)
+    redis.call('HDEL', KEYS[9], id)  -- fencing: the old reservation's token is void
     make_ready(KEYS[1], KEYS[2], KEYS[8], id, now)
   end
 end
 """
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
-#       8 enqueued, 9 running, 10 recent, 11 recent records (job lookup, see _ACK_BODY)
+#       8 enqueued, 9 holders (fencing), 10 running, 11 recent, 12 recent records (job
+#       lookup, see _ACK_BODY)
 # ARGV: 1 default timeout ms, 2 reservation margin ms, 3 how many jobs to reserve at most,
-#       4 the worker as a JSON fragment ('"host":"h","pid":1'; '' = record no running
-#       job), 5 cap of done records, 6.. finished jobs to ack first, three values each:
-#       id, ms its done record is kept (0 = none), done record JSON
-#       (none, one, or several with prefetch)
+#       4 holder ('' = none: no token recorded), 5 the worker as a JSON fragment
+#       ('"host":"h","pid":1'; '' = record no running job), 6 cap of done records,
+#       7.. finished jobs to ack first, four values each: id, token, ms its done record
+#       is kept (0 = none), done record JSON (none, one, or several with prefetch)
 # Returns: {acked count, next_delayed_ms or false,
 #           then per job: id, payload, attempts, exceptions, waited_ms}
 # The acks of finished jobs ride in the same round trip as the next reserve.
@@ -110,12 +129,12 @@ end
 # its payload, which dispatch writes as {"v":1,"timeout":N,...}) plus the margin.
 RESERVE = _PRELUDE + _ACK_BODY + _MIGRATE_BODY + """
 local acked = 0
-for i = 6, #ARGV, 3 do
-  local done = ack(ARGV[i])
-  if done == 1 then record_done(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+for i = 7, #ARGV, 4 do
+  local done = ack(ARGV[i], ARGV[i + 1])
+  if done == 1 then record_done(ARGV[i], ARGV[i + 2], ARGV[i + 3]) end
   acked = acked + done
 end
-trim_done(ARGV[5])
+trim_done(ARGV[6])
 migrate(KEYS[3])
 migrate(KEYS[4])
 local out = {acked, false}
@@ -131,10 +150,12 @@ while got < wanted do
   local timeout_ms = timeout and math.floor(timeout * 1000) or tonumber(ARGV[1])
   redis.call('ZADD', KEYS[4], now + timeout_ms + tonumber(ARGV[2]), id)
   local attempts = redis.call('HINCRBY', KEYS[6], id, 1)
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[9], id, ARGV[4] .. '|' .. attempts)
+  else redis.call('HDEL', KEYS[9], id) end  -- fencing
   local exceptions = tonumber(redis.call('HGET', KEYS[7], id) or '0')
   local since = tonumber(redis.call('HGET', KEYS[8], id) or now)
-  if ARGV[4] ~= '' then  -- job lookup: who runs it, since when
-    redis.call('HSET', KEYS[9], id, '{"reserved_at":' .. now .. ',' .. ARGV[4] .. '}')
+  if ARGV[5] ~= '' then  -- job lookup: who runs it, since when
+    redis.call('HSET', KEYS[10], id, '{"reserved_at":' .. now .. ',' .. ARGV[5] .. '}')
   end
   table.insert(out, id)
   table.insert(out, payload)
@@ -159,30 +180,34 @@ return out
 """
 
 # KEYS: as RESERVE's
-# ARGV: 1 cap of done records, 2.. three values per job: id, ms its done record is kept
-#       (0 = none), done record JSON (see RESERVE)
-# Returns: how many of the jobs were reserved and are now deleted
+# ARGV: 1 cap of done records, 2.. four values per job: id, token, ms its done record is
+#       kept (0 = none), done record JSON (see RESERVE)
+# Returns: how many of the jobs were reserved (by that token) and are now deleted
 ACK = _PRELUDE + _ACK_BODY + """
 local acked = 0
-for i = 2, #ARGV, 3 do
-  local done = ack(ARGV[i])
-  if done == 1 then record_done(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+for i = 2, #ARGV, 4 do
+  local done = ack(ARGV[i], ARGV[i + 1])
+  if done == 1 then record_done(ARGV[i], ARGV[i + 2], ARGV[i + 3]) end
   acked = acked + done
 end
 trim_done(ARGV[1])
 return acked
 """
 
-# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 exceptions, 6 enqueued, 7 attempts
+# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 exceptions, 6 enqueued, 7 attempts,
+#       8 holders
 # ARGV: 1 id, 2 delay ms, 3 '1' to count one more exception,
 #       4 expected attempts ('' = any): the master hands back only the attempt it saw,
 #         never a later attempt another worker holds now,
-#       5 '1' to give the attempt back (a graceful shutdown interrupted the job)
+#       5 '1' to give the attempt back (a graceful shutdown interrupted the job),
+#       6 the holder's token (absent or '' = not checked; see _FENCE)
 # Returns: 1 if the job was reserved and is now delayed or ready again, else 0
 # (0 means someone else already recovered or finished it: do nothing twice).
-RELEASE = _PRELUDE + """
+RELEASE = _PRELUDE + _FENCE + """
 if redis.call('ZSCORE', KEYS[4], ARGV[1]) == false then return 0 end
+if not holds(KEYS[8], ARGV[1], ARGV[6]) then return 0 end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[7], ARGV[1]) ~= ARGV[4] then return 0 end
+redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[5], ARGV[1], 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[7], ARGV[1], -1) end
@@ -203,22 +228,46 @@ return 1
 """
 
 # KEYS: 1 reserved, 2 payloads, 3 attempts, 4 exceptions, 5 enqueued, 6 failed,
-#       7 failed_records, 8 running (job lookup: its entry goes)
+#       7 failed_records, 8 holders, 9 running (job lookup: its entry goes)
 # ARGV: 1 id, 2 failed record JSON, 3 failed-at ms, 4 '1' to fail even if not reserved,
-#       5 expected attempts ('' = any; see RELEASE)
+#       5 expected attempts ('' = any; see RELEASE), 6 the holder's token (see _FENCE)
 # Returns: 1 if the job moved to the failed store, else 0
-FAIL = """
+FAIL = _FENCE + """
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[5] then return 0 end
+if not holds(KEYS[8], ARGV[1], ARGV[6]) then return 0 end
+redis.call('HDEL', KEYS[8], ARGV[1])
 local was_reserved = redis.call('ZREM', KEYS[1], ARGV[1])
 if was_reserved == 0 and ARGV[4] ~= '1' then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
-redis.call('HDEL', KEYS[8], ARGV[1])
+redis.call('HDEL', KEYS[9], ARGV[1])
 redis.call('ZADD', KEYS[6], tonumber(ARGV[3]), ARGV[1])
 redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
 return 1
+"""
+
+# KEYS: 1 ready, 2 notify, 3 reserved, 4 attempts, 5 enqueued, 6 holders
+# ARGV: 1 a dead master's holder prefix ("<master id>|")
+# Returns: how many jobs its workers held are ready again, their attempt given back.
+# The claim of a dead master (fleet/member.py): this finds the jobs its children had
+# reserved but not yet reported (or prefetched), which its in-flight list lacks.
+HAND_BACK_HELD = _PRELUDE + """
+local back = 0
+local held = redis.call('HGETALL', KEYS[6])
+for i = 1, #held, 2 do
+  local id, token = held[i], held[i + 1]
+  if string.sub(token, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('HDEL', KEYS[6], id)
+    if redis.call('ZREM', KEYS[3], id) == 1 then
+      redis.call('HINCRBY', KEYS[4], id, -1)
+      make_ready(KEYS[1], KEYS[2], KEYS[5], id, now)
+      back = back + 1
+    end
+  end
+end
+return back
 """
 
 # KEYS: 1 ready, 2 notify, 3 failed, 4 failed_records, 5 payloads, 6 attempts,

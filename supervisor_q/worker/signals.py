@@ -29,7 +29,7 @@ class SignalFlags:
         The handlers only record. Raising out of a handler could land in the middle of
         a Redis read (a pipelined reserve may already have run on the server, and its
         job would be stranded); instead every signal also writes a byte to a wake-up
-        pipe, on which an idle blocking wait also waits (backend._await_reply)."""
+        pipe, on which an idle blocking wait also waits (hotpath._await_reply)."""
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)

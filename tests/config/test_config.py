@@ -190,6 +190,11 @@ ERROR_CASES = [
     ("x.yaml", "queues: [q]\nautoscale: {min: 1}\n", ["conf.d/x.yaml: autoscale.max: required"]),
     (
         "x.yaml",
+        "queues: [q]\nautoscale: {min: 2, max: 4, fleet_max: 1}\n",
+        ["conf.d/x.yaml: autoscale.fleet_max: must be >= min (2), got 1"],
+    ),
+    (
+        "x.yaml",
         "queues: [q]\nautoscale: {max: 4}\nschedule: [{cron: '0 9 * * *', numprocs: 6}]\n",
         [
             "conf.d/x.yaml: autoscale: max (4) is below schedule.0.numprocs (6); a "
@@ -345,7 +350,8 @@ def test_command_defaults_and_argv():
         (
             {"queues": ["q"], "autoscale": {"max": 8}},
             "autoscale",
-            {"min": 1, "max": 8, "by": "size", "cooldown": 10, "max_shift": 1, "target_wait": None},
+            {"min": 1, "max": 8, "by": "size", "cooldown": 10, "max_shift": 1, "target_wait": None,
+             "fleet_max": None},
         ),
         ({"command": "x", "stopsignal": "sigint"}, "stopsignal", "INT"),
         ({"command": "x", "autorestart": "unexpected"}, "autorestart", "unexpected"),

@@ -13,3 +13,12 @@ def nap(tag: str, seconds: float = 0.0) -> None:
     record(kind="start", value=tag)
     time.sleep(seconds)
     record(kind="end", value=tag)
+
+
+@job(name="fleet.steps")
+def steps(tag: str, steps: int = 0) -> None:
+    """Works in 0.1 s steps: like CPU work, it makes no progress while stopped."""
+    record(kind="start", value=tag)
+    for _ in range(steps):
+        time.sleep(0.1)
+    record(kind="end", value=tag)

@@ -411,3 +411,25 @@ def test_desired_numprocs_composes_autoscale_with_schedule_floor():
         20,
         "manual scale",
     )
+
+
+# --- autoscale.fleet_max: the cap the fleet grants ------------------------------------------
+
+
+def test_fleet_cap_limits_growth_and_is_asked_with_the_floor():
+    from supervisor_q.master.scaling import Scaling
+
+    program = worker(autoscale={"min": 2, "max": 8, "fleet_max": 5, "cooldown": 0,
+                                "max_shift": 4})
+    asked: list[tuple[int, int]] = []
+
+    def cap(wanted: int, floor: int) -> int:
+        asked.append((wanted, floor))
+        return 3
+
+    target, reason = Scaling().decide(program, utc(2024, 1, 8, 10), load(2, 2, 100), cap)
+    assert (target, reason) == (3, "autoscale fleet_max 5: 3 here")
+    assert asked == [(6, 2)]  # autoscale wanted 6 (2 + 4); the floor is min
+    scaling = Scaling(override=(7, utc(2024, 1, 8, 10)))
+    assert scaling.decide(program, utc(2024, 1, 8, 11), load(2), cap) == (7, "manual scale")
+    assert asked[-1] == (7, 7)  # a manual size is recorded as the share, never capped

@@ -1,0 +1,92 @@
+"""Reservation tokens (fencing): which reservation a worker's ack, release or fail is for.
+
+A worker names its holder at reserve: "<master id>|<pid>.<random>", where the master id
+comes from SUPERVISOR_Q_MASTER_ID (set by a fleet master for the children it forks; empty
+for a standalone `work`). RESERVE stores "<holder>|<attempts>" per job (lua._FENCE) and
+this mixin keeps the same token per reserved job, so the ack, release and fail of that
+job pass it back: once the reservation expired or a dead-declared master's jobs were
+handed back, they delete and move nothing, and the stale ack is logged. A mixin of
+RedisQueue (backend.py). Imports keys, lua, ids and jobinfo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+
+import redis
+
+from supervisor_q.queue import lua
+from supervisor_q.queue.ids import raw as _raw
+from supervisor_q.queue.jobinfo import Done
+from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
+
+log = logging.getLogger("supervisor_q.queue")
+
+MASTER_ID_ENV = "SUPERVISOR_Q_MASTER_ID"
+
+
+class Fencing:
+    """Tokens of the jobs this process reserved, keyed by (queue, id)."""
+
+    client: redis.Redis
+    _tokens: dict[tuple[str, str], str]
+    _holder: tuple[int, str]  # (pid, holder) so a forked child names itself afresh
+
+    def keys(self, queue: str) -> QueueKeys:
+        raise NotImplementedError
+
+    def holder(self) -> str:
+        """This process's holder name (made once per process)."""
+        pid = os.getpid()
+        if self._holder[0] != pid:
+            self._tokens = {}
+            self._holder = (pid, f"{os.environ.get(MASTER_ID_ENV, '')}|{pid}."
+                                 f"{secrets.token_hex(3)}")
+        return self._holder[1]
+
+    def remember(self, queue: str, job_id: str, attempts: int) -> None:
+        self._tokens[(queue, job_id)] = f"{self.holder()}|{attempts}"
+
+    def token(self, queue: str, job_id: str) -> str:
+        """The token of our reservation of job_id ('' when we did not reserve it)."""
+        return self._tokens.get((queue, job_id), "")
+
+    def forget(self, queue: str, *job_ids: str) -> None:
+        for job_id in job_ids:
+            self._tokens.pop((queue, job_id), None)
+
+    def ack_args(self, queue: str, items: Sequence[str | Done]) -> list:
+        """Four script arguments per finished job, as ACK and RESERVE take them: id,
+        token, ms its done record is kept (0 = none), done record ('' = none)."""
+        out: list = []
+        for item in items:
+            job_id, keep_ms, record = item if isinstance(item, Done) else (item, 0, "")
+            out += [_raw(job_id), self.token(queue, job_id), keep_ms, record]
+        return out
+
+    def stale_acks(self, queue: str, items: Sequence[str | Done], acked: int) -> None:
+        """Log acks that deleted nothing: the reservation was no longer ours. The tokens
+        are kept until then, so a later release or fail of a lost job is fenced too."""
+        job_ids = [item.id if isinstance(item, Done) else item for item in items]
+        if acked == len(job_ids):
+            self.forget(queue, *job_ids)
+        else:
+            shown = ", ".join(job_ids[:5])
+            log.warning("stale ack ignored on queue %s (job %s): its reservation expired or "
+                        "was handed back, so the job is left to the worker that holds it now",
+                        queue, shown)
+
+    def hand_back_held(self, master_prefix: str) -> int:
+        """Make every job reserved by holders named master_prefix ("<master id>|") ready
+        again, its attempt given back, on every known queue; how many were."""
+        back = 0
+        script = self.client.register_script(lua.HAND_BACK_HELD)
+        for raw_queue in self.client.smembers(QUEUES_KEY):
+            queue = raw_queue.decode() if isinstance(raw_queue, bytes) else str(raw_queue)
+            k = self.keys(queue)
+            back += int(script(keys=[k.ready, k.notify, k.reserved, k.attempts, k.enqueued,
+                                     k.holders], args=[master_prefix]))
+        return back

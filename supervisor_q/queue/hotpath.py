@@ -1,0 +1,179 @@
+"""The hot path's own connection: EVALSHA sent and read on one kept connection (or one
+per node on Redis Cluster), replies owed by calls sent without waiting, and the end of
+a blocking wait from another connection (CLIENT UNBLOCK). A mixin of RedisQueue
+(backend.py), split out for size. Imports cluster only.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.connection import Connection
+from redis.exceptions import NoScriptError
+
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, TopologyChanged, is_cluster
+
+
+class HotPath:
+    """Connection handling for RedisQueue's per-job calls."""
+
+    client: redis.Redis
+
+    def _init_hot_path(self, client: redis.Redis) -> None:
+        self._conn: Connection | None = None  # the hot path's own connection (see _eval)
+        self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
+        self._pid = os.getpid()
+        self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
+        # On Redis Cluster: one hot-path connection per node, picked by the key's slot.
+        self._nodes = NodeConnections(client) if is_cluster(client) else None  # type: ignore[arg-type]
+        self._node_client: redis.Redis = client  # the node _conn talks to (CLIENT UNBLOCK)
+
+    def _connection(self, key: str = "") -> Connection:
+        if self._nodes is not None:  # cluster: the connection to key's node
+            conn, self._node_client = self._nodes.for_key(key)
+            if conn is not self._conn and self._owed and self._conn is not None:
+                self._collect_owed(self._conn)  # replies owed by the previous node
+            self._conn = conn
+            return conn
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():  # never use a connection across fork
+            conn = self._conn = self.client.connection_pool.make_connection()
+            self._pid = os.getpid()
+            self._owed = []
+        if conn._sock is None:
+            # send_packed_command connects by itself, but past SentinelManagedConnection's
+            # connect(), which asks the sentinels for the primary: connect explicitly.
+            conn.connect()
+        return conn
+
+    def _eval(self, script: Script, keys: list[str], args: list) -> Any:
+        """EVALSHA on a connection kept for the hot path: redis-py's per-command client
+        machinery (pool checkout, retries, observability) costs as much as the round
+        trip itself for a no-op job. Errors behave as with Script.__call__."""
+        try:
+            conn = self._connection(keys[0])
+            if self._owed:
+                self._collect_owed(conn)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except NoScriptError:  # the server restarted or flushed its scripts
+            self.client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
+            self._lost(exc)  # unknown whether owed calls ran: reservations expire and retry
+
+    def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
+        """Send EVALSHA and read its reply later (before the next call): the server acts
+        on it at once, and the worker does not wait a round trip for it."""
+        conn = self._connection(keys[0])
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._lost(exc)
+        self._owed.append((script, keys, args))
+
+    def _lost(self, exc: Exception) -> None:
+        """Forget the hot connection after a connection or topology error and raise a
+        ConnectionError (callers retry those with backoff); on a cluster the slot map is
+        refreshed before the next call (a failover or resharding moved the slot)."""
+        self.drop_connection()
+        if self._nodes is not None:
+            self._nodes.stale = True
+            if not isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                raise TopologyChanged(f"{type(exc).__name__}: {exc}") from exc
+        raise exc
+
+    def _collect_owed(self, conn: Connection) -> None:
+        """Read the replies of calls sent without waiting; redo any that found its script
+        missing (after a server restart) once every reply is read, so none is misread."""
+        owed, self._owed = self._owed, []
+        redo = []
+        error: redis.ResponseError | None = None
+        for item in owed:
+            try:
+                self._owed_reply(item, conn.read_response())
+            except NoScriptError:
+                redo.append(item)
+            except redis.ResponseError as exc:  # e.g. READONLY: read every reply first
+                error = error or exc
+        if error is not None:
+            raise error
+        for script, keys, args in redo:
+            self.client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            self._owed_reply((script, keys, args), conn.read_response())
+
+    def _owed_reply(self, item: tuple[Script, list[str], list], reply: Any) -> None:
+        """Called with each reply of a call sent without waiting (RedisQueue logs a stale
+        ack there)."""
+
+    def _client_id(self, conn: Connection) -> int | None:
+        """The server's id for the hot-path connection (asked once per socket), so a
+        blocking wait can be ended from another connection; None if the server says no."""
+        conn.connect()  # no-op when connected; a reconnect means a new id
+        sock, client_id = self._id_of
+        if sock is not conn._sock:
+            try:
+                conn.send_command("CLIENT", "ID")
+                client_id = int(conn.read_response())
+            except redis.ResponseError:
+                client_id = None
+            self._id_of = (conn._sock, client_id)
+        return client_id
+
+    def _await_reply(self, conn: Connection, timeout: float, wake_fd: int,
+                     leave: Callable[[], bool], client_id: int | None) -> None:
+        """Wait for the reply to a pipelined wait-and-reserve, or for a signal (a byte on
+        wake_fd). A signal after which leave() is true unblocks the BLPOP from another
+        connection (CLIENT UNBLOCK): the server then runs the pipelined RESERVE anyway and
+        both replies arrive, so a job it reserved is seen (and can be handed back) instead
+        of being stranded until its reservation expires. Signal handlers only record:
+        nothing is ever raised into the middle of reading a reply."""
+        sock_fd = conn._sock.fileno()
+        poller = select.poll()  # not select.select: a job may have pushed fds past 1024
+        poller.register(sock_fd, select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
+        give_up = time.monotonic() + timeout + 1.0
+        unblocked = False
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return  # read_response below waits up to the socket timeout, then raises
+            ready = {fd for fd, _ in poller.poll(left * 1000)}
+            if sock_fd in ready:
+                return
+            if wake_fd in ready:
+                _drain(wake_fd)
+                if not unblocked and client_id is not None and leave():
+                    unblocked = True
+                    try:
+                        self._node_client.client_unblock(client_id)
+                    except redis.RedisError:
+                        pass  # the wait then ends at its timeout (at most MAX_BLOCK)
+
+    def drop_connection(self) -> None:
+        """Forget the hot-path connection (a new one is made on the next call)."""
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn = None
+        self._owed = []
+        self._id_of = (None, None)
+        if self._nodes is not None:
+            self._nodes.drop()
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+

@@ -7,7 +7,7 @@
   stop running the job for `decay` seconds.
 Every lock expires on its own (job timeout + margin), so a dead holder frees it.
 A job held back by a limit is released without spending an attempt.
-Imports middleware and lua.
+Imports middleware and lua_limits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from supervisor_q.jobs.middleware import Call, Key, release_for_limit, resolve_key
-from supervisor_q.queue import lua
+from supervisor_q.queue import lua_limits
 
 log = logging.getLogger("supervisor_q.controls")
 
@@ -43,7 +43,7 @@ class Funnel:
     def handle(self, call: Call, proceed: Callable[[], None]) -> None:
         lock = resolve_key(self.key, call, self.kind)
         hold_ms = int((self.expire_after or call.lock_seconds()) * 1000)
-        script = call.queue.script(lua.FUNNEL_ACQUIRE)
+        script = call.queue.script(lua_limits.FUNNEL_ACQUIRE)
         wait_ms = int(script(keys=[lock], args=[call.token, self.limit, hold_ms]))
         if wait_ms:
             if self.dont_release:
@@ -76,7 +76,7 @@ class Throttle:
 
     def handle(self, call: Call, proceed: Callable[[], None]) -> None:
         log_key = resolve_key(self.key, call, "throttle")
-        script = call.queue.script(lua.THROTTLE)
+        script = call.queue.script(lua_limits.THROTTLE)
         member = f"{call.token}:{time.time_ns()}"
         wait_ms = int(script(keys=[log_key], args=[member, self.allow, int(self.every * 1000)]))
         if wait_ms:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from supervisor_q.queue import lua
+from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import unique_key as _lock_key
 from supervisor_q.queue.payload import Payload
@@ -46,4 +46,4 @@ def release_unique(queue: RedisQueue, payload: Payload, stage: str) -> None:
     spec = payload.extra.get(UNIQUE)
     if not isinstance(spec, dict) or spec.get("until") != stage:
         return
-    queue.script(lua.UNLOCK)(keys=[str(spec.get("key"))], args=[payload.id])
+    queue.script(lua_limits.UNLOCK)(keys=[str(spec.get("key"))], args=[payload.id])

@@ -1,7 +1,7 @@
 """Batches: a group of jobs (and chains) with progress, cancel, and callbacks.
 
 State lives in Redis under one hash tag per batch, sq:{batch:<id>}:state|done|failed,
-changed only by atomic Lua (lua.BATCH_SUCCEEDED / BATCH_FAILED), idempotent per job id
+changed only by atomic Lua (queue/lua_limits.py), idempotent per job id
 so an at-least-once rerun never counts twice. then / catch / finally are registered
 job names run once each: the scripts set a flag with HSETNX and only the worker that
 set it dispatches the callback. Counters follow Laravel: a failed job stays pending
@@ -23,7 +23,7 @@ from supervisor_q.jobs import dispatching
 from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.middleware import Call
 from supervisor_q.jobs.registry import Job, Signature, signature
-from supervisor_q.queue import lua
+from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
@@ -204,7 +204,7 @@ def job_succeeded(payload: Payload) -> None:
     if not batch_id:
         return
     handle = Batch(str(batch_id))
-    script = handle.queue.script(lua.BATCH_SUCCEEDED)
+    script = handle.queue.script(lua_limits.BATCH_SUCCEEDED)
     _, fire_then, fire_finally = script(keys=_keys(handle.id), args=[payload.id])
     _fire(handle, {"then": fire_then, "finally": fire_finally}, None)
 
@@ -214,7 +214,7 @@ def job_failed(payload: Payload, reason: str) -> None:
     if not batch_id:
         return
     handle = Batch(str(batch_id))
-    script = handle.queue.script(lua.BATCH_FAILED)
+    script = handle.queue.script(lua_limits.BATCH_FAILED)
     skipped = len(remaining(payload))  # the rest of its chain will never run
     _, fire_catch, fire_finally = script(keys=_keys(handle.id), args=[payload.id, skipped])
     failure = {"id": payload.id, "job": payload.job, "reason": reason}

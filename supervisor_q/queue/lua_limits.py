@@ -1,0 +1,91 @@
+"""The Lua scripts whose keys belong to no queue: unique locks, middleware limits
+(funnel, throttle) and batch counters. Each touches one key or one batch's keys (one
+hash tag), so it is one atomic step on Redis Cluster too. Imports only lua (the
+prelude).
+"""
+
+from supervisor_q.queue.lua import _PRELUDE
+
+# KEYS: 1 lock
+# ARGV: 1 token
+# Returns: 1 if the lock held token and is now deleted, else 0 (someone else's lock).
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: 1 holders zset (token -> expiry ms)
+# ARGV: 1 token, 2 limit, 3 hold ms
+# Returns: 0 if token now holds a slot, else ms until the earliest slot expires.
+# Expired holders (their worker died) are dropped first, so a lost slot frees itself.
+FUNNEL_ACQUIRE = _PRELUDE + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or
+   redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
+  return 0
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(first[2]) - now)
+"""
+
+# KEYS: 1 log zset (member -> start ms)
+# ARGV: 1 member, 2 allow, 3 window ms
+# Returns: 0 if this start is allowed (and logged), else ms until it would be.
+# A sliding log: at most `allow` starts in any window, never a burst at a boundary.
+THROTTLE = _PRELUDE + """
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], window + 1000)
+  return 0
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(first[2]) + window - now)
+"""
+
+# KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
+# ARGV: 1 job id
+# Returns: {counted, fire_then, fire_finally}. Idempotent per job id, so a job run
+# twice (at-least-once) counts once; the HSETNX flags make each callback fire once
+# even when two workers finish the last two jobs at the same instant.
+BATCH_SUCCEEDED = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {0, 0, 0} end
+redis.call('SREM', KEYS[3], ARGV[1])
+local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
+local failed = redis.call('SCARD', KEYS[3])
+local fire_then = 0
+if pending == 0 and redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 0 then
+  fire_then = redis.call('HSETNX', KEYS[1], 'then_at', now)
+end
+local fire_finally = 0
+if pending <= failed then fire_finally = redis.call('HSETNX', KEYS[1], 'finished_at', now) end
+return {1, fire_then, fire_finally}
+"""
+
+# KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
+# ARGV: 1 job id, 2 jobs of its chain that will now never run (taken off the batch)
+# Returns: {counted, fire_catch, fire_finally}
+BATCH_FAILED = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {0, 0, 0} end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return {0, 0, 0} end
+local skipped = tonumber(ARGV[2])
+if skipped > 0 then
+  redis.call('HINCRBY', KEYS[1], 'total', -skipped)
+  redis.call('HINCRBY', KEYS[1], 'pending', -skipped)
+end
+if redis.call('HGET', KEYS[1], 'allow_failures') ~= '1' then
+  redis.call('HSETNX', KEYS[1], 'cancelled_at', now)
+end
+local fire_catch = redis.call('HSETNX', KEYS[1], 'catch_at', now)
+local pending = tonumber(redis.call('HGET', KEYS[1], 'pending'))
+local fire_finally = 0
+if pending <= redis.call('SCARD', KEYS[3]) then
+  fire_finally = redis.call('HSETNX', KEYS[1], 'finished_at', now)
+end
+return {1, fire_catch, fire_finally}
+"""

@@ -10,7 +10,6 @@ cluster and connection (connect is re-exported here for its many callers).
 from __future__ import annotations
 
 import os
-import select
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,19 +21,20 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue import lua
-from supervisor_q.queue.cluster import (
-    TOPOLOGY_ERRORS,
-    NodeConnections,
-    TopologyChanged,
-    blockable,
-    is_cluster,
-)
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, TopologyChanged, is_cluster
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.inspecting import Inspecting
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
+from supervisor_q.queue.slotwait import (
+    SlotWaits,
+    await_sockets,
+    slot_groups,
+    unblock,
+    wait_in_slots,
+)
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
 # the master's SIGTERM/SIGKILL escalation and the hand-back to finish first.
@@ -82,6 +82,7 @@ class RedisQueue(FailedStore, Inspecting):
         self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
         # On Redis Cluster: one hot-path connection per node, picked by the key's slot.
         self._nodes = NodeConnections(client) if is_cluster(client) else None  # type: ignore[arg-type]
+        self._slots = SlotWaits(self._nodes) if self._nodes is not None else None
         self._node_client: redis.Redis = client  # the node _conn talks to (CLIENT UNBLOCK)
 
     def script(self, source: str) -> Script:
@@ -230,14 +231,15 @@ class RedisQueue(FailedStore, Inspecting):
         keys = self._job_keys(queues[0])
         conn = self._connection(keys[0])
         args = [int(default_timeout * 1000), self.margin_ms, count]
-        if self._nodes is not None:  # BLPOP only over the queues in queues[0]'s slot
-            queues, timeout = blockable(queues, timeout, self._job_keys)
+        groups = [list(queues)] if self._slots is None else slot_groups(queues, self._notify)
         try:
             if self._owed:
                 self._collect_owed(conn)
+            if len(groups) > 1:  # cluster: one wait per slot, all at once (slotwait.py)
+                return wait_in_slots(self, conn, groups, timeout, args, wake_fd, leave)
             client_id = self._client_id(conn) if wake_fd is not None else None
             conn.send_packed_command(conn.pack_commands([
-                ("BLPOP", *[self.keys(q).notify for q in queues], max(timeout, 0.01)),
+                ("BLPOP", *[self._notify(q) for q in queues], max(timeout, 0.01)),
                 ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)]))
             if wake_fd is not None and leave is not None:
                 self._await_reply(conn, timeout, wake_fd, leave, client_id)
@@ -278,27 +280,12 @@ class RedisQueue(FailedStore, Inspecting):
         both replies arrive, so a job it reserved is seen (and can be handed back) instead
         of being stranded until its reservation expires. Signal handlers only record:
         nothing is ever raised into the middle of reading a reply."""
-        sock_fd = conn._sock.fileno()
-        poller = select.poll()  # not select.select: a job may have pushed fds past 1024
-        poller.register(sock_fd, select.POLLIN)
-        poller.register(wake_fd, select.POLLIN)
-        give_up = time.monotonic() + timeout + 1.0
-        unblocked = False
-        while True:
-            left = give_up - time.monotonic()
-            if left <= 0:
-                return  # read_response below waits up to the socket timeout, then raises
-            ready = {fd for fd, _ in poller.poll(left * 1000)}
-            if sock_fd in ready:
-                return
-            if wake_fd in ready:
-                _drain(wake_fd)
-                if not unblocked and client_id is not None and leave():
-                    unblocked = True
-                    try:
-                        self._node_client.client_unblock(client_id)
-                    except redis.RedisError:
-                        pass  # the wait then ends at its timeout (at most MAX_BLOCK)
+        if not await_sockets([conn._sock.fileno()], timeout, wake_fd, leave) and leave():
+            unblock(self._node_client, client_id)
+        # else: read_response waits up to the socket timeout, then raises
+
+    def _notify(self, queue: str) -> str:
+        return self.keys(queue).notify
 
     def drop_connection(self) -> None:
         """Forget the hot-path connection (a new one is made on the next call)."""
@@ -309,6 +296,8 @@ class RedisQueue(FailedStore, Inspecting):
         self._id_of = (None, None)
         if self._nodes is not None:
             self._nodes.drop()
+        if self._slots is not None:
+            self._slots.drop()
 
     def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
         acked = int(raw[0])
@@ -378,14 +367,4 @@ class RedisQueue(FailedStore, Inspecting):
         if score is None or payload is None:
             return None
         return _text(payload), int(attempts or 0), int(exceptions or 0)
-
-
-def _drain(fd: int) -> None:
-    """Empty a non-blocking wake-up pipe."""
-    try:
-        while os.read(fd, 512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
-
 

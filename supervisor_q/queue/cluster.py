@@ -10,12 +10,11 @@ cluster, and which keys live where: keys.py and README.md. Imports only paths.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster, key_slot
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection
 from redis.exceptions import (
     AskError,
@@ -127,17 +126,3 @@ class NodeConnections:
             conn.disconnect()
         self.conns = {}
 
-
-# Longest BLPOP while some of a worker's queues live in other slots (which one BLPOP
-# cannot watch): the worker then reserves from each queue in priority order again, so
-# a job in another slot waits at most about this long for an idle worker.
-CLUSTER_SLICE = 0.1
-
-
-def blockable(queues: Sequence[str], timeout: float,
-              job_keys: Callable[[str], list[str]]) -> tuple[list[str], float]:
-    """The queues whose wake-up keys share the slot of queues[0] (one BLPOP may watch
-    them all) and the wait: cut to CLUSTER_SLICE when some queue is left out."""
-    slot = key_slot(job_keys(queues[0])[0].encode())
-    same = [q for q in queues if key_slot(job_keys(q)[0].encode()) == slot]
-    return same, (timeout if len(same) == len(queues) else min(timeout, CLUSTER_SLICE))

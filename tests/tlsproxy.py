@@ -5,6 +5,8 @@ certificates from trustme. Clients then speak rediss:// to the proxy."""
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -86,3 +88,67 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+class SniffingProxy:
+    """Forwards each connection on 127.0.0.1:port to 127.0.0.1:target, terminating TLS
+    for connections that start with a TLS handshake and passing plain ones through as
+    they are. Valkey processes (sentinels, replicas) then reach a node through the same
+    address a TLS client is given, which is what sentinels announce. Threads, one pair
+    per connection: enough for a test deployment."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.target = 0  # set before the first connection arrives
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(files.server_file))
+        self.context.load_verify_locations(str(files.ca_file))
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.tls_connections = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+            if first == b"\x16":  # a TLS handshake record
+                sock = self.context.wrap_socket(sock, server_side=True)
+                self.tls_connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            sock.close()
+            return
+        _relay(sock, upstream)
+
+    def stop(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+def _relay(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy both ways in one thread (an SSL socket must not be read and written from two
+    threads at once), until either side closes."""
+    other = {client: upstream, upstream: client}
+    pending = getattr(client, "pending", lambda: 0)
+    try:
+        while True:
+            ready = [client] if pending() else select.select([client, upstream], [], [])[0]
+            for source in ready:
+                data = source.recv(65536)
+                if not data:
+                    return
+                other[source].sendall(data)
+    except OSError:
+        pass
+    finally:
+        client.close()
+        upstream.close()

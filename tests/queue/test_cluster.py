@@ -317,3 +317,33 @@ def test_the_higher_priority_queue_wins_and_the_other_token_is_given_back(url: s
     assert client.llen(QueueKeys(q[2]).notify) == 1, "the token of the job left is back"
     assert client.llen(QueueKeys(q[1]).notify) == 0
     assert [j.id for j in queue.wait_and_reserve(q, 5.0, default_timeout=60).jobs] == ["low"]  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_signal_ends_a_wait_on_three_nodes_at_once(cluster: LocalCluster, url: str) -> None:
+    """A stop (a byte on the wake-up pipe, then leave() true) ends every slot's wait
+    promptly, and no BLPOP is left blocked on any node."""
+    import os
+    import threading
+    import time
+
+    queue = RedisQueue(connect(url))
+    q = spread(queue.client)  # type: ignore[arg-type]
+    queue.reserve(q[0], default_timeout=60)  # the scripts are loaded
+    wait_until(lambda: blocked(cluster) == 0, timeout=10, message="no other waiter left")
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    leaving = threading.Event()
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(queue.wait_and_reserve(
+        q, 30.0, default_timeout=60, wake_fd=read_fd, leave=leaving.is_set)))
+    thread.start()
+    wait_until(lambda: blocked(cluster) == 3, timeout=5, message="blocked on 3 nodes")
+    started = time.monotonic()
+    leaving.set()
+    os.write(write_fd, b"x")
+    thread.join(10)
+    assert time.monotonic() - started < 1.0 and got and got[0].jobs == []
+    assert blocked(cluster) == 0
+    os.close(read_fd)
+    os.close(write_fd)

@@ -56,6 +56,7 @@ def test_master_and_work_started_before_the_cluster_begin_when_it_comes_up(
             assert log.count("Redis unavailable") == log.count("Redis is back") >= 1, log
             assert RedisQueue(client).failed_records() == []
     finally:
+        master.stop()  # also when it never answered (then `with` did not stop it)
         worker.terminate()
         _, err = worker.communicate(timeout=15)
         cluster.stop()

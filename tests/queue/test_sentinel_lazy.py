@@ -39,4 +39,5 @@ def test_master_started_before_its_sentinels_begins_when_they_come_up(
             text = master.log.read_text()
             assert text.count("master: Redis unavailable") == 1, text
     finally:
+        master.stop()  # also when it never answered (then `with` did not stop it)
         deployment.stop()

@@ -1,7 +1,7 @@
 """Figures for Redis Cluster (README, "Redis Cluster"): the hot path's no-op drain on a
 plain URL and a cluster URL, and how long an idle worker takes to see a job in its
-first queue (the one it blocks on) and in a queue on another node (seen by the next
-short reserve round, cluster.CLUSTER_SLICE). Starts its own servers on loopback.
+first queue and in a queue on another node (each slot has its own BLPOP, all waited on
+at once: queue/slotwait.py). Starts its own servers on loopback.
 
     .venv/bin/python bench/cluster_figures.py [JOBS]
 """

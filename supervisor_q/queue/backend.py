@@ -20,7 +20,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue import lua
-from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, blockable
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.fencing import Fencing
@@ -30,6 +30,7 @@ from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.inspecting import Inspecting
 from supervisor_q.queue.jobinfo import DEFAULT_CAP, Done
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
+from supervisor_q.queue.slotwait import slot_groups, wait_in_slots
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
 # the master's SIGTERM/SIGKILL escalation and the hand-back to finish first.
@@ -155,14 +156,15 @@ class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
         conn = self._connection(keys[0])
         args = [int(default_timeout * 1000), self.margin_ms, count, self.holder(), self.who,
                 self.done_cap]
-        if self._nodes is not None:  # BLPOP only over the queues in queues[0]'s slot
-            queues, timeout = blockable(queues, timeout, self._job_keys)
+        groups = [list(queues)] if self._slots is None else slot_groups(queues, self._notify)
         try:
             if self._owed:
                 self._collect_owed(conn)
+            if len(groups) > 1:  # cluster: one wait per slot, all at once (slotwait.py)
+                return wait_in_slots(self, conn, groups, timeout, args, wake_fd, leave)
             client_id = self._client_id(conn) if wake_fd is not None else None
             conn.send_packed_command(conn.pack_commands([
-                ("BLPOP", *[self.keys(q).notify for q in queues], max(timeout, 0.01)),
+                ("BLPOP", *[self._notify(q) for q in queues], max(timeout, 0.01)),
                 ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)]))
             if wake_fd is not None and leave is not None:
                 self._await_reply(conn, timeout, wake_fd, leave, client_id)
@@ -180,6 +182,9 @@ class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
                 self._lost(exc)
             raise
         return self._parse_reserve(queues[0], raw)[1]
+
+    def _notify(self, queue: str) -> str:
+        return self.keys(queue).notify
 
     def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
         acked = int(raw[0])

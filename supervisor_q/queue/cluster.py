@@ -10,13 +10,12 @@ cluster, and which keys live where: keys.py and README.md. Imports only paths.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster, key_slot
-from redis.connection import Connection
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import Connection, Encoder
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -43,8 +42,8 @@ def is_cluster(client: object) -> bool:
 
 def cluster_client(url: str, **options: Any) -> RedisCluster:
     """A RedisCluster for a redis+cluster:// or rediss+cluster:// URL; options go to
-    RedisCluster (and through it to each node's connections). Raises BadRedisUrl, or
-    redis.ConnectionError when no listed node answers (the slot map is read here)."""
+    RedisCluster (and through it to each node's connections). Raises BadRedisUrl; a
+    cluster no listed node answers is retried on first use (LazyCluster)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
         raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: the scheme must be "
@@ -66,11 +65,47 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         options["ssl"] = True
     options.pop("retry_on_timeout", None)  # RedisCluster retries timeouts by itself
     try:
-        return RedisCluster(startup_nodes=nodes, **options)
+        return LazyCluster(startup_nodes=nodes, **options)
     except TypeError as exc:  # an unknown query option
         raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: {exc}") from None
-    except RedisClusterException as exc:  # RedisCluster maps the slots when made
-        raise redis.ConnectionError(str(exc).splitlines()[0]) from None
+
+
+class LazyCluster(RedisCluster):
+    """A RedisCluster that may be made while no node answers (a master or `work`
+    started before its cluster). RedisCluster reads the slot map when it is made; if
+    that fails, this one is made again on first use, and until it succeeds every use
+    raises redis.ConnectionError (a topology fault: callers retry with backoff)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.__dict__.update(_sq_options=options, _sq_state="new", _sq_error="")
+        self.encoder = Encoder(options.get("encoding", "utf-8"),  # enough for Script
+                               options.get("encoding_errors", "strict"),
+                               options.get("decode_responses", False))
+        self._sq_build()
+
+    def _sq_build(self) -> bool:
+        state = self.__dict__
+        state["_sq_state"] = "building"
+        try:
+            RedisCluster.__init__(self, **state["_sq_options"])
+        except RedisClusterException as exc:
+            state.update(_sq_state="down", _sq_error=str(exc).splitlines()[0])
+            return False
+        state["_sq_state"] = "up"
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes the made client would have (RedisCluster has no pool).
+        if (self.__dict__.get("_sq_state") != "down" or name.startswith("__")
+                or name == "connection_pool"):
+            raise AttributeError(name)
+        if not self._sq_build():
+            raise redis.ConnectionError(self.__dict__["_sq_error"])
+        return getattr(self, name)
+
+    def close(self) -> None:
+        if self.__dict__.get("_sq_state") == "up":
+            super().close()
 
 
 def _node(url: str, item: str) -> ClusterNode:
@@ -127,17 +162,3 @@ class NodeConnections:
             conn.disconnect()
         self.conns = {}
 
-
-# Longest BLPOP while some of a worker's queues live in other slots (which one BLPOP
-# cannot watch): the worker then reserves from each queue in priority order again, so
-# a job in another slot waits at most about this long for an idle worker.
-CLUSTER_SLICE = 0.1
-
-
-def blockable(queues: Sequence[str], timeout: float,
-              job_keys: Callable[[str], list[str]]) -> tuple[list[str], float]:
-    """The queues whose wake-up keys share the slot of queues[0] (one BLPOP may watch
-    them all) and the wait: cut to CLUSTER_SLICE when some queue is left out."""
-    slot = key_slot(job_keys(queues[0])[0].encode())
-    same = [q for q in queues if key_slot(job_keys(q)[0].encode()) == slot]
-    return same, (timeout if len(same) == len(queues) else min(timeout, CLUSTER_SLICE))

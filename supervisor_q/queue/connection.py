@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from supervisor_q.paths import BadRedisUrl, check_database
@@ -79,6 +81,9 @@ def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
     sentinel_options = {k: v for k, v in options.items()
                         if k.startswith("socket_") and k != "socket_keepalive"}
     sentinel_options.update(tls)
+    # One try per sentinel and question: redis-py's default retries with backoff made
+    # one "no primary" answer take ~8 s, stalling the master's loop; callers back off.
+    sentinel_options["retry"] = Retry(NoBackoff(), 0)
     if parsed.query.get("sentinel_password"):
         sentinel_options["password"] = parsed.query["sentinel_password"]
     manager = Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)

@@ -7,8 +7,6 @@ a blocking wait from another connection (CLIENT UNBLOCK). A mixin of RedisQueue
 from __future__ import annotations
 
 import os
-import select
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +16,7 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, TopologyChanged, is_cluster
+from supervisor_q.queue.slotwait import SlotWaits, await_sockets, unblock
 
 
 class HotPath:
@@ -32,6 +31,7 @@ class HotPath:
         self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
         # On Redis Cluster: one hot-path connection per node, picked by the key's slot.
         self._nodes = NodeConnections(client) if is_cluster(client) else None  # type: ignore[arg-type]
+        self._slots = SlotWaits(self._nodes) if self._nodes is not None else None
         self._node_client: redis.Redis = client  # the node _conn talks to (CLIENT UNBLOCK)
 
     def _connection(self, key: str = "") -> Connection:
@@ -136,27 +136,9 @@ class HotPath:
         both replies arrive, so a job it reserved is seen (and can be handed back) instead
         of being stranded until its reservation expires. Signal handlers only record:
         nothing is ever raised into the middle of reading a reply."""
-        sock_fd = conn._sock.fileno()
-        poller = select.poll()  # not select.select: a job may have pushed fds past 1024
-        poller.register(sock_fd, select.POLLIN)
-        poller.register(wake_fd, select.POLLIN)
-        give_up = time.monotonic() + timeout + 1.0
-        unblocked = False
-        while True:
-            left = give_up - time.monotonic()
-            if left <= 0:
-                return  # read_response below waits up to the socket timeout, then raises
-            ready = {fd for fd, _ in poller.poll(left * 1000)}
-            if sock_fd in ready:
-                return
-            if wake_fd in ready:
-                _drain(wake_fd)
-                if not unblocked and client_id is not None and leave():
-                    unblocked = True
-                    try:
-                        self._node_client.client_unblock(client_id)
-                    except redis.RedisError:
-                        pass  # the wait then ends at its timeout (at most MAX_BLOCK)
+        if not await_sockets([conn._sock.fileno()], timeout, wake_fd, leave) and leave():
+            unblock(self._node_client, client_id)
+        # else: read_response waits up to the socket timeout, then raises
 
     def drop_connection(self) -> None:
         """Forget the hot-path connection (a new one is made on the next call)."""
@@ -167,13 +149,5 @@ class HotPath:
         self._id_of = (None, None)
         if self._nodes is not None:
             self._nodes.drop()
-
-def _drain(fd: int) -> None:
-    """Empty a non-blocking wake-up pipe."""
-    try:
-        while os.read(fd, 512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
-
-
+        if self._slots is not None:
+            self._slots.drop()

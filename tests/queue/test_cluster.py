@@ -211,7 +211,7 @@ def test_master_program_with_two_queues_on_two_nodes(url: str, tmp_path: Path) -
         numprocs: 2
         startsecs: 0.2
         """})
-    with master.start():
+    with master:
         pids = master.wait_running("two", 2)
         for i in range(10):
             record_job.dispatch(i, queue=q[i % 2])
@@ -274,3 +274,101 @@ def test_job_lookup_and_recent_jobs_across_nodes(url: str) -> None:
     assert {s.id: s.state for s in listed} == {**dict.fromkeys(done, "done"), failed: "failed"}
     shown = cli(url, "job", done[1], "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["queue"] == q[1]
+
+
+def blpop_calls(cluster: LocalCluster) -> int:
+    """BLPOP commands served so far by the three primaries (INFO commandstats)."""
+    import redis
+
+    total = 0
+    for port in cluster.ports:
+        stats = redis.Redis(port=port).info("commandstats")
+        total += int(stats.get("cmdstat_blpop", {}).get("calls", 0))
+    return total
+
+
+def blocked(cluster: LocalCluster) -> int:
+    import redis
+
+    return sum(int(redis.Redis(port=p).info("clients")["blocked_clients"]) for p in cluster.ports)
+
+
+@pytest.mark.slow
+def test_an_idle_worker_on_three_nodes_wakes_at_once_without_polling(
+        cluster: LocalCluster, url: str) -> None:
+    """One wait per slot, all at once: a job on any node starts within milliseconds, and
+    an idle second costs one BLPOP per node (no slices, no reserve rounds)."""
+    import statistics
+    import threading
+    import time
+
+    worker, producer = RedisQueue(connect(url)), RedisQueue(connect(url))
+    q = spread(producer.client)  # type: ignore[arg-type]
+    worker.reserve(q[0], default_timeout=60)  # the scripts are loaded
+    wait_until(lambda: blocked(cluster) == 0, timeout=10, message="no other waiter left")
+    before = blpop_calls(cluster)
+    started = time.monotonic()
+    assert worker.wait_and_reserve(q, 1.0, default_timeout=60).jobs == []  # type: ignore[union-attr]
+    assert time.monotonic() - started >= 0.9, "the wait lasted its timeout"
+    assert blpop_calls(cluster) - before == 3, "one BLPOP per node, no polling"
+    latencies = []
+    for i in range(12):
+        target = q[1 + i % 2]  # the queues the first BLPOP cannot watch
+        got: list = []
+        thread = threading.Thread(target=lambda got=got: got.append(
+            (worker.wait_and_reserve(q, 5.0, default_timeout=60), time.perf_counter())))
+        thread.start()
+        wait_until(lambda: blocked(cluster) == 3, timeout=5, message="worker blocked x3")
+        pushed = time.perf_counter()
+        producer.push(target, f"j{i}", '{"v":1,"timeout":60}')
+        thread.join(10)
+        result, seen = got[0]
+        assert [(j.queue, j.id) for j in result.jobs] == [(target, f"j{i}")]
+        worker.ack(target, f"j{i}")
+        latencies.append(seen - pushed)
+    assert statistics.median(latencies) < 0.010, latencies
+    assert blocked(cluster) == 0, "every other wait was ended, none left behind"
+
+
+@pytest.mark.slow
+def test_the_higher_priority_queue_wins_and_the_other_token_is_given_back(url: str) -> None:
+    queue = RedisQueue(connect(url))
+    q = spread(queue.client)  # type: ignore[arg-type]
+    queue.push(q[2], "low", '{"v":1,"timeout":60}')
+    queue.push(q[1], "high", '{"v":1,"timeout":60}')
+    result = queue.wait_and_reserve(q, 5.0, default_timeout=60)
+    assert [j.id for j in result.jobs] == ["high"]  # type: ignore[union-attr]
+    client = queue.client
+    assert client.llen(QueueKeys(q[2]).notify) == 1, "the token of the job left is back"
+    assert client.llen(QueueKeys(q[1]).notify) == 0
+    assert [j.id for j in queue.wait_and_reserve(q, 5.0, default_timeout=60).jobs] == ["low"]  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_signal_ends_a_wait_on_three_nodes_at_once(cluster: LocalCluster, url: str) -> None:
+    """A stop (a byte on the wake-up pipe, then leave() true) ends every slot's wait
+    promptly, and no BLPOP is left blocked on any node."""
+    import os
+    import threading
+    import time
+
+    queue = RedisQueue(connect(url))
+    q = spread(queue.client)  # type: ignore[arg-type]
+    queue.reserve(q[0], default_timeout=60)  # the scripts are loaded
+    wait_until(lambda: blocked(cluster) == 0, timeout=10, message="no other waiter left")
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    leaving = threading.Event()
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(queue.wait_and_reserve(
+        q, 30.0, default_timeout=60, wake_fd=read_fd, leave=leaving.is_set)))
+    thread.start()
+    wait_until(lambda: blocked(cluster) == 3, timeout=5, message="blocked on 3 nodes")
+    started = time.monotonic()
+    leaving.set()
+    os.write(write_fd, b"x")
+    thread.join(10)
+    assert time.monotonic() - started < 1.0 and got and got[0].jobs == []
+    assert blocked(cluster) == 0
+    os.close(read_fd)
+    os.close(write_fd)

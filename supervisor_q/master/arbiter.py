@@ -246,6 +246,7 @@ class Arbiter:
         self.fleet.tick(now, self, lambda: commands.status(self))
         upkeep.check_monitors(self.pools.values(), self.queue, now)
         upkeep.enforce_memory_hard(self.pools.values())
+        upkeep.apply_inbox(self)
         self.supervise_server()
 
     def update_target(self, pool: Pool) -> None:

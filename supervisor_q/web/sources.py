@@ -1,0 +1,106 @@
+"""What the dashboard shows, read from Redis only: the fleet, queues, failed jobs, batches.
+
+Every page handler calls one function here, so the data a page needs (and the places
+the metrics and job-lookup readers plug in) sit in one small module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor_q.fleet import inbox
+from supervisor_q.fleet.registry import members
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.pauses import paused_queues
+from supervisor_q.workflows.batches import list_batches
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    name: str
+    ready: int
+    delayed: int
+    reserved: int
+    failed: int
+    oldest_wait: float
+    paused: bool
+
+
+def fleet(queue: RedisQueue) -> list[dict[str, Any]]:
+    """Every live master (then those gone lately) with its programs and processes."""
+    return [m.as_json() for m in members(queue.client)]
+
+
+def queue_rows(queue: RedisQueue, names: list[str] | None = None) -> list[QueueRow]:
+    """Depths and oldest wait of every known queue (or of names), pipelined."""
+    names = queue.known_queues() if names is None else names
+    paused = paused_queues(queue.client)
+    pipe = queue.client.pipeline(transaction=False)
+    for name in names:
+        k = queue.keys(name)
+        pipe.llen(k.ready)
+        pipe.zcard(k.delayed)
+        pipe.zcard(k.reserved)
+        pipe.zcard(k.failed)
+        pipe.lindex(k.ready, 0)  # the oldest ready id
+    replies = pipe.execute()
+    oldest = _oldest_waits(queue, names, replies[4::5])
+    rows = []
+    for i, name in enumerate(names):
+        ready, delayed, reserved, failed = replies[5 * i:5 * i + 4]
+        rows.append(QueueRow(name, ready, delayed, reserved, failed, oldest[i],
+                             name in paused))
+    return rows
+
+
+def _oldest_waits(queue: RedisQueue, names: list[str], ids: list[Any]) -> list[float]:
+    pipe = queue.client.pipeline(transaction=False)
+    for name, job_id in zip(names, ids, strict=True):
+        pipe.hget(queue.keys(name).enqueued, job_id if job_id is not None else b"")
+    seconds, micros = queue.client.time()  # the server's clock, like the LOAD script
+    now_ms = int(seconds) * 1000 + int(micros) / 1000
+    waits = []
+    for stamp in pipe.execute():
+        try:
+            waits.append(max(0.0, (now_ms - float(stamp)) / 1000) if stamp else 0.0)
+        except ValueError:
+            waits.append(0.0)
+    return waits
+
+
+def failed_jobs(queue: RedisQueue, name: str | None = None) -> list[dict[str, Any]]:
+    """Failed records, newest first (of one queue, or of all)."""
+    return queue.failed_records(None if name is None else [name])
+
+
+def failed_job(queue: RedisQueue, queue_name: str, job_id: str) -> dict[str, Any] | None:
+    return next((r for r in queue.failed_records([queue_name]) if r.get("id") == job_id),
+                None)
+
+
+def batches(queue: RedisQueue, limit: int = 50) -> list[dict[str, Any]]:
+    return [p.to_json() for p in list_batches(queue, limit)]
+
+
+def send_scale(queue: RedisQueue, master_id: str, program: str, numprocs: int) -> None:
+    inbox.send(queue.client, master_id, "scale", program=program, numprocs=numprocs)
+
+
+# -- metrics and job lookup: filled in when their readers land ------------------------
+
+def series(queue: RedisQueue, name: str | None, minutes: int) -> dict[str, Any] | None:
+    """Throughput and runtime per minute; None until the metrics reader exists."""
+    return None
+
+
+def recent_jobs(queue: RedisQueue, name: str | None = None,
+                limit: int = 50) -> list[dict[str, Any]] | None:
+    """Recently finished and running jobs; None until the job-lookup reader exists."""
+    return None
+
+
+def job_detail(queue: RedisQueue, job_id: str) -> dict[str, Any] | None:
+    """A job's state and times; until job lookup lands, its failed record if any."""
+    record = queue.find_failed(job_id)
+    return None if record is None else {"state": "failed", **record}

@@ -21,17 +21,19 @@ def add_dashboard_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from supervisor_q.web.security import BindRefused
-    from supervisor_q.web.serve import serve
+    from supervisor_q.web.security import BindRefused, listen
 
     url = resolve_redis_url(args.redis_url)
     try:
-        print(f"supervisor-q dashboard on http://{args.bind}/ (Redis {_safe(url)})",
-              file=sys.stderr, flush=True)
-        serve(args.bind, args.token_file, url)
+        sock, token = listen(args.bind, args.token_file)
     except BindRefused as exc:
         print(f"supervisor-q dashboard: {exc}", file=sys.stderr)
         return 2
+    from supervisor_q.web.serve import serve
+
+    print(f"supervisor-q dashboard on http://{args.bind}/ (Redis {_safe(url)})",
+          file=sys.stderr, flush=True)
+    serve(sock, token, url)
     return 0
 
 

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import ipaddress
 import secrets
+import socket
 from pathlib import Path
 
 SESSION_COOKIE = "sq_session"
@@ -97,6 +99,31 @@ class Guard:
         if not session or not auth_cookie:
             return False
         return hmac.compare_digest(self.sign("auth", session), auth_cookie)
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """Bind now, so a port in use is one clear line before uvicorn starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise BindRefused(f"cannot listen on {host}:{port}: {why}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def listen(bind: str, token_file: str | None) -> tuple[socket.socket, str | None]:
+    """Check bind and token file, then bind: (listening socket, token). BindRefused
+    (one line) when it cannot; cheap, so a bad start fails within startsecs."""
+    host, port = parse_bind(bind)
+    token = load_token(token_file)
+    check_bind(host, token)
+    return bound_socket(host, port), token
 
 
 def new_session() -> str:

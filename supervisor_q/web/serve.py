@@ -1,39 +1,19 @@
-"""Run the dashboard: check the bind and token, connect to Redis, serve with uvicorn."""
+"""Run the dashboard: connect to Redis and serve with uvicorn on a socket already bound
+(security.listen checks the bind and the token before this heavy module is imported)."""
 
 from __future__ import annotations
 
-import errno
 import socket
 
 import uvicorn
 
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.web.app import build_app
-from supervisor_q.web.security import BindRefused, Guard, check_bind, load_token, parse_bind
+from supervisor_q.web.security import Guard
 
 
-def bound_socket(host: str, port: int) -> socket.socket:
-    """Bind now, so a port in use is one clear line before uvicorn starts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise BindRefused(f"cannot listen on {host}:{port}: {why}") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-def serve(bind: str, token_file: str | None, redis_url: str) -> None:
-    """Serve until SIGINT/SIGTERM; BindRefused (one line) when it cannot start."""
-    host, port = parse_bind(bind)
-    token = load_token(token_file)
-    check_bind(host, token)
-    sock = bound_socket(host, port)
+def serve(sock: socket.socket, token: str | None, redis_url: str) -> None:
+    """Serve on sock until SIGINT/SIGTERM."""
     queue = RedisQueue(connect(redis_url, socket_timeout=10))
     app = build_app(queue, Guard(token), redis_url=redis_url)
     config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False,

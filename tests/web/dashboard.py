@@ -41,9 +41,9 @@ def fake_master(queue: RedisQueue, master_id: str, program: str) -> None:
     status = {"host": "h1", "pid": 1, "version": "0", "paused_queues": [],
               "redis_error": None, "master": {},
               "programs": [{"name": program, "kind": "worker", "target": 2,
-                            "target_reason": "numprocs", "state": "RUNNING", "paused": False,
+                            "target_reason": "numprocs", "state": "running", "paused": False,
                             "queues": ["default"], "next_transition": None,
                             "processes": [{"name": f"{program}:0", "pid": 10, "slot": 0,
-                                           "state": "RUNNING", "uptime": 5.0,
+                                           "state": "running", "uptime": 5.0,
                                            "jobs_done": 3, "job": None, "rss": None}]}]}
     assert registry.beat(queue.client, master_id, status, [], 30)

@@ -18,6 +18,7 @@ from supervisor_q.logs import configure_logging
 
 if TYPE_CHECKING:  # imported when used: `status` and friends start fast
     from supervisor_q.config.loading import ProgramConfig
+    from supervisor_q.config.settings import MasterSettings
     from supervisor_q.queue.server import RedisServer
 
 log = logging.getLogger("supervisor_q.master")
@@ -31,6 +32,9 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--socket-group", default=None,
                    help="a group (name or gid) whose members may use the embedded Redis "
                         "socket, e.g. www-data (else SUPERVISOR_Q_SOCKET_GROUP)")
+    r.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus /metrics there (else metrics.bind of "
+                        "supervisor-q.yaml; none by default)")
     r.set_defaults(handler=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config dir; non-zero exit on problems")
@@ -91,9 +95,14 @@ def _numprocs(value: str) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here, as in cmd_run: `supervisor-q work` needs neither pydantic nor YAML.
     from supervisor_q.config.importcheck import check_imports
-    from supervisor_q.config.loading import WorkerProgram, scan_config_dir
+    from supervisor_q.config.loading import ConfigError, WorkerProgram, scan_config_dir
+    from supervisor_q.config.settings import load_master_settings
 
     programs, origin, problems = scan_config_dir(args.dir)
+    try:
+        load_master_settings(Path(args.dir))
+    except ConfigError as exc:
+        problems += exc.problems
     for name, program in programs.items():
         if isinstance(program, WorkerProgram):
             problems += check_imports(program, origin[name])
@@ -225,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
            else os.environ.get("SUPERVISOR_Q_REDIS_URL"))
     try:
         fingerprint, programs = _load_or_refuse(config_dir)
+        settings = _settings_or_refuse(config_dir, args.metrics)
         group = _group_or_refuse(args.socket_group
                                  or os.environ.get("SUPERVISOR_Q_SOCKET_GROUP"))
         notifier = Notifier.from_environment()
@@ -238,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prepare_environment(url)
     setproctitle(f"supervisor-q master [{config_dir}]")
     arbiter = Arbiter(config_dir, programs, url, _control_path(args, runtime),
-                      notifier=notifier)
+                      notifier=notifier, settings=settings, metrics_bind=args.metrics)
     arbiter.supervised_server = server
     arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
     try:
@@ -262,6 +272,21 @@ def _load_or_refuse(config_dir: Path) -> tuple[tuple[tuple[str, str], ...],
         return fingerprint, load_config_dir(config_dir)
     except ConfigError as exc:
         raise _Refused(f"invalid config, not starting:\n{exc}", 2) from None
+
+
+def _settings_or_refuse(config_dir: Path, bind: str | None) -> MasterSettings:
+    """supervisor-q.yaml's settings; an invalid file or --metrics refuses to start."""
+    from supervisor_q.config.loading import ConfigError
+    from supervisor_q.config.settings import load_master_settings, parse_bind
+
+    try:
+        if bind is not None:
+            parse_bind(bind)
+        return load_master_settings(config_dir)
+    except ValueError as exc:
+        raise _Refused(f"--metrics: {exc}", 2) from None
+    except ConfigError as exc:
+        raise _Refused(f"invalid settings, not starting:\n{exc}", 2) from None
 
 
 def _group_or_refuse(value: str | None) -> int | None:

@@ -79,6 +79,8 @@ __all__ = [
 ]
 
 PROGRAM_SUFFIXES = (".yaml", ".yml")
+# The master-level settings file (settings.py reads it): a reserved name, never a program.
+SETTINGS_FILE = "supervisor-q.yaml"
 # A hostile or broken file must not turn into megabytes of log: one problem is at most
 # this many characters, and one file reports at most MAX_FILE_PROBLEMS of them.
 MAX_PROBLEM = 300
@@ -212,8 +214,9 @@ def _read_capped(path: Path) -> tuple[bytes, int]:
 
 def is_program_file(name: str) -> bool:
     """*.yaml or *.yml, not hidden: editors' lock files (.#x.yaml) and backups (x.yaml~,
-    .x.yaml.swp) never count."""
-    return not name.startswith(".") and Path(name).suffix in PROGRAM_SUFFIXES
+    .x.yaml.swp) never count, nor the master's own settings file (SETTINGS_FILE)."""
+    return (not name.startswith(".") and Path(name).suffix in PROGRAM_SUFFIXES
+            and name != SETTINGS_FILE)
 
 
 def _program_paths(directory: Path) -> list[Path]:

@@ -23,11 +23,13 @@ from supervisor_q.config.loading import (
     config_fingerprint,
     load_config_dir,
 )
+from supervisor_q.config.settings import MasterSettings
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
 from supervisor_q.master import commands, upkeep
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
+from supervisor_q.master.metering import Metering
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.reports import ReportReader
 from supervisor_q.master.schedule import AutoscaleInput
@@ -49,7 +51,8 @@ RELOAD_DEBOUNCE = 0.3  # editors write a file in several steps
 class Arbiter:
     def __init__(self, config_dir: Path, programs: dict[str, ProgramConfig], redis_url: str,
                  control_path: Path, clock: Clock | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, settings: MasterSettings | None = None,
+                 metrics_bind: str | None = None) -> None:
         self.config_dir = config_dir
         self.programs = programs
         self.redis_url = redis_url
@@ -63,6 +66,8 @@ class Arbiter:
         self.fleet = FleetMember(self.queue)  # heartbeat, dead masters' jobs
         self.redis = Outage()  # probed on the slow tick (read_restart_signal)
         self.reports = ReportReader(self.wakeup, self.clock)
+        self.metering = Metering(config_dir, redis_url, self.wakeup, self.reports,
+                                 settings or MasterSettings(), metrics_bind)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
         self.stopping: str | None = None  # "graceful" | "fast"
@@ -89,6 +94,7 @@ class Arbiter:
             self.guardian.close()
             raise
         self.wakeup.register(sock, ("accept", None))
+        self.metering.open_server()
         for program in self.programs.values():
             self.add_pool(program)
         self.config_watch = DirSnapshot(self.config_dir)
@@ -164,6 +170,8 @@ class Arbiter:
                     self.wakeup.register(event.fileobj, event.tag, wanted)
             elif kind == "child":
                 self.reports.ready(*target)
+            elif kind.startswith("metrics"):
+                self.metering.fd_ready(kind, event.fileobj, event.mask, self.clock.monotonic())
 
     # -- signals -----------------------------------------------------------------
 
@@ -216,6 +224,7 @@ class Arbiter:
             if run.fd is not None:
                 self.reports.read(pool, child)  # the last words before the exit
                 self.reports.close(pool, child)
+            self.metering.reaped(pool, child, status, now)
             back = pool.reaped(child, status, now)
             if child.pgid and child.pgid > 0:
                 try:  # the job's own subprocesses must not outlive it
@@ -247,6 +256,7 @@ class Arbiter:
         upkeep.check_monitors(self.pools.values(), self.queue, now)
         upkeep.enforce_memory_hard(self.pools.values())
         upkeep.apply_inbox(self)
+        self.metering.tick(now, self.pools.values(), self.queue, self.redis)
         self.supervise_server()
 
     def update_target(self, pool: Pool) -> None:
@@ -374,5 +384,6 @@ class Arbiter:
         self.control.close()
         self.wakeup.close()
         self.fleet.leave()
+        self.metering.close()
         self.queue.client.close()
 

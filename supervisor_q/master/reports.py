@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from supervisor_q.clock import Clock
 from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.wakeup import Wakeup
-from supervisor_q.worker.report import parse_lines
+from supervisor_q.observe.counters import Counters
+from supervisor_q.worker.report import Event, parse_lines
 
 log = logging.getLogger("supervisor_q.arbiter")
 
@@ -27,6 +29,7 @@ class ReportReader:
     def __init__(self, wakeup: Wakeup, clock: Clock) -> None:
         self.wakeup = wakeup
         self.clock = clock
+        self.counters: Counters | None = None  # metrics on: every start and end counted
 
     def close(self, pool: Pool, child: ChildProcess) -> None:
         run = pool.run_of(child)
@@ -75,19 +78,29 @@ class ReportReader:
                 self.close(pool, child)
                 break
             events, run.buffer = parse_lines(run.buffer + chunk)
-            now = self.clock.monotonic()
-            for ev in events:
-                if ev.kind == "ready":
-                    pool.child_ready(child, ev.generation)
-                elif ev.kind == "started":
-                    pool.job_started(child, ev.job_id, ev.name, ev.queue, ev.timeout,
-                                     ev.attempts, min(ev.at, now))
-                elif ev.kind == "finished":
-                    if child.job is not None and child.job.id == ev.job_id:
-                        pool.scaling.record_runtime(max(0.0, ev.at - child.job.started_at))
-                    pool.job_finished(child, ev.job_id)
-                else:
-                    self.garbled(pool, child, ev.line, now)
+            self.apply(pool, child, events)
+
+    def apply(self, pool: Pool, child: ChildProcess, events: list[Event]) -> None:
+        now = self.clock.monotonic()
+        counters, minute = self.counters, int(time.time()) // 60
+        for ev in events:
+            if ev.kind == "ready":
+                pool.child_ready(child, ev.generation)
+            elif ev.kind == "started":
+                pool.job_started(child, ev.job_id, ev.name, ev.queue, ev.timeout,
+                                 ev.attempts, min(ev.at, now))
+                if counters is not None:
+                    counters.started(ev.queue, ev.name, ev.wait, minute)
+            elif ev.kind == "finished":
+                job = child.job
+                if job is not None and job.id == ev.job_id:
+                    runtime = max(0.0, ev.at - job.started_at)
+                    pool.scaling.record_runtime(runtime)
+                    if counters is not None:
+                        counters.finished(job.queue, job.name, ev.outcome, runtime, minute)
+                pool.job_finished(child, ev.job_id)
+            else:
+                self.garbled(pool, child, ev.line, now)
 
     def garbled(self, pool: Pool, child: ChildProcess, line: bytes, now: float) -> None:
         """A report line that cannot be read (a bug, or a job writing to its process's

@@ -78,7 +78,7 @@ class SlotReporter:
         pass
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
-                    attempts: int) -> None:
+                    attempts: int, wait: float = 0.0) -> None:
         # Ids are any bytes (read with surrogate escapes): store exactly those bytes.
         queue_name = queue.encode(errors="surrogateescape")
         names = queue_name + job_id.encode(errors="surrogateescape")
@@ -91,7 +91,7 @@ class SlotReporter:
         deadline = time.monotonic() + timeout if timeout > 0 else 0.0
         _HEAD.pack_into(slot, 0, deadline, self.serial)
 
-    def job_finished(self, job_id: str) -> None:
+    def job_finished(self, job_id: str, outcome: str = "done") -> None:
         _HEAD.pack_into(self.slot, 0, 0.0, self.serial)
 
 

@@ -244,17 +244,20 @@ class Worker(SignalFlags):
         if ready is None:
             return False
         decoded, target, limits = ready
-        self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts)
+        held = time.monotonic() - self.prefetched_at  # reserved, then held until now
+        self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
+                                  job.waited + max(0.0, held))
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.
         self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
+        self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)
         try:
             timed_out = self.run_job(job, decoded, target, limits)
         finally:
             reset_current_job(token)
-            self.reporter.job_finished(job.id)
+            self.reporter.job_finished(job.id, self.outcome)
         self.jobs_done += 1
         return timed_out
 
@@ -298,16 +301,17 @@ class Worker(SignalFlags):
         except JobTimeout:
             self.settle(job, decoded, outcome.after_timeout(limits, job.attempts, time.time()),
                         None, count_exception=False)
+            self.outcome = "timeout"
             return True
         except ReleaseJob as exc:
-            delay = exc.delay
+            delay, self.outcome = exc.delay, "released"
             self.with_redis(lambda: self.queue.release(job.queue, job.id, delay))
         except FailJob as exc:
             self.fail(job, decoded, exc.reason, None)
         except KeyboardInterrupt:
             # A second Ctrl-C: hand the job back untouched and stop.
             self.with_redis(lambda: self.queue.release(job.queue, job.id, 0))
-            self.stopping = True
+            self.stopping, self.outcome = True, "released"
         except Exception as exc:  # the job's own error: retry or fail, the worker goes on
             if is_topology_fault(exc):  # Redis away or moving (e.g. in middleware): not it
                 self.topology_fault(job, exc)
@@ -325,7 +329,7 @@ class Worker(SignalFlags):
         if self.outage.failed(exc):
             log.warning("%s: Redis unavailable during job %s (%s); it goes back",
                         self.settings.label, payloads.printable(job.id, 100), describe(exc))
-        delay = self.outage.backoff()
+        delay, self.outcome = self.outage.backoff(), "released"
         self.with_redis(lambda: self.queue.release(job.queue, job.id, delay, undo_attempt=True))
 
     def succeeded(self, job: Reserved, decoded: payloads.Payload) -> None:
@@ -338,6 +342,7 @@ class Worker(SignalFlags):
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:
         if decision.release:
+            self.outcome = "released"
             self.with_redis(lambda: self.queue.release(job.queue, job.id, decision.delay,
                                                        count_exception=count_exception))
         else:
@@ -345,7 +350,7 @@ class Worker(SignalFlags):
 
     def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
              trace: str | None) -> None:
-        record = outcome.failed_record(job, reason, trace)
+        record, self.outcome = outcome.failed_record(job, reason, trace), "failed"
         log.warning("%s: job %s failed: %s", self.settings.label,
                     payloads.loggable(job.id, 100), payloads.loggable(reason, 400))
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))

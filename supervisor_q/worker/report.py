@@ -1,10 +1,13 @@
-"""The child -> master report pipe: ready, job started (with its timeout), job finished.
+"""The child -> master report pipe: ready, job started (with its timeout and wait), job
+finished (with its outcome).
 
 One short line per event: a kind letter, numbers, then the strings (job id, queue,
 name) as JSON, escaped to ASCII: an id may hold spaces, newlines or any bytes and
 still cannot break the line. Written with one os.write, so the hot path costs two
 small syscalls per job. The master reads the lines to know each child's current job
-and deadline. Imports nothing else from the package.
+and deadline, and counts the outcomes for metrics (observe/). Lines of the older shape
+(a start without the wait, a finish without the outcome) still parse: wait 0, outcome
+"done". Imports nothing else from the package.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from typing import Protocol
 _unquote = json.JSONDecoder().decode
 
 
+# What a finished job's report may say; the master adds "timeout", "memory", "lost" and
+# "stopped" for jobs whose child it killed or saw die (observe/counters.py).
+OUTCOMES = frozenset({"done", "failed", "released", "timeout"})
+
+
 class Reporter(Protocol):
     def ready(self, generation: float | None) -> None: ...
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
-                    attempts: int) -> None: ...
-    def job_finished(self, job_id: str) -> None: ...
+                    attempts: int, wait: float = 0.0) -> None: ...
+    def job_finished(self, job_id: str, outcome: str = "done") -> None: ...
 
 
 class NullReporter:
@@ -33,10 +41,10 @@ class NullReporter:
         pass
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
-                    attempts: int) -> None:
+                    attempts: int, wait: float = 0.0) -> None:
         pass
 
-    def job_finished(self, job_id: str) -> None:
+    def job_finished(self, job_id: str, outcome: str = "done") -> None:
         pass
 
 
@@ -59,14 +67,15 @@ class PipeReporter:
         self._send("R -\n" if generation is None else f"R {generation!r}\n")
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
-                    attempts: int) -> None:
+                    attempts: int, wait: float = 0.0) -> None:
         # CLOCK_MONOTONIC is one clock for every process of the machine, so the master
-        # gets the exact start even when it reads the pipe a little later.
+        # gets the exact start even when it reads the pipe a little later (and the
+        # runtime of a job is the difference of its two report times).
         self._send(f"S {timeout!r} {attempts} {time.monotonic()!r} "
-                   f"[{_quote(job_id)},{_quote(queue)},{_quote(name)}]\n")
+                   f"[{_quote(job_id)},{_quote(queue)},{_quote(name)},{max(0.0, wait):.3f}]\n")
 
-    def job_finished(self, job_id: str) -> None:
-        self._send(f"E {time.monotonic()!r} {_quote(job_id)}\n")
+    def job_finished(self, job_id: str, outcome: str = "done") -> None:
+        self._send(f"E {time.monotonic()!r} {outcome} {_quote(job_id)}\n")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class Event:
     attempts: int = 0
     generation: float | None = None
     at: float = 0.0  # the child's monotonic clock when it happened
+    wait: float = 0.0  # started: seconds from ready (dispatch or release) to reserve
+    outcome: str = "done"  # finished: one of OUTCOMES
     line: bytes = b""  # garbled: the line's head, to log; its kind letter is line[:1]
 
 
@@ -99,15 +110,30 @@ def _parse(line: str) -> Event:
     kind, _, rest = line.partition(" ")
     if kind == "S":
         timeout, attempts, at, strings = rest.split(" ", 3)
-        job_id, queue, name = _unquote(strings)
+        values = _unquote(strings)
+        if not isinstance(values, list) or len(values) not in (3, 4):
+            raise ValueError("a start names id, queue, name and maybe the wait")
+        job_id, queue, name = values[:3]
+        wait = _wait(values[3]) if len(values) == 4 else 0.0
         return Event("started", _str(job_id), float(timeout), _str(queue), _str(name),
-                     int(attempts), at=float(at))
+                     int(attempts), at=float(at), wait=wait)
     if kind == "E":
         at, job_id = rest.split(" ", 1)
-        return Event("finished", _str(_unquote(job_id)), at=float(at))
+        outcome = "done"
+        if not job_id.startswith('"'):  # the newer shape: E <at> <outcome> <"id">
+            outcome, job_id = job_id.split(" ", 1)
+            if outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {outcome[:20]!r}")
+        return Event("finished", _str(_unquote(job_id)), at=float(at), outcome=outcome)
     if kind == "R":
         return Event("ready", generation=None if rest == "-" else float(rest))
     raise ValueError(f"unknown report kind {kind!r}")
+
+
+def _wait(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise TypeError("expected a wait in seconds")
+    return float(value)
 
 
 def _str(value: object) -> str:

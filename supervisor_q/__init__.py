@@ -2,7 +2,7 @@
 
 The public API for applications: define jobs with @job, queue them with
 dispatch() or fn.dispatch(), or as chain([...]) / batch([...]); inside a job,
-release() or fail() it.
+release() or fail() it; job_status(id) says where a job is.
 
 The names load on first use (PEP 562 `__getattr__`), so importing one part of the
 package (the master, the CLI, the queue layer) never drags in the job API, and the
@@ -37,13 +37,16 @@ _EXPORTS: dict[str, str] = {
     "prepend_to_chain": "supervisor_q.workflows.chains",
     "batch": "supervisor_q.workflows.batches",
     "current_batch": "supervisor_q.workflows.batches",
+    "job_status": "supervisor_q.jobs.lookup",
+    "JobStatus": "supervisor_q.jobs.lookup",
 }
 _MODULES: dict[str, str] = {"events": "supervisor_q.jobs.events"}
 
 __all__ = [  # the same names as _EXPORTS and _MODULES (tests/test_testing_fake.py checks it)
-    "Funnel", "Job", "JobContext", "Throttle", "ThrottlesExceptions", "WithoutOverlapping",
-    "append_to_chain", "batch", "chain", "current_batch", "current_job", "dispatch",
-    "events", "fail", "generate_key", "job", "prepend_to_chain", "release", "set_sync",
+    "Funnel", "Job", "JobContext", "JobStatus", "Throttle", "ThrottlesExceptions",
+    "WithoutOverlapping", "append_to_chain", "batch", "chain", "current_batch", "current_job",
+    "dispatch", "events", "fail", "generate_key", "job", "job_status", "prepend_to_chain",
+    "release", "set_sync",
 ]
 
 
@@ -74,6 +77,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from supervisor_q.jobs.dispatching import set_sync
     from supervisor_q.jobs.encryption import generate_key
+    from supervisor_q.jobs.lookup import JobStatus, job_status
     from supervisor_q.jobs.registry import (
         Job,
         JobContext,

@@ -99,14 +99,20 @@ def add_work_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-time", type=non_negative, default=0.0)
     p.add_argument("--memory", type=int, default=128, help="MB of RSS; 0 = off")
     p.add_argument("--prefetch", type=int, default=1)
+    p.add_argument("--keep-jobs", type=non_negative, default=3600.0,
+                   help="seconds a done job stays findable by `job ID` (0 = not kept)")
+    p.add_argument("--keep-jobs-max", type=int, default=10_000,
+                   help="most done jobs kept per queue")
     p.add_argument("--once", action="store_true")
     p.add_argument("--stop-when-empty", action="store_true")
     p.set_defaults(handler=cmd_work)
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    if args.tries < 1 or args.timeout <= 0 or args.sleep <= 0 or args.prefetch < 1:
-        print("supervisor-q work: --tries, --prefetch >= 1; --timeout, --sleep > 0",
+    if (args.tries < 1 or args.timeout <= 0 or args.sleep <= 0 or args.prefetch < 1
+            or args.keep_jobs_max < 1):
+        print("supervisor-q work: --tries, --prefetch, --keep-jobs-max >= 1; "
+              "--timeout, --sleep > 0",
               file=sys.stderr)
         return 2
     configure_logging(getattr(args, "log_format", "text"))
@@ -115,6 +121,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         timeout=args.timeout, sleep=args.sleep, rest=args.rest, max_jobs=args.max_jobs,
         max_time=args.max_time, memory=args.memory, once=args.once,
         stop_when_empty=args.stop_when_empty, prefetch=args.prefetch, jitter=0.0,
+        keep_jobs=args.keep_jobs, keep_jobs_max=args.keep_jobs_max,
         label="work:" + ",".join(args.queue))
     queue = _queue(args, socket_timeout=MAX_BLOCK + 10)
     return run_standalone(settings, queue)

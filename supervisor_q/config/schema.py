@@ -168,6 +168,8 @@ class WorkerProgram(_ProgramBase):
     sleep: PositiveSeconds = 3.0  # longest idle wait for a job
     rest: Seconds = 0.0  # pause between two jobs
     prefetch: PositiveCount = 1  # jobs reserved at once
+    keep_jobs: Seconds = 3600.0  # a done job stays findable (0 = not kept)
+    keep_jobs_max: PositiveCount = 10_000  # most done jobs kept per queue
     retry_after: PositiveSeconds | None = None  # reservation time; default from timeout
     stopwaitsecs: Seconds = Field(default=None, validate_default=True)  # default timeout + 10
     stopsignal: Literal["TERM"] = "TERM"  # fixed: finish the current job, then exit

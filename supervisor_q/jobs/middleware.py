@@ -82,13 +82,16 @@ def release_for_limit(call: Call, delay: float) -> None:
     raise ReleaseJob(delay)
 
 
-def run(call: Call, stack: Sequence[Middleware]) -> None:
-    """Run call.job through stack (first = outermost)."""
+def run(call: Call, stack: Sequence[Middleware]) -> Any:
+    """Run call.job through stack (first = outermost); its return value (None when a
+    middleware did not let it run)."""
+    returned: list[Any] = []
 
     def step(index: int) -> None:
         if index == len(stack):
-            call.job.fn(*call.args, **call.kwargs)
+            returned.append(call.job.fn(*call.args, **call.kwargs))
             return
         stack[index].handle(call, lambda: step(index + 1))
 
     step(0)
+    return returned[0] if returned else None

@@ -60,6 +60,7 @@ class JobOptions:
     unique_for: float | None = None  # seconds; set = unique job (unique.acquire_unique)
     unique_id: Callable[..., Any] | None = None  # (*args, **kwargs) -> id; default: none
     unique_until: str = "finished"  # or "processing": when the unique lock is freed
+    keep_result: float | None = None  # seconds its JSON return value is kept (job lookup)
 
     def retry_deadline(self, dispatched_at: float) -> float | None:
         """The epoch retry_until of a job dispatched at dispatched_at (None: tries rule)."""
@@ -185,7 +186,7 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
         delay: float = 0.0, registry: Registry | None = None,
         middleware: list[Any] | tuple[Any, ...] = (), encrypted: bool = False,
         unique_for: float | None = None, unique_id: Callable[..., Any] | None = None,
-        unique_until: str = "finished") -> Any:
+        unique_until: str = "finished", keep_result: float | None = None) -> Any:
     """Register fn as a job named module:function (or name=)."""
     if unique_until not in ("finished", "processing"):
         raise ValueError("unique_until is 'finished' or 'processing'")
@@ -198,7 +199,9 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
                          max_exceptions=max_exceptions, fail_on_timeout=fail_on_timeout,
                          delay=delay, middleware=tuple(middleware), encrypted=encrypted,
                          unique_for=unique_for, unique_id=unique_id,
-                         unique_until=unique_until)
+                         unique_until=unique_until, keep_result=keep_result)
+    if keep_result is not None and not 0 < keep_result < 10**9:
+        raise ValueError("keep_result is seconds > 0")
     if tries is not None and tries < 1:
         raise ValueError("tries must be >= 1")
     if timeout is not None and timeout <= 0:

@@ -210,7 +210,8 @@ def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pau
         queues=program.queues, imports=program.imports, tries=program.tries,
         backoff=program.backoff, timeout=program.timeout, sleep=program.sleep, rest=program.rest,
         max_jobs=program.max_jobs, max_time=program.max_time, memory=program.memory,
-        prefetch=program.prefetch, label=label)
+        prefetch=program.prefetch, keep_jobs=program.keep_jobs,
+        keep_jobs_max=program.keep_jobs_max, label=label)
     queue = RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
                        margin=reservation_margin(program))
     try:

@@ -34,6 +34,7 @@ from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.inspecting import Inspecting
+from supervisor_q.queue.jobinfo import DEFAULT_CAP, Done, ack_args
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
@@ -83,6 +84,10 @@ class RedisQueue(FailedStore, Inspecting):
         # On Redis Cluster: one hot-path connection per node, picked by the key's slot.
         self._nodes = NodeConnections(client) if is_cluster(client) else None  # type: ignore[arg-type]
         self._node_client: redis.Redis = client  # the node _conn talks to (CLIENT UNBLOCK)
+        # Job lookup (jobinfo.py): the worker as a JSON fragment, recorded at each reserve
+        # ('' = not recorded), and the most done records kept per queue.
+        self.who = ""
+        self.done_cap = DEFAULT_CAP
 
     def script(self, source: str) -> Script:
         """A registered Lua script, once per queue object (EVALSHA after the first call)."""
@@ -184,7 +189,8 @@ class RedisQueue(FailedStore, Inspecting):
         if found is None:
             k = self.keys(queue)
             found = self._key_lists[queue] = [k.ready, k.notify, k.delayed, k.reserved,
-                                              k.payloads, k.attempts, k.exceptions, k.enqueued]
+                                              k.payloads, k.attempts, k.exceptions, k.enqueued,
+                                              k.running, k.recent, k.recent_records]
         return found
 
     # -- producing -------------------------------------------------------------
@@ -209,13 +215,14 @@ class RedisQueue(FailedStore, Inspecting):
 
     # -- consuming -------------------------------------------------------------
 
-    def reserve(self, queue: str, *, default_timeout: float, ack_ids: Sequence[str] = (),
-                count: int = 1) -> tuple[int, ReserveResult]:
-        """Ack ack_ids (finished jobs of this queue) and reserve up to count jobs, in one
-        round trip. Returns (how many were acked, what was reserved)."""
+    def reserve(self, queue: str, *, default_timeout: float,
+                ack_ids: Sequence[str | Done] = (), count: int = 1) -> tuple[int, ReserveResult]:
+        """Ack ack_ids (finished jobs of this queue, with their done records) and reserve
+        up to count jobs, in one round trip. Returns (how many were acked, what was
+        reserved)."""
         raw = self._eval(self._reserve, self._job_keys(queue),
-                         [int(default_timeout * 1000), self.margin_ms, count,
-                          *map(_raw, ack_ids)])
+                         [int(default_timeout * 1000), self.margin_ms, count, self.who,
+                          self.done_cap, *ack_args(ack_ids)])
         return self._parse_reserve(queue, raw)
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
@@ -229,7 +236,7 @@ class RedisQueue(FailedStore, Inspecting):
         true ends the wait at once, without abandoning the replies: see _await_reply."""
         keys = self._job_keys(queues[0])
         conn = self._connection(keys[0])
-        args = [int(default_timeout * 1000), self.margin_ms, count]
+        args = [int(default_timeout * 1000), self.margin_ms, count, self.who, self.done_cap]
         if self._nodes is not None:  # BLPOP only over the queues in queues[0]'s slot
             queues, timeout = blockable(queues, timeout, self._job_keys)
         try:
@@ -321,14 +328,16 @@ class RedisQueue(FailedStore, Inspecting):
         next_in = None if next_ms is None else max(0.0, int(next_ms) / 1000.0)
         return acked, ReserveResult(jobs, next_in)
 
-    def ack(self, queue: str, *job_ids: str) -> int:
-        """Delete finished jobs; returns how many were still reserved (0 = none)."""
-        return int(self._eval(self._ack, self._job_keys(queue), [_raw(i) for i in job_ids]))
+    def ack(self, queue: str, *job_ids: str | Done) -> int:
+        """Delete finished jobs (keeping their done records); returns how many were still
+        reserved (0 = none)."""
+        return int(self._eval(self._ack, self._job_keys(queue),
+                              [self.done_cap, *ack_args(job_ids)]))
 
-    def ack_nowait(self, queue: str, job_id: str) -> None:
+    def ack_nowait(self, queue: str, job_id: str | Done) -> None:
         """Delete a finished job without waiting for the reply (prefetch: the next job
         is already here, and its ack must not wait behind it)."""
-        self._eval_nowait(self._ack, self._job_keys(queue), [_raw(job_id)])
+        self._eval_nowait(self._ack, self._job_keys(queue), [self.done_cap, *ack_args([job_id])])
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,
@@ -359,25 +368,11 @@ class RedisQueue(FailedStore, Inspecting):
         failed_at = record.setdefault("failed_at", time.time())
         return bool(self._fail(
             keys=[k.reserved, k.payloads, k.attempts, k.exceptions, k.enqueued, k.failed,
-                  k.failed_records],
+                  k.failed_records, k.running],
             args=[_raw(job_id), record_json(record), int(failed_at * 1000),
                   "1" if force else "0",
                   "" if expected_attempts is None else str(expected_attempts)],
         ))
-
-    def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:
-        """(payload, attempts, exceptions) of a job that is still reserved, else None."""
-        k = self.keys(queue)
-        job_id = _raw(job_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zscore(k.reserved, job_id)
-        pipe.hget(k.payloads, job_id)
-        pipe.hget(k.attempts, job_id)
-        pipe.hget(k.exceptions, job_id)
-        score, payload, attempts, exceptions = pipe.execute()
-        if score is None or payload is None:
-            return None
-        return _text(payload), int(attempts or 0), int(exceptions or 0)
 
 
 def _drain(fd: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from supervisor_q.queue import lua
+from supervisor_q.queue.ids import raw as _rawid
 from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.keys import QUEUES_KEY
 
@@ -57,6 +58,20 @@ class Inspecting:
         pipe.delete(*k.all())
         count, _ = pipe.execute()
         return int(count)
+
+    def reserved_job(self, queue: str, job_id: str) -> tuple[str, int, int] | None:
+        """(payload, attempts, exceptions) of a job that is still reserved, else None."""
+        k = self.keys(queue)
+        job_id = _rawid(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(k.reserved, job_id)
+        pipe.hget(k.payloads, job_id)
+        pipe.hget(k.attempts, job_id)
+        pipe.hget(k.exceptions, job_id)
+        score, payload, attempts, exceptions = pipe.execute()
+        if score is None or payload is None:
+            return None
+        return _text(payload), int(attempts or 0), int(exceptions or 0)
 
     def known_queues(self) -> list[str]:
         return sorted(_text(q) for q in self.client.smembers(QUEUES_KEY))

@@ -99,7 +99,19 @@ class QueueKeys:
     def failed_records(self) -> str:  # hash id -> JSON failed record
         return self._key("failed_records")
 
+    @property
+    def running(self) -> str:  # hash id -> JSON: reserved_at (ms), host, pid (job lookup)
+        return self._key("running")
+
+    @property
+    def recent(self) -> str:  # zset id -> ms its done record is forgotten (capped)
+        return self._key("recent")
+
+    @property
+    def recent_records(self) -> str:  # hash id -> JSON done record (queue/jobinfo.py)
+        return self._key("recent_records")
+
     def all(self) -> list[str]:
-        """Every key of the queue, for `queue clear`."""
+        """Every key of the queue's waiting, delayed and reserved jobs, for `queue clear`."""
         return [self.ready, self.notify, self.delayed, self.reserved, self.payloads,
-                self.attempts, self.exceptions, self.enqueued]
+                self.attempts, self.exceptions, self.enqueued, self.running]

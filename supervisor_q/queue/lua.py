@@ -48,6 +48,41 @@ local function ack(id)
   end
   return 0
 end
+""" + """
+-- >>> job lookup (queue/jobinfo.py): the done record of an acked job.
+-- KEYS 9 running (hash id -> reservation JSON), 10 recent (zset id -> forget-at ms),
+-- 11 recent records (hash id -> done record JSON). keep: ms the record stays findable;
+-- cap: most records kept per queue (the soonest forgotten go first).
+local recorded_keep = 0
+local function record_done(id, keep, record)
+  redis.call('HDEL', KEYS[9], id)
+  keep = tonumber(keep) or 0
+  if keep <= 0 or record == '' then return end
+  redis.call('HSET', KEYS[11], id, record)
+  redis.call('ZADD', KEYS[10], now + keep, id)
+  if keep > recorded_keep then recorded_keep = keep end
+end
+local function trim_done(cap)
+  if recorded_keep == 0 then return end
+  local old = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', now, 'LIMIT', 0, 100)
+  local over = redis.call('ZCARD', KEYS[10]) - #old - tonumber(cap)
+  if over > 1000 then over = 1000 end  -- a lowered cap is reached over several calls
+  if over > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[10], #old, #old + over - 1)) do
+      table.insert(old, id)
+    end
+  end
+  if #old > 0 then
+    redis.call('ZREM', KEYS[10], unpack(old))
+    redis.call('HDEL', KEYS[11], unpack(old))
+  end
+  for i = 10, 11 do
+    if redis.call('PTTL', KEYS[i]) < recorded_keep then
+      redis.call('PEXPIRE', KEYS[i], recorded_keep)
+    end
+  end
+end
+-- <<< job lookup
 """
 
 # Move due delayed jobs and expired reservations back to the ready list.
@@ -62,9 +97,12 @@ end
 """
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
-#       8 enqueued
+#       8 enqueued, 9 running, 10 recent, 11 recent records (job lookup, see _ACK_BODY)
 # ARGV: 1 default timeout ms, 2 reservation margin ms, 3 how many jobs to reserve at most,
-#       4.. ids of finished jobs to ack first (none, one, or several with prefetch)
+#       4 the worker as a JSON fragment ('"host":"h","pid":1'; '' = record no running
+#       job), 5 cap of done records, 6.. finished jobs to ack first, three values each:
+#       id, ms its done record is kept (0 = none), done record JSON
+#       (none, one, or several with prefetch)
 # Returns: {acked count, next_delayed_ms or false,
 #           then per job: id, payload, attempts, exceptions, waited_ms}
 # The acks of finished jobs ride in the same round trip as the next reserve.
@@ -72,7 +110,12 @@ end
 # its payload, which dispatch writes as {"v":1,"timeout":N,...}) plus the margin.
 RESERVE = _PRELUDE + _ACK_BODY + _MIGRATE_BODY + """
 local acked = 0
-for i = 4, #ARGV do acked = acked + ack(ARGV[i]) end
+for i = 6, #ARGV, 3 do
+  local done = ack(ARGV[i])
+  if done == 1 then record_done(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+  acked = acked + done
+end
+trim_done(ARGV[5])
 migrate(KEYS[3])
 migrate(KEYS[4])
 local out = {acked, false}
@@ -90,6 +133,9 @@ while got < wanted do
   local attempts = redis.call('HINCRBY', KEYS[6], id, 1)
   local exceptions = tonumber(redis.call('HGET', KEYS[7], id) or '0')
   local since = tonumber(redis.call('HGET', KEYS[8], id) or now)
+  if ARGV[4] ~= '' then  -- job lookup: who runs it, since when
+    redis.call('HSET', KEYS[9], id, '{"reserved_at":' .. now .. ',' .. ARGV[4] .. '}')
+  end
   table.insert(out, id)
   table.insert(out, payload)
   table.insert(out, attempts)
@@ -112,13 +158,18 @@ end
 return out
 """
 
-# KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
-#       8 enqueued
-# ARGV: ids
+# KEYS: as RESERVE's
+# ARGV: 1 cap of done records, 2.. three values per job: id, ms its done record is kept
+#       (0 = none), done record JSON (see RESERVE)
 # Returns: how many of the jobs were reserved and are now deleted
 ACK = _PRELUDE + _ACK_BODY + """
 local acked = 0
-for i = 1, #ARGV do acked = acked + ack(ARGV[i]) end
+for i = 2, #ARGV, 3 do
+  local done = ack(ARGV[i])
+  if done == 1 then record_done(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+  acked = acked + done
+end
+trim_done(ARGV[1])
 return acked
 """
 
@@ -152,7 +203,7 @@ return 1
 """
 
 # KEYS: 1 reserved, 2 payloads, 3 attempts, 4 exceptions, 5 enqueued, 6 failed,
-#       7 failed_records
+#       7 failed_records, 8 running (job lookup: its entry goes)
 # ARGV: 1 id, 2 failed record JSON, 3 failed-at ms, 4 '1' to fail even if not reserved,
 #       5 expected attempts ('' = any; see RELEASE)
 # Returns: 1 if the job moved to the failed store, else 0
@@ -164,6 +215,7 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('ZADD', KEYS[6], tonumber(ARGV[3]), ARGV[1])
 redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
 return 1
@@ -193,6 +245,22 @@ if len == 0 then return {0, 0} end
 local head = redis.call('LINDEX', KEYS[1], 0)
 local since = tonumber(redis.call('HGET', KEYS[2], head) or now)
 return {len, now - since}
+"""
+
+# KEYS: 1 payloads, 2 reserved, 3 delayed, 4 attempts, 5 exceptions, 6 running, 7 recent,
+#       8 recent records, 9 failed records
+# ARGV: 1 id
+# Returns: {server now ms, payload, reservation deadline, delayed until, attempts,
+#           exceptions, running JSON, forget-at of the done record, done record JSON,
+#           failed record JSON}, each false (nil) where absent: one job, one queue,
+#           one consistent instant (job lookup, queue/jobinfo.py).
+JOB_INFO = _PRELUDE + """
+local id = ARGV[1]
+return {now, redis.call('HGET', KEYS[1], id), redis.call('ZSCORE', KEYS[2], id),
+        redis.call('ZSCORE', KEYS[3], id), redis.call('HGET', KEYS[4], id),
+        redis.call('HGET', KEYS[5], id), redis.call('HGET', KEYS[6], id),
+        redis.call('ZSCORE', KEYS[7], id), redis.call('HGET', KEYS[8], id),
+        redis.call('HGET', KEYS[9], id)}
 """
 
 # ---------------------------------------------------------------------------

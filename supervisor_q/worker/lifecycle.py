@@ -10,6 +10,7 @@ its own error handling, and a Redis hiccup in a chain or batch update must not k
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from redis import RedisError
 
@@ -60,22 +61,23 @@ def _event(payload: Payload, attempts: int | None = None, **more: object) -> Job
                     **more)  # type: ignore[arg-type]
 
 
-def invoke(target: Job, payload: Payload) -> None:
+def invoke(target: Job, payload: Payload) -> Any:
     """Run the job: free an until-processing unique lock, fire before/after, and run
-    the function inside its middleware."""
+    the function inside its middleware. Returns what the function returned."""
     if not (payload.extra or target.options.middleware or EVENTS.wants("before")
             or EVENTS.wants("after")):
-        target.fn(*payload.args, **payload.kwargs)  # the plain job: nothing to wrap
-        return
+        return target.fn(*payload.args, **payload.kwargs)  # the plain job: nothing to wrap
     queue = dispatching.queue()
     unique.release_unique(queue, payload, "processing")
     EVENTS.fire("before", _event(payload))
     try:
-        middleware.run(middleware.Call(target, payload, queue), target.options.middleware)
+        value = middleware.run(middleware.Call(target, payload, queue),
+                               target.options.middleware)
     except BaseException as exc:
         EVENTS.fire("after", _event(payload, exception=exc))
         raise
     EVENTS.fire("after", _event(payload))
+    return value
 
 
 def _guarded(what: str, payload: Payload | None, action) -> None:  # noqa: ANN001

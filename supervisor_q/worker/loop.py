@@ -30,9 +30,10 @@ from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
+from supervisor_q.queue.jobinfo import Done
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
-from supervisor_q.worker import lifecycle, outcome
+from supervisor_q.worker import jobrecord, lifecycle, outcome
 from supervisor_q.worker.memory import current_rss
 from supervisor_q.worker.report import NullReporter, Reporter
 from supervisor_q.worker.settings import WorkerSettings
@@ -54,7 +55,7 @@ class _Pending:
     """A finished job whose ack rides with the next reserve."""
 
     queue: str
-    id: str
+    id: str | Done  # with its done record for job lookup
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Worker(SignalFlags):
             self.max_jobs = 1
         self.max_time = self.settings.max_time * (1 - j * rnd.random())
         lifecycle.bind(self.queue)  # chains, batches and locks use this worker's Redis
+        jobrecord.identify(self.queue, self.settings.keep_jobs_max)
+        self.job_started_at = 0.0
 
     # -- the loop --------------------------------------------------------------
 
@@ -250,6 +253,7 @@ class Worker(SignalFlags):
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.
         self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
+        self.job_started_at = time.time()
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)
@@ -294,7 +298,7 @@ class Worker(SignalFlags):
             with alarm(limits.timeout) as timer:
                 self.in_job = True
                 try:
-                    lifecycle.invoke(target, decoded)
+                    value = lifecycle.invoke(target, decoded)
                     timer.returned = True  # at once: an alarm handled after this is late
                 finally:
                     self.in_job = False
@@ -321,7 +325,9 @@ class Worker(SignalFlags):
                                                time.time(), error)
             self.settle(job, decoded, decision, traceback.format_exc(), count_exception=True)
         else:
-            self.succeeded(job, decoded)
+            self.succeeded(job, decoded, jobrecord.done_entry(
+                job, decoded, self.job_started_at, value, self.settings.keep_jobs,
+                target.options.keep_result))
         return False
 
     def topology_fault(self, job: Reserved, exc: BaseException) -> None:
@@ -332,12 +338,12 @@ class Worker(SignalFlags):
         delay, self.outcome = self.outage.backoff(), "released"
         self.with_redis(lambda: self.queue.release(job.queue, job.id, delay, undo_attempt=True))
 
-    def succeeded(self, job: Reserved, decoded: payloads.Payload) -> None:
+    def succeeded(self, job: Reserved, decoded: payloads.Payload, done: str | Done) -> None:
         lifecycle.succeeded(decoded)
         if self.prefetched:  # the next job is already here: ack now, read the reply later
-            self.with_redis(lambda: self.queue.ack_nowait(job.queue, job.id))
+            self.with_redis(lambda: self.queue.ack_nowait(job.queue, done))
         else:  # the ack rides with the next reserve
-            self.pending.append(_Pending(job.queue, job.id))
+            self.pending.append(_Pending(job.queue, done))
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

@@ -249,3 +249,28 @@ def test_restart_signal_through_a_plain_client_on_the_wrong_node_is_never_no_sig
         read_generation(redis.Redis(port=wrong))
     assert isinstance(caught.value.__cause__, redis.exceptions.MovedError)
     assert read_generation(redis.Redis(port=owner)) is not None
+
+
+@pytest.mark.slow
+def test_job_lookup_and_recent_jobs_across_nodes(url: str) -> None:
+    from supervisor_q import job_status
+    from supervisor_q.jobs.registry import dispatch
+    from supervisor_q.queue.jobinfo import recent_jobs
+
+    client = cluster_client(url)
+    q = spread(client, prefix="look")
+    done = [dispatch("look.ret", i, queue=name) for i, name in enumerate(q)]
+    failed = dispatch("look.boom", queue=q[2])
+    queued = dispatch("look.ret", "later", queue=q[1], delay=300)
+    proc = work(url, q, "--import", "tests.jobmods.lookupjobs")
+    try:
+        wait_until(lambda: [job_status(i).state for i in done] == ["done"] * 3, timeout=15)
+        wait_until(lambda: job_status(failed).state == "failed", timeout=10)
+    finally:
+        stop(proc)
+    assert [job_status(i).result for i in done] == [{"got": 0}, {"got": 1}, {"got": 2}]
+    assert job_status(queued).state == "delayed" and job_status(queued).queue == q[1]
+    listed = recent_jobs(client)
+    assert {s.id: s.state for s in listed} == {**dict.fromkeys(done, "done"), failed: "failed"}
+    shown = cli(url, "job", done[1], "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["queue"] == q[1]

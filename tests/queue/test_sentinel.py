@@ -3,6 +3,7 @@ and the URL parser's one-line errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -203,3 +204,25 @@ def test_cli_on_a_sentinel_url(sentinels: SentinelSet, queue: RedisQueue) -> Non
     signalled = cli("restart-workers")
     assert signalled.returncode == 0, signalled.stderr
     assert queue.client.get("sq:restart") is not None
+
+
+@pytest.mark.slow
+def test_job_lookup_on_a_sentinel_url(sentinels: SentinelSet, queue: RedisQueue) -> None:
+    from supervisor_q import job_status
+
+    url = sentinels.url
+    done = dispatch("look.ret", "s", queue="look", connection=url)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", url, "work", "--queue", "look",
+         "--import", "tests.jobmods.lookupjobs", "--sleep", "0.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (s := job_status(done, connection=url)) is not None
+                   and s.state == "done", timeout=15)
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    assert job_status(done, connection=url).result == {"got": "s"}
+    shown = subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", url, "job",
+                            done, "--json"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["result"] == {"got": "s"}

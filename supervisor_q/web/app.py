@@ -64,6 +64,7 @@ def build_app(queue: RedisQueue, guard: Guard, **state: Any) -> Starlette:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                              autoescape=True)
     env.filters["ago"] = pages.ago
+    env.filters["when"] = pages.when
     templates = Jinja2Templates(env=env)
     routes = [*pages.ROUTES, *actions.ROUTES,
               Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")]

@@ -40,6 +40,13 @@ def ago(stamp: float | None) -> str:
     return duration(max(0.0, time.time() - float(stamp)))
 
 
+def when(stamp: float | None) -> str:
+    """An epoch time as UTC, to the second."""
+    if not stamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(stamp)))
+
+
 def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"
@@ -70,7 +77,8 @@ async def queue_detail(request: Request) -> Response:
     queue = request.app.state.queue
     rows = sources.queue_rows(queue, [name])
     return render(request, "queue.html", row=rows[0], duration=duration,
-                  failed=sources.failed_jobs(queue, name)[:100])
+                  failed=sources.failed_jobs(queue, name)[:100],
+                  jobs=sources.recent_jobs(queue, name, 20))
 
 
 async def failed_list(request: Request) -> Response:
@@ -93,8 +101,7 @@ async def job_list(request: Request) -> Response:
     wanted = request.query_params.get("id", "").strip()
     if wanted:
         return RedirectResponse(request.url_for("job", job_id=wanted), 303)
-    jobs = sources.recent_jobs(request.app.state.queue)
-    return render(request, "jobs.html", jobs=jobs)
+    return render(request, "jobs.html", jobs=sources.recent_jobs(request.app.state.queue))
 
 
 async def job_page(request: Request) -> Response:
@@ -109,7 +116,7 @@ async def series(request: Request) -> Response:
     minutes = RANGES.get(request.query_params.get("range", "hour"), 60)
     name = request.query_params.get("queue") or None
     data = sources.series(request.app.state.queue, name, minutes)
-    return JSONResponse({"available": data is not None, **(data or {})})
+    return JSONResponse(data)
 
 
 ROUTES = [

@@ -1,7 +1,7 @@
-"""What the dashboard shows, read from Redis only: the fleet, queues, failed jobs, batches.
-
-Every page handler calls one function here, so the data a page needs (and the places
-the metrics and job-lookup readers plug in) sit in one small module.
+"""What the dashboard shows, read from Redis only: the fleet, queues, failed jobs,
+batches, the metrics' per-minute buckets (observe/buckets.py) and job lookup
+(queue/jobinfo.py). Every page handler calls one function here, so the data a page
+needs sits in one small module.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any
 
 from supervisor_q.fleet import inbox
 from supervisor_q.fleet.registry import members
+from supervisor_q.observe.buckets import read_series
+from supervisor_q.queue import jobinfo
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.workflows.batches import list_batches
@@ -87,20 +89,37 @@ def send_scale(queue: RedisQueue, master_id: str, program: str, numprocs: int) -
     inbox.send(queue.client, master_id, "scale", program=program, numprocs=numprocs)
 
 
-# -- metrics and job lookup: filled in when their readers land ------------------------
+# -- metrics (observe/buckets.py) and job lookup (queue/jobinfo.py) --------------------
 
-def series(queue: RedisQueue, name: str | None, minutes: int) -> dict[str, Any] | None:
-    """Throughput and runtime per minute; None until the metrics reader exists."""
-    return None
+def series(queue: RedisQueue, name: str | None, minutes: int) -> dict[str, Any]:
+    """Per minute, oldest first, of one queue or of all summed: epoch seconds `t`, jobs
+    finished `throughput`, of them `failed`, and mean `runtime` in seconds (None for a
+    minute without finished jobs), from the fleet-wide metric buckets."""
+    names = [name] if name is not None else queue.known_queues()
+    finished: dict[int, int] = {}
+    failed: dict[int, int] = {}
+    runtime_ms: dict[int, int] = {}
+    for each in names:
+        for minute in read_series(queue.client, each, minutes):
+            jobs = minute.jobs.values()
+            finished[minute.at] = finished.get(minute.at, 0) + sum(j.finished for j in jobs)
+            failed[minute.at] = failed.get(minute.at, 0) + minute.outcome("failed")
+            runtime_ms[minute.at] = runtime_ms.get(minute.at, 0) + sum(
+                j.runtime_ms for j in jobs)
+    ats = sorted(finished)
+    return {"t": [at * 60 for at in ats], "throughput": [finished[at] for at in ats],
+            "failed": [failed[at] for at in ats],
+            "runtime": [round(runtime_ms[at] / finished[at] / 1000, 4) if finished[at]
+                        else None for at in ats]}
 
 
 def recent_jobs(queue: RedisQueue, name: str | None = None,
-                limit: int = 50) -> list[dict[str, Any]] | None:
-    """Recently finished and running jobs; None until the job-lookup reader exists."""
-    return None
+                limit: int = 50) -> list[dict[str, Any]]:
+    """Running, recently finished and failed jobs, newest first."""
+    return [s.to_json() for s in jobinfo.recent_jobs(queue.client, name, limit)]
 
 
 def job_detail(queue: RedisQueue, job_id: str) -> dict[str, Any] | None:
-    """A job's state and times; until job lookup lands, its failed record if any."""
-    record = queue.find_failed(job_id)
-    return None if record is None else {"state": "failed", **record}
+    """A job's state, times, worker, exception and chain/batch membership, or None."""
+    found = jobinfo.job_status(queue.client, job_id)
+    return None if found is None else found.to_json()

@@ -129,6 +129,9 @@ def test_dashboard_in_a_real_browser(short_tmp: Path, redis_url: str, browser: o
             By.CSS_SELECTOR, 'tr.queue[data-queue="emails"] button[value="continue"]').click()
         wait_until(lambda: queue.counts("emails")["ready"] == 0, timeout=10,
                    message="the worker takes the job once continued")
+        # the charts: the master's metrics flush (every 5 s) feeds the per-minute series
+        wait_until(lambda: _chart_drawn(browser, base), timeout=15, interval=0.2,
+                   message="a uPlot chart on the overview")
 
 
 def scale(browser: object, program: str, numprocs: int) -> None:
@@ -141,6 +144,17 @@ def scale(browser: object, program: str, numprocs: int) -> None:
     field.send_keys(str(numprocs))
     browser.find_element(By.CSS_SELECTOR, f"{row} button").click()
     wait_until(lambda: f"scale to {numprocs} sent" in browser.page_source, timeout=10)
+
+
+def _chart_drawn(browser: object, base: str) -> bool:
+    """Load the overview, wait for its chart script to finish (it fetches after load and
+    marks <body data-charts="done">); True if it drew a chart."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(base + "/")
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, 'body[data-charts="done"]'),
+               timeout=5, message="the chart script ran")
+    return bool(browser.find_elements(By.CSS_SELECTOR, ".chart .uplot canvas"))
 
 
 def _answers(base: str) -> bool:

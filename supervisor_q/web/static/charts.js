@@ -12,6 +12,7 @@
   function load(container) {
     var queue = container.dataset.queue || "";
     var ranges = {};
+    var drawn = [];
     container.querySelectorAll(".chart").forEach(function (div) {
       var range = div.dataset.range;
       if (!ranges[range]) {
@@ -21,16 +22,18 @@
           return r.json();
         });
       }
-      ranges[range].then(function (data) {
-        if (!data.available) { return; }
+      drawn.push(ranges[range].then(function (data) {
+        if (!data.t || !data.t.length) { return; }
         var note = container.querySelector(".chart-note");
         if (note) { note.remove(); }
         div.textContent = "";
         draw(div, data);
-      });
+      }));
     });
+    return Promise.allSettled(drawn);
   }
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll(".charts").forEach(load);
+    var all = Array.prototype.map.call(document.querySelectorAll(".charts"), load);
+    Promise.allSettled(all).then(function () { document.body.dataset.charts = "done"; });
   });
 })();

@@ -72,6 +72,7 @@ def build_app(queue: RedisQueue, guard: Guard, **state: Any) -> Starlette:
     app.state.queue = queue
     app.state.guard = guard
     app.state.templates = templates
+    app.state.series_cache = {}  # sources.cached_series
     for key, value in state.items():
         setattr(app.state, key, value)
     return app

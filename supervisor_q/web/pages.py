@@ -2,6 +2,8 @@
 
 Each handler reads what it shows through sources.py and renders one template; the
 overview's live part is also served alone (/part/overview) for htmx to refresh it.
+Handlers are plain functions: Starlette runs them in its thread pool, so a slow Redis
+read (a day of charts over many queues) does not hold up other requests.
 """
 
 from __future__ import annotations
@@ -61,15 +63,15 @@ def _overview_context(request: Request) -> dict[str, Any]:
             "duration": duration}
 
 
-async def overview(request: Request) -> Response:
+def overview(request: Request) -> Response:
     return render(request, "overview.html", **_overview_context(request))
 
 
-async def overview_part(request: Request) -> Response:
+def overview_part(request: Request) -> Response:
     return render(request, "overview_part.html", **_overview_context(request))
 
 
-async def queue_detail(request: Request) -> Response:
+def queue_detail(request: Request) -> Response:
     try:
         name = check_queue_name(request.path_params["name"])
     except ValueError:
@@ -81,11 +83,11 @@ async def queue_detail(request: Request) -> Response:
                   jobs=sources.recent_jobs(queue, name, 20))
 
 
-async def failed_list(request: Request) -> Response:
+def failed_list(request: Request) -> Response:
     return render(request, "failed.html", failed=sources.failed_jobs(request.app.state.queue))
 
 
-async def failed_detail(request: Request) -> Response:
+def failed_detail(request: Request) -> Response:
     queue_name, job_id = request.path_params["queue"], request.path_params["job_id"]
     record = sources.failed_job(request.app.state.queue, queue_name, job_id)
     if record is None:
@@ -93,30 +95,30 @@ async def failed_detail(request: Request) -> Response:
     return render(request, "failed_job.html", job=record)
 
 
-async def batch_list(request: Request) -> Response:
+def batch_list(request: Request) -> Response:
     return render(request, "batches.html", batches=sources.batches(request.app.state.queue))
 
 
-async def job_list(request: Request) -> Response:
+def job_list(request: Request) -> Response:
     wanted = request.query_params.get("id", "").strip()
     if wanted:
         return RedirectResponse(request.url_for("job", job_id=wanted), 303)
     return render(request, "jobs.html", jobs=sources.recent_jobs(request.app.state.queue))
 
 
-async def job_page(request: Request) -> Response:
+def job_page(request: Request) -> Response:
     job = sources.job_detail(request.app.state.queue, request.path_params["job_id"])
     if job is None:
         return render(request, "missing.html", status=404, what="job")
     return render(request, "job.html", job=job)
 
 
-async def series(request: Request) -> Response:
+def series(request: Request) -> Response:
     """Chart data as JSON: ?queue=Q (or all) &range=hour|day."""
     minutes = RANGES.get(request.query_params.get("range", "hour"), 60)
     name = request.query_params.get("queue") or None
-    data = sources.series(request.app.state.queue, name, minutes)
-    return JSONResponse(data)
+    return JSONResponse(sources.cached_series(request.app.state.series_cache,
+                                              request.app.state.queue, name, minutes))
 
 
 ROUTES = [

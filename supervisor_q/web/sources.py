@@ -6,6 +6,7 @@ needs sits in one small module.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,26 @@ def series(queue: RedisQueue, name: str | None, minutes: int) -> dict[str, Any]:
             "failed": [failed[at] for at in ats],
             "runtime": [round(runtime_ms[at] / finished[at] / 1000, 4) if finished[at]
                         else None for at in ats]}
+
+
+SERIES_TTL = {60: 5.0, 1440: 60.0}  # seconds a chart's data is reused, by minutes shown
+SeriesCache = dict[tuple[str | None, int], tuple[float, dict[str, Any]]]
+
+
+def cached_series(cache: SeriesCache, queue: RedisQueue, name: str | None,
+                  minutes: int) -> dict[str, Any]:
+    """series(), reused for SERIES_TTL (cache: the app's own): a day over many queues
+    is a heavy read, and every page that shows charts asks for it."""
+    key = (name, minutes)
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < SERIES_TTL.get(minutes, 5.0):
+        return hit[1]
+    data = series(queue, name, minutes)
+    if len(cache) > 1000:  # one entry per queue and range: bounded anyway
+        cache.clear()
+    cache[key] = (now, data)
+    return data
 
 
 def recent_jobs(queue: RedisQueue, name: str | None = None,

@@ -2,8 +2,9 @@
 
 `build_app(queue, guard)` wires the routes of pages.py and actions.py, the static files
 and the templates (autoescape on: every value from Redis is rendered escaped). The guard
-middleware gives each browser a session cookie, asks for the token when one is set, and
-turns a Redis outage into one line with status 503.
+middleware gives each browser a session cookie, asks for the token when one is set
+(without one, serves only requests whose Host is a loopback address), and turns a Redis
+outage into one line with status 503.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from starlette.templating import Jinja2Templates
 
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.web import actions, pages
-from supervisor_q.web.security import AUTH_COOKIE, SESSION_COOKIE, Guard, new_session
+from supervisor_q.web.security import (
+    AUTH_COOKIE,
+    SESSION_COOKIE,
+    Guard,
+    is_loopback,
+    new_session,
+)
 
 HERE = Path(__file__).parent
 OPEN_PATHS = ("/login", "/static/")  # reachable without the token
@@ -36,9 +43,13 @@ class GuardMiddleware(BaseHTTPMiddleware):
         session = request.cookies.get(SESSION_COOKIE)
         fresh = session is None or len(session) > 64
         request.state.session = new_session() if fresh else session
-        if not request.url.path.startswith(OPEN_PATHS) and not guard.authorized(
+        if guard.token is None and not is_loopback(request.url.hostname or ""):
+            # without a token only loopback names are served: a rebinding DNS name
+            # pointing at 127.0.0.1 gets nothing
+            response: Response = PlainTextResponse("Host must be a loopback address", 421)
+        elif not request.url.path.startswith(OPEN_PATHS) and not guard.authorized(
                 _bearer(request), request.state.session, request.cookies.get(AUTH_COOKIE)):
-            response: Response = pages.unauthorized(request)
+            response = pages.unauthorized(request)
         else:
             try:
                 response = await call_next(request)

@@ -17,7 +17,8 @@ from supervisor_q.web.security import Guard
 
 def client_for(url: str, token: str | None = None) -> tuple[TestClient, RedisQueue]:
     queue = RedisQueue(redis.Redis.from_url(url))
-    return TestClient(build_app(queue, Guard(token)), follow_redirects=False), queue
+    return TestClient(build_app(queue, Guard(token)), base_url="http://127.0.0.1:8787",
+                      follow_redirects=False), queue
 
 
 def csrf_of(html: str) -> str:

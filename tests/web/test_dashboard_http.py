@@ -55,6 +55,16 @@ def test_a_port_in_use_is_one_clear_line(redis_url: str) -> None:
     assert "address already in use" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_without_a_token_only_loopback_hosts_are_served(redis_url: str) -> None:
+    client, _ = client_for(redis_url)
+    assert client.get("/").status_code == 200
+    assert client.get("/", headers={"Host": "localhost:8787"}).status_code == 200
+    assert client.get("/", headers={"Host": "evil.example:8787"}).status_code == 421
+    with_token, _ = client_for(redis_url, TOKEN)
+    assert with_token.get("/", headers={"Host": "dash.example",
+                                        "Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
 def test_token_by_bearer_or_login_form(redis_url: str) -> None:
     client, _ = client_for(redis_url, TOKEN)
     assert client.get("/").status_code == 401

@@ -62,18 +62,18 @@ async def failed_act(request: Request, form: FormData) -> Response:
     if what not in ("retry", "forget"):
         return back(request, form, "unknown action")
     if form.get("scope") == "all":
-        chosen = [(r["queue"], r["id"]) for r in sources.failed_jobs(queue)]
+        records = sources.failed_jobs(queue)
     else:
-        chosen = _selected(form)
+        found = (sources.failed_job(queue, q, i) for q, i in _selected(form))
+        records = [r for r in found if r is not None]
     done = 0
-    for queue_name, job_id in chosen:
+    for record in records:
         if what == "forget":
-            done += queue.forget_failed(queue_name, job_id)
-            continue
-        record = sources.failed_job(queue, queue_name, job_id)
-        done += bool(record is not None and queue.retry_failed(record))
+            done += queue.forget_failed(record["queue"], record["id"])
+        else:
+            done += queue.retry_failed(record)
     verb = "queued again" if what == "retry" else "forgotten"
-    return back(request, form, f"{done} of {len(chosen)} failed job(s) {verb}")
+    return back(request, form, f"{done} of {len(records)} failed job(s) {verb}")
 
 
 async def queue_pause(request: Request, form: FormData) -> Response:

@@ -6,6 +6,7 @@ needs sits in one small module.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 from supervisor_q.fleet import inbox
 from supervisor_q.fleet.registry import members
 from supervisor_q.observe.buckets import read_series
-from supervisor_q.queue import jobinfo
+from supervisor_q.queue import ids, jobinfo
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.keys import check_queue_name
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.workflows.batches import list_batches
 
@@ -78,8 +80,14 @@ def failed_jobs(queue: RedisQueue, name: str | None = None) -> list[dict[str, An
 
 
 def failed_job(queue: RedisQueue, queue_name: str, job_id: str) -> dict[str, Any] | None:
-    return next((r for r in queue.failed_records([queue_name]) if r.get("id") == job_id),
-                None)
+    """One failed record (one HGET), or None."""
+    try:
+        raw = queue.client.hget(queue.keys(check_queue_name(queue_name)).failed_records,
+                                ids.raw(job_id))
+        record = json.loads(raw) if raw is not None else None
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def batches(queue: RedisQueue, limit: int = 50) -> list[dict[str, Any]]:

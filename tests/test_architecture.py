@@ -17,6 +17,7 @@ Layers, lowest first; a module may import its own layer's modules and lower laye
     fleet      the fleet registry: heartbeats, dead masters, status --all
     observe    metrics: counting, per-minute buckets in Redis, the /metrics endpoint
     master     arbiter, pools, processes, spawn, wakeup, schedule, systemd
+    web        the dashboard: Starlette app, pages, actions, security, data sources
     cli        the supervisor-q command
     api        supervisor_q/__init__.py, __main__.py and testing.py: the public surface
 
@@ -35,7 +36,8 @@ PACKAGE = "supervisor_q"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 RANK = {"base": 0, "config": 1, "ctl": 1, "queue": 2, "jobs": 3, "workflows": 4,
-        "worker": 5, "fleet": 6, "observe": 7, "master": 8, "cli": 9, "api": 10}
+        "worker": 5, "fleet": 6, "observe": 7, "master": 8, "web": 9, "cli": 10,
+        "api": 11}
 API_MODULES = {"__init__", "__main__", "testing"}
 # `from supervisor_q import NAME` for a NAME that is not a submodule imports the public
 # façade (supervisor_q/__init__.py); only these names may be taken from it by the layers.

@@ -1,4 +1,5 @@
-"""CLI commands over the fleet registry: `status --all`, `pause/continue --queue Q`.
+"""CLI commands over the fleet registry: `status --all`, `pause/continue --queue Q`,
+`scale PROGRAM N --all | --master ID` (through each master's inbox).
 
 They read and write Redis only (no control socket), so they work from any host."""
 
@@ -66,4 +67,23 @@ def cmd_pause_queue(args: argparse.Namespace) -> int:
         changed = resume(client, queue)
         print(f"queue {queue}: continued on every host" + ("" if changed else
                                                           " (was not paused)"))
+    return 0
+
+
+def cmd_scale_fleet(args: argparse.Namespace) -> int:
+    """scale PROGRAM N on every live master (--all) or on one (--master ID), via Redis.
+    A master without that program logs the refusal and changes nothing."""
+    from supervisor_q.fleet import inbox
+    from supervisor_q.fleet.registry import members
+
+    client = _client(args)
+    live = [m.id for m in members(client) if m.state == "alive"]
+    targets = live if args.all else [args.master]
+    if args.master and args.master not in live:
+        print(f"supervisor-q scale: no live master {args.master!r} "
+              "(see `supervisor-q status --all`)", file=sys.stderr)
+        return 1
+    for master_id in targets:
+        inbox.send(client, master_id, "scale", program=args.program, numprocs=args.numprocs)
+    print(f"{args.program}: scale to {args.numprocs} sent to {len(targets)} master(s)")
     return 0

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from supervisor_q import __version__
 from supervisor_q.cli.batches import add_batch_parsers
+from supervisor_q.cli.dashboard import add_dashboard_parser
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parsers(sub)
     add_lookup_parser(sub)
     add_master_parsers(sub)
+    add_dashboard_parser(sub)
     return parser
 
 

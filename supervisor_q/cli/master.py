@@ -60,6 +60,10 @@ def _add_control_parsers(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("program")
     sc.add_argument("numprocs", type=_numprocs,
                     help=f"0 to {MAX_NUMPROCS} (the most children one program may run)")
+    where = sc.add_mutually_exclusive_group()
+    where.add_argument("--all", action="store_true",
+                       help="every live master of the fleet (through Redis)")
+    where.add_argument("--master", default=None, help="one master by its fleet id (Redis)")
     sc.set_defaults(handler=cmd_scale)
     for name, text in (("pause", "children stop taking new jobs (stay alive)"),
                        ("continue", "children take jobs again")):
@@ -140,6 +144,10 @@ def cmd_simple(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    if args.all or args.master:
+        from supervisor_q.cli.fleet import cmd_scale_fleet
+
+        return cmd_scale_fleet(args)
     try:
         print(_call(args, "scale", program=args.program, numprocs=args.numprocs))
     except ControlError as exc:

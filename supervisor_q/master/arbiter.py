@@ -255,6 +255,7 @@ class Arbiter:
         self.fleet.tick(now, self, lambda: commands.status(self))
         upkeep.check_monitors(self.pools.values(), self.queue, now)
         upkeep.enforce_memory_hard(self.pools.values())
+        upkeep.apply_inbox(self)
         self.metering.tick(now, self.pools.values(), self.queue, self.redis)
         self.supervise_server()
 

@@ -1,7 +1,9 @@
 """Once-a-second checks of the running pools that need Redis or psutil: `monitor:`
-thresholds and `memory_hard`. The arbiter calls them from its slow tick.
+thresholds, `memory_hard`, and the master's command inbox in Redis. The arbiter calls
+them from its slow tick.
 
-Imports the queue layer and psutil; pools only through their methods.
+Imports the queue layer, the fleet inbox, the command handlers and psutil; pools only
+through their methods.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from typing import TYPE_CHECKING
 import psutil
 import redis
 
+from supervisor_q.ctl.protocol import ControlError
+from supervisor_q.fleet import inbox
+from supervisor_q.master import commands
 from supervisor_q.queue import monitor
 from supervisor_q.queue.backend import RedisQueue
 
 if TYPE_CHECKING:
+    from supervisor_q.master.arbiter import Arbiter
     from supervisor_q.master.pool import Pool
 
 log = logging.getLogger("supervisor_q.arbiter")
@@ -55,3 +61,19 @@ def enforce_memory_hard(pools: Iterable[Pool]) -> None:
                 log.warning("%s pid=%s: RSS %d MB > memory_hard %d MB mid-job: SIGKILL",
                             child.name, child.pid, rss >> 20, limit)
                 pool.kill_for_memory(child)
+
+
+def apply_inbox(arbiter: Arbiter) -> None:
+    """Apply the commands other hosts left in this master's Redis inbox (`scale` from the
+    dashboard or `scale --all`), each like the control socket's command."""
+    if arbiter.stopping is not None:
+        return  # left in Redis; the inbox expires
+    try:
+        received = inbox.take(arbiter.queue.client, arbiter.fleet.id)
+    except redis.RedisError:
+        return
+    for command, args in received:
+        try:
+            log.info("inbox %s: %s", command, commands.handle(arbiter, command, args))
+        except ControlError as exc:
+            log.warning("inbox %s refused: %s", command, str(exc)[:200])

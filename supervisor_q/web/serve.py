@@ -1,0 +1,21 @@
+"""Run the dashboard: connect to Redis and serve with uvicorn on a socket already bound
+(security.listen checks the bind and the token before this heavy module is imported)."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+
+from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.web.app import build_app
+from supervisor_q.web.security import Guard
+
+
+def serve(sock: socket.socket, token: str | None, redis_url: str) -> None:
+    """Serve on sock until SIGINT/SIGTERM."""
+    queue = RedisQueue(connect(redis_url, socket_timeout=10))
+    app = build_app(queue, Guard(token), redis_url=redis_url)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False,
+                            server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,7 +1,7 @@
-"""Once-a-second checks of the running pools that need Redis or psutil: `monitor:`
-thresholds and `memory_hard`. The arbiter calls them from its slow tick.
+"""Once-a-second checks of the running pools that need psutil: `memory_hard`. The
+arbiter calls them from its slow tick (`monitor:` thresholds moved to alerting.py).
 
-Imports the queue layer and psutil; pools only through their methods.
+Imports psutil; pools only through their methods.
 """
 
 from __future__ import annotations
@@ -11,31 +11,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import psutil
-import redis
-
-from supervisor_q.queue import monitor
-from supervisor_q.queue.backend import RedisQueue
 
 if TYPE_CHECKING:
     from supervisor_q.master.pool import Pool
 
 log = logging.getLogger("supervisor_q.arbiter")
-
-
-def check_monitors(pools: Iterable[Pool], queue: RedisQueue, now: float) -> None:
-    """Log an alert when a program's queue passes its `monitor:` size or wait."""
-    for pool in pools:
-        settings = getattr(pool.program, "monitor", None)
-        if settings is None or now < pool.scaling.next_monitor:
-            continue
-        pool.scaling.next_monitor = now + settings.every
-        try:
-            loads = monitor.measure(queue, list(pool.program.queues))
-        except redis.RedisError:
-            continue
-        limits = monitor.Thresholds(settings.max_size, settings.max_wait)
-        for alert in monitor.check_thresholds(loads, limits):
-            log.warning("%s: ALERT %s", pool.name, alert)
 
 
 def enforce_memory_hard(pools: Iterable[Pool]) -> None:

@@ -1,0 +1,93 @@
+"""Alerts without a master: the rate limit and the clear (AlertBook), the per-minute rate,
+the thresholds' precedence, webhook delivery (once-per-episode logging, a send that never
+blocks) and the fleet claim that lets one master of several notify a queue condition."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from supervisor_q.config.schema import WorkerProgram
+from supervisor_q.config.settings import AlertsSettings
+from supervisor_q.master.alerting import Alerting, effective_rules
+from supervisor_q.observe.alerts import AlertBook, Notification, RateWindow, Reading
+from supervisor_q.observe.webhooks import WebhookSender
+from supervisor_q.queue.backend import RedisQueue, connect
+from tests.helpers import wait_until
+from tests.observe.hooks import HookServer
+
+
+def reading(firing: bool, cid: str = "queue_size:q", fleet: bool = False) -> Reading:
+    return Reading(cid, "queue_size", "q", firing, "text", 5 if firing else 0, 2, fleet)
+
+
+def test_book_notifies_once_per_period_and_once_when_cleared() -> None:
+    book = AlertBook()
+    events = []
+    for now, firing in ((0, True), (1, True), (59, True), (60, True), (61, True),
+                        (62, False), (63, False), (64, True)):
+        events += [(now, n.event) for n in book.update([reading(firing)], now, 60)]
+    assert events == [(0, "firing"), (60, "reminder"), (62, "cleared"), (64, "firing")]
+    assert book.update([], 200, 60) == []  # not measured: no change either way
+
+
+def test_rate_window_counts_the_last_minute() -> None:
+    window = RateWindow()
+    assert window.add(0, 0) == 0
+    assert window.add(10, 3) == 3
+    assert window.add(59, 5) == 5
+    assert window.add(70, 6) == 3  # 6 now, 3 at t=10 (the sample 60 s before)
+    assert window.add(200, 6) == 0
+
+
+def test_program_alerts_override_monitor_which_overrides_the_file() -> None:
+    settings = AlertsSettings(max_size=100, max_wait=60, failures_per_minute=10)
+    program = WorkerProgram.model_validate({
+        "name": "w", "queues": ["q"], "monitor": {"max_size": 50, "max_wait": 30},
+        "alerts": {"max_wait": 5, "fatal": False}})
+    rules = effective_rules(settings, program)
+    assert (rules["max_size"], rules["max_wait"], rules["failures_per_minute"],
+            rules["fatal"]) == (50, 5, 10, False)
+    assert effective_rules(AlertsSettings(), WorkerProgram(name="x", queues=("q",)))["fatal"]
+
+
+def test_a_failing_webhook_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "supervisor_q.alerts")
+    with HookServer("error") as hook:
+        sender = WebhookSender(timeout=2)
+        for n in range(3):
+            sender.send([hook.url + "?secret=s3cret"], {"text": str(n)})
+        wait_until(lambda: len(hook.bodies) == 3 and sender.queue.empty(), timeout=5)
+        wait_until(lambda: "failed" in caplog.text)
+        hook.mode = "ok"
+        sender.send([hook.url + "?secret=s3cret"], {"text": "ok"})
+        wait_until(lambda: "works again" in caplog.text, timeout=5)
+        sender.close()
+    assert caplog.text.count("failed") == 1 and "HTTP Error 500" in caplog.text
+    assert "s3cret" not in caplog.text and "/hook" not in caplog.text
+
+
+def test_send_never_blocks_on_a_hanging_webhook(caplog: pytest.LogCaptureFixture) -> None:
+    with HookServer("hang") as hook:
+        sender = WebhookSender(timeout=5, capacity=2)
+        started = time.monotonic()
+        for n in range(20):
+            sender.send([hook.url], {"text": str(n)})
+        assert time.monotonic() - started < 0.2
+        assert caplog.text.count("webhook queue full") == 1
+
+
+def test_one_master_of_two_notifies_a_queue_condition(redis_url: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "supervisor_q.alerts")
+    masters = [Alerting(RedisQueue(connect(redis_url)), name) for name in ("m1", "m2")]
+    settings = AlertsSettings(period=60)
+    for event, firing in (("firing", True), ("cleared", False)):
+        for master in masters:
+            master.notify(Notification(event, reading(firing, fleet=True)), settings)
+    assert caplog.text.count("ALERT text") == 1 and caplog.text.count("ALERT CLEARED") == 1
+    for master in masters:  # a master's own condition is never claimed: both notify
+        master.notify(Notification("firing", reading(True, cid="fatal:w:x")), settings)
+    assert caplog.text.count("ALERT text") == 3

@@ -10,6 +10,7 @@ from supervisor_q import __version__
 from supervisor_q.cli.batches import add_batch_parsers
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.master import add_master_parsers
+from supervisor_q.cli.top import add_top_parser
 from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
 
 # Exit codes of the command itself: 2 = it could not run as given (bad arguments, a
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_parsers(sub)
     add_batch_parsers(sub)
     add_master_parsers(sub)
+    add_top_parser(sub)
     return parser
 
 

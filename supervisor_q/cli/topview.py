@@ -19,6 +19,7 @@ import tty
 from collections import Counter
 from typing import Any
 
+import redis
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -56,8 +57,8 @@ def live(frame: Frame, first: RenderableType) -> int:
             while not quit_pressed(REFRESH, saved is not None):
                 try:
                     view.update(frame.render(), refresh=True)
-                except ControlError as exc:
-                    view.update(Text(f"master not answering: {exc}"), refresh=True)
+                except (ControlError, redis.RedisError) as exc:
+                    view.update(Text(f"not answering: {exc}"), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -109,13 +110,15 @@ class Frame:
         queues = sorted({q for m in masters for p in m.get("programs", []) for q in p["queues"]})
         head = Text(f"supervisor-q top - {time.strftime('%H:%M:%S')} - "
                     f"{len(masters)} master(s) - q quits", style="bold")
-        return Group(head, programs_table(masters), children_table(masters),
+        alerts = [Text(f"ALERT {_where(m, len(masters) > 1)}{text}", style="bold red")
+                  for m in masters for text in m.get("master", m).get("alerts", [])]
+        return Group(head, *alerts, programs_table(masters), children_table(masters),
                      self.queues_table(queues))
 
     def queues_table(self, names: list[str]) -> RenderableType:
         try:
             rows = [self.queue_row(name) for name in names]
-        except Exception as exc:  # noqa: BLE001 - redis.RedisError, BadRedisUrl: shown
+        except (redis.RedisError, paths.BadRedisUrl) as exc:
             return Text(f"queues: Redis unavailable: {' '.join(str(exc).split())[:200]}")
         table = Table(title="queues", title_justify="left")
         for column in ("queue", "ready", "delayed", "reserved", "failed", "oldest wait",

@@ -59,6 +59,7 @@ class AlertBook:
     """Active conditions and when each was last notified (monotonic seconds)."""
 
     active: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # cid -> its latest firing text
 
     def update(self, readings: list[Reading], now: float, period: float) -> list[Notification]:
         """The notifications due now: a condition that starts firing, one still firing a
@@ -68,12 +69,14 @@ class AlertBook:
         for reading in readings:
             last = self.active.get(reading.cid)
             if reading.firing:
+                self.texts[reading.cid] = reading.text
                 if last is None or now - last >= period:
                     due.append(Notification("firing" if last is None else "reminder",
                                             reading))
                     self.active[reading.cid] = now
             elif last is not None:
                 del self.active[reading.cid]
+                self.texts.pop(reading.cid, None)
                 due.append(Notification("cleared", reading))
         return due
 

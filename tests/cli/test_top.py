@@ -28,8 +28,10 @@ WORKER = "queues: [topq, topidle]\nimport: [tests.jobmods.basic]\nnumprocs: 1\n"
 
 @pytest.fixture
 def busy_master(short_tmp: Path, redis_url: str) -> Iterator[Master]:
-    """A master whose one child runs a long job, with two more jobs waiting."""
-    with Master(short_tmp, redis_url, {"toppy": WORKER}) as master:
+    """A master whose one child runs a long job, two more jobs waiting (over max_size)."""
+    master = Master(short_tmp, redis_url, {"toppy": WORKER})
+    master.write("supervisor-q", "alerts: {max_size: 1, every: 0.2}\n")
+    with master:
         for _ in range(3):
             dispatch("tests.sleep", 30, queue="topq")
         wait_until(lambda: master.program("toppy")["processes"][0]["job"], timeout=15,
@@ -45,6 +47,7 @@ def top(master: Master, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_top_once_shows_programs_children_jobs_and_queues(busy_master: Master) -> None:
+    wait_until(lambda: busy_master.status()["master"]["alerts"], message="alert active")
     result = top(busy_master, "--once")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -55,6 +58,7 @@ def test_top_once_shows_programs_children_jobs_and_queues(busy_master: Master) -
     rows = {cells[0]: cells for ln in lines if len(cells := row(ln)) == 8}
     assert rows["topq"][1:5] == ["2", "0", "1", "0"]  # ready delayed reserved failed
     assert rows["topidle"][1:5] == ["0", "0", "0", "0"]
+    assert "ALERT queue topq has 2 jobs waiting (over 1)" in result.stdout
     fleet = top(busy_master, "--once", "--all")
     assert fleet.returncode == 0 and "toppy#" in fleet.stdout, fleet.stderr
 

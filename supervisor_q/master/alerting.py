@@ -1,7 +1,7 @@
 """Alerts, checked by every master on its slow tick: its own programs (a child FATAL, a
 crash loop), the queues of its worker programs (size, oldest wait) and their failure and
 timeout rates (from this master's counters). The conditions and the rate limit are
-observe/alerts.py; delivery is observe/webhooks.py (a thread, never the loop).
+observe/alerts.py; delivery is hookproc.py (a process of its own, never the loop).
 
 Thresholds: `alerts:` of supervisor-q.yaml for every program, overridden key by key by a
 program's `alerts:`, whose `monitor:` {max_size, max_wait} is an alias. Queue size and
@@ -24,10 +24,10 @@ import redis
 from supervisor_q.config.loading import CommandProgram, ProgramConfig, WorkerProgram
 from supervisor_q.config.schema import AlertRules
 from supervisor_q.config.settings import AlertsSettings
+from supervisor_q.master.hookproc import WebhookProcess
 from supervisor_q.master.process import ChildProcess, State
 from supervisor_q.observe.alerts import AlertBook, CrashLog, Notification, RateWindow, Reading
 from supervisor_q.observe.counters import Counters, restart_reason
-from supervisor_q.observe.webhooks import WebhookSender
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import PREFIX
 
@@ -63,7 +63,7 @@ class Alerting:
         self.fleet_id = fleet_id
         self.host = socket.gethostname()
         self.book = AlertBook()
-        self.sender = WebhookSender()
+        self.sender = WebhookProcess()
         self.crashes: dict[str, CrashLog] = defaultdict(CrashLog)
         self.rates: dict[tuple[str, str], RateWindow] = defaultdict(RateWindow)
         self.next_check = 0.0

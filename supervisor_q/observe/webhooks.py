@@ -1,11 +1,9 @@
-"""Webhook delivery off the master loop: one daemon thread, a bounded queue, a short
-timeout per POST. `send` never blocks: a full queue drops the notification (logged once
-until the queue has room again). A failing or slow URL is logged once per episode (when
-it starts failing, and when it works again); only its scheme and host are logged, since
-webhook URLs (Slack's, for one) carry their secret in the path.
-
-The thread starts with the first notification that has somewhere to go, so a master
-without webhooks has none. Imports nothing of supervisor_q.
+"""Webhook delivery: a JSON POST with a short timeout, a failing URL logged once per
+episode (when it starts failing, and when it works again), and the loop of the process
+that delivers them (master/hookproc.py forks it and feeds it JSON lines over a pipe, so
+the master loop never waits on a webhook and never runs a thread). Only a URL's scheme
+and host are logged: webhook URLs (Slack's, for one) carry their secret in the path.
+Imports nothing of supervisor_q.
 """
 
 from __future__ import annotations
@@ -13,17 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import queue
-import threading
+import os
 import urllib.request
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 log = logging.getLogger("supervisor_q.alerts")
 
 TIMEOUT = 3.0  # seconds per POST, connect and read each
-CAPACITY = 100  # notifications waiting for the thread
 
 
 def redacted(url: str) -> str:
@@ -31,38 +26,17 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-class WebhookSender:
-    def __init__(self, timeout: float = TIMEOUT, capacity: int = CAPACITY) -> None:
+class Delivery:
+    """POSTs bodies; remembers which URLs are failing, to log each episode once."""
+
+    def __init__(self, timeout: float = TIMEOUT) -> None:
         self.timeout = timeout
-        self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(capacity)
-        self.thread: threading.Thread | None = None
-        self.failing: set[str] = set()  # URLs whose last POST failed (touched by the thread)
-        self.overflowing = False
+        self.failing: set[str] = set()
 
-    def send(self, urls: Iterable[str], body: dict[str, Any]) -> None:
-        """Queue body for each URL; returns at once."""
-        data = json.dumps(body).encode()
-        for url in urls:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="sq-webhooks",
-                                               daemon=True)
-                self.thread.start()
-            try:
-                self.queue.put_nowait((url, data))
-                self.overflowing = False
-            except queue.Full:
-                if not self.overflowing:
-                    self.overflowing = True
-                    log.warning("alerts: webhook queue full (%d waiting): notifications "
-                                "dropped until it drains", self.queue.maxsize)
-
-    def _run(self) -> None:
-        while (item := self.queue.get()) is not None:
-            self._post(*item)
-
-    def _post(self, url: str, data: bytes) -> None:
-        request = urllib.request.Request(url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "supervisor-q"})
+    def post(self, url: str, body: dict[str, Any]) -> bool:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "User-Agent": "supervisor-q"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
                 reply.read(65536)
@@ -70,18 +44,27 @@ class WebhookSender:
             if url not in self.failing:
                 self.failing.add(url)
                 log.warning("alerts: webhook %s failed (%s); not logged again until it "
-                            "works", redacted(url), str(exc)[:200])
-            return
+                            "works", redacted(url), " ".join(str(exc).split())[:200])
+            return False
         if url in self.failing:
             self.failing.discard(url)
             log.info("alerts: webhook %s works again", redacted(url))
+        return True
 
-    def close(self, wait: float = 1.0) -> None:
-        """At the master's exit: what is queued gets up to `wait` seconds."""
-        if self.thread is None:
-            return
-        try:
-            self.queue.put_nowait(None)
-        except queue.Full:
-            return
-        self.thread.join(wait)
+
+def serve(read_fd: int, timeout: float = TIMEOUT) -> None:
+    """The delivery process' loop: one JSON line {"urls": [...], "body": {...}} per
+    notification, until EOF (the master closed its end, or died)."""
+    delivery = Delivery(timeout)
+    buffer = b""
+    while chunk := os.read(read_fd, 65536):
+        lines = (buffer + chunk).split(b"\n")
+        buffer = lines.pop()
+        for line in lines:
+            try:
+                message = json.loads(line)
+                urls, body = message["urls"], message["body"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            for url in urls:
+                delivery.post(url, body)

@@ -5,6 +5,7 @@ blocks) and the fleet claim that lets one master of several notify a queue condi
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pytest
@@ -12,8 +13,9 @@ import pytest
 from supervisor_q.config.schema import WorkerProgram
 from supervisor_q.config.settings import AlertsSettings
 from supervisor_q.master.alerting import Alerting, effective_rules
+from supervisor_q.master.hookproc import WebhookProcess
 from supervisor_q.observe.alerts import AlertBook, Notification, RateWindow, Reading
-from supervisor_q.observe.webhooks import WebhookSender
+from supervisor_q.observe.webhooks import Delivery
 from supervisor_q.queue.backend import RedisQueue, connect
 from tests.helpers import wait_until
 from tests.observe.hooks import HookServer
@@ -56,27 +58,35 @@ def test_program_alerts_override_monitor_which_overrides_the_file() -> None:
 def test_a_failing_webhook_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "supervisor_q.alerts")
     with HookServer("error") as hook:
-        sender = WebhookSender(timeout=2)
-        for n in range(3):
-            sender.send([hook.url + "?secret=s3cret"], {"text": str(n)})
-        wait_until(lambda: len(hook.bodies) == 3 and sender.queue.empty(), timeout=5)
-        wait_until(lambda: "failed" in caplog.text)
+        delivery = Delivery(timeout=2)
+        url = hook.url + "?secret=s3cret"
+        assert [delivery.post(url, {"text": str(n)}) for n in range(3)] == [False] * 3
         hook.mode = "ok"
-        sender.send([hook.url + "?secret=s3cret"], {"text": "ok"})
-        wait_until(lambda: "works again" in caplog.text, timeout=5)
-        sender.close()
+        assert delivery.post(url, {"text": "ok"})
+    assert len(hook.bodies) == 4 and hook.bodies[3] == {"text": "ok"}
     assert caplog.text.count("failed") == 1 and "HTTP Error 500" in caplog.text
+    assert caplog.text.count("works again") == 1
     assert "s3cret" not in caplog.text and "/hook" not in caplog.text
 
 
-def test_send_never_blocks_on_a_hanging_webhook(caplog: pytest.LogCaptureFixture) -> None:
-    with HookServer("hang") as hook:
-        sender = WebhookSender(timeout=5, capacity=2)
+def test_the_delivery_process_posts_and_never_blocks_the_sender(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with HookServer("hang") as hung, HookServer() as hook:
+        process = WebhookProcess(timeout=5)
+        process.send([hook.url], {"text": "first"})
+        wait_until(lambda: hook.bodies == [{"text": "first"}], timeout=5)
         started = time.monotonic()
-        for n in range(20):
-            sender.send([hook.url], {"text": str(n)})
-        assert time.monotonic() - started < 0.2
-        assert caplog.text.count("webhook queue full") == 1
+        for n in range(500):  # far more than the pipe holds while the POST hangs
+            process.send([hung.url], {"text": str(n), "pad": "x" * 400})
+        assert time.monotonic() - started < 0.5
+        # Logged when the pipe fills, not per dropped notification (it fills again if
+        # the process drained a pipeful before its first POST hung).
+        assert 1 <= caplog.text.count("notifications dropped") <= 3
+        pid = process.pid
+        process.close(wait=0.2)  # stuck in the hung POST: killed
+        assert process.pid is None and pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_one_master_of_two_notifies_a_queue_condition(redis_url: str,

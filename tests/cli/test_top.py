@@ -59,6 +59,10 @@ def test_top_once_shows_programs_children_jobs_and_queues(busy_master: Master) -
     assert rows["topq"][1:5] == ["2", "0", "1", "0"]  # ready delayed reserved failed
     assert rows["topidle"][1:5] == ["0", "0", "0", "0"]
     assert "ALERT queue topq has 2 jobs waiting (over 1)" in result.stdout
+    status = subprocess.run([sys.executable, "-m", "supervisor_q", "status"], capture_output=True,
+                            text=True, timeout=20,
+                            env={**os.environ, "SUPERVISOR_Q_SOCKET": str(busy_master.socket)})
+    assert "ALERT queue topq has 2 jobs waiting (over 1)" in status.stdout
     fleet = top(busy_master, "--once", "--all")
     assert fleet.returncode == 0 and "toppy#" in fleet.stdout, fleet.stderr
 

@@ -67,6 +67,7 @@ class Alerting:
         self.crashes: dict[str, CrashLog] = defaultdict(CrashLog)
         self.rates: dict[tuple[str, str], RateWindow] = defaultdict(RateWindow)
         self.next_check = 0.0
+        self.unmeasured: set[str] = set()
 
     def reaped(self, pool: Pool, child: ChildProcess, status: int, now: float) -> None:
         """A reaped child: a crash is remembered for the crash-loop condition."""
@@ -90,9 +91,14 @@ class Alerting:
         rules = {p.name: effective_rules(settings, p.program) for p in pools}
         readings = [r for p in pools for r in self.program_readings(p, rules[p.name], now)]
         readings += self.rate_readings(pools, rules, counters, now)
+        self.unmeasured = set()  # queue conditions Redis could not measure now
         if not redis_down:
             readings += self.queue_readings(pools, rules, settings)
-        for notification in self.book.update(readings, now, settings.period):
+        else:
+            self.unmeasured = {cid for cid in self.book.active if cid.startswith("queue_")}
+        seen = {r.cid for r in readings} | self.unmeasured
+        due = self.book.update(readings, now, settings.period) + self.book.retire(seen)
+        for notification in due:
             self.notify(notification, settings)
 
     def program_readings(self, pool: Pool, rules: dict[str, Any], now: float) -> list[Reading]:
@@ -139,6 +145,7 @@ class Alerting:
             try:
                 size, waited = self.queue.load(queue)
             except redis.RedisError:
+                self.unmeasured |= {f"queue_size:{queue}", f"queue_wait:{queue}"}
                 continue
             if queue in sizes:
                 limit = sizes[queue]

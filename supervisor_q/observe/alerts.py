@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 RATE_WINDOW = 60.0  # "per minute": finished jobs over the last 60 seconds
@@ -59,7 +59,12 @@ class AlertBook:
     """Active conditions and when each was last notified (monotonic seconds)."""
 
     active: dict[str, float] = field(default_factory=dict)
-    texts: dict[str, str] = field(default_factory=dict)  # cid -> its latest firing text
+    last: dict[str, Reading] = field(default_factory=dict)  # cid -> its latest firing reading
+
+    @property
+    def texts(self) -> list[str]:
+        """What is wrong now, one line per active condition."""
+        return sorted(reading.text for reading in self.last.values())
 
     def update(self, readings: list[Reading], now: float, period: float) -> list[Notification]:
         """The notifications due now: a condition that starts firing, one still firing a
@@ -69,15 +74,27 @@ class AlertBook:
         for reading in readings:
             last = self.active.get(reading.cid)
             if reading.firing:
-                self.texts[reading.cid] = reading.text
+                self.last[reading.cid] = reading
                 if last is None or now - last >= period:
                     due.append(Notification("firing" if last is None else "reminder",
                                             reading))
                     self.active[reading.cid] = now
             elif last is not None:
                 del self.active[reading.cid]
-                self.texts.pop(reading.cid, None)
+                self.last.pop(reading.cid, None)
                 due.append(Notification("cleared", reading))
+        return due
+
+
+    def retire(self, seen: set[str]) -> list[Notification]:
+        """Active conditions not in seen are no longer checked (program removed, threshold
+        unset): each gets its "cleared" notification."""
+        due = []
+        for cid in [c for c in self.active if c not in seen]:
+            del self.active[cid]
+            last = self.last.pop(cid)
+            due.append(Notification("cleared", replace(
+                last, firing=False, text=f"{last.text}: no longer checked")))
         return due
 
 

@@ -33,6 +33,11 @@ def test_book_notifies_once_per_period_and_once_when_cleared() -> None:
         events += [(now, n.event) for n in book.update([reading(firing)], now, 60)]
     assert events == [(0, "firing"), (60, "reminder"), (62, "cleared"), (64, "firing")]
     assert book.update([], 200, 60) == []  # not measured: no change either way
+    assert book.texts == ["text"]
+    retired = book.retire({"other"})  # its program removed, or its threshold unset
+    assert [(n.event, n.reading.text) for n in retired] == [("cleared",
+                                                              "text: no longer checked")]
+    assert book.active == {} and book.texts == []
 
 
 def test_rate_window_counts_the_last_minute() -> None:

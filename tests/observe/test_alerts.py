@@ -58,6 +58,9 @@ def test_program_alerts_override_monitor_which_overrides_the_file() -> None:
     assert (rules["max_size"], rules["max_wait"], rules["failures_per_minute"],
             rules["fatal"]) == (50, 5, 10, False)
     assert effective_rules(AlertsSettings(), WorkerProgram(name="x", queues=("q",)))["fatal"]
+    off = WorkerProgram.model_validate({"name": "o", "queues": ["q"],
+                                        "alerts": {"max_size": None}})
+    assert effective_rules(settings, off)["max_size"] is None  # null: the file's is off
 
 
 def test_a_failing_webhook_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:

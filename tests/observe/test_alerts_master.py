@@ -49,8 +49,9 @@ def test_queue_over_size_fires_once_while_over_then_clears_once(short_tmp: Path,
             assert master.tail().count("ALERT queue sized has 5 jobs waiting") == 1
 
 
-def test_a_fatal_program_fires(short_tmp: Path, redis_url: str) -> None:
-    broken = "queues: [f]\nimport: [tests.jobmods.does_not_exist]\nstartretries: 1\n"
+def test_a_fatal_program_and_a_crash_loop_fire(short_tmp: Path, redis_url: str) -> None:
+    broken = ("queues: [f]\nimport: [tests.jobmods.does_not_exist]\nstartretries: 2\n"
+              "alerts: {crash_loop: {restarts: 2, within: 60}}\n")
     with HookServer() as hook:
         master = Master(short_tmp, redis_url, {"broken": broken})
         master.write("supervisor-q", settings(hook.url))
@@ -58,6 +59,9 @@ def test_a_fatal_program_fires(short_tmp: Path, redis_url: str) -> None:
             wait_until(lambda: hook.of("fatal"), timeout=20, message="FATAL notified")
             body = hook.of("fatal")[0]
             assert body["alert"]["subject"] == "broken" and "is FATAL" in body["text"]
+            loop = hook.of("crash_loop")
+            assert len(loop) == 1 and loop[0]["alert"]["value"] >= 2
+            assert "crash restarts in the last 60s (limit 2)" in loop[0]["text"]
 
 
 def test_a_failure_rate_fires(short_tmp: Path, redis_url: str) -> None:

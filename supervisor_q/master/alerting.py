@@ -174,13 +174,17 @@ class Alerting:
                              notification.body(self.host, self.fleet_id))
 
     def claim(self, cid: str, event: str, period: float) -> bool:
-        """One master of the fleet per condition, event and period; Redis away: notify."""
-        kind = "cleared" if event == "cleared" else "firing"
+        """One master of the fleet per condition, event and period; Redis away: notify.
+        A claimed change frees the opposite claim: the next change is notified at once."""
+        kind, other = ("cleared", "firing") if event == "cleared" else ("firing", "cleared")
         try:
-            return bool(self.queue.client.set(claim_key(cid, kind), self.fleet_id, nx=True,
-                                              px=max(1, int(period * 1000))))
+            won = self.queue.client.set(claim_key(cid, kind), self.fleet_id, nx=True,
+                                        px=max(1, int(period * 1000)))
+            if won:
+                self.queue.client.delete(claim_key(cid, other))
         except redis.RedisError:
             return True
+        return bool(won)
 
     def close(self) -> None:
         self.sender.close()

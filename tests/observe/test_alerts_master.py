@@ -59,7 +59,7 @@ def test_a_fatal_program_and_a_crash_loop_fire(short_tmp: Path, redis_url: str) 
             wait_until(lambda: hook.of("fatal"), timeout=20, message="FATAL notified")
             body = hook.of("fatal")[0]
             assert body["alert"]["subject"] == "broken" and "is FATAL" in body["text"]
-            loop = hook.of("crash_loop")
+            loop = wait_until(lambda: hook.of("crash_loop"), timeout=5, message="crash loop")
             assert len(loop) == 1 and loop[0]["alert"]["value"] >= 2
             assert "crash restarts in the last 60s (limit 2)" in loop[0]["text"]
 

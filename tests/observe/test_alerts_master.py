@@ -100,7 +100,7 @@ def test_failing_or_hanging_webhooks_do_not_delay_the_master(short_tmp: Path,
                 master.status()
                 slowest = max(slowest, time.monotonic() - started)
                 time.sleep(0.1)
-            assert slowest < 0.5, f"status took {slowest:.2f}s"
+            assert slowest < 1.0, f"status took {slowest:.2f}s"  # a hung POST: 3 s
             assert master.tail(400).count(f"webhook http://127.0.0.1:"
                                           f"{failing.server.server_address[1]} failed") == 1
             assert "HTTP Error 500" in master.tail(400)

@@ -15,7 +15,8 @@ Layers, lowest first; a module may import its own layer's modules and lower laye
     worker     the child: boot, loop, lifecycle, outcome, handback, timeouts, report pipe,
                sync mode
     fleet      the fleet registry: heartbeats, dead masters, status --all
-    observe    metrics: counting, per-minute buckets in Redis, the /metrics endpoint
+    observe    metrics: counting, per-minute buckets in Redis, the /metrics endpoint;
+               alert conditions and webhook delivery
     master     arbiter, pools, processes, spawn, wakeup, schedule, systemd
     web        the dashboard: Starlette app, pages, actions, security, data sources
     cli        the supervisor-q command

@@ -180,6 +180,7 @@ def format_status(status: dict) -> str:
     if not redis_state["ok"]:
         since = time.strftime("%H:%M:%S", time.localtime(redis_state["since"]))
         lines.append(f"redis: unavailable since {since} ({redis_state['error']})")
+    lines += [f"ALERT {text}" for text in master.get("alerts") or []]
     if master.get("restart_signal"):
         lines.append(f"restart signal {master['restart_signal']:.3f} "
                      f"(seen {master.get('restart_seen_ago')}s ago)")

@@ -27,7 +27,8 @@ QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # a copy of queue/keys.QUEUE_PATTERN (a t
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 # Fields that only change how many children run: a reload rescales instead of replacing.
 # Changing only these keeps the program's children (resize or re-check, no replacement).
-SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor"})
+SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor",
+                          "alerts"})
 
 # Most children one program may run (numprocs, schedule, autoscale, `scale`, TTIN): each
 # child is a forked Python process (~30-100 MB), so 1000 is already more than one machine
@@ -120,6 +121,25 @@ class MonitorConfig(_Frozen):
     every: PositiveSeconds = 10.0  # seconds between two checks
 
 
+class CrashLoop(_Frozen):
+    """A crash loop: `restarts` crash restarts of one program within `within` seconds."""
+
+    restarts: PositiveCount = 5
+    within: PositiveSeconds = 60.0
+
+
+class AlertRules(_Frozen):
+    """`alerts:` thresholds (master/alerting.py). A program's keys override those of the
+    settings file's `alerts:` one by one; None = not set here (inherited, else off)."""
+
+    max_size: PositiveCount | None = None  # more ready jobs than this in a queue
+    max_wait: PositiveSeconds | None = None  # the oldest ready job waited longer (s)
+    fatal: Annotated[bool, Field(strict=True)] | None = None  # a child FATAL (default on)
+    crash_loop: CrashLoop | None = None  # N crash restarts within M seconds
+    failures_per_minute: PositiveCount | None = None  # failed jobs of a queue, last 60 s
+    timeouts_per_minute: PositiveCount | None = None  # timed-out jobs of a queue, last 60 s
+
+
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -155,6 +175,7 @@ class _ProgramBase(_Frozen):
     timezone: Annotated[str, Field(strict=True)] = "UTC"  # IANA zone the cron rules use
     environment: dict[str, Annotated[str, Field(strict=True)]] = {}  # extra env for children
     directory: Annotated[str, Field(strict=True, min_length=1)] | None = None  # child cwd
+    alerts: AlertRules | None = None  # alert thresholds (master/alerting.py)
 
     _timezone_known = field_validator("timezone")(_check_timezone)
 
@@ -184,7 +205,7 @@ class WorkerProgram(_ProgramBase):
     stopwaitsecs: Seconds = Field(default=None, validate_default=True)  # default timeout + 10
     stopsignal: Literal["TERM"] = "TERM"  # fixed: finish the current job, then exit
     autoscale: AutoscaleConfig | None = None  # load-driven size instead of numprocs
-    monitor: MonitorConfig | None = None  # queue size / wait alerts in the master's log
+    monitor: MonitorConfig | None = None  # alias of alerts: {max_size, max_wait}
 
     _queue_list = field_validator("queues", "imports", mode="before")(_split_list)
 

@@ -7,8 +7,15 @@ never a program). Validated like program files, each problem one bounded
       bind: 127.0.0.1:9808     # serve Prometheus /metrics there (default: not served)
       retention: 24h           # how long the per-minute buckets stay in Redis
 
-A new section (e.g. `alerts:`) is one more field of `MasterSettings` with a model of its
-own. Imports only config/loading.py and config/messages.py.
+    alerts:                    # master/alerting.py; a program's `alerts:` overrides
+      webhooks: [https://hooks.example/T0]   # JSON POST, Slack-compatible `text`
+      period: 1h               # one notification per condition per period
+      every: 10                # seconds between two checks
+      max_size: 1000           # thresholds: see config/schema.AlertRules
+      waits: {emails: 60}      # Horizon's waits: per-queue max_wait
+
+A new section is one more field of `MasterSettings` with a model of its own. Imports
+config/loading.py, config/messages.py and config/schema.py.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from supervisor_q.config.loading import SETTINGS_FILE, ConfigError, _read_mapping
 from supervisor_q.config.messages import translate
+from supervisor_q.config.schema import AlertRules, PositiveSeconds, QueueName
 
 DEFAULT_RETENTION = 24 * 3600.0
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,10 +81,44 @@ class MetricsSettings(BaseModel):
         return value
 
 
+def parse_duration(value: object) -> object:
+    """Seconds, or a string such as 24h, 90m, 2d (pydantic `before` validators)."""
+    if isinstance(value, str):
+        found = _DURATION.match(value.strip())
+        if found is None:
+            raise ValueError(f"must be seconds or a duration like 24h, got {value[:40]!r}")
+        return float(found[1]) * _UNITS[found[2] or "s"]
+    if isinstance(value, bool):
+        raise ValueError("must be seconds or a duration like 24h, got a boolean")
+    return value
+
+
+class AlertsSettings(AlertRules):
+    """The settings file's `alerts:`: where notifications go, how often, and defaults of
+    the thresholds for every program (each program's `alerts:` overrides them)."""
+
+    webhooks: tuple[str, ...] = ()  # http(s) URLs, each gets a JSON POST per notification
+    period: float = Field(default=3600.0, gt=0)  # one notification per condition per period
+    every: PositiveSeconds = 10.0  # seconds between two checks
+    waits: dict[QueueName, PositiveSeconds] = {}  # per-queue max_wait (Horizon's `waits`)
+
+    _period = field_validator("period", mode="before")(parse_duration)
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _webhooks(cls, value: object) -> object:
+        urls = [value] if isinstance(value, str) else value
+        for url in urls if isinstance(urls, list | tuple) else ():
+            if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"must be http:// or https:// URLs, got {str(url)[:60]!r}")
+        return urls
+
+
 class MasterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metrics: MetricsSettings = MetricsSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
 
 def settings_path(config_dir: Path) -> Path:

@@ -27,6 +27,7 @@ from supervisor_q.config.settings import MasterSettings
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
 from supervisor_q.master import commands, upkeep
+from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
 from supervisor_q.master.metering import Metering
@@ -68,6 +69,7 @@ class Arbiter:
         self.reports = ReportReader(self.wakeup, self.clock)
         self.metering = Metering(config_dir, redis_url, self.wakeup, self.reports,
                                  settings or MasterSettings(), metrics_bind)
+        self.alerting = Alerting(self.queue, self.fleet.id)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
         self.stopping: str | None = None  # "graceful" | "fast"
@@ -225,6 +227,7 @@ class Arbiter:
                 self.reports.read(pool, child)  # the last words before the exit
                 self.reports.close(pool, child)
             self.metering.reaped(pool, child, status, now)
+            self.alerting.reaped(pool, child, status, now)
             back = pool.reaped(child, status, now)
             if child.pgid and child.pgid > 0:
                 try:  # the job's own subprocesses must not outlive it
@@ -253,7 +256,8 @@ class Arbiter:
             self.reload_at = now + RELOAD_DEBOUNCE
         self.read_restart_signal(now)
         self.fleet.tick(now, self, lambda: commands.status(self))
-        upkeep.check_monitors(self.pools.values(), self.queue, now)
+        self.alerting.tick(now, self.pools.values(), self.metering.all_settings.alerts,
+                           self.reports.counters, self.redis.down)
         upkeep.enforce_memory_hard(self.pools.values())
         upkeep.apply_inbox(self)
         self.metering.tick(now, self.pools.values(), self.queue, self.redis)
@@ -386,5 +390,6 @@ class Arbiter:
         self.wakeup.close()
         self.fleet.leave()
         self.metering.close()
+        self.alerting.close()
         self.queue.client.close()
 

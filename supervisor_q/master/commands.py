@@ -197,6 +197,7 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
             "restart_seen_ago": (None if arbiter.restart_seen_at is None
                                  else round(now - arbiter.restart_seen_at, 3)),
             "redis": arbiter.redis.as_dict(),
+            "alerts": arbiter.alerting.book.texts,
         },
     }
 

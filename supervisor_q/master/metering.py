@@ -54,6 +54,7 @@ class Metering:
         self.redis_url = redis_url
         self.wakeup = wakeup
         self.bind_override = bind_override  # `run --metrics HOST:PORT` wins over the file
+        self.all_settings = settings  # the whole file; alerting.py reads its `alerts:`
         self.settings = settings.metrics
         self.settings_stamp = self._stamp()
         self.counters = Counters()
@@ -219,10 +220,12 @@ class Metering:
             return
         self.settings_stamp = stamp
         try:
-            new: MetricsSettings = load_master_settings(self.config_dir).metrics
+            loaded = load_master_settings(self.config_dir)
         except ConfigError as exc:
             log.error("settings refused, still running the previous ones: %s", exc)
             return
+        self.all_settings = loaded
+        new: MetricsSettings = loaded.metrics
         if new == self.settings:
             return
         old_bind, old_enabled = self.bind, self.enabled

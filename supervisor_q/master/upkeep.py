@@ -1,9 +1,9 @@
-"""Once-a-second checks of the running pools that need Redis or psutil: `monitor:`
-thresholds, `memory_hard`, and the master's command inbox in Redis. The arbiter calls
-them from its slow tick.
+"""Once-a-second checks of the running pools: `memory_hard` (psutil) and the master's
+command inbox in Redis. The arbiter calls them from its slow tick (`monitor:` thresholds
+are alerts now: alerting.py).
 
-Imports the queue layer, the fleet inbox, the command handlers and psutil; pools only
-through their methods.
+Imports the fleet inbox, the command handlers and psutil; pools only through their
+methods.
 """
 
 from __future__ import annotations
@@ -18,30 +18,12 @@ import redis
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.fleet import inbox
 from supervisor_q.master import commands
-from supervisor_q.queue import monitor
-from supervisor_q.queue.backend import RedisQueue
 
 if TYPE_CHECKING:
     from supervisor_q.master.arbiter import Arbiter
     from supervisor_q.master.pool import Pool
 
 log = logging.getLogger("supervisor_q.arbiter")
-
-
-def check_monitors(pools: Iterable[Pool], queue: RedisQueue, now: float) -> None:
-    """Log an alert when a program's queue passes its `monitor:` size or wait."""
-    for pool in pools:
-        settings = getattr(pool.program, "monitor", None)
-        if settings is None or now < pool.scaling.next_monitor:
-            continue
-        pool.scaling.next_monitor = now + settings.every
-        try:
-            loads = monitor.measure(queue, list(pool.program.queues))
-        except redis.RedisError:
-            continue
-        limits = monitor.Thresholds(settings.max_size, settings.max_wait)
-        for alert in monitor.check_thresholds(loads, limits):
-            log.warning("%s: ALERT %s", pool.name, alert)
 
 
 def enforce_memory_hard(pools: Iterable[Pool]) -> None:

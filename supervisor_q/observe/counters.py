@@ -66,6 +66,8 @@ class Counters:
         self.processes: dict[tuple[str, str], int] = {}  # (program, state) -> children
         self.pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.pending_fields = 0
+        # Jobs finished since the master started, per (queue, outcome): alert rates.
+        self.totals: dict[tuple[str, str], int] = defaultdict(int)
 
     def _job(self, queue: str, job: str) -> str:
         if (queue, job) not in self.series:
@@ -94,6 +96,7 @@ class Counters:
         """A job ended with outcome after runtime seconds."""
         job = self._job(queue, job)
         self.jobs.labels(queue, job, outcome).inc()
+        self.totals[(queue, outcome)] += 1
         self.duration.labels(queue, job).observe(runtime)
         self._add(queue, f"{minute}:{job}:{outcome}", 1)
         self._add(queue, f"{minute}:{job}:runtime_ms", int(runtime * 1000))

@@ -1,11 +1,12 @@
-"""No-op drain through a plain URL vs a Sentinel URL, in one run, against the same primary.
+"""No-op drain through a plain URL, a Sentinel URL and a Cluster URL, in one run.
 
-    .venv/bin/python bench/sentinel_drain.py [--jobs 20000] [--procs 2] [--rounds 2]
+    .venv/bin/python bench/topology_drain.py [--jobs 20000] [--procs 2] [--rounds 2]
 
-Starts 1 primary, 1 replica and 3 sentinels on loopback (tests/sentinels.py), queues
+Starts 1 primary, 1 replica and 3 sentinels (tests/sentinels.py) and a 3-primary
+cluster (tests/clusters.py) on loopback; the plain URL is the Sentinel set's primary. Queues
 --jobs no-op jobs, then times --procs `supervisor-q work --stop-when-empty` processes
 draining them; the time of the same command on an empty queue (interpreter start,
-imports, connect) is subtracted. Rounds alternate plain and Sentinel.
+imports, connect) is subtracted. Rounds alternate plain, Sentinel and Cluster.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from supervisor_q.queue import payload as payloads  # noqa: E402
 from supervisor_q.queue.backend import RedisQueue, connect  # noqa: E402
+from tests.clusters import LocalCluster  # noqa: E402
 from tests.sentinels import SentinelSet  # noqa: E402
 
 QUEUE = "bench"
@@ -62,17 +64,22 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sq-bench-sentinel-") as tmp:
-        deployment = SentinelSet(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="sq-bench-topology-") as tmp:
+        for part in ("sentinel", "cluster"):
+            (Path(tmp) / part).mkdir()
+        deployment = SentinelSet(Path(tmp) / "sentinel")
         deployment.start()
+        cluster = LocalCluster(Path(tmp) / "cluster")  # its ports chosen once those are taken
+        cluster.start()
         try:
             urls = {"plain": f"redis://127.0.0.1:{deployment.master_port()}/0",
-                    "sentinel": deployment.url}
+                    "sentinel": deployment.url, "cluster": cluster.url}
             rates: dict[str, list[float]] = {name: [] for name in urls}
             for _ in range(args.rounds):
                 for name, url in urls.items():
                     rates[name].append(drain(url, args.jobs, args.procs))
         finally:
+            cluster.stop()
             deployment.stop()
     for name, found in rates.items():
         print(f"{name:>8}: {args.jobs} no-op jobs, {args.procs} worker process(es): "

@@ -82,3 +82,42 @@ def test_every_setting_is_commented() -> None:
         before = next(lines[j] for j in range(i - 1, start - 1, -1)
                       if not re.match(r"^[A-Z]\w+=", lines[j]))
         assert before.startswith("#"), f"{line!r} has no comment above it"
+
+
+README = UNIT.parents[1] / "README.md"
+
+
+def _readme_ini_blocks() -> list[str]:
+    """The ```ini blocks of README's systemd section, in order."""
+    text = README.read_text()
+    section = text[text.index("## Running under systemd"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```ini\n(.*?)```", section, re.S)
+
+
+def _verify_with_dropin(tmp_path: Path, dropin: str) -> subprocess.CompletedProcess[str]:
+    """`verify` on the unit plus a drop-in, as `systemctl edit` would store it."""
+    exe = str(Path(sys.executable).parent / "supervisor-q")
+    unit_dir = tmp_path / "units"
+    (unit_dir / "supervisor-q.service.d").mkdir(parents=True)
+    text = UNIT.read_text().replace("/opt/supervisor-q/venv/bin/supervisor-q", exe)
+    (unit_dir / "supervisor-q.service").write_text(text)
+    dropin = dropin.replace("/opt/supervisor-q/venv/bin/supervisor-q", exe)
+    (unit_dir / "supervisor-q.service.d" / "override.conf").write_text(dropin)
+    env = {"PATH": "/usr/bin:/bin", "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}
+    return subprocess.run([ANALYZE, "verify", "supervisor-q.service"], capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+@needs_analyze
+def test_readme_dropins_verify(tmp_path: Path) -> None:
+    """README's `systemctl edit` drop-ins, literally: the ExecStart= reset line makes
+    the override valid; without it systemd refuses the unit."""
+    blocks = _readme_ini_blocks()
+    assert len(blocks) == 2 and "ExecStart=\nExecStart=" in blocks[0]
+    for i, block in enumerate(blocks):
+        result = _verify_with_dropin(tmp_path / str(i), block)
+        assert result.returncode == 0, result.stderr
+    broken = _verify_with_dropin(tmp_path / "broken", blocks[0].replace("ExecStart=\n", "", 1))
+    assert broken.returncode != 0
+    assert "more than one ExecStart=" in broken.stderr

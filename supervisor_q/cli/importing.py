@@ -103,7 +103,7 @@ def cmd_import_supervisord(args: argparse.Namespace) -> int:
         if program.worker:
             print(_suggestion(program))
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {warning}"[:300], file=sys.stderr)  # one bounded line each
     print(f"wrote {len(targets)} program file(s) to {out} ({len(warnings)} warning(s)); "
           f"check them with: supervisor-q check-config {out}")
     return 0

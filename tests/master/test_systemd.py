@@ -45,7 +45,7 @@ def test_key_settings() -> None:
         "StateDirectory": "supervisor-q",
         "NoNewPrivileges": "yes",
         "PrivateTmp": "yes",
-        "ProtectSystem": "full",
+        "ProtectSystem": "strict",
         "OOMPolicy": "continue",
     }
     assert {key: service.get(key) for key in expected} == expected
@@ -62,10 +62,15 @@ def test_stop_timeout_leaves_room_for_the_default_drain() -> None:
 
 def test_no_hardening_that_breaks_forking_workers() -> None:
     service = _parse(UNIT.read_text())["Service"]
-    # Each of these would break fork-based workers, their memory or their signals.
-    for key in ("MemoryDenyWriteExecute", "SystemCallFilter", "RestrictNamespaces",
-                "PrivateUsers", "ProtectHome"):
+    # MemoryDenyWriteExecute breaks cffi/ctypes callbacks and JITs in jobs; PrivateUsers
+    # hides the socket group; a read-only or hidden home would break code living there.
+    for key in ("MemoryDenyWriteExecute", "PrivateUsers"):
         assert key not in service, key
+    assert service.get("ProtectHome") in (None, "read-only")
+    # The filter must keep fork/exec, signals, process groups and setuid (`user:`):
+    # @system-service includes @process, @signal and @setuid.
+    assert service.get("SystemCallFilter") == "@system-service"
+    # RestrictNamespaces blocks clone() with CLONE_NEW* only; a plain fork is unaffected.
     assert service.get("KillMode") != "control-group"  # would TERM children behind our back
 
 

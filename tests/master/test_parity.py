@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import signal
@@ -13,10 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
+from supervisor_q import paths
 from supervisor_q.ctl.protocol import ControlError
+from supervisor_q.jobs.registry import dispatch
 from supervisor_q.master.privileges import CannotSwitch, drop_privileges
+from supervisor_q.queue.backend import RedisQueue, connect
 from tests.helpers import wait_until
-from tests.masters import Master
+from tests.masters import Master, results
 
 SLEEPER = "command: sleep 600\nstartsecs: 0.2\nstopwaitsecs: 2\n"
 
@@ -137,16 +142,33 @@ def test_status_exits_3_with_a_fatal_program(master_factory) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="user: needs the master to run as root "
                     "(CI runs as root)")
-def test_user_and_umask_drop_privileges(master_factory) -> None:
+def test_user_and_umask_drop_privileges(short_tmp: Path) -> None:
+    """Command and worker children run as nobody; the worker reaches the embedded Redis
+    through `run --socket-group` (README's recipe) and runs a job."""
     nobody = pwd.getpwnam("nobody")
-    master = master_factory({"low": SLEEPER + "user: nobody\numask: '027'\n"}).start()
-    [pid] = master.wait_running("low", 1)
-    proc = psutil.Process(pid)
-    assert set(proc.uids()) == {nobody.pw_uid} and set(proc.gids()) == {nobody.pw_gid}
-    status = Path(f"/proc/{pid}/status").read_text()
-    assert "Umask:\t0027" in status
-    groups = next(ln for ln in status.splitlines() if ln.startswith("Groups:")).split()[1:]
-    assert "0" not in groups, "root's supplementary groups were dropped"
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    os.chmod(short_tmp, 0o711)  # nobody may pass through to the runtime dir's socket
+    worker = "queues: [default]\nimport: [tests.jobmods.basic]\nstartsecs: 0.2\nuser: nobody\n"
+    master = Master(short_tmp, None, {"low": SLEEPER + "user: nobody\numask: '027'\n",
+                                      "work": worker}, run_args=["--socket-group", group])
+    try:
+        master.start()
+        [worker_pid] = master.wait_running("work", 1)  # imported its modules, reached Redis
+        assert set(psutil.Process(worker_pid).uids()) == {nobody.pw_uid}
+        url = f"unix://{paths.embedded_redis_socket(short_tmp / 'run')}"
+        queue = RedisQueue(connect(url))
+        dispatch("tests.record", "as-nobody", connection=url)
+        wait_until(lambda: results(queue.client), timeout=10,
+                   message="nobody's worker ran a job")
+        [pid] = master.wait_running("low", 1)
+        proc = psutil.Process(pid)
+        assert set(proc.uids()) == {nobody.pw_uid} and set(proc.gids()) == {nobody.pw_gid}
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "Umask:\t0027" in status
+        groups = next(ln for ln in status.splitlines() if ln.startswith("Groups:")).split()[1:]
+        assert "0" not in groups, "root's supplementary groups were dropped"
+    finally:
+        master.stop()
 
 
 def test_a_user_switch_that_cannot_happen_is_one_clear_line(master_factory) -> None:

@@ -200,7 +200,7 @@ def format_status(status: dict) -> str:
         nxt = f", next change {program['next_transition']}" if program["next_transition"] else ""
         lines.append(f"{program['name']:<20} {program['state']:<9}{paused} "
                      f"{alive}/{program['target']} ({program['target_reason']}{nxt})")
-        lines += [_process_line(p, program["kind"]) for p in program["processes"]]
+        lines += [_process_line(p, program.get("kind", "worker")) for p in program["processes"]]
     return "\n".join(lines) if lines else "no programs"
 
 

@@ -90,21 +90,27 @@ def add_work_parser(sub: argparse._SubParsersAction) -> None:
                    help="queues in priority order, comma-separated (default: default)")
     p.add_argument("--import", dest="imports", type=_csv, default=(),
                    help="modules that register jobs, comma-separated")
-    p.add_argument("--tries", type=int, default=1)
-    p.add_argument("--backoff", type=_backoff, default=(0,))
-    p.add_argument("--timeout", type=non_negative, default=60.0)
-    p.add_argument("--sleep", type=non_negative, default=3.0)
-    p.add_argument("--rest", type=non_negative, default=0.0)
-    p.add_argument("--max-jobs", type=int, default=0)
-    p.add_argument("--max-time", type=non_negative, default=0.0)
+    p.add_argument("--tries", type=int, default=1, help="attempts before a job fails")
+    p.add_argument("--backoff", type=_backoff, default=(0,),
+                   help="retry delays in seconds, comma-separated; the last repeats")
+    p.add_argument("--timeout", type=non_negative, default=60.0,
+                   help="hard limit for one job, seconds")
+    p.add_argument("--sleep", type=non_negative, default=3.0,
+                   help="longest idle wait for a job, seconds")
+    p.add_argument("--rest", type=non_negative, default=0.0,
+                   help="pause between two jobs, seconds")
+    p.add_argument("--max-jobs", type=int, default=0, help="exit after N jobs (0 = never)")
+    p.add_argument("--max-time", type=non_negative, default=0.0,
+                   help="exit after N seconds, between jobs (0 = never)")
     p.add_argument("--memory", type=int, default=128, help="MB of RSS; 0 = off")
-    p.add_argument("--prefetch", type=int, default=1)
+    p.add_argument("--prefetch", type=int, default=1, help="jobs reserved at once")
     p.add_argument("--keep-jobs", type=non_negative, default=3600.0,
                    help="seconds a done job stays findable by `job ID` (0 = not kept)")
     p.add_argument("--keep-jobs-max", type=int, default=10_000,
                    help="most done jobs kept per queue")
-    p.add_argument("--once", action="store_true")
-    p.add_argument("--stop-when-empty", action="store_true")
+    p.add_argument("--once", action="store_true", help="run one job (or none), then exit")
+    p.add_argument("--stop-when-empty", action="store_true",
+                   help="exit once the queues are empty")
     p.set_defaults(handler=cmd_work)
 
 
@@ -132,13 +138,15 @@ def add_job_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="module:function")
     p.add_argument("--args", default="[]", help="JSON list (or object for kwargs)")
     p.add_argument("--kwargs", default="{}", help="JSON object")
-    p.add_argument("--queue", type=queue_name, default=None)
+    p.add_argument("--queue", type=queue_name, default=None,
+                   help="the queue (default: the job's own)")
     p.add_argument("--delay", type=non_negative, default=None,
                    help="seconds (default: the job's)")
     p.set_defaults(handler=cmd_dispatch)
 
     q = sub.add_parser("queue", help="queue size | clear | stats | monitor")
-    q.add_argument("action", choices=["size", "clear", "stats", "monitor"])
+    q.add_argument("action", choices=["size", "clear", "stats", "monitor"],
+                   help="size: ready jobs; clear: delete them; stats; monitor: thresholds")
     q.add_argument("queue", type=queue_names, help="a queue (monitor: Q1,Q2)")
     q.add_argument("--max", type=count, default=1000, help="monitor: alert above N jobs")
     q.add_argument("--max-wait", type=non_negative, default=None,
@@ -156,21 +164,22 @@ def _add_failed_parser(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("failed", help="the failed-job store")
     fsub = f.add_subparsers(dest="action", required=True)
     fl = fsub.add_parser("list")
-    fl.add_argument("--json", action="store_true")
-    fl.add_argument("--queue", type=queue_name, default=None)
-    fl.add_argument("--page", type=positive, default=1)
-    fl.add_argument("--per-page", type=positive, default=50)
+    fl.add_argument("--json", action="store_true", help="JSON output")
+    fl.add_argument("--queue", type=queue_name, default=None, help="this queue only")
+    fl.add_argument("--page", type=positive, default=1, help="page number, from 1")
+    fl.add_argument("--per-page", type=positive, default=50, help="jobs per page")
     fr = fsub.add_parser("retry")
     fr.add_argument("ids", nargs="*", help="job ids, or 'all'")
     fr.add_argument("--queue", type=queue_name, default=None,
                     help="retry every failed job of this queue")
     ff = fsub.add_parser("forget")
-    ff.add_argument("id")
+    ff.add_argument("id", help="failed job id")
     fsub.add_parser("flush")
     frb = fsub.add_parser("retry-batch", help="queue a batch's failed jobs again")
     frb.add_argument("id", help="batch id")
     fp = fsub.add_parser("prune")
-    fp.add_argument("--hours", type=non_negative, required=True)
+    fp.add_argument("--hours", type=non_negative, required=True,
+                    help="forget failed jobs older than this")
     f.set_defaults(handler=cmd_failed)
 
 

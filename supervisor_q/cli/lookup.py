@@ -25,7 +25,7 @@ _TIMES = {"dispatched_at", "started_at", "ended_at", "due_at"}
 def add_lookup_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("job", help="a job's state by id (queued, running, done, failed...)")
     p.add_argument("id", help="the job id (\\xNN for bytes that are not UTF-8)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--queue", type=queue_name, default=None, help="look in this queue only")
     p.set_defaults(handler=cmd_job)
 

@@ -8,11 +8,13 @@ from typing import NoReturn
 
 from supervisor_q import __version__
 from supervisor_q.cli.batches import add_batch_parsers
+from supervisor_q.cli.completion import add_completion_parser
 from supervisor_q.cli.dashboard import add_dashboard_parser
 from supervisor_q.cli.importing import add_import_parser
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
+from supervisor_q.cli.signals import add_signal_parsers
 from supervisor_q.cli.top import add_top_parser
 from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
 
@@ -35,11 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="supervisor-q",
         description="A process manager for Python queue workers.")
     parser.add_argument("--version", action="version", version=f"supervisor-q {__version__}")
-    parser.add_argument("--redis-url", default=None,
-                        help="Redis URL (else SUPERVISOR_Q_REDIS_URL, else the embedded server)")
-    parser.add_argument("--socket", default=None,
-                        help="control socket of a running master (else SUPERVISOR_Q_SOCKET)")
-    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    _add_global_options(parser, {"redis_url": None, "socket": None, "log_format": "text"})
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_work_parser(sub)
     add_job_parsers(sub)
@@ -49,7 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_dashboard_parser(sub)
     add_top_parser(sub)
     add_import_parser(sub)
+    add_signal_parsers(sub)
+    add_completion_parser(sub, build_parser)
+    _accept_globals_after(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
+    """--redis-url, --socket, --log-format; a subcommand's copy defaults to SUPPRESS, so
+    a value given before the subcommand is kept unless repeated after it."""
+    options = {
+        "--redis-url": dict(help="Redis URL (else SUPERVISOR_Q_REDIS_URL, else the embedded "
+                                 "server)"),
+        "--socket": dict(help="control socket of a running master (else SUPERVISOR_Q_SOCKET)"),
+        "--log-format": dict(choices=["text", "json"],
+                             help="the master's and workers' log lines (default: text)"),
+    }
+    for flag, kwargs in options.items():
+        if flag not in parser._option_string_actions:  # dashboard has its own --redis-url
+            dest = flag[2:].replace("-", "_")
+            parser.add_argument(flag, default=defaults.get(dest, argparse.SUPPRESS), **kwargs)
+
+
+def _accept_globals_after(parser: argparse.ArgumentParser) -> None:
+    """The global options, accepted after every subcommand too (nested ones included)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for child in dict.fromkeys(action.choices.values()):
+            _add_global_options(child, {})
+            _accept_globals_after(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,11 +38,12 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config dir; non-zero exit on problems")
-    c.add_argument("dir")
+    c.add_argument("dir", help="directory of program files (conf.d)")
     c.set_defaults(handler=cmd_check_config)
 
-    s = sub.add_parser("status", help="programs and their processes")
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("status", help="programs and their processes; exit 3 when a wanted "
+                                       "process is not running")
+    s.add_argument("--json", action="store_true", help="the master's answer as JSON")
     s.add_argument("--all", action="store_true", help="every master of the fleet (Redis)")
     s.set_defaults(handler=cmd_status)
     _add_control_parsers(sub)
@@ -50,14 +51,14 @@ def add_master_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _add_control_parsers(sub: argparse._SubParsersAction) -> None:
     """The commands that ask the running master (through its control socket) to change."""
-    for name, text in (("start", "start a stopped or FATAL program"),
-                       ("stop", "stop a program's children gracefully"),
-                       ("restart", "replace a program's children after their current job")):
+    for name, text in (("start", "start stopped or FATAL programs"),
+                       ("stop", "stop programs' children gracefully (reverse priority)"),
+                       ("restart", "replace programs' children after their current job")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("program")
+        p.add_argument("program", help=TARGET_HELP)
         p.set_defaults(handler=cmd_simple, control=name)
     sc = sub.add_parser("scale", help="set a program's size until its schedule's next rule")
-    sc.add_argument("program")
+    sc.add_argument("program", help="a program name")
     sc.add_argument("numprocs", type=_numprocs,
                     help=f"0 to {MAX_NUMPROCS} (the most children one program may run)")
     where = sc.add_mutually_exclusive_group()
@@ -68,16 +69,19 @@ def _add_control_parsers(sub: argparse._SubParsersAction) -> None:
     for name, text in (("pause", "children stop taking new jobs (stay alive)"),
                        ("continue", "children take jobs again")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("program", nargs="?")
+        p.add_argument("program", nargs="?",
+                       help=TARGET_HELP + " (default: every worker program)")
         p.add_argument("--queue", help="a queue, on every host and worker (through Redis)")
         p.set_defaults(handler=cmd_simple, control=name)
     sub.add_parser("reload", help="re-read the config dir and apply the difference") \
         .set_defaults(handler=cmd_simple, control="reload")
     sh = sub.add_parser("shutdown", help="graceful shutdown of the master")
-    sh.add_argument("--fast", action="store_true")
+    sh.add_argument("--fast", action="store_true",
+                    help="SIGKILL the children at once instead of letting jobs finish")
     sh.set_defaults(handler=cmd_simple, control="shutdown")
 
 
+TARGET_HELP = "a program, GROUP:* (its group: key), all, or a glob such as 'emails*'"
 MAX_NUMPROCS = 1000  # config/schema.MAX_NUMPROCS (not imported: `scale` starts fast)
 
 
@@ -166,11 +170,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"supervisor-q status: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(status, indent=1))
-        return 0
-    print(format_status(status))
-    return 0
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
+    return NOT_RUNNING if any(_short(program) for program in status["programs"]) else 0
+
+
+NOT_RUNNING = 3  # supervisorctl's (and LSB's) status code: a wanted process is not running
+ALIVE = ("starting", "running", "stopping")
+
+
+def _short(program: dict) -> bool:
+    """Fewer processes RUNNING than the program wants (FATAL, BACKOFF, STARTING...)."""
+    running = sum(1 for p in program["processes"] if p["state"] == "running")
+    return running < program["target"]
 
 
 def format_status(status: dict) -> str:
@@ -182,22 +193,42 @@ def format_status(status: dict) -> str:
         lines.append(f"redis: unavailable since {since} ({redis_state['error']})")
     lines += [f"ALERT {text}" for text in master.get("alerts") or []]
     if master.get("restart_signal"):
-        lines.append(f"restart signal {master['restart_signal']:.3f} "
-                     f"(seen {master.get('restart_seen_ago')}s ago)")
+        lines.append(_restart_line(master["restart_signal"]))
     for program in status["programs"]:
-        alive = sum(1 for p in program["processes"] if p["pid"])
+        alive = sum(1 for p in program["processes"] if p["state"] in ALIVE)
         paused = " paused" if program["paused"] else ""
         nxt = f", next change {program['next_transition']}" if program["next_transition"] else ""
         lines.append(f"{program['name']:<20} {program['state']:<9}{paused} "
                      f"{alive}/{program['target']} ({program['target_reason']}{nxt})")
-        for p in program["processes"]:
-            job = p["job"]
-            doing = f"job {job['name']} {job['runtime']:.1f}s" if job else "idle"
-            rss = f"{p['rss'] / 1048576:.0f}MB" if p["rss"] else "-"
-            stale = " (pre-restart code)" if p.get("pre_restart_code") else ""
-            lines.append(f"  {p['name']:<18} pid={p['pid'] or '-':<7} {p['state']:<9} "
-                         f"up {p['uptime']:.0f}s jobs={p['jobs_done']} rss={rss} {doing}{stale}")
+        lines += [_process_line(p, program.get("kind", "worker")) for p in program["processes"]]
     return "\n".join(lines) if lines else "no programs"
+
+
+def _process_line(p: dict, kind: str) -> str:
+    job = p["job"]
+    doing = f"job {job['name']} {job['runtime']:.1f}s" if job else "idle"
+    work = "" if kind == "command" else f" jobs={p['jobs_done']}"
+    rss = f"{p['rss'] / 1048576:.0f}MB" if p["rss"] else "-"
+    tail = f" {doing}" if kind != "command" else ""
+    stale = " (pre-restart code)" if p.get("pre_restart_code") else ""
+    return (f"  {p['name']:<18} pid={p['pid'] or '-':<7} {p['state']:<9} "
+            f"up {p['uptime']:.0f}s{work} rss={rss}{tail}{stale}")
+
+
+def _restart_line(epoch: float, now: float | None = None) -> str:
+    """`restart signal 2026-11-25 14:02:11 +0100 (3m 20s ago)`: local time and age."""
+    moment = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(epoch))
+    return f"restart signal {moment} ({_age((now or time.time()) - epoch)} ago)"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + \
+        [f"{minutes}m"] * bool(minutes) + [f"{secs}s"]
+    return " ".join(parts[:2])
 
 
 def socket_group(value: str | None) -> int | None:

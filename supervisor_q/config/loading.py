@@ -37,6 +37,11 @@ Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 | stopsignal | C (W: TERM) | TERM INT QUIT HUP KILL USR1 USR2 | TERM | polite stop signal |
 | autorestart | C | true, false, unexpected | true | restart policy |
 | exitcodes | C | list of 0..255 | [0] | expected exit codes |
+| user | W C | user name or uid | none | children drop to it (master as root only) |
+| umask | W C | octal string '022' | none | children's umask |
+| priority | W C | int | 999 | start order, lower first; stops in reverse |
+| autostart | W C | bool | true | false: stopped until `start` |
+| group | W C | str `[A-Za-z0-9_.-]+` | none | addressed together as GROUP:* |
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # a copy of queue/keys.QUEUE_PATTERN (a t
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 # Fields that only change how many children run: a reload rescales instead of replacing.
 # Changing only these keeps the program's children (resize or re-check, no replacement).
+# priority, group and autostart only order, address or hold back a pool: no child changes.
 SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor",
-                          "alerts"})
+                          "alerts", "priority", "group", "autostart"})
 
 # Most children one program may run (numprocs, schedule, autoscale, `scale`, TTIN): each
 # child is a forked Python process (~30-100 MB), so 1000 is already more than one machine
@@ -164,6 +165,30 @@ def _normalise_signal(value: Any) -> Any:
     return value
 
 
+def _umask_value(value: Any) -> Any:
+    """`umask: "022"` (octal digits, as Supervisor writes it) or YAML's octal `022`."""
+    if isinstance(value, str):
+        digits = value.strip().removeprefix("0o")
+        if not digits or any(c not in "01234567" for c in digits):
+            raise ValueError(f"must be octal digits such as '022', got {value!r}")
+        return int(digits, 8)
+    return value
+
+
+def _user_exists(value: str) -> str:
+    """A user name or numeric uid known to this host (Supervisor refuses unknown ones)."""
+    import pwd
+
+    try:
+        if value.isdigit():
+            pwd.getpwuid(int(value))
+        else:
+            pwd.getpwnam(value)
+    except (KeyError, OverflowError):
+        raise ValueError(f"no user {value!r} on this host") from None
+    return value
+
+
 class _ProgramBase(_Frozen):
     """Keys shared by both kinds of program."""
 
@@ -176,8 +201,18 @@ class _ProgramBase(_Frozen):
     environment: dict[str, Annotated[str, Field(strict=True)]] = {}  # extra env for children
     directory: Annotated[str, Field(strict=True, min_length=1)] | None = None  # child cwd
     alerts: AlertRules | None = None  # alert thresholds (master/alerting.py)
+    # Supervisor's keys: run children as this user (master as root only), their umask,
+    # start order (lower first, stop in reverse), held back until `start`, addressed by
+    # `GROUP:*` in the control commands.
+    user: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    umask: Annotated[int, Field(strict=True, ge=0, le=0o777)] | None = None
+    priority: Annotated[int, Field(strict=True)] = 999
+    autostart: Annotated[bool, Field(strict=True)] = True
+    group: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)] | None = None
 
     _timezone_known = field_validator("timezone")(_check_timezone)
+    _umask_octal = field_validator("umask", mode="before")(_umask_value)
+    _user_known = field_validator("user")(_user_exists)
 
     @property
     def tz(self) -> ZoneInfo:

@@ -26,7 +26,7 @@ from supervisor_q.config.loading import (
 from supervisor_q.config.settings import MasterSettings
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
-from supervisor_q.master import commands, upkeep
+from supervisor_q.master import addressing, commands, upkeep
 from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
@@ -104,7 +104,9 @@ class Arbiter:
         self.reload_at = self.clock.monotonic() + RELOAD_DEBOUNCE
 
     def add_pool(self, program: ProgramConfig) -> None:
-        self.pools[program.name] = Pool(program, self.spawner)
+        mode = "running" if program.autostart else "stopped"  # autostart: false waits
+        self.pools[program.name] = Pool(program, self.spawner, mode=mode)
+        self.pools = addressing.by_priority(self.pools)  # ticks fork in priority order
 
     # -- the loop ----------------------------------------------------------------
 
@@ -357,7 +359,7 @@ class Arbiter:
                  sum(len(p.alive()) for p in self.pools.values()))
         self.notifier.stopping("stopping children")
         now = self.clock.monotonic()
-        for pool in self.pools.values():
+        for pool in reversed(self.pools.values()):  # stop in reverse priority order
             pool.shutdown(now, fast=mode == "fast")
 
     def forget_removed_pools(self) -> None:

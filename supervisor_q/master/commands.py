@@ -18,6 +18,7 @@ import psutil
 from supervisor_q.config.loading import ConfigError, ProgramConfig, WorkerProgram, diff_programs
 from supervisor_q.config.schema import MAX_NUMPROCS
 from supervisor_q.ctl.protocol import ControlError
+from supervisor_q.master import addressing
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ACTIVE_STATES, ALIVE_STATES, State
 from supervisor_q.master.schedule import next_firing, scheduled_target
@@ -75,42 +76,49 @@ def _scale(arbiter: Arbiter, args: dict[str, Any]) -> str:
 
 
 def _start(arbiter: Arbiter, args: dict[str, Any]) -> str:
-    pool = _pool(arbiter, args.get("program"))
-    pool.start(arbiter.clock.monotonic())
-    return f"{pool.name}: started"
+    now = arbiter.clock.monotonic()
+    pools = addressing.resolve(arbiter.pools, args.get("program"))
+    for pool in pools:  # priority order
+        pool.start(now)
+    return "; ".join(f"{pool.name}: started" for pool in pools)
 
 
 def _stop(arbiter: Arbiter, args: dict[str, Any]) -> str:
-    pool = _pool(arbiter, args.get("program"))
-    pool.stop(arbiter.clock.monotonic())
-    return f"{pool.name}: stopping"
+    now = arbiter.clock.monotonic()
+    pools = addressing.resolve(arbiter.pools, args.get("program"))[::-1]  # reverse priority
+    for pool in pools:
+        pool.stop(now)
+    return "; ".join(f"{pool.name}: stopping" for pool in pools)
 
 
 def _restart(arbiter: Arbiter, args: dict[str, Any]) -> str:
-    pool = _pool(arbiter, args.get("program"))
-    pool.restart(arbiter.clock.monotonic())
-    return f"{pool.name}: restarting children after their current job"
+    now = arbiter.clock.monotonic()
+    pools = addressing.resolve(arbiter.pools, args.get("program"))
+    for pool in pools:
+        pool.restart(now)
+    return "; ".join(f"{pool.name}: restarting children after their current job"
+                     for pool in pools)
 
 
 Handler = Callable[["Arbiter", dict[str, Any]], Any]
 HANDLERS: dict[str, Handler] = {
     "ping": _ping, "status": _status, "reload": _reload, "shutdown": _shutdown,
     "pause": _pause, "continue": _continue, "scale": _scale, "start": _start,
-    "stop": _stop, "restart": _restart,
+    "stop": _stop, "restart": _restart, "signal": addressing.send_signal,
+    "pid": addressing.pids,
 }
 
 
 def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
     """USR1/USR2 mean pause/continue to a worker only; to any other program they are
     whatever it makes of them (most die of them), so command programs are left alone."""
-    if name:
-        pool = _pool(arbiter, name)
+    if addressing.is_single(arbiter.pools, name):
+        pool = arbiter.pools[str(name)]
         if not isinstance(pool.program, WorkerProgram):
             raise ControlError(f"{pool.name} is a command program; {command} applies to "
                                "worker programs only")
-        pools = [pool]
-    else:
-        pools = [p for p in arbiter.pools.values() if isinstance(p.program, WorkerProgram)]
+    matched = addressing.resolve(arbiter.pools, name) if name else arbiter.pools.values()
+    pools = [p for p in matched if isinstance(p.program, WorkerProgram)]
     for pool in pools:
         pool.pause(command == "pause")
     return f"{command}d {', '.join(p.name for p in pools) or 'no worker programs'}"
@@ -156,6 +164,7 @@ def apply_reload(arbiter: Arbiter, new: dict[str, ProgramConfig]) -> str:
     for name in plan.rescaled:
         arbiter.update_target(arbiter.pools[name])
     arbiter.programs = dict(new)
+    arbiter.pools = addressing.by_priority(arbiter.pools)  # a priority may have changed
     parts = [f"{label}: {', '.join(names)}" for label, names in (
         ("added", plan.added), ("removed", plan.removed), ("rescaled", plan.rescaled),
         ("replaced", plan.replaced)) if names]

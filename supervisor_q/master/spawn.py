@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import CommandProgram, ProgramConfig, WorkerProgram
+from supervisor_q.config.substitute import substitute
+from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue.backend import RESERVATION_MARGIN, RedisQueue, connect
@@ -173,19 +175,26 @@ class ForkSpawner:
         if os.getppid() != self.master_pid:  # the master died before prctl took effect
             return exitcodes.ERROR
         _close_inherited_fds({report_fd})
-        os.environ.update(program.environment)
+        os.environ.update({key: substitute(value, program.name, child.slot)
+                           for key, value in program.environment.items()})
         if program.directory:
             os.chdir(program.directory)
+        apply_umask(program.umask)
+        try:
+            drop_privileges(program.user)
+        except CannotSwitch as exc:
+            print(f"supervisor-q: {child.name}: {exc}", file=sys.stderr, flush=True)
+            return exitcodes.BOOT_ERROR
         if isinstance(program, CommandProgram):
             os.close(report_fd)
-            _exec_command(program)
+            _exec_command(program, child)
         assert isinstance(program, WorkerProgram)
         return _run_worker(program, child, report_fd, paused, self.redis_url, self.master_pid)
 
 
-def _exec_command(program: CommandProgram) -> None:
+def _exec_command(program: CommandProgram, child: ChildProcess) -> None:
     set_title(f"supervisor-q {program.name} exec")
-    argv = list(program.argv)
+    argv = [substitute(arg, program.name, child.slot) for arg in program.argv]
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

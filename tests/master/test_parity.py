@@ -1,0 +1,212 @@
+"""Supervisor's keys and actions on a real master: priority, autostart, groups, globs,
+`signal`, `pid`, {process_num}, `user:`/`umask:`, and `status`'s exit code."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
+from supervisor_q import paths
+from supervisor_q.ctl.protocol import ControlError
+from supervisor_q.jobs.registry import dispatch
+from supervisor_q.master.privileges import CannotSwitch, drop_privileges
+from supervisor_q.queue.backend import RedisQueue, connect
+from tests.helpers import wait_until
+from tests.masters import Master, results
+
+SLEEPER = "command: sleep 600\nstartsecs: 0.2\nstopwaitsecs: 2\n"
+
+
+@pytest.fixture
+def master_factory(short_tmp: Path, redis_url: str):
+    started: list[Master] = []
+
+    def make(programs: dict[str, str], **kw) -> Master:
+        master = Master(short_tmp, redis_url, programs, **kw)
+        started.append(master)
+        return master
+
+    yield make
+    for master in started:
+        master.stop()
+
+
+def cli(master: Master, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SUPERVISOR_Q_SOCKET": str(master.socket)}
+    return subprocess.run([sys.executable, "-m", "supervisor_q", *argv], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def stopped(master: Master, name: str) -> bool:
+    program = master.program(name)
+    return program["state"] == "stopped" and not any(p["pid"] for p in program["processes"]
+                                                     if p["state"] != "exited")
+
+
+def test_priority_autostart_groups_and_globs(master_factory) -> None:
+    # Names sort against the priorities: only `priority` can put z-first's fork first.
+    master = master_factory({
+        "a-last": SLEEPER + "priority: 900\ngroup: web\n",
+        "z-first": SLEEPER + "priority: 1\ngroup: web\n",
+        "held": SLEEPER + "autostart: false\ngroup: batch\n",
+    }).start()
+    [last] = master.wait_running("a-last", 1)
+    [first] = master.wait_running("z-first", 1)
+    assert first < last, "the lower priority was forked first"
+    assert [p["name"] for p in master.status()["programs"]] == ["z-first", "a-last", "held"]
+    assert stopped(master, "held") and master.program("held")["target"] == 0
+
+    assert "held: started" in master.call("start", program="held")
+    master.wait_running("held", 1)
+    assert master.call("stop", program="web:*") == "a-last: stopping; z-first: stopping"
+    wait_until(lambda: stopped(master, "a-last") and stopped(master, "z-first"), timeout=10)
+    assert master.pids("held"), "GROUP:* left the other group alone"
+    master.call("start", program="all")
+    master.wait_running("a-last", 1)
+    master.wait_running("z-first", 1)
+    master.call("stop", program="z-*")
+    wait_until(lambda: stopped(master, "z-first"), timeout=10)
+    assert master.pids("a-last") and master.pids("held")
+    with pytest.raises(ControlError, match="no program matches 'nope\\*'"):
+        master.call("start", program="nope*")
+    with pytest.raises(ControlError, match="no program matches 'batch:x'"):
+        master.call("stop", program="batch:x")
+
+
+def test_signal_and_pid(master_factory, short_tmp: Path) -> None:
+    marker = short_tmp / "hups"
+    trapper = (f"command: sh -c 'trap \"echo hup >> {marker}\" HUP; "
+               f"while :; do sleep 0.1; done'\nnumprocs: 2\nstartsecs: 0.2\n")
+    master = master_factory({"trap": trapper, "other": SLEEPER}).start()
+    pids = master.wait_running("trap", 2)
+    other = master.wait_running("other", 1)
+    done = cli(master, "pid", "trap")
+    assert done.returncode == 0 and sorted(map(int, done.stdout.split())) == pids
+    assert int(cli(master, "pid").stdout) == master.proc.pid
+    assert sorted(map(int, cli(master, "pid", "all").stdout.split())) == sorted(pids + other)
+    sent = cli(master, "signal", "hup", "tra*")
+    assert sent.returncode == 0 and sent.stdout.startswith("SIGHUP sent to trap#1")
+    wait_until(lambda: marker.exists() and marker.read_text().count("hup") == 2, timeout=10,
+               message="each child trapped the HUP")
+    assert master.pids("other") == other, "only the target was signalled"
+    bad = cli(master, "signal", "NOPE", "trap")
+    assert bad.returncode == 1 and "unknown signal 'NOPE'" in bad.stderr
+    assert "Traceback" not in bad.stderr and master.answers()
+    missing = cli(master, "stop", "nope*")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "no program matches 'nope*'" in missing.stderr
+
+
+def test_process_num_and_program_name_are_substituted(master_factory) -> None:
+    program = """\
+        command: sleep 60{process_num}%(process_num)02d
+        numprocs: 2
+        startsecs: 0.2
+        environment: {SLOT: "%(program_name)s-{process_num}", LITERAL: "100%%"}
+        """
+    master = master_factory({"nums": program}).start()
+    pids = master.wait_running("nums", 2)
+    procs = [psutil.Process(pid) for pid in pids]
+    wait_until(lambda: all(p.cmdline()[:1] == ["sleep"] for p in procs), timeout=10,
+               message="both children exec'd sleep")
+    seen = {}
+    for proc in procs:
+        env = proc.environ()
+        seen[env.get("SLOT")] = (proc.cmdline(), env.get("LITERAL"))
+    assert seen == {"nums-1": (["sleep", "60101"], "100%"),
+                    "nums-2": (["sleep", "60202"], "100%")}
+
+
+def test_status_exits_3_with_a_fatal_program(master_factory) -> None:
+    master = master_factory({"ok": SLEEPER}).start()
+    master.wait_running("ok", 1)
+    assert cli(master, "status").returncode == 0
+    master.write("broken", "command: 'false'\nstartretries: 1\nstartsecs: 1\n")
+    master.call("reload")
+    wait_until(lambda: master.program("broken")["state"] == "fatal", timeout=15)
+    done = cli(master, "status")
+    assert done.returncode == 3, done.stdout + done.stderr
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("broken"))
+    assert " 0/1 " in line and "fatal" in line
+    assert "jobs=" not in done.stdout, "command programs show no job count"
+    master.call("stop", program="broken")
+    wait_until(lambda: cli(master, "status").returncode == 0, timeout=10,
+               message="a stopped program is not wanted")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user: needs the master to run as root "
+                    "(CI runs as root)")
+def test_user_and_umask_drop_privileges(short_tmp: Path) -> None:
+    """Command and worker children run as nobody; the worker reaches the embedded Redis
+    through `run --socket-group` (README's recipe) and runs a job."""
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    os.chmod(short_tmp, 0o711)  # nobody may pass through to the runtime dir's socket
+    worker = "queues: [default]\nimport: [tests.jobmods.basic]\nstartsecs: 0.2\nuser: nobody\n"
+    master = Master(short_tmp, None, {"low": SLEEPER + "user: nobody\numask: '027'\n",
+                                      "work": worker}, run_args=["--socket-group", group])
+    try:
+        master.start()
+        [worker_pid] = master.wait_running("work", 1)  # imported its modules, reached Redis
+        assert set(psutil.Process(worker_pid).uids()) == {nobody.pw_uid}
+        url = f"unix://{paths.embedded_redis_socket(short_tmp / 'run')}"
+        queue = RedisQueue(connect(url))
+        dispatch("tests.record", "as-nobody", connection=url)
+        wait_until(lambda: results(queue.client), timeout=10,
+                   message="nobody's worker ran a job")
+        [pid] = master.wait_running("low", 1)
+        proc = psutil.Process(pid)
+        assert set(proc.uids()) == {nobody.pw_uid} and set(proc.gids()) == {nobody.pw_gid}
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "Umask:\t0027" in status
+        groups = next(ln for ln in status.splitlines() if ln.startswith("Groups:")).split()[1:]
+        assert "0" not in groups, "root's supplementary groups were dropped"
+    finally:
+        master.stop()
+
+
+def test_a_user_switch_that_cannot_happen_is_one_clear_line() -> None:
+    """Not root (a real forked child that dropped to nobody, when the suite is root): the
+    one line the child writes on stderr before exiting."""
+    other = "daemon" if os.geteuid() != pwd.getpwnam("daemon").pw_uid else "nobody"
+    if os.geteuid() == 0:  # drop to nobody first in a real forked child, then try
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            os.setuid(pwd.getpwnam("nobody").pw_uid)
+            try:
+                drop_privileges(other)
+                os.write(write, b"switched")
+            except CannotSwitch as exc:
+                os.write(write, str(exc).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        message = os.read(read, 4096).decode()
+        os.close(read)
+    else:
+        with pytest.raises(CannotSwitch) as caught:
+            drop_privileges(other)
+        message = str(caught.value)
+    assert message.startswith(f"cannot run as user {other!r}: the master runs as ")
+    assert message.endswith(", not root (only root can switch users)")
+    with pytest.raises(CannotSwitch, match="no such user"):
+        drop_privileges("999999")
+
+
+def test_signal_by_name_then_the_master_replaces_the_child(master_factory) -> None:
+    master = master_factory({"s": SLEEPER}).start()
+    [pid] = master.wait_running("s", 1)
+    assert master.call("signal", signal="TERM", program="s") == f"SIGTERM sent to s#1 ({pid})"
+    wait_until(lambda: not psutil.pid_exists(pid) or
+               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    wait_until(lambda: master.pids("s") and master.pids("s") != [pid], timeout=15)

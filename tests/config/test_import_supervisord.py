@@ -51,7 +51,10 @@ def test_samples_round_trip_through_check_config(imported: tuple[str, str, Path]
         "rq.yaml"]
     code = main(["check-config", str(conf)])
     problems = capsys.readouterr().err.splitlines()
-    for line in problems:
+    for line in problems:  # the samples' doc users (chrism, forge) are not on this host:
+        # check-config checks an imported `user:` like a written one
+        if re.fullmatch(r".*\.yaml: user: no user '(chrism|forge)' on this host", line):
+            continue
         match = re.fullmatch(r".*\.yaml: (\w+): unknown key", line)
         assert match and match.group(1) in PARITY_KEYS, line
     assert code == (1 if problems else 0)

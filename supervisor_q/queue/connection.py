@@ -16,24 +16,27 @@ one line, before any connection is made. Imports only paths and cluster.
 
 from __future__ import annotations
 
-import re
+import inspect
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import Connection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from supervisor_q.paths import BadRedisUrl, check_database
+from supervisor_q.paths import BadRedisUrl, check_database, redact
 from supervisor_q.queue.cluster import cluster_client
 
 __all__ = ["BadRedisUrl", "SentinelUrl", "connect", "parse_sentinel_url"]
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_EXAMPLES = ("e.g. redis://HOST:6379/0, unix:///PATH/redis.sock?db=0 or "
-             "redis+sentinel://HOST1:26379,HOST2:26379/mymaster/0")
+_EXAMPLES = ("e.g. redis://HOST:6379/0, unix:///PATH/redis.sock?db=0, "
+             "redis+sentinel://HOST1:26379,HOST2:26379/mymaster/0 or "
+             "redis+cluster://HOST1:7000,HOST2:7001")
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
 # Query options a Sentinel URL may carry (anything else is a typo worth reporting).
 _SENTINEL_QUERY = ("sentinel_password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile",
                    "ssl_keyfile")
@@ -66,9 +69,16 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
         return sentinel_client(parse_sentinel_url(url), **options)
     if scheme in CLUSTER_SCHEMES:
         return cluster_client(url, **options)
+    if scheme not in PLAIN_SCHEMES:
+        known = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
+        raise _bad(url, f"unknown scheme {scheme[:20] + '://' if scheme else '(none)'}; "
+                        f"known: {', '.join(s + '://' for s in known)}")
     try:
         check_database(url)
+        _check_options(url)
         return redis.Redis.from_url(url, **options)
+    except BadRedisUrl:
+        raise
     except ValueError as exc:  # parsed here, before any connection: a user's typo
         raise _bad(url, str(exc)) from None
 
@@ -138,8 +148,23 @@ def _query(url: str, text: str) -> dict[str, str]:
     return found
 
 
+def _check_options(url: str) -> None:
+    """A query option the connection does not take (redis-py would raise TypeError at
+    the first command) is a user's typo: BadRedisUrl now, naming it."""
+    parsed = parse_url(url)
+    kind = parsed.pop("connection_class", Connection)
+    known = {"host", "port", "db", "username", "password", "path"}
+    for cls in inspect.getmro(kind):
+        if "__init__" in vars(cls):
+            known.update(p for p in inspect.signature(cls.__init__).parameters
+                         if p not in ("self", "args", "kwargs"))
+    unknown = sorted(set(parsed) - known)
+    if unknown:
+        raise _bad(url, f"unknown option {unknown[0][:40]!r} for {url.split(':', 1)[0]}://")
+
+
 def _bad(url: str, why: str) -> BadRedisUrl:
-    shown = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)  # never echo a password
+    shown = redact(url)  # never echo a password or a secret option
     shown = shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."
     shown = shown.replace("\n", "\\n").replace("\r", "\\r")
-    return BadRedisUrl(f"bad Redis URL {shown!r}: {why} ({_EXAMPLES})")
+    return BadRedisUrl(f"bad Redis URL {shown!r}: {redact(url, why)} ({_EXAMPLES})")

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.connection import Connection, parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from supervisor_q.paths import BadRedisUrl, check_database, redact
 from supervisor_q.queue.cluster import cluster_client
@@ -96,9 +96,36 @@ def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
     sentinel_options["retry"] = Retry(NoBackoff(), 0)
     if parsed.query.get("sentinel_password"):
         sentinel_options["password"] = parsed.query["sentinel_password"]
-    manager = Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
+    manager = _Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
     return manager.master_for(parsed.service, db=parsed.db, username=parsed.username,
                               password=parsed.password, **tls, **options)
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel, whose "no primary" error is one bounded line naming the
+    sentinels and the service (redis-py's own repeats each sentinel client's repr)."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError as exc:
+            hosts = [f"{h}:{p}" for h, p in (
+                (c.connection_pool.connection_kwargs.get("host"),
+                 c.connection_pool.connection_kwargs.get("port")) for c in self.sentinels)]
+            shown = ", ".join(hosts[:5]) + (f" and {len(hosts) - 5} more" if len(hosts) > 5
+                                             else "")
+            answered = "unreachable" not in _sentinel_errors(exc)
+            why = ("none knows a primary for it" if answered
+                   else "none answered (connection refused or timed out)")
+            raise MasterNotFoundError(
+                f"no Sentinel at {shown} named a primary for service "
+                f"{service_name[:60]!r}: {why}") from None
+
+
+def _sentinel_errors(exc: Exception) -> str:
+    """'unreachable' when redis-py's message says every sentinel failed to connect."""
+    text = str(exc)
+    return "unreachable" if ("ConnectionError" in text or "TimeoutError" in text) else ""
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from supervisor_q.cli.main import main
 from tests.cli.test_cli import assert_one_line, clean_env
+from tests.sentinels import Node
 
 SECRET = "S3cretPW"
 
@@ -56,3 +58,23 @@ def test_an_unknown_scheme_lists_the_sentinel_and_cluster_schemes() -> None:
     for scheme in ("rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://",
                    "redis+cluster://", "rediss+cluster://"):
         assert scheme in err
+
+
+def test_a_sentinel_url_to_nothing_is_one_bounded_line(short_tmp: Path) -> None:
+    """No sentinel at the port (as the user met it), then a live sentinel that knows no
+    such service: each a clear line naming the sentinels and the service, exit 1,
+    without redis-py's client reprs."""
+    port = free_port()
+    err = assert_one_line(cli(f"redis+sentinel://u:{SECRET}@127.0.0.1:{port}/mymaster/0"), 1)
+    assert f"no Sentinel at 127.0.0.1:{port} named a primary for service 'mymaster': " \
+           "none answered" in err
+    assert len(err) < 250 and "ConnectionPool" not in err and SECRET not in err
+    sentinel = Node(short_tmp, "sentinel", [], sentinel=True)
+    sentinel.start()
+    try:
+        err = assert_one_line(cli(f"redis+sentinel://127.0.0.1:{sentinel.port}/nosuch"), 1)
+    finally:
+        sentinel.stop()
+    assert f"no Sentinel at 127.0.0.1:{sentinel.port} named a primary for service " \
+           "'nosuch': none knows a primary for it" in err
+    assert len(err) < 250

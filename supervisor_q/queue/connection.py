@@ -17,12 +17,14 @@ one line, before any connection is made. Imports only paths and cluster.
 from __future__ import annotations
 
 import inspect
+import socket
+import ssl
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import Connection, parse_url
+from redis.connection import Connection, SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
@@ -73,6 +75,8 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
         known = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
         raise _bad(url, f"unknown scheme {scheme[:20] + '://' if scheme else '(none)'}; "
                         f"known: {', '.join(s + '://' for s in known)}")
+    if scheme == "rediss":
+        options["connection_class"] = BoundedHandshakeSSLConnection
     try:
         check_database(url)
         _check_options(url)
@@ -81,6 +85,23 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
         raise
     except ValueError as exc:  # parsed here, before any connection: a user's typo
         raise _bad(url, str(exc)) from None
+
+
+class BoundedHandshakeSSLConnection(SSLConnection):
+    """redis-py's TLS connection, whose handshake is bounded by the connect timeout
+    (5 s) instead of the socket timeout (30 s, or none): a rediss:// URL to a server
+    that does not speak TLS fails in seconds, not after the socket timeout."""
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
+        sock.settimeout(self.socket_connect_timeout)
+        try:
+            wrapped: ssl.SSLSocket = super()._wrap_socket_with_ssl(sock)
+        except TimeoutError:
+            raise redis.TimeoutError(
+                f"no TLS handshake from {self.host}:{self.port} within "
+                f"{self.socket_connect_timeout:g} s (does the server speak TLS?)") from None
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
 
 
 def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from supervisor_q.cli.main import main
+from supervisor_q.queue.server import RedisServer
 from tests.cli.test_cli import assert_one_line, clean_env
 from tests.sentinels import Node
 
@@ -78,3 +80,18 @@ def test_a_sentinel_url_to_nothing_is_one_bounded_line(short_tmp: Path) -> None:
     assert f"no Sentinel at 127.0.0.1:{sentinel.port} named a primary for service " \
            "'nosuch': none knows a primary for it" in err
     assert len(err) < 250
+
+
+def test_rediss_to_a_server_without_tls_fails_within_seconds(short_tmp: Path) -> None:
+    """A one-shot command over rediss:// to a plain valkey-server: the TLS handshake is
+    bounded by the 5 s connect timeout (it was the 30 s socket timeout), one line, exit 1."""
+    server = RedisServer(data_dir=short_tmp / "plain", port=free_port(), persistent=False)
+    server.start()
+    try:
+        started = time.monotonic()
+        err = assert_one_line(cli(f"rediss://127.0.0.1:{server.port}/0"), 1)
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert f"no TLS handshake from 127.0.0.1:{server.port} within 5 s" in err
+    assert elapsed < 15, elapsed

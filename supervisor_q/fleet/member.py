@@ -85,6 +85,7 @@ class FleetMember:
         self.sent: list[tuple[str, str, int]] = []  # the jobs in flight at the last beat
         self.shared: dict[str, tuple[str, ...]] = {}  # fleet_max member -> its queues
         self.beating_since: float | None = None  # monotonic start of unbroken good beats
+        self.last_ok = 0.0  # monotonic time of the last good beat
         self.orphaned: list[str] = []  # our fenced ids whose held jobs are to hand back
 
     def tick(self, now: float, arbiter: Arbiter, status: Callable[[], dict[str, Any]]) -> None:
@@ -102,8 +103,9 @@ class FleetMember:
                 return
             self.redis_error, self.sent = None, jobs
             self.hand_back_orphans()
-            if self.beating_since is None:
-                self.beating_since = now
+            if self.beating_since is None or now - self.last_ok > self.lease:
+                self.beating_since = now  # after a failure, or a stall of our own
+            self.last_ok = now
             if now - self.beating_since >= self.lease:
                 self.reap_dead()
         except redis.RedisError as exc:

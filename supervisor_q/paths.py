@@ -7,6 +7,7 @@ environment variables. Imports nothing else from the package.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -14,6 +15,38 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 class BadRedisUrl(ValueError):
     """A Redis URL that does not parse; the message is one line for the user."""
+
+
+_SECRET_OPTION = re.compile(r"pass|secret|token|key|auth|cred", re.IGNORECASE)
+
+
+def redact(url: str, text: str | None = None) -> str:
+    """url with every secret masked: the password of `scheme://user:password@...` and
+    the value of every query option whose name looks secret (`*password*`, `*token*`,
+    `*key*`, ...). With text: text with each of url's secrets, in any form, masked."""
+    from urllib.parse import quote, unquote
+
+    secrets: set[str] = set()
+    head, sep, rest = url.partition("://")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
+    userinfo = netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        secrets.add(userinfo.partition(":")[2])
+        url = url.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
+    base, qmark, query = url.partition("?")
+    options = []
+    for raw in query.split("&") if qmark else []:
+        name, has_value, value = raw.partition("=")
+        if has_value and value and _SECRET_OPTION.search(unquote(name)):
+            secrets.add(value.partition("#")[0])
+            raw = f"{name}=***"
+        options.append(raw)
+    if text is None:
+        return base + qmark + "&".join(options)
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, unquote(secret), quote(unquote(secret), safe="")}:
+            text = text.replace(form, "***") if form else text
+    return text
 
 
 class RuntimeDirLocked(PermissionError):

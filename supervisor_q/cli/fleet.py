@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,11 +42,12 @@ def format_fleet(masters: list[dict[str, Any]], format_status: Callable[[dict], 
         if m["state"] == "gone" or "programs" not in m:
             blocks.append(f"master {m['id']} GONE")
             continue
-        paused = f" paused queues: {', '.join(m['paused_queues'])}" if m.get(
-            "paused_queues") else ""
+        paused = ", ".join(m.get("paused_queues") or []) or "none"
         error = f" redis error: {m['redis_error']}" if m.get("redis_error") else ""
+        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_at"]))
+                   if isinstance(m.get("started_at"), int | float) else "?")
         head = (f"master {m['id']} alive (host {m['host']}, pid {m['pid']}, "
-                f"version {m['version']}){paused}{error}")
+                f"version {m['version']}, started {started}) paused queues: {paused}{error}")
         blocks.append(head + "\n" + "\n".join(
             "  " + line for line in format_status(m).splitlines()))
     return "\n".join(blocks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -114,6 +115,14 @@ def add_work_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_work)
 
 
+def _import_from_cwd() -> None:
+    """`--import mod` finds mod.py in the current directory, as `python -m` would: the
+    console script's sys.path[0] is its own bin directory, not the directory it runs in."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 def cmd_work(args: argparse.Namespace) -> int:
     if (args.tries < 1 or args.timeout <= 0 or args.sleep <= 0 or args.prefetch < 1
             or args.keep_jobs_max < 1):
@@ -122,6 +131,7 @@ def cmd_work(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     configure_logging(getattr(args, "log_format", "text"))
+    _import_from_cwd()
     settings = WorkerSettings(
         queues=args.queue, imports=args.imports, tries=args.tries, backoff=args.backoff,
         timeout=args.timeout, sleep=args.sleep, rest=args.rest, max_jobs=args.max_jobs,

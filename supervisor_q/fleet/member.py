@@ -7,13 +7,18 @@ Lease and fencing (the decisions, ARCHITECTURE.md "Fleet"):
   It carries the master's status and the jobs its children run (queue, id, attempts,
   as their start reports named them).
 - Any master that sees a heartbeat older than the lease claims that master atomically
+  -- but only once its own heartbeats have succeeded without a break for one lease, so
+  after a Redis outage (or restart) that every master shared, each had a chance to beat
+  again before anyone judges the others: a shared outage is not a death
   (registry.CLAIM; one claimer wins) and releases each of its jobs with the attempt
   the dead worker reported and `undo_attempt`: the job runs again elsewhere with its
   attempts unchanged, because the host failed, not the job. A job another worker has
   reserved since (a different attempt) is left alone.
 - A master that was only slow finds its id claimed at its next heartbeat: it SIGKILLs
   every child's process group at once, without handing their jobs back (the claimer
-  did), and rejoins under a new epoch; its pools start fresh children.
+  did), and rejoins under a new epoch; its pools start fresh children. Jobs its
+  children reserved after the claim (still under the old id) are handed back at once
+  with their attempt given back (registry's claimer could not see them).
 - A job a child reserved but had not reported yet (or prefetched) is not in the
   in-flight list: the master's id is in the environment of every child it forks
   (SUPERVISOR_Q_MASTER_ID), each reservation records its holder's token (queue/fencing.py),
@@ -79,6 +84,9 @@ class FleetMember:
         self.paused_queues: frozenset[str] = frozenset()
         self.sent: list[tuple[str, str, int]] = []  # the jobs in flight at the last beat
         self.shared: dict[str, tuple[str, ...]] = {}  # fleet_max member -> its queues
+        self.beating_since: float | None = None  # monotonic start of unbroken good beats
+        self.last_ok = 0.0  # monotonic time of the last good beat
+        self.orphaned: list[str] = []  # our fenced ids whose held jobs are to hand back
 
     def tick(self, now: float, arbiter: Arbiter, status: Callable[[], dict[str, Any]]) -> None:
         """Beat, then look for dead masters, every BEAT seconds (now: monotonic); beat
@@ -94,8 +102,14 @@ class FleetMember:
                 self.fenced(arbiter)
                 return
             self.redis_error, self.sent = None, jobs
-            self.reap_dead()
+            self.hand_back_orphans()
+            if self.beating_since is None or now - self.last_ok > self.lease:
+                self.beating_since = now  # after a failure, or a stall of our own
+            self.last_ok = now
+            if now - self.beating_since >= self.lease:
+                self.reap_dead()
         except redis.RedisError as exc:
+            self.beating_since = None
             if self.redis_error is None:
                 log.warning("fleet heartbeat failed: %s", exc)
             self.redis_error = f"{time.strftime('%H:%M:%S')}: {exc}"
@@ -141,8 +155,20 @@ class FleetMember:
                         arbiter.spawner.kill(child.pgid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
+        self.orphaned.append(self.id)
         self.new_epoch()
         self.next_beat = 0.0
+        self.hand_back_orphans()
+
+    def hand_back_orphans(self) -> None:
+        """Hand back, attempt given back, every job still held under an id of ours that
+        was fenced (its children are killed); a failure is retried at the next beat."""
+        while self.orphaned:
+            held = self.queue.hand_back_held(f"{self.orphaned[0]}|")
+            if held:
+                log.warning("fleet: %d job(s) of the killed children of %s handed back",
+                            held, self.orphaned[0])
+            self.orphaned.pop(0)
 
     def cap_for(self, name: str, program: ProgramConfig,
                 held: int) -> Callable[[int, int], int] | None:

@@ -25,7 +25,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from supervisor_q.paths import BadRedisUrl
+from supervisor_q.paths import BadRedisUrl, redact
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 _EXAMPLE = "(e.g. redis+cluster://HOST:7000,HOST:7001)"
@@ -46,15 +46,15 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
     cluster no listed node answers is retried on first use (LazyCluster)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
-        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: the scheme must be "
+        raise _bad(url, f"the scheme must be "
                           f"redis+cluster:// or rediss+cluster:// {_EXAMPLE}")
     parts = urlsplit("redis://" + rest)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     nodes = [_node(url, item) for item in hostlist.split(",") if item.strip()]
     if not nodes:
-        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: no host:port {_EXAMPLE}")
+        raise _bad(url, f"no host:port {_EXAMPLE}")
     if parts.path not in ("", "/", "/0"):
-        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: a cluster has only database 0")
+        raise _bad(url, "a cluster has only database 0")
     if userinfo:
         user, _, password = userinfo.partition(":")
         options.setdefault("username", unquote(user) or None)
@@ -67,7 +67,7 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
     try:
         return LazyCluster(startup_nodes=nodes, **options)
     except TypeError as exc:  # an unknown query option
-        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: {exc}") from None
+        raise _bad(url, str(exc)) from None
 
 
 class LazyCluster(RedisCluster):
@@ -108,10 +108,15 @@ class LazyCluster(RedisCluster):
             super().close()
 
 
+def _bad(url: str, why: str) -> BadRedisUrl:
+    """One line naming url, its password and secret options masked (paths.redact)."""
+    return BadRedisUrl(f"bad Redis Cluster URL {redact(url)!r}: {redact(url, why)}")
+
+
 def _node(url: str, item: str) -> ClusterNode:
     host, _, port = item.strip().rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadRedisUrl(f"bad Redis Cluster URL {url!r}: {item.strip()!r} is not "
+        raise _bad(url, f"{item.strip()!r} is not "
                           f"host:port {_EXAMPLE}")
     return ClusterNode(host.strip("[]"), int(port))
 

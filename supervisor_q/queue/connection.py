@@ -16,24 +16,29 @@ one line, before any connection is made. Imports only paths and cluster.
 
 from __future__ import annotations
 
-import re
+import inspect
+import socket
+import ssl
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import Connection, SSLConnection, parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
-from supervisor_q.paths import BadRedisUrl, check_database
+from supervisor_q.paths import BadRedisUrl, check_database, redact
 from supervisor_q.queue.cluster import cluster_client
 
 __all__ = ["BadRedisUrl", "SentinelUrl", "connect", "parse_sentinel_url"]
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_EXAMPLES = ("e.g. redis://HOST:6379/0, unix:///PATH/redis.sock?db=0 or "
-             "redis+sentinel://HOST1:26379,HOST2:26379/mymaster/0")
+_EXAMPLES = ("e.g. redis://HOST:6379/0, unix:///PATH/redis.sock?db=0, "
+             "redis+sentinel://HOST1:26379,HOST2:26379/mymaster/0 or "
+             "redis+cluster://HOST1:7000,HOST2:7001")
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
 # Query options a Sentinel URL may carry (anything else is a typo worth reporting).
 _SENTINEL_QUERY = ("sentinel_password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile",
                    "ssl_keyfile")
@@ -66,11 +71,37 @@ def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
         return sentinel_client(parse_sentinel_url(url), **options)
     if scheme in CLUSTER_SCHEMES:
         return cluster_client(url, **options)
+    if scheme not in PLAIN_SCHEMES:
+        known = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
+        raise _bad(url, f"unknown scheme {scheme[:20] + '://' if scheme else '(none)'}; "
+                        f"known: {', '.join(s + '://' for s in known)}")
+    if scheme == "rediss":
+        options["connection_class"] = BoundedHandshakeSSLConnection
     try:
         check_database(url)
+        _check_options(url)
         return redis.Redis.from_url(url, **options)
+    except BadRedisUrl:
+        raise
     except ValueError as exc:  # parsed here, before any connection: a user's typo
         raise _bad(url, str(exc)) from None
+
+
+class BoundedHandshakeSSLConnection(SSLConnection):
+    """redis-py's TLS connection, whose handshake is bounded by the connect timeout
+    (5 s) instead of the socket timeout (30 s, or none): a rediss:// URL to a server
+    that does not speak TLS fails in seconds, not after the socket timeout."""
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
+        sock.settimeout(self.socket_connect_timeout)
+        try:
+            wrapped: ssl.SSLSocket = super()._wrap_socket_with_ssl(sock)
+        except TimeoutError:
+            raise redis.TimeoutError(
+                f"no TLS handshake from {self.host}:{self.port} within "
+                f"{self.socket_connect_timeout:g} s (does the server speak TLS?)") from None
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
 
 
 def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
@@ -86,9 +117,36 @@ def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
     sentinel_options["retry"] = Retry(NoBackoff(), 0)
     if parsed.query.get("sentinel_password"):
         sentinel_options["password"] = parsed.query["sentinel_password"]
-    manager = Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
+    manager = _Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
     return manager.master_for(parsed.service, db=parsed.db, username=parsed.username,
                               password=parsed.password, **tls, **options)
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel, whose "no primary" error is one bounded line naming the
+    sentinels and the service (redis-py's own repeats each sentinel client's repr)."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError as exc:
+            hosts = [f"{h}:{p}" for h, p in (
+                (c.connection_pool.connection_kwargs.get("host"),
+                 c.connection_pool.connection_kwargs.get("port")) for c in self.sentinels)]
+            shown = ", ".join(hosts[:5]) + (f" and {len(hosts) - 5} more" if len(hosts) > 5
+                                             else "")
+            answered = "unreachable" not in _sentinel_errors(exc)
+            why = ("none knows a primary for it" if answered
+                   else "none answered (connection refused or timed out)")
+            raise MasterNotFoundError(
+                f"no Sentinel at {shown} named a primary for service "
+                f"{service_name[:60]!r}: {why}") from None
+
+
+def _sentinel_errors(exc: Exception) -> str:
+    """'unreachable' when redis-py's message says every sentinel failed to connect."""
+    text = str(exc)
+    return "unreachable" if ("ConnectionError" in text or "TimeoutError" in text) else ""
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl:
@@ -138,8 +196,23 @@ def _query(url: str, text: str) -> dict[str, str]:
     return found
 
 
+def _check_options(url: str) -> None:
+    """A query option the connection does not take (redis-py would raise TypeError at
+    the first command) is a user's typo: BadRedisUrl now, naming it."""
+    parsed = parse_url(url)
+    kind = parsed.pop("connection_class", Connection)
+    known = {"host", "port", "db", "username", "password", "path"}
+    for cls in inspect.getmro(kind):
+        if "__init__" in vars(cls):
+            known.update(p for p in inspect.signature(cls.__init__).parameters
+                         if p not in ("self", "args", "kwargs"))
+    unknown = sorted(set(parsed) - known)
+    if unknown:
+        raise _bad(url, f"unknown option {unknown[0][:40]!r} for {url.split(':', 1)[0]}://")
+
+
 def _bad(url: str, why: str) -> BadRedisUrl:
-    shown = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)  # never echo a password
+    shown = redact(url)  # never echo a password or a secret option
     shown = shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."
     shown = shown.replace("\n", "\\n").replace("\r", "\\r")
-    return BadRedisUrl(f"bad Redis URL {shown!r}: {why} ({_EXAMPLES})")
+    return BadRedisUrl(f"bad Redis URL {shown!r}: {redact(url, why)} ({_EXAMPLES})")

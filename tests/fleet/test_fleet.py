@@ -78,6 +78,7 @@ def test_status_all_lists_every_master_and_a_dead_ones_job_runs_elsewhere(
         assert all(m["programs"][0]["name"] == "naps" for m in listed)
         text = cli(redis_url, "status", "--all").stdout
         assert text.count(" alive (host ") == 3 and "naps" in text
+        assert text.count(", started 20") == 3 and text.count(" paused queues: none") == 3
 
         dispatch("fleet.nap", "long", 40, queue="fleetq")
         first = wait_until(lambda: starts(redis_url, "long"), message="the job started")[0]
@@ -138,6 +139,8 @@ def test_a_queue_pause_reaches_every_master_and_a_standalone_worker(
         wait_until(lambda: all(["fleetq"] == m.get("paused_queues")
                                 for m in fleet(redis_url)), timeout=5,
                    message="every master reports the pause")
+        text = cli(redis_url, "status", "--all").stdout
+        assert text.count(") paused queues: fleetq") == 3, text
 
         masters[0].stop()  # the pause outlives a master's restart
         masters[0].start().wait_running("naps", 1)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.connection import SSLConnection
 
 from supervisor_q.jobs import dispatching
 from supervisor_q.queue.backend import RedisQueue, connect
@@ -55,7 +56,7 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_a_master_and_a_worker_drain_jobs_over_tls(url: str, short_tmp: Path) -> None:
     client = connect(url)
-    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert issubclass(client.connection_pool.connection_class, SSLConnection)
     master = Master(short_tmp, url, {"tls": """
         queues: [overtls]
         import: [tests.jobmods.basic]

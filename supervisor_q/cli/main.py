@@ -12,6 +12,7 @@ from supervisor_q.cli.dashboard import add_dashboard_parser
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
+from supervisor_q.cli.tail import add_tail_parser
 from supervisor_q.cli.top import add_top_parser
 from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_master_parsers(sub)
     add_dashboard_parser(sub)
     add_top_parser(sub)
+    add_tail_parser(sub)
     return parser
 
 

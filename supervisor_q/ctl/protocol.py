@@ -19,6 +19,7 @@ from typing import Any
 
 COMMANDS = frozenset({"status", "start", "stop", "restart", "scale", "reload", "pause",
                       "continue", "shutdown", "ping"})
+COMMANDS |= {"tail"}  # a process's recent output, the master's log (master/output.py)
 MAX_REQUEST = 64 * 1024
 
 

@@ -17,6 +17,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 # adds the time and the child's pid, so the child writes neither.
 CHILD_FORMAT = "%(levelname)s %(name)s: %(message)s"
 JOB_FIELDS = ("job_id", "job", "queue")
+JOBS_LOGGER = "supervisor_q.jobs"  # worker/joblog.py: its lines name the job already
 # Attributes a captured output line carries (master/output.py), shown in JSON as is.
 OUTPUT_FIELDS = ("program", "stream")
 
@@ -52,7 +53,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        if getattr(record, "job_id", None) is not None:
+        if getattr(record, "job_id", None) is not None and record.name != JOBS_LOGGER:
             line += " ({})".format(" ".join(f"{k}={getattr(record, k)}" for k in JOB_FIELDS))
         return line
 

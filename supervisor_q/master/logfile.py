@@ -49,13 +49,16 @@ class Ring:
 
 
 class RingHandler(logging.Handler):
-    """Keeps the master's own formatted log lines in a Ring (`tail --master`)."""
+    """Keeps the master's own formatted log lines in a Ring (`tail --master`); the
+    children's lines it carries are left to their processes' rings."""
 
     def __init__(self, ring: Ring) -> None:
         super().__init__()
         self.ring = ring
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "stream", None) is not None:  # a child's line: in its own ring
+            return
         try:
             self.ring.append(self.format(record).encode("utf-8", "replace") + b"\n")
         except Exception:  # noqa: BLE001 - logging must never raise

@@ -27,7 +27,7 @@ from supervisor_q.master.wakeup import Wakeup
 log = logging.getLogger("supervisor_q.output")
 
 FILE_BUDGET = 1 << 20  # bytes read per stream and wake when they go to a file
-LOG_BUDGET = 128 * 1024  # ... when each line becomes a record of the master's log
+LOG_BUDGET = 32 * 1024  # ... when each line becomes a record of the master's log
 MAX_LINE = 64 * 1024  # a longer line without a newline is logged in parts
 
 Key = tuple[str, int, str]  # program, slot, stream

@@ -49,6 +49,7 @@ class OutputCapture:
         self.rings: dict[Key, Ring] = {}
         self.files: dict[str, LogFile] = {}
         self.failed_paths: set[str] = set()
+        self.as_json = json_logging()  # --log-format json: a child's JSON line is merged
         self.master_ring = Ring()
         self.ring_handler = RingHandler(self.master_ring)
         root = logging.getLogger()
@@ -147,23 +148,22 @@ class OutputCapture:
             return
         whole = bytes(stream.partial[:cut])
         del stream.partial[:cut + 1]
-        as_json = json_logging()
         for line in whole.split(b"\n"):
-            self.emit(stream, line, as_json)
+            self.emit(stream, line)
 
     def flush(self, stream: Stream) -> None:
         if stream.partial and stream.sink is None:
-            self.emit(stream, bytes(stream.partial), json_logging())
+            self.emit(stream, bytes(stream.partial))
         stream.partial.clear()
 
-    def emit(self, stream: Stream, line: bytes, as_json: bool) -> None:
+    def emit(self, stream: Stream, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         program, _, name = stream.key
         record = log.makeRecord(f"{stream.label} {name}", logging.INFO, __file__, 0, text,
                                 None, None)
         record.process, record.program, record.label, record.stream = (
             stream.pid, program, stream.label, name)
-        if as_json and text.startswith("{"):
+        if self.as_json and text.startswith("{"):
             try:
                 fields = json.loads(text)
             except ValueError:

@@ -71,8 +71,9 @@ class JsonFormatter(logging.Formatter):
         if label is not None:  # a child's output line: which process (emails#2)
             body["process"] = label
         more = getattr(record, "fields", None)  # a child's own JSON line, merged
-        if isinstance(more, dict):
-            body = {**more, **body, "message": more.get("message", body["message"])}
+        if isinstance(more, dict):  # its own time, level and logger; the master's labels
+            body = {**body, **more, **{k: body[k] for k in ("pid", "program", "process",
+                                                          "stream") if k in body}}
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
         return json.dumps(body)

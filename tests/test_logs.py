@@ -72,7 +72,8 @@ def test_a_childs_output_line_becomes_a_json_record(captured) -> None:
         try:
             read_end, write_end = os.pipe()
             os.set_blocking(read_end, False)
-            os.write(write_end, b'plain line\n{"message": "own", "job_id": "7"}\nhalf')
+            os.write(write_end, b'plain line\n{"message": "own", "level": "warning", '
+                     b'"job_id": "7"}\nhalf')
             os.close(write_end)
             line_stream = Stream(("emails", 2, "stderr"), "emails#2", 4321, None)
             assert capture.read_fd(line_stream, read_end, None) is True  # EOF
@@ -87,6 +88,7 @@ def test_a_childs_output_line_becomes_a_json_record(captured) -> None:
             "emails", "emails#2", 4321, "stderr")
     assert plain["message"] == "plain line" and half["message"] == "half"
     assert own["message"] == "own" and own["job_id"] == "7"  # the child's JSON, merged
+    assert own["level"] == "warning" and plain["level"] == "info"
     assert capture.rings[("emails", 2, "stderr")].last_lines(1) == b"half"
 
 

@@ -208,7 +208,7 @@ def test_a_chatty_child_does_not_delay_a_timeout_kill(master_factory, redis_url:
         master.wait_running("w", 1)
         wait_until(lambda: (short_tmp / "f.log").exists(), timeout=10)
         queue = RedisQueue(connect(redis_url))
-        dispatch("tests.stuck_in_c")
+        dispatch("tests.stuck_sleeping")  # asleep: no CPU taken from the master
         wait_until(lambda: results(queue.client), timeout=10)
         started = results(queue.client)[0]["at"]
         wait_until(queue.failed_records, timeout=10)  # cheap: the log is large

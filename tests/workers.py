@@ -17,7 +17,7 @@ def start(redis_url: str, *flags: str, queues: str = "default",
           env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
-         "--queue", queues, "--import", FLOWS, "--sleep", "0.2", *flags],
+         "--queue", queues, "--import", FLOWS, "--sleep", "0.2", "--quiet", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 

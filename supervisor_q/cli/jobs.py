@@ -112,6 +112,8 @@ def add_work_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="run one job (or none), then exit")
     p.add_argument("--stop-when-empty", action="store_true",
                    help="exit once the queues are empty")
+    p.add_argument("--quiet", action="store_true",
+                   help="no line at each job's start and end")
     p.set_defaults(handler=cmd_work)
 
 
@@ -137,7 +139,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         timeout=args.timeout, sleep=args.sleep, rest=args.rest, max_jobs=args.max_jobs,
         max_time=args.max_time, memory=args.memory, once=args.once,
         stop_when_empty=args.stop_when_empty, prefetch=args.prefetch, jitter=0.0,
-        keep_jobs=args.keep_jobs, keep_jobs_max=args.keep_jobs_max,
+        keep_jobs=args.keep_jobs, keep_jobs_max=args.keep_jobs_max, log_jobs=not args.quiet,
         label="work:" + ",".join(args.queue))
     queue = _queue(args, socket_timeout=MAX_BLOCK + 10)
     return run_standalone(settings, queue)

@@ -15,6 +15,7 @@ from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
 from supervisor_q.cli.signals import add_signal_parsers
+from supervisor_q.cli.tail import add_tail_parser
 from supervisor_q.cli.top import add_top_parser
 from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parser(sub)
     add_signal_parsers(sub)
     add_completion_parser(sub, build_parser)
+    add_tail_parser(sub)
     _accept_globals_after(parser)
     return parser
 

@@ -6,7 +6,8 @@ Defaults are documented next to each field.
 Durations are seconds (int or float), sizes are MB, counts are ints; booleans are never
 accepted where a number is expected (YAML's `yes` must not become 1).
 
-This module imports nothing from the supervisor_q package.
+This module imports nothing from the supervisor_q package but config/logkeys.py (the log
+keys' mixin).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from supervisor_q.config.logkeys import LogKeys
 
 # A reservation must outlive the job's hard timeout by this much (ARCHITECTURE.md's rule 1).
 # A copy of backend.RESERVATION_MARGIN (this module imports nothing); a test keeps them equal.
@@ -189,8 +192,8 @@ def _user_exists(value: str) -> str:
     return value
 
 
-class _ProgramBase(_Frozen):
-    """Keys shared by both kinds of program."""
+class _ProgramBase(LogKeys, _Frozen):
+    """Keys shared by both kinds of program (the log keys: logkeys.LogKeys)."""
 
     name: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]  # default: the file stem
     numprocs: Procs = 1  # children to keep running (0 = defined but stopped)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = frozenset({"status", "start", "stop", "restart", "scale", "reload", "pause",
-                      "continue", "shutdown", "ping", "signal", "pid"})
+                      "continue", "shutdown", "ping", "signal", "pid", "tail"})
 MAX_REQUEST = 64 * 1024
 
 

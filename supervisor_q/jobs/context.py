@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
+from supervisor_q.logs import bind_job
 from supervisor_q.queue import payload as payloads
 
 
@@ -60,9 +61,20 @@ def current_job() -> JobContext | None:
 
 def set_current_job(context: JobContext | None) -> contextvars.Token:
     """Make context the current job (the worker, around one run); returns the reset token."""
-    return _current.set(context)
+    token = _current.set(context)
+    _bind_log(context)
+    return token
 
 
 def reset_current_job(token: contextvars.Token) -> None:
     """Undo the set_current_job that returned token."""
     _current.reset(token)
+    _bind_log(_current.get())
+
+
+def _bind_log(context: JobContext | None) -> None:
+    """Log records written in a job carry its id, name and queue (logs.JobFilter)."""
+    if context is None:
+        bind_job(None)
+    else:
+        bind_job(context.id, context.name, context.queue)

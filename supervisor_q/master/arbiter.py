@@ -149,8 +149,7 @@ class Arbiter:
         now = self.clock.monotonic()
         moments = [self.next_slow_tick]
         moments += [d for p in self.pools.values() if (d := p.next_deadline()) is not None]
-        moments += [run.rearm_at for p in self.pools.values() for run in p.runs.values()
-                    if run.fd is not None and not run.registered and run.rearm_at]
+        moments += self.reports.rearm_moments(self.pools.values())
         if self.reload_at is not None:
             moments.append(self.reload_at)
         return max(0.0, min(min(moments) - now, TICK))
@@ -196,6 +195,9 @@ class Arbiter:
     def handle_ttou(self) -> None:
         self.nudge_all(-1)
 
+    def handle_usr2(self) -> None:
+        self.reports.output.reopen()  # log files opened again (logrotate)
+
     def handle_chld(self) -> None:
         pass  # reap_children runs every iteration
 
@@ -224,10 +226,7 @@ class Arbiter:
             child = pool.find(pid)
             if child is None:
                 continue
-            run = pool.run_of(child)
-            if run.fd is not None:
-                self.reports.read(pool, child)  # the last words before the exit
-                self.reports.close(pool, child)
+            self.reports.finish(pool, child)  # its last reports and output
             self.metering.reaped(pool, child, status, now)
             self.alerting.reaped(pool, child, status, now)
             back = pool.reaped(child, status, now)
@@ -392,6 +391,7 @@ class Arbiter:
         self.wakeup.close()
         self.fleet.leave()
         self.metering.close()
+        self.reports.output.close()
         self.alerting.close()
         self.queue.client.close()
 

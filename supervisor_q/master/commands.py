@@ -100,12 +100,26 @@ def _restart(arbiter: Arbiter, args: dict[str, Any]) -> str:
                      for pool in pools)
 
 
+def _tail(arbiter: Arbiter, args: dict[str, Any]) -> dict[str, Any]:
+    """A process's recent output (or its log file's path), or the master's own log."""
+    stream, after, lines, slot = (args.get("stream", "stdout"), args.get("after"),
+                                  args.get("lines", 10), args.get("slot"))
+    if stream not in ("stdout", "stderr", "master"):
+        raise ControlError("stream must be stdout, stderr or master")
+    for value in (after, slot, lines):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 0):
+            raise ControlError("after, slot and lines must be whole numbers >= 0")
+    pool = None if stream == "master" else _pool(arbiter, args.get("program"))
+    return arbiter.reports.output.tail(pool, slot, stream, after, lines)
+
+
 Handler = Callable[["Arbiter", dict[str, Any]], Any]
 HANDLERS: dict[str, Handler] = {
     "ping": _ping, "status": _status, "reload": _reload, "shutdown": _shutdown,
     "pause": _pause, "continue": _continue, "scale": _scale, "start": _start,
     "stop": _stop, "restart": _restart, "signal": addressing.send_signal,
-    "pid": addressing.pids,
+    "pid": addressing.pids, "tail": _tail,
 }
 
 

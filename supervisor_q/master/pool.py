@@ -216,7 +216,7 @@ class Pool:
             self._failed_start(child, now, f"fork failed: {exc}")
             return
         child.spawned(spawned.pid, spawned.pgid, None, now, reason)
-        self.runs[id(child)] = RunRecord(fd=spawned.report_fd)
+        self.runs[id(child)] = RunRecord(fd=spawned.report_fd, outputs=dict(spawned.outputs))
 
     def _stop_extras(self, active: list[ChildProcess], count: int, now: float) -> None:
         """Scale down: children with no process first, then idle ones, newest first;

@@ -18,7 +18,7 @@ import logging
 import os
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 log = logging.getLogger("supervisor_q.process")
@@ -233,3 +233,4 @@ class RunRecord:
     rearm_at: float = 0.0  # when the arbiter watches the fd again (reports are batched)
     buffer: bytes = b""
     garbled: int = 0  # unreadable report lines seen (reports.py: ReportReader.garbled)
+    outputs: dict[str, int] = field(default_factory=dict)  # stdout/stderr read ends

@@ -1,6 +1,7 @@
 """Reading the children's report pipes in the master and applying each report to its
 pool: ready, job started, job finished. A busy pipe is read in batches (REPORT_BATCH)
 so a child running thousands of tiny jobs a second wakes the master a few dozen times.
+A child's stdout and stderr pipes (output.py) are watched and rested with its report pipe.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 from supervisor_q.clock import Clock
 from supervisor_q.config.loading import WorkerProgram
+from supervisor_q.master.output import OutputCapture
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.wakeup import Wakeup
@@ -30,6 +33,7 @@ class ReportReader:
         self.wakeup = wakeup
         self.clock = clock
         self.counters: Counters | None = None  # metrics on: every start and end counted
+        self.output = OutputCapture(wakeup)
 
     def close(self, pool: Pool, child: ChildProcess) -> None:
         run = pool.run_of(child)
@@ -45,24 +49,42 @@ class ReportReader:
         """Watch a child's report pipe: a new child's at once, a busy one's again after
         its batching pause (reading first what arrived in the meantime)."""
         run = pool.run_of(child)
-        if run.fd is None or run.registered or now < run.rearm_at:
+        if (run.fd is None and not run.outputs) or run.registered or now < run.rearm_at:
             return
         if run.rearm_at:
             self.read(pool, child)
-            if run.fd is None:
-                return
-        self.wakeup.register(run.fd, ("child", (pool, child)))
-        run.registered = True
+            self.output.read(pool, child)
+        fds = ([] if run.fd is None else [run.fd]) + self.output.fds(pool, child)
+        for fd in fds:
+            self.wakeup.register(fd, ("child", (pool, child)))
+        run.registered = bool(fds)
+
+    def finish(self, pool: Pool, child: ChildProcess) -> None:
+        """The child was reaped: its last reports and output, the pipes closed."""
+        run = pool.run_of(child)
+        if run.fd is not None:
+            self.read(pool, child)  # the last words before the exit
+            self.close(pool, child)
+        self.output.read(pool, child, drain=True)
+        run.registered = False
 
     def ready(self, pool: Pool, child: ChildProcess) -> None:
         """Read a child's reports, then stop watching its pipe for REPORT_BATCH seconds.
         Deadlines stay exact: reports carry their own times."""
         self.read(pool, child)
+        self.output.read(pool, child)
         run = pool.run_of(child)
-        if run.fd is not None and run.registered:
-            self.wakeup.unregister(run.fd)
+        if run.registered:
+            for fd in ([] if run.fd is None else [run.fd]) + list(run.outputs.values()):
+                self.wakeup.unregister(fd)
             run.registered = False
             run.rearm_at = self.clock.monotonic() + REPORT_BATCH
+
+    def rearm_moments(self, pools: Iterable[Pool]) -> list[float]:
+        """When rested pipes are watched again (the arbiter wakes then)."""
+        return [run.rearm_at for p in pools for run in p.runs.values()
+                if (run.fd is not None or run.outputs) and not run.registered
+                and run.rearm_at]
 
     def read(self, pool: Pool, child: ChildProcess) -> None:
         """Everything the pipe holds now; closes it when the child closed its end."""

@@ -18,12 +18,13 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import CommandProgram, ProgramConfig, WorkerProgram
 from supervisor_q.config.substitute import substitute
+from supervisor_q.master import capture
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.proctitle import set_title
@@ -33,6 +34,7 @@ from supervisor_q.queue.restart import read_generation
 # The worker's own modules are imported here, in the master, so every child shares them
 # copy-on-write and starts faster; the program's job modules are imported in the child only.
 from supervisor_q.worker.boot import BootError, import_job_modules
+from supervisor_q.worker.joblog import JobLog
 from supervisor_q.worker.loop import MAX_BLOCK, Worker, WorkerSettings
 from supervisor_q.worker.report import PipeReporter
 
@@ -49,6 +51,7 @@ class Spawned:
     pid: int
     pgid: int
     report_fd: int | None  # the master's read end of the child's report pipe
+    outputs: dict[str, int] = field(default_factory=dict)  # stream -> read end (capture.py)
 
 
 class Spawner(Protocol):
@@ -106,6 +109,16 @@ def _fork_deferring_signals() -> int:
     return pid
 
 
+def _fork_capturing(program: ProgramConfig) -> tuple[int, capture.Pipes]:
+    """_fork_deferring_signals, with the child's stdout/stderr pipes (capture.py)."""
+    pipes = capture.make_pipes(program)
+    try:
+        return _fork_deferring_signals(), pipes
+    except OSError:
+        capture.close_all(pipes)
+        raise
+
+
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
@@ -139,11 +152,12 @@ class ForkSpawner:
         if threading.active_count() > 1:  # a thread's locks would be copied held
             log.warning("forking with %d threads (the master must fork single-threaded)",
                         threading.active_count())
-        pid = _fork_deferring_signals()
+        pid, pipes = _fork_capturing(program)
         if pid == 0:  # child: never return into the master's code
             code = exitcodes.ERROR
             try:
                 os.close(read_fd)
+                capture.in_child(pipes, program)
                 code = self._child_main(program, child, write_fd, paused)
             except BaseException:  # noqa: BLE001 - report and exit, whatever it was
                 try:
@@ -165,7 +179,7 @@ class ForkSpawner:
         if isinstance(program, CommandProgram):
             os.close(read_fd)
             read_fd = None
-        return Spawned(pid, pid, read_fd)
+        return Spawned(pid, pid, read_fd, capture.in_master(pipes))
 
     def _child_main(self, program: ProgramConfig, child: ChildProcess, report_fd: int,
                     paused: bool) -> int:
@@ -227,7 +241,10 @@ def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pau
         generation = read_generation(queue.client)
     except Exception:  # noqa: BLE001 - Redis down: the worker's loop waits for it
         generation = None
-    worker = Worker(settings, queue, reporter=PipeReporter(report_fd), started_with=generation,
+    reporter = PipeReporter(report_fd)
+    if program.log_jobs:  # a line at each job's start and end (worker/joblog.py)
+        reporter = JobLog(reporter, label)
+    worker = Worker(settings, queue, reporter=reporter, started_with=generation,
                     parent_pid=master_pid)
     worker.paused = paused
     worker.install_signals()

@@ -28,7 +28,7 @@ from typing import Any
 # The signals the master reacts to (see README.md "Signals").
 MASTER_SIGNALS: tuple[signal.Signals, ...] = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
+    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR2,
 )
 # Signals whose repeats mean nothing more than the first: one SIGCHLD already
 # makes the loop reap with waitpid(-1, WNOHANG) until none is left.

@@ -17,6 +17,7 @@ from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import handback
 from supervisor_q.worker.guard import SlotJob, run_guarded
+from supervisor_q.worker.joblog import JobLog
 from supervisor_q.worker.loop import Worker, WorkerSettings
 from supervisor_q.worker.report import Reporter
 
@@ -49,6 +50,8 @@ def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter)
     except BootError as exc:
         print(f"supervisor-q work: {exc}", file=sys.stderr)
         return exitcodes.BOOT_ERROR
+    if settings.log_jobs:  # a line at each job's start and end (joblog.py)
+        reporter = JobLog(reporter, settings.label)
     worker = Worker(settings, queue, reporter=reporter, parent_pid=os.getppid())
     worker.install_signals()
     # Waits (with backoff) for a Redis that is down at start instead of crashing.

@@ -27,5 +27,6 @@ class WorkerSettings:
     label: str = "worker"  # for titles and logs: "emails#3"
     keep_jobs: float = 3600.0  # seconds a done job stays findable (0 = not kept)
     keep_jobs_max: int = 10_000  # most done jobs kept per queue
+    log_jobs: bool = True  # a line at each job's start and end (joblog.py)
     jitter: float = 0.1  # fraction of max_jobs/max_time, so a pool does not recycle at once
 

@@ -44,8 +44,8 @@ def worker(redis_url: str, *flags: str, queues: str = "declq",
            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """A `supervisor-q work` importing the declared jobs, once it has published them."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--queue",
-         queues, "--import", DECLARED, "--sleep", "0.2", *flags],
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
+         "--queue", queues, "--import", DECLARED, "--sleep", "0.2", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     client = connect(redis_url)
     try:

@@ -104,7 +104,7 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess:
 
 def work(url: str, queues: list[str], *flags: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", url, "work",
+        [sys.executable, "-m", "supervisor_q", "--redis-url", url, "work", "--quiet",
          "--queue", ",".join(queues), "--import", "tests.jobmods.flows", "--sleep", "0.2",
          *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

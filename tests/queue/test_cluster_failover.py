@@ -52,7 +52,7 @@ def _drain_through_a_failover(cluster: LocalCluster, monkeypatch: pytest.MonkeyP
     victim = int(node.port)
     workers = [subprocess.Popen(
         [sys.executable, "-m", "supervisor_q", "--redis-url", cluster.url, "work", "--queue",
-         name, "--import", "tests.jobmods.clustered", "--sleep", "0.2"],
+         name, "--import", "tests.jobmods.clustered", "--sleep", "0.2", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         wait_until(lambda: client.scard(f"{{{tag}}}:set") >= JOBS // 4, timeout=20)

@@ -30,7 +30,7 @@ def test_master_and_work_started_before_the_cluster_begin_when_it_comes_up(
         startsecs: 0.2
         """})
     worker = subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", cluster.url, "work",
+        [sys.executable, "-m", "supervisor_q", "--redis-url", cluster.url, "work", "--quiet",
          "--queue", "alone", "--import", "tests.jobmods.basic"],
         env={**os.environ, "SUPERVISOR_Q_REDIS_URL": cluster.url},  # the job's own Redis
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

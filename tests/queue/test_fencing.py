@@ -125,7 +125,7 @@ def test_fenced_hot_path_stays_one_round_trip_per_job(redis_url: str) -> None:
                 pass  # the monitor connection closed at the end of the test
         threading.Thread(target=listen, daemon=True).start()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
              "--queue", "hot", "--import", "tests.jobmods.basic", "--sleep", "0.2"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:

@@ -126,7 +126,7 @@ def test_hot_path_is_one_round_trip_per_job(sentinels: SentinelSet, queue: Redis
 def _worker(url: str, queues: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "supervisor_q", "--redis-url", url, "work", "--queue", queues,
-         "--import", "tests.jobmods.failover", "--sleep", "0.2"],
+         "--import", "tests.jobmods.failover", "--sleep", "0.2", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -21,7 +21,7 @@ def test_readonly_in_a_job_is_retried_without_spending_its_only_try(
         payloads.build("tests.failover.readonly_once", "default", [5], {}, tries=1)))
     log = str(tmp_path / "runs")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
          "--import", "tests.jobmods.failover", "--tries", "1", "--sleep", "0.1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "SQ_RUN_LOG": log})

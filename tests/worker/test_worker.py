@@ -31,7 +31,7 @@ def queue(redis_url: str) -> RedisQueue:
 
 def start_worker(redis_url: str, *flags: str, queues: str = "default") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
          "--queue", queues, "--import", BASIC, *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -327,7 +327,7 @@ def test_worker_started_while_redis_is_down_waits_for_it(redis_db, redis_url: st
     log = short_tmp / "worker.log"
     with open(log, "w") as err:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
              "--queue", "default", "--import", BASIC, "--sleep", "1"], stderr=err)
     try:
         wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=10)

@@ -33,7 +33,7 @@ def queue(redis_url: str) -> RedisQueue:
 
 def start_worker(redis_url: str, *flags: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
          "--queue", "default", "--import", BASIC, *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

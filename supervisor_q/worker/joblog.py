@@ -1,0 +1,43 @@
+"""One INFO line when a job starts and one when it ends (id, name, queue, attempt,
+outcome, runtime), as Laravel's worker prints: a reporter that logs, then passes each
+report on. A program's `log_jobs: false` or `work --quiet` leaves it out."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from supervisor_q.queue.payload import loggable
+from supervisor_q.worker.report import Reporter
+
+log = logging.getLogger("supervisor_q.jobs")
+
+
+class JobLog:
+    """Wraps a reporter; logs each job's start and end on the way."""
+
+    def __init__(self, inner: Reporter, label: str) -> None:
+        self.inner = inner
+        self.label = label
+        self.job: tuple[str, str, str, int, float] | None = None
+
+    def ready(self, generation: float | None) -> None:
+        self.inner.ready(generation)
+
+    def job_started(self, job_id: str, name: str, queue: str, timeout: float,
+                    attempts: int, wait: float = 0.0) -> None:
+        self.job = (job_id, name, queue, attempts, time.monotonic())
+        log.info("job %s %s on %s: started (attempt %d)", loggable(job_id, 100),
+                 loggable(name, 200), queue, attempts,
+                 extra={"job_id": job_id, "job": name, "queue": queue})
+        self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
+
+    def job_finished(self, job_id: str, outcome: str = "done") -> None:
+        self.inner.job_finished(job_id, outcome)
+        if self.job is None or self.job[0] != job_id:
+            return
+        _, name, queue, attempts, started = self.job
+        self.job = None
+        log.info("job %s %s on %s: %s in %.3fs (attempt %d)", loggable(job_id, 100),
+                 loggable(name, 200), queue, outcome, time.monotonic() - started, attempts,
+                 extra={"job_id": job_id, "job": name, "queue": queue, "outcome": outcome})

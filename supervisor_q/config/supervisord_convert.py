@@ -24,10 +24,7 @@ from supervisor_q.config.supervisord_workers import suggest_worker
 SIGNALS = ("TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2")
 LOG_FILES = ("stdout_logfile", "stderr_logfile")
 LOG_SIZES = ("stdout_logfile_maxbytes", "stderr_logfile_maxbytes")
-LOG_BACKUPS = ("stdout_logfile_backups", "stderr_logfile_backups")
-# Keys that part of Supervisor's parity (issue 13) adds to the schema: written as is.
-PARITY_KEYS = ("user", "umask", "priority", "autostart", "group", "redirect_stderr",
-               *LOG_FILES, *LOG_SIZES, *LOG_BACKUPS)
+LOG_BACKUPS = ("stdout_logfile_backups", "stderr_logfile_backups")  # one logfile_backups here
 
 
 @dataclass
@@ -153,8 +150,19 @@ def convert_program(section: Section, group: str | None) -> Converted:
     return out
 
 
+def _merge_backups(out: Converted) -> None:
+    """Supervisor keeps backups per stream; supervisor-q has one `logfile_backups`."""
+    found = [out.values.pop(key) for key in LOG_BACKUPS if key in out.values]
+    if found:
+        out.values["logfile_backups"] = max(found)
+        if len(set(found)) > 1:
+            out.warnings.append(f"stdout/stderr_logfile_backups differ: logfile_backups "
+                                f"{max(found)} for both")
+
+
 def _finish(out: Converted) -> None:
     """Order the keys (command first), check the essentials, suggest a worker."""
+    _merge_backups(out)
     command = out.values.pop("command", None)
     if not command:
         out.warnings.append("no command: the program file will not load")

@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from supervisor_q.cli.main import main
-from supervisor_q.config.supervisord_convert import PARITY_KEYS
 
 SAMPLES = Path(__file__).parent / "supervisord"
 
@@ -55,8 +54,7 @@ def test_samples_round_trip_through_check_config(imported: tuple[str, str, Path]
         # check-config checks an imported `user:` like a written one
         if re.fullmatch(r".*\.yaml: user: no user '(chrism|forge)' on this host", line):
             continue
-        match = re.fullmatch(r".*\.yaml: (\w+): unknown key", line)
-        assert match and match.group(1) in PARITY_KEYS, line
+        raise AssertionError(line)
     assert code == (1 if problems else 0)
 
 
@@ -69,7 +67,7 @@ def test_program_keys_are_converted(imported: tuple[str, str, Path]) -> None:
     assert (cat["exitcodes"], cat["stopsignal"], cat["stopwaitsecs"]) == ([0, 2], "QUIT", 10)
     assert (cat["user"], cat["redirect_stderr"], cat["stdout_logfile"]) == (
         "chrism", True, "/a/path")
-    assert (cat["stdout_logfile_maxbytes"], cat["stdout_logfile_backups"]) == (1024 ** 2, 10)
+    assert (cat["stdout_logfile_maxbytes"], cat["logfile_backups"]) == (1024 ** 2, 10)
     assert cat["environment"] == {"A": "1", "B": "2", "HOME": str(SAMPLES.resolve())}
     laravel = programs["laravel-worker"]
     assert laravel["command"] == ("php /home/forge/app.com/artisan queue:work sqs --sleep=3 "

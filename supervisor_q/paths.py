@@ -126,9 +126,13 @@ def locked_error(directory: Path, fix: str) -> RuntimeDirLocked:
 
 def _find_socket(name: str, fix: str) -> Path | None:
     """The first runtime dir holding name; a locked dir is skipped, but if no readable dir
-    holds one, the locked one is reported rather than silently falling back to a default."""
+    holds one, the locked one is reported rather than silently falling back to a default.
+    SUPERVISOR_Q_RUNTIME_DIR, when set, is the only place looked in: a stale socket in a
+    default dir (another master's, long gone) must not answer for the dir the user named."""
     locked: Path | None = None
-    for candidate in runtime_dir_candidates():
+    named = os.environ.get("SUPERVISOR_Q_RUNTIME_DIR")
+    candidates = [Path(named.split(":")[0])] if named else runtime_dir_candidates()
+    for candidate in candidates:
         sock = candidate / name
         try:
             if sock.exists():

@@ -238,3 +238,17 @@ def test_a_second_run_on_a_busy_control_socket_is_one_line_and_leaves_the_first_
         assert first.answers() and first.proc.poll() is None
     finally:
         first.stop()
+
+
+def test_a_named_runtime_dir_is_the_only_place_a_socket_is_looked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor_q.paths import control_socket
+
+    named, other = tmp_path / "named", tmp_path / "xdg"
+    named.mkdir()
+    (other / "supervisor-q").mkdir(parents=True)
+    (other / "supervisor-q" / "control.sock").touch()  # a stale socket in a default place
+    monkeypatch.delenv("SUPERVISOR_Q_SOCKET", raising=False)
+    monkeypatch.setenv("SUPERVISOR_Q_RUNTIME_DIR", str(named))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(other))
+    assert control_socket() == named / "control.sock"

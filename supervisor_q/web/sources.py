@@ -80,14 +80,20 @@ def failed_jobs(queue: RedisQueue, name: str | None = None) -> list[dict[str, An
 
 
 def failed_job(queue: RedisQueue, queue_name: str, job_id: str) -> dict[str, Any] | None:
-    """One failed record (one HGET), or None."""
+    """One failed record, or None; job_id as stored or as shown (queue/ids.py)."""
     try:
-        raw = queue.client.hget(queue.keys(check_queue_name(queue_name)).failed_records,
-                                ids.raw(job_id))
-        record = json.loads(raw) if raw is not None else None
-    except (ValueError, RecursionError):
+        key = queue.keys(check_queue_name(queue_name)).failed_records
+    except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    for each in ids.candidates(job_id):
+        try:
+            raw = queue.client.hget(key, ids.raw(each))
+            record = json.loads(raw) if raw is not None else None
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
 
 
 def batches(queue: RedisQueue, limit: int = 50) -> list[dict[str, Any]]:

@@ -387,9 +387,9 @@ class Arbiter:
     def close(self) -> None:
         self.guardian.close()  # orderly exit: nothing is left for it to kill
         self.control.close()
+        self.metering.close()  # before the selector its server is registered on
         self.wakeup.close()
         self.fleet.leave()
-        self.metering.close()
         self.alerting.close()
         self.queue.client.close()
 

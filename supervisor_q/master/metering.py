@@ -99,7 +99,10 @@ class Metering:
             for state in list(self.server.conns.values()):
                 self._drop(state.sock)
             if self.server.sock is not None:
-                self.wakeup.unregister(self.server.sock)
+                try:  # at exit the arbiter's selector may be closed already
+                    self.wakeup.unregister(self.server.sock)
+                except (KeyError, ValueError):
+                    pass
             self.server.close()
             self.server = None
 

@@ -142,9 +142,14 @@ def _from_failed(job_id: str, queue: str, record: dict[str, Any]) -> JobStatus:
     body = payloads.peek(record.get("payload") or "")
     reason, trace = record.get("reason"), record.get("exception")
     shown = f"{reason}\n{trace}" if reason and trace else (reason or trace)
+    pid = record.get("pid")  # where and when it ran: the worker's, when it started it
     return JobStatus(job_id, queue, "failed", name=record.get("job") or body.get("job"),
                      attempts=int(record.get("attempts") or 0),
+                     exceptions=int(_num(record.get("exceptions")) or 0),
                      dispatched_at=_num(body.get("dispatched_at")),
+                     started_at=_num(record.get("started_at")), runtime=_num(record.get("runtime")),
+                     host=record.get("host") if isinstance(record.get("host"), str) else None,
+                     pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
                      ended_at=_num(record.get("failed_at")), exception=shown,
                      **_membership(body.get("extra")))
 

@@ -145,6 +145,19 @@ def test_the_cap_drops_the_oldest_finished_not_the_soonest_forgotten(redis_url: 
     assert [state_of(redis_url, i) for i in old] == [None, "done", "done"]
 
 
+def test_a_failed_job_shows_where_and_when_it_ran(redis_url: str) -> None:
+    job_id = dispatch("look.boom", connection=redis_url)
+    with work(redis_url) as procs:
+        wait_until(lambda: state_of(redis_url, job_id) == "failed", timeout=15)
+        found = job_status(job_id, connection=redis_url)
+        assert found.pid == _worker_pid(procs[0].pid) and found.host == socket.gethostname()
+    assert found.started_at is not None and found.ended_at >= found.started_at
+    assert found.runtime is not None and 0 <= found.runtime < 10
+    assert found.exceptions == 1
+    shown = cli(redis_url, job_id)
+    assert f"pid: {found.pid}" in shown.stdout and "started_at:" in shown.stdout, shown.stdout
+
+
 def test_cli_text_json_unknown_and_hostile_ids(redis_url: str) -> None:
     queue = RedisQueue(connect(redis_url))
     hostile = "\udcff\n\x1b[31mid"

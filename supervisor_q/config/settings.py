@@ -38,8 +38,11 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 def parse_bind(value: str) -> tuple[str, int]:
     """"HOST:PORT" (IPv6 as [::1]:PORT) -> (host, port); ValueError with one clear line."""
     host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    # a bare name or address: no scheme (http://), path, user or unbracketed IPv6
+    odd = any(c in host for c in "/@[] \t") or (":" in host and not bracketed)
+    if not sep or not host or odd or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:9808), got {value[:60]!r}")
     return host, int(port)
 

@@ -56,12 +56,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MAX_RETENTION = 30 * 86400  # seconds the per-minute buckets may be kept
+
+
 class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, strict=True)
     bind: str | None = None  # HOST:PORT of /metrics; None: no endpoint
-    retention: float = Field(default=DEFAULT_RETENTION, gt=0, le=30 * 86400)
+    retention: float = Field(default=DEFAULT_RETENTION, gt=0, le=MAX_RETENTION)
 
     @field_validator("bind")
     @classmethod
@@ -73,15 +76,14 @@ class MetricsSettings(BaseModel):
     @field_validator("retention", mode="before")
     @classmethod
     def _retention(cls, value: object) -> object:
-        """Seconds, or a string such as 24h, 90m, 2d."""
-        if isinstance(value, str):
-            found = _DURATION.match(value.strip())
-            if found is None:
-                raise ValueError(f"must be seconds or a duration like 24h, got {value[:40]!r}")
-            return float(found[1]) * _UNITS[found[2] or "s"]
-        if isinstance(value, bool):
-            raise ValueError("must be seconds or a duration like 24h, got a boolean")
-        return value
+        """Seconds, or a string such as 24h, 90m, 2d; at most MAX_RETENTION, said in the
+        units the user wrote."""
+        seconds = parse_duration(value)
+        if isinstance(seconds, int | float) and seconds > MAX_RETENTION:
+            if isinstance(value, str):
+                raise ValueError(f"must be at most 30d, got {value.strip()[:40]}")
+            raise ValueError(f"must be at most {MAX_RETENTION} seconds (30d), got {value}")
+        return seconds
 
 
 def parse_duration(value: object) -> object:

@@ -185,7 +185,7 @@ def format_status(status: dict) -> str:
         lines.append(f"restart signal {master['restart_signal']:.3f} "
                      f"(seen {master.get('restart_seen_ago')}s ago)")
     for program in status["programs"]:
-        alive = sum(1 for p in program["processes"] if p["pid"])
+        alive = sum(1 for p in program["processes"] if _runs(p))
         paused = " paused" if program["paused"] else ""
         nxt = f", next change {program['next_transition']}" if program["next_transition"] else ""
         lines.append(f"{program['name']:<20} {program['state']:<9}{paused} "
@@ -195,9 +195,15 @@ def format_status(status: dict) -> str:
             doing = f"job {job['name']} {job['runtime']:.1f}s" if job else "idle"
             rss = f"{p['rss'] / 1048576:.0f}MB" if p["rss"] else "-"
             stale = " (pre-restart code)" if p.get("pre_restart_code") else ""
-            lines.append(f"  {p['name']:<18} pid={p['pid'] or '-':<7} {p['state']:<9} "
-                         f"up {p['uptime']:.0f}s jobs={p['jobs_done']} rss={rss} {doing}{stale}")
+            pid, up = (p["pid"], f"up {p['uptime']:.0f}s") if _runs(p) else ("-", "down")
+            lines.append(f"  {p['name']:<18} pid={pid:<7} {p['state']:<9} "
+                         f"{up} jobs={p['jobs_done']} rss={rss} {doing}{stale}")
     return "\n".join(lines) if lines else "no programs"
+
+
+def _runs(process: dict) -> bool:
+    """A process is there (no pid or uptime is shown for a FATAL, BACKOFF or EXITED one)."""
+    return bool(process["pid"]) and process["state"] in ("starting", "running", "stopping")
 
 
 def socket_group(value: str | None) -> int | None:

@@ -29,11 +29,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except BindRefused as exc:
         print(f"supervisor-q dashboard: {exc}", file=sys.stderr)
         return 2
-    from supervisor_q.web.serve import serve
+    from supervisor_q.web.serve import open_queue, serve
 
+    queue = open_queue(url)  # a bad URL is refused before the banner
     print(f"supervisor-q dashboard on http://{args.bind}/ (Redis {_safe(url)})",
           file=sys.stderr, flush=True)
-    serve(sock, token, url)
+    serve(sock, token, queue, url)
     return 0
 
 

@@ -13,7 +13,7 @@ from supervisor_q.cli.jobs import queue_name
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import connect
 from supervisor_q.queue.jobinfo import JobStatus, job_status
-from supervisor_q.queue.payload import from_printable, loggable
+from supervisor_q.queue.payload import loggable
 
 # Field order of the text output; fields without a value are left out.
 _FIELDS = ("state", "queue", "name", "attempts", "exceptions", "host", "pid", "dispatched_at",
@@ -24,7 +24,7 @@ _TIMES = {"dispatched_at", "started_at", "ended_at", "due_at"}
 
 def add_lookup_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("job", help="a job's state by id (queued, running, done, failed...)")
-    p.add_argument("id", help="the job id (\\xNN for bytes that are not UTF-8)")
+    p.add_argument("id", help="the job id as `failed list` prints it (\\xNN, \\n)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--queue", type=queue_name, default=None, help="look in this queue only")
     p.set_defaults(handler=cmd_job)
@@ -32,9 +32,7 @@ def add_lookup_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_job(args: argparse.Namespace) -> int:
     client = connect(resolve_redis_url(args.redis_url))
-    found = job_status(client, args.id, args.queue)
-    if found is None and (stored := from_printable(args.id)) != args.id:
-        found = job_status(client, stored, args.queue)
+    found = job_status(client, args.id, args.queue)  # as given, or its shown form
     if found is None:
         print(f"supervisor-q job: no job {loggable(args.id, 200)}", file=sys.stderr)
         return 1

@@ -211,8 +211,14 @@ def _process_line(p: dict, kind: str) -> str:
     rss = f"{p['rss'] / 1048576:.0f}MB" if p["rss"] else "-"
     tail = f" {doing}" if kind != "command" else ""
     stale = " (pre-restart code)" if p.get("pre_restart_code") else ""
-    return (f"  {p['name']:<18} pid={p['pid'] or '-':<7} {p['state']:<9} "
-            f"up {p['uptime']:.0f}s{work} rss={rss}{tail}{stale}")
+    pid, up = (p["pid"], f"up {p['uptime']:.0f}s") if _runs(p) else ("-", "down")
+    return (f"  {p['name']:<18} pid={pid:<7} {p['state']:<9} "
+            f"{up}{work} rss={rss}{tail}{stale}")
+
+
+def _runs(process: dict) -> bool:
+    """A process is there (no pid or uptime is shown for a FATAL, BACKOFF or EXITED one)."""
+    return bool(process["pid"]) and process["state"] in ("starting", "running", "stopping")
 
 
 def _restart_line(epoch: float, now: float | None = None) -> str:

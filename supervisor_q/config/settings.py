@@ -38,8 +38,11 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 def parse_bind(value: str) -> tuple[str, int]:
     """"HOST:PORT" (IPv6 as [::1]:PORT) -> (host, port); ValueError with one clear line."""
     host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    # a bare name or address: no scheme (http://), path, user or unbracketed IPv6
+    odd = any(c in host for c in "/@[] \t") or (":" in host and not bracketed)
+    if not sep or not host or odd or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:9808), got {value[:60]!r}")
     return host, int(port)
 
@@ -53,12 +56,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MAX_RETENTION = 30 * 86400  # seconds the per-minute buckets may be kept
+
+
 class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, strict=True)
     bind: str | None = None  # HOST:PORT of /metrics; None: no endpoint
-    retention: float = Field(default=DEFAULT_RETENTION, gt=0, le=30 * 86400)
+    retention: float = Field(default=DEFAULT_RETENTION, gt=0, le=MAX_RETENTION)
 
     @field_validator("bind")
     @classmethod
@@ -70,15 +76,14 @@ class MetricsSettings(BaseModel):
     @field_validator("retention", mode="before")
     @classmethod
     def _retention(cls, value: object) -> object:
-        """Seconds, or a string such as 24h, 90m, 2d."""
-        if isinstance(value, str):
-            found = _DURATION.match(value.strip())
-            if found is None:
-                raise ValueError(f"must be seconds or a duration like 24h, got {value[:40]!r}")
-            return float(found[1]) * _UNITS[found[2] or "s"]
-        if isinstance(value, bool):
-            raise ValueError("must be seconds or a duration like 24h, got a boolean")
-        return value
+        """Seconds, or a string such as 24h, 90m, 2d; at most MAX_RETENTION, said in the
+        units the user wrote."""
+        seconds = parse_duration(value)
+        if isinstance(seconds, int | float) and seconds > MAX_RETENTION:
+            if isinstance(value, str):
+                raise ValueError(f"must be at most 30d, got {value.strip()[:40]}")
+            raise ValueError(f"must be at most {MAX_RETENTION} seconds (30d), got {value}")
+        return seconds
 
 
 def parse_duration(value: object) -> object:

@@ -95,7 +95,7 @@ class Alerting:
         if not redis_down:
             readings += self.queue_readings(pools, rules, settings)
         else:
-            self.unmeasured = {cid for cid in self.book.active if cid.startswith("queue_")}
+            self.unmeasured = {cid for cid in self.book.last if cid.startswith("queue_")}
         seen = {r.cid for r in readings} | self.unmeasured
         due = self.book.update(readings, now, settings.period) + self.book.retire(seen)
         for notification in due:
@@ -175,13 +175,15 @@ class Alerting:
 
     def claim(self, cid: str, event: str, period: float) -> bool:
         """One master of the fleet per condition, event and period; Redis away: notify.
-        A claimed change frees the opposite claim: the next change is notified at once."""
-        kind, other = ("cleared", "firing") if event == "cleared" else ("firing", "cleared")
+        A claimed firing frees the cleared claim (its clear is notified at once); a clear
+        keeps the firing claim, so a re-fire within the period stays suppressed fleet-wide
+        as it does in each master's book."""
+        kind = "cleared" if event == "cleared" else "firing"
         try:
             won = self.queue.client.set(claim_key(cid, kind), self.fleet_id, nx=True,
                                         px=max(1, int(period * 1000)))
-            if won:
-                self.queue.client.delete(claim_key(cid, other))
+            if won and kind == "firing":
+                self.queue.client.delete(claim_key(cid, "cleared"))
         except redis.RedisError:
             return True
         return bool(won)

@@ -388,9 +388,9 @@ class Arbiter:
     def close(self) -> None:
         self.guardian.close()  # orderly exit: nothing is left for it to kill
         self.control.close()
+        self.metering.close()  # before the selector its server is registered on
         self.wakeup.close()
         self.fleet.leave()
-        self.metering.close()
         self.reports.output.close()
         self.alerting.close()
         self.queue.client.close()

@@ -99,7 +99,10 @@ class Metering:
             for state in list(self.server.conns.values()):
                 self._drop(state.sock)
             if self.server.sock is not None:
-                self.wakeup.unregister(self.server.sock)
+                try:  # at exit the arbiter's selector may be closed already
+                    self.wakeup.unregister(self.server.sock)
+                except (KeyError, ValueError):
+                    pass
             self.server.close()
             self.server = None
 
@@ -221,8 +224,9 @@ class Metering:
         self.settings_stamp = stamp
         try:
             loaded = load_master_settings(self.config_dir)
-        except ConfigError as exc:
-            log.error("settings refused, still running the previous ones: %s", exc)
+        except ConfigError as exc:  # one log line per problem, as for program files
+            for problem in exc.problems:
+                log.error("settings refused, still running the previous ones: %s", problem)
             return
         self.all_settings = loaded
         new: MetricsSettings = loaded.metrics

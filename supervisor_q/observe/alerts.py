@@ -1,6 +1,11 @@
 """Alert conditions and their notifications, without I/O: which conditions are active,
-which notification is due (one per condition per period, and one when it clears), the
-failure and timeout rates from the master's counters, and the webhook body.
+which notification is due, the failure and timeout rates from the master's counters, and
+the webhook body.
+
+The rate limit, per condition: at most one "firing" (or "reminder") per period, however
+often the condition flaps; a "cleared" only after a notified firing; a condition firing
+again within the period of its last firing is not notified (suppressed) until that
+period has passed, and then only if it still fires.
 
 The master's alerting.py measures and feeds `AlertBook.update` a `Reading` per condition
 on every check; it sends what comes back. Imports nothing of supervisor_q.
@@ -56,10 +61,12 @@ class Notification:
 
 @dataclass
 class AlertBook:
-    """Active conditions and when each was last notified (monotonic seconds)."""
+    """Notified conditions not yet cleared (active), when each condition last had a
+    firing notification (fired, monotonic seconds, kept across a clear for one period)."""
 
     active: dict[str, float] = field(default_factory=dict)
     last: dict[str, Reading] = field(default_factory=dict)  # cid -> its latest firing reading
+    fired: dict[str, float] = field(default_factory=dict)
 
     @property
     def texts(self) -> list[str]:
@@ -67,22 +74,24 @@ class AlertBook:
         return sorted(reading.text for reading in self.last.values())
 
     def update(self, readings: list[Reading], now: float, period: float) -> list[Notification]:
-        """The notifications due now: a condition that starts firing, one still firing a
-        period after its last notification, and one that stopped. A condition with no
-        reading this time (not measured: e.g. Redis away) keeps its state."""
+        """The notifications due now: a condition that starts firing (unless it had a
+        firing less than a period ago), one still firing a period after its last firing,
+        and a notified one that stopped. A condition with no reading this time (not
+        measured: e.g. Redis away) keeps its state."""
+        self.fired = {c: t for c, t in self.fired.items() if now - t < period}
         due: list[Notification] = []
         for reading in readings:
-            last = self.active.get(reading.cid)
+            cid = reading.cid
             if reading.firing:
-                self.last[reading.cid] = reading
-                if last is None or now - last >= period:
-                    due.append(Notification("firing" if last is None else "reminder",
+                self.last[cid] = reading
+                if cid not in self.fired:  # none within the period: notify
+                    due.append(Notification("reminder" if cid in self.active else "firing",
                                             reading))
-                    self.active[reading.cid] = now
-            elif last is not None:
-                del self.active[reading.cid]
-                self.last.pop(reading.cid, None)
-                due.append(Notification("cleared", reading))
+                    self.active[cid] = self.fired[cid] = now
+            else:
+                self.last.pop(cid, None)  # a suppressed re-fire ends silently
+                if self.active.pop(cid, None) is not None:
+                    due.append(Notification("cleared", reading))
         return due
 
 
@@ -90,11 +99,11 @@ class AlertBook:
         """Active conditions not in seen are no longer checked (program removed, threshold
         unset): each gets its "cleared" notification."""
         due = []
-        for cid in [c for c in self.active if c not in seen]:
-            del self.active[cid]
+        for cid in [c for c in self.last if c not in seen]:
             last = self.last.pop(cid)
-            due.append(Notification("cleared", replace(
-                last, firing=False, text=f"{last.text}: no longer checked")))
+            if self.active.pop(cid, None) is not None:
+                due.append(Notification("cleared", replace(
+                    last, firing=False, text=f"{last.text}: no longer checked")))
         return due
 
 

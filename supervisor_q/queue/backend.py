@@ -105,7 +105,8 @@ class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
             k = self.keys(queue)
             found = self._key_lists[queue] = [k.ready, k.notify, k.delayed, k.reserved,
                                               k.payloads, k.attempts, k.exceptions, k.enqueued,
-                                              k.holders, k.running, k.recent, k.recent_records]
+                                              k.holders, k.running, k.recent, k.recent_records,
+                                              k.recent_ended]
         return found
 
     # -- producing -------------------------------------------------------------

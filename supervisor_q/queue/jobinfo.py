@@ -22,7 +22,7 @@ import redis
 
 from supervisor_q.queue import lua
 from supervisor_q.queue import payload as payloads
-from supervisor_q.queue.ids import raw, text
+from supervisor_q.queue.ids import candidates, raw, shown, text
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
 
 DEFAULT_KEEP = 3600.0  # seconds a finished job stays findable (program key keep_jobs)
@@ -94,7 +94,7 @@ class JobStatus:
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
-        body["id"] = payloads.printable(self.id)
+        body["id"] = shown(self.id)
         body["chain"] = list(self.chain) if self.chain is not None else None
         return body
 
@@ -142,9 +142,14 @@ def _from_failed(job_id: str, queue: str, record: dict[str, Any]) -> JobStatus:
     body = payloads.peek(record.get("payload") or "")
     reason, trace = record.get("reason"), record.get("exception")
     shown = f"{reason}\n{trace}" if reason and trace else (reason or trace)
+    pid = record.get("pid")  # where and when it ran: the worker's, when it started it
     return JobStatus(job_id, queue, "failed", name=record.get("job") or body.get("job"),
                      attempts=int(record.get("attempts") or 0),
+                     exceptions=int(_num(record.get("exceptions")) or 0),
                      dispatched_at=_num(body.get("dispatched_at")),
+                     started_at=_num(record.get("started_at")), runtime=_num(record.get("runtime")),
+                     host=record.get("host") if isinstance(record.get("host"), str) else None,
+                     pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
                      ended_at=_num(record.get("failed_at")), exception=shown,
                      **_membership(body.get("extra")))
 
@@ -193,13 +198,16 @@ def queues_holding(client: redis.Redis, job_id: str) -> list[str]:
     return [q for i, q in enumerate(queues) if any(found[3 * i:3 * i + 3])]
 
 
-def job_status(client: redis.Redis, job_id: str, queue: str | None = None) -> JobStatus | None:
+def job_status(client: redis.Redis, job_id: bytes | str,
+               queue: str | None = None) -> JobStatus | None:
     """Where job_id is and what became of it, or None if no queue knows it (never
-    queued, or finished longer ago than it is kept)."""
-    for name in [queue] if queue is not None else queues_holding(client, job_id):
-        found = status_in(client, name, job_id)
-        if found is not None:
-            return found
+    queued, or finished longer ago than it is kept). job_id is the stored id (bytes or
+    str) or its shown form (ids.shown: \\xNN, \\n...), as commands and pages print it."""
+    for each in candidates(job_id):
+        for name in [queue] if queue is not None else queues_holding(client, each):
+            found = status_in(client, name, each)
+            if found is not None:
+                return found
     return None
 
 

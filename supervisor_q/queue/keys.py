@@ -112,6 +112,10 @@ class QueueKeys:
         return self._key("recent")
 
     @property
+    def recent_ended(self) -> str:  # zset id -> ms its job finished: the cap's order
+        return self._key("recent_ended")
+
+    @property
     def recent_records(self) -> str:  # hash id -> JSON done record (queue/jobinfo.py)
         return self._key("recent_records")
 

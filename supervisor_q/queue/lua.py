@@ -68,8 +68,9 @@ end
 """ + """
 -- >>> job lookup (queue/jobinfo.py): the done record of an acked job.
 -- KEYS 10 running (hash id -> reservation JSON), 11 recent (zset id -> forget-at ms),
--- 12 recent records (hash id -> done record JSON). keep: ms the record stays findable;
--- cap: most records kept per queue (the soonest forgotten go first).
+-- 12 recent records (hash id -> done record JSON), 13 recent ended (zset id -> ms it
+-- finished). keep: ms the record stays findable; cap: most records kept per queue (the
+-- oldest finished go first, whatever their keep: a job just finished stays findable).
 local recorded_keep = 0
 local function record_done(id, keep, record)
   redis.call('HDEL', KEYS[10], id)
@@ -77,23 +78,31 @@ local function record_done(id, keep, record)
   if keep <= 0 or record == '' then return end
   redis.call('HSET', KEYS[12], id, record)
   redis.call('ZADD', KEYS[11], now + keep, id)
+  redis.call('ZADD', KEYS[13], now, id)
   if keep > recorded_keep then recorded_keep = keep end
 end
 local function trim_done(cap)
   if recorded_keep == 0 then return end
   local old = redis.call('ZRANGEBYSCORE', KEYS[11], '-inf', now, 'LIMIT', 0, 100)
-  local over = redis.call('ZCARD', KEYS[11]) - #old - tonumber(cap)
-  if over > 1000 then over = 1000 end  -- a lowered cap is reached over several calls
-  if over > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[11], #old, #old + over - 1)) do
-      table.insert(old, id)
-    end
-  end
   if #old > 0 then
     redis.call('ZREM', KEYS[11], unpack(old))
+    redis.call('ZREM', KEYS[13], unpack(old))
     redis.call('HDEL', KEYS[12], unpack(old))
   end
-  for i = 11, 12 do
+  local over = redis.call('ZCARD', KEYS[11]) - tonumber(cap)
+  if over > 1000 then over = 1000 end  -- a lowered cap is reached over several calls
+  if over > 0 then
+    local drop = redis.call('ZRANGE', KEYS[13], 0, over - 1)
+    if #drop < over then  -- records from before `recent ended`: the soonest forgotten
+      for _, id in ipairs(redis.call('ZRANGE', KEYS[11], 0, over - #drop - 1)) do
+        table.insert(drop, id)
+      end
+    end
+    redis.call('ZREM', KEYS[11], unpack(drop))
+    redis.call('ZREM', KEYS[13], unpack(drop))
+    redis.call('HDEL', KEYS[12], unpack(drop))
+  end
+  for _, i in ipairs({11, 12, 13}) do
     if redis.call('PTTL', KEYS[i]) < recorded_keep then
       redis.call('PEXPIRE', KEYS[i], recorded_keep)
     end
@@ -115,8 +124,8 @@ end
 """
 
 # KEYS: 1 ready, 2 notify, 3 delayed, 4 reserved, 5 payloads, 6 attempts, 7 exceptions,
-#       8 enqueued, 9 holders (fencing), 10 running, 11 recent, 12 recent records (job
-#       lookup, see _ACK_BODY)
+#       8 enqueued, 9 holders (fencing), 10 running, 11 recent, 12 recent records,
+#       13 recent ended (job lookup, see _ACK_BODY)
 # ARGV: 1 default timeout ms, 2 reservation margin ms, 3 how many jobs to reserve at most,
 #       4 holder ('' = none: no token recorded), 5 the worker as a JSON fragment
 #       ('"host":"h","pid":1'; '' = record no running job), 6 cap of done records,

@@ -1,19 +1,19 @@
 """The JSON job payload: build it at dispatch, parse and validate it in the worker.
 
 JSON only, never pickle: a payload names a job by string and carries plain data.
-Imports only keys (the queue-name rule) from the package.
+Imports only keys (the queue-name rule) and ids (the shown form of ids) from the package.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor_q.queue import ids
 from supervisor_q.queue.keys import check_queue_name
 
 PAYLOAD_VERSION = 1
@@ -199,9 +199,7 @@ def loggable(value: object, limit: int = 200) -> str:
     return text.translate(_CONTROLS)
 
 
-_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
-
-
 def from_printable(shown: str) -> str:
-    """The id printable() showed, back to the string that names it in Redis."""
-    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m[1], 16)), shown)
+    """The id printable() or loggable() showed (\\xNN, \\n...), back to the string that
+    names it in Redis: ids.unshown(), the one rule of queue/ids.py."""
+    return ids.unshown(shown)

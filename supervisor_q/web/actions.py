@@ -64,8 +64,14 @@ async def failed_act(request: Request, form: FormData) -> Response:
     if form.get("scope") == "all":
         records = sources.failed_jobs(queue)
     else:
-        found = (sources.failed_job(queue, q, i) for q, i in _selected(form))
+        chosen = _selected(form)
+        if not chosen or len(chosen) != len(form.getlist("job")):
+            return back(request, form, "no failed job selected" if not form.getlist("job")
+                        else "malformed job (QUEUE/ID expected): nothing done")
+        found = (sources.failed_job(queue, q, i) for q, i in chosen)
         records = [r for r in found if r is not None]
+        if not records:
+            return back(request, form, "no such failed job: nothing done")
     done = 0
     for record in records:
         if what == "forget":
@@ -99,6 +105,9 @@ async def scale(request: Request, form: FormData) -> Response:
         return back(request, form, "scale needs a master and a program")
     if not 0 <= numprocs <= MAX_NUMPROCS:
         return back(request, form, f"numprocs must be a whole number from 0 to {MAX_NUMPROCS}")
+    refused = sources.scale_refusal(request.app.state.queue, master, program)
+    if refused is not None:
+        return back(request, form, refused)
     sources.send_scale(request.app.state.queue, master, program, numprocs)
     return back(request, form, f"{program} on {master}: scale to {numprocs} sent")
 

@@ -23,7 +23,9 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from supervisor_q.queue import ids
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.payload import printable
 from supervisor_q.web import actions, pages
 from supervisor_q.web.security import (
     AUTH_COOKIE,
@@ -70,12 +72,19 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value else None
 
 
+def _printable(value: Any) -> Any:
+    """Every value a template prints: bytes that were not UTF-8 (surrogate escapes in
+    Redis text) as \\xNN, so no page fails to encode."""
+    return printable(value) if type(value) is str else value
+
+
 def build_app(queue: RedisQueue, guard: Guard, **state: Any) -> Starlette:
     """The dashboard over queue's Redis; state goes to app.state (e.g. redis_url)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-                             autoescape=True)
+                             autoescape=True, finalize=_printable)
     env.filters["ago"] = pages.ago
     env.filters["when"] = pages.when
+    env.filters["shown"] = ids.shown  # an id as every page links, shows and posts it
     templates = Jinja2Templates(env=env)
     routes = [*pages.ROUTES, *actions.ROUTES,
               Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -102,7 +103,8 @@ def batch_list(request: Request) -> Response:
 def job_list(request: Request) -> Response:
     wanted = request.query_params.get("id", "").strip()
     if wanted:
-        return RedirectResponse(request.url_for("job", job_id=wanted), 303)
+        # the shown form (\\xNN, \\n) as typed: the job page looks it up either way
+        return RedirectResponse(f"/jobs/{quote(wanted, safe='')}", 303)
     return render(request, "jobs.html", jobs=sources.recent_jobs(request.app.state.queue))
 
 

@@ -12,9 +12,13 @@ from supervisor_q.web.app import build_app
 from supervisor_q.web.security import Guard
 
 
-def serve(sock: socket.socket, token: str | None, redis_url: str) -> None:
+def open_queue(redis_url: str) -> RedisQueue:
+    """The dashboard's Redis; a bad URL raises here, before anything is announced."""
+    return RedisQueue(connect(redis_url, socket_timeout=10))
+
+
+def serve(sock: socket.socket, token: str | None, queue: RedisQueue, redis_url: str) -> None:
     """Serve on sock until SIGINT/SIGTERM."""
-    queue = RedisQueue(connect(redis_url, socket_timeout=10))
     app = build_app(queue, Guard(token), redis_url=redis_url)
     config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False,
                             server_header=False)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor_q.fleet import inbox
+from supervisor_q.fleet import inbox, registry
 from supervisor_q.fleet.registry import members
 from supervisor_q.observe.buckets import read_series
 from supervisor_q.queue import ids, jobinfo
@@ -80,18 +80,41 @@ def failed_jobs(queue: RedisQueue, name: str | None = None) -> list[dict[str, An
 
 
 def failed_job(queue: RedisQueue, queue_name: str, job_id: str) -> dict[str, Any] | None:
-    """One failed record (one HGET), or None."""
+    """One failed record, or None; job_id as stored or as shown (queue/ids.py)."""
     try:
-        raw = queue.client.hget(queue.keys(check_queue_name(queue_name)).failed_records,
-                                ids.raw(job_id))
-        record = json.loads(raw) if raw is not None else None
-    except (ValueError, RecursionError):
+        key = queue.keys(check_queue_name(queue_name)).failed_records
+    except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    for each in ids.candidates(job_id):
+        try:
+            raw = queue.client.hget(key, ids.raw(each))
+            record = json.loads(raw) if raw is not None else None
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
 
 
 def batches(queue: RedisQueue, limit: int = 50) -> list[dict[str, Any]]:
     return [p.to_json() for p in list_batches(queue, limit)]
+
+
+def scale_refusal(queue: RedisQueue, master_id: str, program: str) -> str | None:
+    """Why a scale of program on master_id cannot be sent (the master is not live, or
+    runs no such program), or None. One GET of its heartbeat."""
+    beat = queue.client.get(registry.heartbeat_key(master_id))
+    try:
+        status = json.loads(beat) if beat is not None else None
+    except ValueError:
+        status = None
+    shown = ids.shown(master_id)[:100]
+    if not isinstance(status, dict):
+        return f"master {shown} is not live: nothing sent"
+    names = [p.get("name") for p in status.get("programs") or [] if isinstance(p, dict)]
+    if program not in names:
+        return f"master {shown} runs no program {ids.shown(program)[:100]}: nothing sent"
+    return None
 
 
 def send_scale(queue: RedisQueue, master_id: str, program: str, numprocs: int) -> None:

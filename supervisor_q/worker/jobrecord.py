@@ -1,7 +1,8 @@
 """What the worker records for job lookup (queue/jobinfo.py), without a round trip of
 its own: who it is (written by the RESERVE script at each reserve) and each done job's
-record (written by the ack that rides with the next reserve). Imports jobinfo, backend
-(the Reserved type) and payload.
+record (written by the ack that rides with the next reserve); a failed job's record
+gets where and when it ran the same way (in the failed store, written by the fail).
+Imports jobinfo, backend (the Reserved type), payload and outcome.
 """
 
 from __future__ import annotations
@@ -15,8 +16,28 @@ from typing import Any
 from supervisor_q.queue.backend import RedisQueue, Reserved
 from supervisor_q.queue.jobinfo import Done, result_fields, who
 from supervisor_q.queue.payload import Payload
+from supervisor_q.worker.outcome import failed_record
 
 _host = socket.gethostname()  # asked again in identify(), not once per job
+_running: tuple[Reserved, float] | None = None  # the job this process started last, when
+
+
+def started(job: Reserved) -> float:
+    """Note that job starts now (epoch seconds, returned) for its failed record."""
+    global _running
+    _running = (job, time.time())
+    return _running[1]
+
+
+def failed_entry(job: Reserved, reason: str, trace: str | None) -> dict:
+    """The failed-store record of job (outcome.failed_record) with, when it ran here,
+    its start, host, pid and runtime; exceptions counts this one when trace is given."""
+    record = failed_record(job, reason, trace)
+    record["exceptions"] = job.exceptions + (1 if trace is not None else 0)
+    if _running is not None and _running[0] is job:
+        record.update(started_at=_running[1], host=_host, pid=os.getpid(),
+                      runtime=max(0.0, record["failed_at"] - _running[1]))
+    return record
 
 
 def identify(queue: RedisQueue, keep_jobs_max: int) -> None:

@@ -253,7 +253,7 @@ class Worker(SignalFlags):
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.
         self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
-        self.job_started_at = time.time()
+        self.job_started_at = jobrecord.started(job)
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)
@@ -356,7 +356,7 @@ class Worker(SignalFlags):
 
     def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
              trace: str | None) -> None:
-        record, self.outcome = outcome.failed_record(job, reason, trace), "failed"
+        record, self.outcome = jobrecord.failed_entry(job, reason, trace), "failed"
         log.warning("%s: job %s failed: %s", self.settings.label,
                     payloads.loggable(job.id, 100), payloads.loggable(reason, 400))
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))

@@ -130,6 +130,34 @@ def test_the_cap_bounds_done_records(redis_url: str) -> None:
     assert state_of(redis_url, ids[0]) is None
 
 
+def test_the_cap_drops_the_oldest_finished_not_the_soonest_forgotten(redis_url: str) -> None:
+    """The trial: 3 records kept 1 h fill a cap of 3; a job finished now with keep 5 s
+    is findable at once (the cap pushes out the oldest finished)."""
+    old = [dispatch("look.plain", connection=redis_url) for _ in range(3)]
+    with work(redis_url, "--keep-jobs", "3600", "--stop-when-empty") as procs:
+        assert procs[0].wait(30) == 0
+    assert all(state_of(redis_url, i) == "done" for i in old)
+    new = dispatch("look.plain", connection=redis_url)
+    with work(redis_url, "--keep-jobs", "5", "--keep-jobs-max", "3",
+              "--stop-when-empty") as procs:
+        assert procs[0].wait(30) == 0
+    assert state_of(redis_url, new) == "done"
+    assert [state_of(redis_url, i) for i in old] == [None, "done", "done"]
+
+
+def test_a_failed_job_shows_where_and_when_it_ran(redis_url: str) -> None:
+    job_id = dispatch("look.boom", connection=redis_url)
+    with work(redis_url) as procs:
+        wait_until(lambda: state_of(redis_url, job_id) == "failed", timeout=15)
+        found = job_status(job_id, connection=redis_url)
+        assert found.pid == _worker_pid(procs[0].pid) and found.host == socket.gethostname()
+    assert found.started_at is not None and found.ended_at >= found.started_at
+    assert found.runtime is not None and 0 <= found.runtime < 10
+    assert found.exceptions == 1
+    shown = cli(redis_url, job_id)
+    assert f"pid: {found.pid}" in shown.stdout and "started_at:" in shown.stdout, shown.stdout
+
+
 def test_cli_text_json_unknown_and_hostile_ids(redis_url: str) -> None:
     queue = RedisQueue(connect(redis_url))
     hostile = "\udcff\n\x1b[31mid"
@@ -144,7 +172,7 @@ def test_cli_text_json_unknown_and_hostile_ids(redis_url: str) -> None:
     assert 'result: {"got": 7}' in text.stdout and "name: look.ret" in text.stdout
     body = json.loads(cli(redis_url, ok, "--json").stdout)
     assert body["state"] == "done" and body["result"] == {"got": 7} and body["id"] == ok
-    shown = payloads.printable(hostile)  # how `failed list` shows it: \xff for the byte
+    shown = "\\xff\\n\\x1b[31mid"  # how `failed list` shows it (queue/ids.py)
     hostile_out = json.loads(cli(redis_url, shown, "--json").stdout)
     assert hostile_out["state"] == "failed" and hostile_out["id"] == shown
     hostile_text = cli(redis_url, shown)

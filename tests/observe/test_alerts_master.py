@@ -11,6 +11,7 @@ import pytest
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
 from supervisor_q.jobs.registry import dispatch
+from supervisor_q.queue.backend import RedisQueue, connect
 from tests.helpers import wait_until
 from tests.masters import Master
 from tests.observe.hooks import HookServer
@@ -47,6 +48,30 @@ def test_queue_over_size_fires_once_while_over_then_clears_once(short_tmp: Path,
             assert [b["alert"]["state"] for b in hook.of("queue_size")] == ["firing",
                                                                             "cleared"]
             assert master.tail().count("ALERT queue sized has 5 jobs waiting") == 1
+
+
+def test_a_flapping_queue_notifies_once_per_period(short_tmp: Path, redis_url: str) -> None:
+    """The trial: period 60, the queue over and under its max_size 4 times in a few
+    seconds; one firing and one clear reach the webhook and the log, not eight."""
+    worker = "queues: [flap]\nimport: [tests.jobmods.basic]\nnumprocs: 0\n"
+    queue = RedisQueue(connect(redis_url))
+    with HookServer() as hook:
+        master = Master(short_tmp, redis_url, {"w": worker})
+        master.write("supervisor-q", settings(hook.url, extra=", max_size: 2, period: 60"))
+        with master:
+            for _ in range(4):
+                for _ in range(3):
+                    dispatch("tests.noop", queue="flap")
+                wait_until(lambda: master.status()["master"]["alerts"], timeout=10,
+                           message="the master saw the queue over")
+                queue.clear("flap")
+                wait_until(lambda: not master.status()["master"]["alerts"], timeout=10,
+                           message="the master saw the queue under")
+            wait_until(lambda: len(hook.of("queue_size")) >= 2, timeout=10, message="posts")
+            log = master.tail(400)
+        assert [b["alert"]["state"] for b in hook.of("queue_size")] == ["firing", "cleared"]
+    assert log.count("ALERT queue flap has 3 jobs waiting") == 1, log
+    assert log.count("ALERT CLEARED queue flap") == 1, log
 
 
 def test_a_fatal_program_and_a_crash_loop_fire(short_tmp: Path, redis_url: str) -> None:

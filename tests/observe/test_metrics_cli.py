@@ -52,6 +52,14 @@ def test_bad_metrics_flag_and_settings_are_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == ("supervisor-q run: --metrics: must be HOST:PORT "
                                    "(e.g. 127.0.0.1:9808), got '9808'")
+    done = supervisor_q("--redis-url", "redis://127.0.0.1:1/0", "run", "--config", str(confd),
+                        "--metrics", "http://127.0.0.1:9000")  # the trial's URL
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("supervisor-q run: --metrics: must be HOST:PORT "
+                                   "(e.g. 127.0.0.1:9808), got 'http://127.0.0.1:9000'")
+    (confd / "supervisor-q.yaml").write_text("metrics: {retention: 90d}\n")
+    done = supervisor_q("check-config", str(confd))
+    assert done.stderr.strip().endswith("metrics.retention: must be at most 30d, got 90d")
     (confd / "supervisor-q.yaml").write_text("metrics: {retention: forever}\n")
     done = supervisor_q("check-config", str(confd))
     assert done.returncode == 1

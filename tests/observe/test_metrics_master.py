@@ -128,8 +128,11 @@ def test_bad_settings_file_keeps_the_previous_settings(tmp_path: Path, redis_url
         master.write("supervisor-q", "metrics: {bind: nowhere, retention: soon}\n")
         wait_until(lambda: "settings refused" in master.tail(), timeout=10,
                    message="the bad file reported")
-        line = next(ln for ln in master.tail().splitlines() if "settings refused" in ln)
-        assert "supervisor-q.yaml: metrics.bind: must be HOST:PORT" in line
+        wait_until(lambda: "metrics.retention" in master.tail(), timeout=10)
+        problems = [ln for ln in master.tail().splitlines() if "supervisor-q.yaml" in ln]
+        assert len(problems) == 2, problems  # one log line each, as for program files
+        assert all(" ERROR " in ln and "settings refused" in ln for ln in problems), problems
+        assert "supervisor-q.yaml: metrics.bind: must be HOST:PORT" in problems[0]
         assert master.answers() and scrape(first)  # still running, still serving
         master.write("supervisor-q", f"metrics: {{bind: '127.0.0.1:{second}'}}\n")
         wait_until(lambda: _serves(second), timeout=10, message="moved to the second port")

@@ -130,6 +130,7 @@ def test_failed_jobs_retry_one_forget_selected_and_all(redis_url: str) -> None:
 
 def test_scale_goes_to_the_masters_inbox(redis_url: str) -> None:
     client, queue = client_for(redis_url)
+    fake_master(queue, "h1:1:aa", "emails")
     csrf = csrf_of(client.get("/").text)
     sent = client.post("/actions/scale", data={"csrf": csrf, "master": "h1:1:aa",
                                                "program": "emails", "numprocs": "3"})
@@ -139,6 +140,25 @@ def test_scale_goes_to_the_masters_inbox(redis_url: str) -> None:
     client.post("/actions/scale", data={"csrf": csrf, "master": "h1:1:aa",
                                         "program": "emails", "numprocs": "-2"})
     assert inbox.take(queue.client, "h1:1:aa") == [], "a bad size is refused, not sent"
+
+
+def test_nonsense_actions_get_a_clear_error(redis_url: str) -> None:
+    """The trial: a scale for a master that is not live said "sent"; a retry with no or
+    malformed job ids said "0 of 0 queued again"."""
+    client, queue = client_for(redis_url)
+    fake_master(queue, "h1:1:aa", "emails")
+    csrf = csrf_of(client.get("/").text)
+    for master, program, expected in (("h9:9:zz", "emails", "is+not+live"),
+                                      ("h1:1:aa", "nope", "runs+no+program+nope")):
+        sent = client.post("/actions/scale", data={"csrf": csrf, "master": master,
+                                                   "program": program, "numprocs": "3"})
+        assert expected in sent.headers["location"], sent.headers["location"]
+        assert inbox.take(queue.client, master) == []
+    for jobs, expected in (([], "no+failed+job+selected"), (["no-slash"], "malformed+job"),
+                           (["default/no-such-id"], "no+such+failed+job")):
+        answer = client.post("/actions/failed", data={"csrf": csrf, "action": "retry",
+                                                      "scope": "selected", "job": jobs})
+        assert expected in answer.headers["location"], answer.headers["location"]
 
 
 def test_batches_and_job_search(redis_url: str) -> None:

@@ -70,8 +70,8 @@ def main() -> None:
         deployment = SentinelSet(Path(tmp) / "sentinel")
         deployment.start()
         cluster = LocalCluster(Path(tmp) / "cluster")  # its ports chosen once those are taken
-        cluster.start()
         try:
+            cluster.start()
             urls = {"plain": f"redis://127.0.0.1:{deployment.master_port()}/0",
                     "sentinel": deployment.url, "cluster": cluster.url}
             rates: dict[str, list[float]] = {name: [] for name in urls}

@@ -44,6 +44,8 @@ class Master:
         (self.confd / f"{name}.yaml").unlink()
 
     def start(self, wait: bool = True) -> Master:
+        # `with Master(...).start()` would start a second master and leak the first
+        assert self.proc is None or self.proc.poll() is not None, "this master is running"
         env = {**os.environ, "SUPERVISOR_Q_SOCKET": str(self.socket),
                "SUPERVISOR_Q_RUNTIME_DIR": str(self.tmp / "run"),
                "SUPERVISOR_Q_DATA_DIR": str(self.tmp / "data"), **self.extra_env}

@@ -213,7 +213,7 @@ def test_under_a_master_running_pid_is_the_child_and_keep_jobs_applies(
     flag = short_tmp / "go"
     held = dispatch("look.hold", str(flag), connection=redis_url)
     after = dispatch("look.plain", connection=redis_url)
-    with Master(short_tmp, redis_url, {"look": program}).start() as master:
+    with Master(short_tmp, redis_url, {"look": program}) as master:
         wait_until(lambda: state_of(redis_url, held) == "running", timeout=15)
         [pid] = master.wait_running("look", 1)
         assert job_status(held, connection=redis_url).pid == pid

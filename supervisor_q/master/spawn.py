@@ -191,8 +191,13 @@ class ForkSpawner:
         _close_inherited_fds({report_fd})
         os.environ.update({key: substitute(value, program.name, child.slot)
                            for key, value in program.environment.items()})
-        if program.directory:
-            os.chdir(program.directory)
+        try:
+            if program.directory:
+                os.chdir(program.directory)
+        except OSError as exc:  # one line, like a failed user switch: not a traceback
+            print(f"supervisor-q: {child.name}: cannot enter directory {program.directory!r}: "
+                  f"{exc.strerror}", file=sys.stderr, flush=True)
+            return exitcodes.BOOT_ERROR
         apply_umask(program.umask)
         try:
             drop_privileges(program.user)

@@ -210,3 +210,12 @@ def test_signal_by_name_then_the_master_replaces_the_child(master_factory) -> No
     wait_until(lambda: not psutil.pid_exists(pid) or
                psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
     wait_until(lambda: master.pids("s") and master.pids("s") != [pid], timeout=15)
+
+
+def test_a_missing_directory_is_one_line_and_the_program_goes_fatal(master_factory) -> None:
+    master = master_factory({"lost": "command: sleep 60\ndirectory: /nonexistent-sq-dir\n"
+                                     "startretries: 1\nstartsecs: 1\n"}).start()
+    wait_until(lambda: master.program("lost")["state"] == "fatal", timeout=15)
+    log = master.tail()
+    assert "lost#1: cannot enter directory '/nonexistent-sq-dir': No such file or directory" in log
+    assert "Traceback" not in log, log

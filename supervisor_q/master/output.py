@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from supervisor_q.config.loading import ProgramConfig
 from supervisor_q.config.substitute import substitute
+from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.logs import json_logging
 from supervisor_q.master.logfile import LogFile, Ring, RingHandler
 from supervisor_q.master.pool import Pool
@@ -191,6 +192,10 @@ class OutputCapture:
         else:
             slots = sorted(c.slot for c in pool.children) or [1]
             slot = slot if slot is not None else slots[0]
+            known = set(slots) | {key[1] for key in self.rings if key[0] == pool.name}
+            if slot not in known:  # `tail w#9`: one line, not silence (or a -f forever)
+                raise ControlError(f"no process {pool.name}#{slot} (it has "
+                                   f"{', '.join(f'#{n}' for n in sorted(known))})")
             path = pool.program.logfile(stream)
             if path is not None:
                 return {"file": substitute(path, pool.name, slot)}

@@ -156,6 +156,13 @@ def test_tail_unknown_program_is_one_line(master_factory) -> None:
         assert out.returncode == 1
         assert out.stderr.startswith("supervisor-q tail: no program named 'nope'")
         assert len(out.stderr.splitlines()) == 1
+        master.wait_running("t", 1)
+        for args in (["t#9"], ["-f", "t#9"]):  # no such process: one line, never silence
+            out = subprocess.run([sys.executable, "-m", "supervisor_q", "--socket",
+                                  str(master.socket), "tail", *args],
+                                 capture_output=True, text=True, timeout=20)
+            assert out.returncode == 1, out
+            assert out.stderr.startswith("supervisor-q tail: no process t#9 (it has #1)"), out
 
 
 def test_job_lines_at_start_and_end_and_job_fields_on_records(master_factory,

@@ -160,8 +160,8 @@ class OutputCapture:
     def emit(self, stream: Stream, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         program, _, name = stream.key
-        record = log.makeRecord(f"{stream.label} {name}", logging.INFO, __file__, 0, text,
-                                None, None)
+        record = log.makeRecord(f"{stream.label} {name}", _child_level(text), __file__, 0,
+                                text, None, None)
         record.process, record.program, record.label, record.stream = (
             stream.pid, program, stream.label, name)
         if self.as_json and text.startswith("{"):
@@ -204,3 +204,14 @@ class OutputCapture:
             ring = self.ring((pool.name, slot, stream))
         data = ring.last_lines(lines) if after is None else ring.since(after)
         return {"data": data.decode("utf-8", "replace"), "offset": ring.end}
+
+
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+
+
+def _child_level(text: str) -> int:
+    """The level of a worker's own log line (logs.CHILD_FORMAT: "LEVEL name: message"),
+    so a child's WARNING stays a WARNING in the master's log; INFO for any other line."""
+    word = text.split(" ", 1)[0]
+    return _LEVELS.get(word, logging.INFO)

@@ -180,6 +180,8 @@ def test_job_lines_at_start_and_end_and_job_fields_on_records(master_factory,
         assert f"job {job_id} tests.log_inside on default: started (attempt 1)" in log
         assert (f"app: inside A (job_id={job_id} job=tests.log_inside queue=default)"
                 in log)
+        [inside] = [ln for ln in log.splitlines() if "app: inside A" in ln]
+        assert " WARNING [" in inside, inside  # the child's level, not the master's INFO
         assert "w#1 stdout: printed A" in log
         assert f"job {quiet_id}" not in log  # log_jobs: false
 

@@ -167,6 +167,7 @@ class Pool:
         """Bring the pool toward its target; called every loop iteration."""
         self._promote_started(now)
         self._retry_waiting(now)
+        self._forget_exited()  # first: a replacement takes the slot its predecessor left
         want = self.want
         active = self.active()
         missing = max(0, want - len(active))

@@ -219,3 +219,15 @@ def test_a_missing_directory_is_one_line_and_the_program_goes_fatal(master_facto
     log = master.tail()
     assert "lost#1: cannot enter directory '/nonexistent-sq-dir': No such file or directory" in log
     assert "Traceback" not in log, log
+
+
+def test_a_replaced_process_keeps_its_slot(master_factory) -> None:
+    """`{process_num}` names ports and log files: a process killed and replaced comes
+    back under its own number (it came back as #3 of 2)."""
+    master = master_factory({"two": SLEEPER + "numprocs: 2\n"}).start()
+    first, _ = master.wait_running("two", 2)
+    os.kill(first, 9)
+    wait_until(lambda: first not in master.pids("two") and len(master.pids("two")) == 2,
+               timeout=15, message="the killed process replaced")
+    names = sorted(p["name"] for p in master.program("two")["processes"])
+    assert names == ["two#1", "two#2"], names

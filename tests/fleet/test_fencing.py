@@ -67,7 +67,7 @@ def test_a_dead_masters_prefetched_job_runs_elsewhere_without_spending_an_attemp
                                 message="the reported job ran elsewhere too")
             assert second[0]["attempts"] == 1
             print(f"death -> prefetched job done elsewhere: {elapsed:.1f}s (lease {LEASE}s)")
-            assert "1 unreported one(s) handed back" in other.tail(80)
+            assert "1 unreported one(s) handed back" in other.tail(100_000)  # whole log: job lines
         client.close()
 
 

@@ -87,7 +87,7 @@ def test_a_fenced_master_hands_back_the_jobs_its_killed_children_held(
         master = psutil.Process(victim.proc.pid)
         master.send_signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: "is gone" in other.tail(40), timeout=25,
+            wait_until(lambda: "is gone" in other.tail(100_000), timeout=25,
                        message="the stopped master was claimed")
             dispatch("fleet.steps", "late", 100, queue="fenceq")  # 10 s of work
             wait_until(lambda: runs(redis_url, "start", "late"), message="the child took it")

@@ -92,3 +92,21 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p
     )
+
+
+@pytest.fixture
+def master_factory(short_tmp: Path, redis_url: str) -> Iterator:
+    """make(programs, url=redis_url, **kw) -> a Master (tests/masters.py), each stopped
+    at the end of the test."""
+    from tests.masters import Master
+
+    started: list[Master] = []
+
+    def make(programs: dict[str, str], url: str | None = redis_url, **kw) -> Master:
+        master = Master(short_tmp, url, programs, **kw)
+        started.append(master)
+        return master
+
+    yield make
+    for master in started:
+        master.stop()

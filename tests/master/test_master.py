@@ -33,20 +33,6 @@ def queue(redis_url: str) -> RedisQueue:
     return RedisQueue(connect(redis_url))
 
 
-@pytest.fixture
-def master_factory(short_tmp: Path, redis_url: str):
-    started: list[Master] = []
-
-    def make(programs: dict[str, str], url: str | None = redis_url, **kw) -> Master:
-        master = Master(short_tmp, url, programs, **kw)
-        started.append(master)
-        return master
-
-    yield make
-    for master in started:
-        master.stop()
-
-
 def test_pool_is_kept_at_numprocs_after_children_are_killed(master_factory) -> None:
     with master_factory({"emails": WORKER.format(n=3)}) as master:
         first = master.wait_running("emails", 3)

@@ -26,20 +26,6 @@ WORKER = "queues: [default]\nimport: [tests.jobmods.basic, tests.jobmods.logjobs
          "startsecs: 0.2\n"
 
 
-@pytest.fixture
-def master_factory(short_tmp: Path, redis_url: str):
-    started: list[Master] = []
-
-    def make(programs: dict[str, str], **kw) -> Master:
-        master = Master(short_tmp, redis_url, programs, **kw)
-        started.append(master)
-        return master
-
-    yield make
-    for master in started:
-        master.stop()
-
-
 def _read(path: Path) -> str:
     try:
         return path.read_text()

@@ -25,20 +25,6 @@ from tests.masters import Master, results
 SLEEPER = "command: sleep 600\nstartsecs: 0.2\nstopwaitsecs: 2\n"
 
 
-@pytest.fixture
-def master_factory(short_tmp: Path, redis_url: str):
-    started: list[Master] = []
-
-    def make(programs: dict[str, str], **kw) -> Master:
-        master = Master(short_tmp, redis_url, programs, **kw)
-        started.append(master)
-        return master
-
-    yield make
-    for master in started:
-        master.stop()
-
-
 def cli(master: Master, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SUPERVISOR_Q_SOCKET": str(master.socket)}
     return subprocess.run([sys.executable, "-m", "supervisor_q", *argv], env=env,

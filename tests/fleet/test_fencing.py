@@ -12,6 +12,7 @@ import psutil
 import pytest
 import redis
 
+from supervisor_q.fleet.registry import inflight_key
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.keys import QueueKeys
 from tests import workers
@@ -45,7 +46,7 @@ def test_a_dead_masters_prefetched_job_runs_elsewhere_without_spending_an_attemp
     """The prefetched job was reserved by the dead master's child but never reported to
     it (not in its in-flight list): the claim hands it back too, long before its
     reservation (60 s + margin) would expire."""
-    dispatch("fleet.steps", "long", 300, queue="fenceq")
+    long_id = dispatch("fleet.steps", "long", 300, queue="fenceq")
     dispatch("fleet.steps", "next", 0, queue="fenceq")
     (short_tmp / "a").mkdir()
     (short_tmp / "b").mkdir()
@@ -54,6 +55,10 @@ def test_a_dead_masters_prefetched_job_runs_elsewhere_without_spending_an_attemp
         wait_until(lambda: runs(redis_url, "start", "long"), message="the long job started")
         client = redis.Redis.from_url(redis_url)
         assert client.zcard(QueueKeys("fenceq").reserved) == 2  # "next" is prefetched
+        # The long job is in the victim's heartbeat (reported); "next" never is.
+        wait_until(lambda: any(long_id.encode() in (client.get(key) or b"")
+                               for key in client.scan_iter(inflight_key("*"))),
+                   timeout=10, message="the long job in the victim's in-flight list")
         with Master(short_tmp / "b", redis_url, {"p": program(2)}, extra_env=ENV) as other:
             other.wait_running("p", 2)
             killed_at = time.monotonic()

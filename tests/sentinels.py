@@ -77,7 +77,10 @@ class SentinelSet:
     """Primary, replica and three sentinels; url is the redis+sentinel:// URL of db 0."""
 
     def __init__(self, directory: Path) -> None:
-        data = ["appendonly yes", "appendfsync everysec", 'save ""']
+        # A backlog large enough that a replica slowed by a loaded machine catches up
+        # partially instead of a full resync, which a kill mid-sync would turn into a
+        # promoted replica holding old data (every job acked since then runs again).
+        data = ["appendonly yes", "appendfsync everysec", 'save ""', "repl-backlog-size 64mb"]
         self.primary = Node(directory, "primary", data)
         self.replica = Node(directory, "replica",
                             [*data, f"replicaof 127.0.0.1 {self.primary.port}"])

@@ -79,6 +79,20 @@ class Fencing:
                         "was handed back, so the job is left to the worker that holds it now",
                         queue, shown)
 
+    def reclaim_unknown(self, queues: Sequence[str]) -> int:
+        """Make ready again the jobs this process holds on queues without knowing it: a
+        RESERVE that ran while its reply was lost to a connection fault. Called once a
+        Redis outage ends; otherwise such a job would wait for its reservation to expire."""
+        prefix = f"{self.holder()}|"
+        script = self.client.register_script(lua.HAND_BACK_HELD)
+        back = 0
+        for queue in queues:
+            known = [_raw(job_id) for (q, job_id) in self._tokens if q == queue]
+            k = self.keys(queue)
+            back += int(script(keys=[k.ready, k.notify, k.reserved, k.attempts, k.enqueued,
+                                     k.holders], args=[prefix, *known]))
+        return back
+
     def hand_back_held(self, master_prefix: str) -> int:
         """Make every job reserved by holders named master_prefix ("<master id>|") ready
         again, its attempt given back, on every known queue; how many were."""

@@ -258,16 +258,20 @@ return 1
 """
 
 # KEYS: 1 ready, 2 notify, 3 reserved, 4 attempts, 5 enqueued, 6 holders
-# ARGV: 1 a dead master's holder prefix ("<master id>|")
-# Returns: how many jobs its workers held are ready again, their attempt given back.
+# ARGV: 1 a holder prefix: a dead master's ("<master id>|") or one worker's ("<holder>|");
+#       2.. ids to leave alone (the jobs that worker knows it holds)
+# Returns: how many jobs held are ready again, their attempt given back.
 # The claim of a dead master (fleet/member.py): this finds the jobs its children had
-# reserved but not yet reported (or prefetched), which its in-flight list lacks.
+# reserved but not yet reported (or prefetched), which its in-flight list lacks. A worker
+# back from an outage (Fencing.reclaim_unknown) finds reservations whose reply it lost.
 HAND_BACK_HELD = _PRELUDE + """
 local back = 0
+local keep = {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
 local held = redis.call('HGETALL', KEYS[6])
 for i = 1, #held, 2 do
   local id, token = held[i], held[i + 1]
-  if string.sub(token, 1, #ARGV[1]) == ARGV[1] then
+  if string.sub(token, 1, #ARGV[1]) == ARGV[1] and not keep[id] then
     redis.call('HDEL', KEYS[6], id)
     if redis.call('ZREM', KEYS[3], id) == 1 then
       redis.call('HINCRBY', KEYS[4], id, -1)

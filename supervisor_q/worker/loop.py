@@ -28,13 +28,13 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
-from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.jobinfo import Done
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import jobrecord, lifecycle, outcome
 from supervisor_q.worker.memory import current_rss
+from supervisor_q.worker.outages import RedisRetry
 from supervisor_q.worker.report import NullReporter, Reporter
 from supervisor_q.worker.settings import WorkerSettings
 from supervisor_q.worker.signals import SignalFlags
@@ -59,7 +59,7 @@ class _Pending:
 
 
 @dataclass
-class Worker(SignalFlags):
+class Worker(SignalFlags, RedisRetry):
     settings: WorkerSettings
     queue: RedisQueue
     registry: Registry = field(default_factory=lambda: REGISTRY)
@@ -209,37 +209,6 @@ class Worker(SignalFlags):
                 next_delayed = nd if next_delayed is None else min(next_delayed, nd)
         self.flush_pending()
         return None, next_delayed
-
-    def with_redis(self, action):  # noqa: ANN001, ANN201 - small internal helper
-        """Run a Redis action; on a topology fault (queue/faults.py) wait with jittered
-        backoff and retry, until it succeeds or the worker is told to stop."""
-        while True:
-            try:
-                value = action()
-                if self.outage.down and self.outage.recovered():
-                    log.warning("%s: Redis is back", self.settings.label)
-                return value
-            except redis.RedisError as exc:
-                if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
-                    raise
-                if self.outage.failed(exc):
-                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
-                                describe(exc))
-                if self.stopping and not self.pending and not self.prefetched:
-                    return None
-                if not self.parent_alive():
-                    return None
-                self.sleep_interruptibly(self.outage.backoff())
-
-    def sleep_interruptibly(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.stopping:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.1))
-
-    # -- one job ---------------------------------------------------------------
 
     def process(self, job: Reserved) -> bool:
         """Run one reserved job to its outcome. Returns True if it timed out."""

@@ -1,0 +1,87 @@
+"""The worker's way through Redis faults: retry with backoff, one log line per episode,
+and, once Redis is back, reclaim the reservations whose replies the fault swallowed.
+
+A mixin of the Worker (loop.py), like SignalFlags. Imports the queue's fault helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import redis
+
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
+from supervisor_q.queue.faults import Outage, describe, is_topology_fault
+
+if TYPE_CHECKING:
+    from supervisor_q.queue.backend import RedisQueue
+    from supervisor_q.worker.settings import WorkerSettings
+
+log = logging.getLogger("supervisor_q.worker")
+
+T = TypeVar("T")
+
+
+class RedisRetry:
+    """with_redis() and its helpers; the Worker provides the attributes below."""
+
+    settings: WorkerSettings
+    queue: RedisQueue
+    outage: Outage
+    stopping: bool
+    pending: list
+    prefetched: list
+    queues: list[str]
+
+    def parent_alive(self) -> bool:
+        raise NotImplementedError
+
+    def with_redis(self, action: Callable[[], T]) -> T | None:
+        """Run a Redis action; on a topology fault (queue/faults.py) wait with jittered
+        backoff and retry, until it succeeds or the worker is told to stop."""
+        while True:
+            try:
+                value = action()
+                if self.outage.down and self.outage.recovered():
+                    log.warning("%s: Redis is back", self.settings.label)
+                    self.reclaim_unknown()
+                return value
+            except redis.RedisError as exc:
+                if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
+                    raise
+                if self.outage.failed(exc):
+                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
+                                describe(exc))
+                if self.stopping and not self.pending and not self.prefetched:
+                    return None
+                if not self.parent_alive():
+                    return None
+                self.sleep_interruptibly(self.outage.backoff())
+
+    def reclaim_unknown(self) -> None:
+        """A reserve may have run on the server while its reply was lost: such jobs are
+        held under this worker's name but unknown to it. Make them ready now rather than
+        after their reservation expires (a job's timeout later). Best effort."""
+        try:
+            back = self.queue.reclaim_unknown(list(self.settings.queues))
+        except redis.RedisError as exc:
+            log.warning("%s: could not reclaim reservations lost in the outage (%s); they "
+                        "come back when they expire", self.settings.label, describe(exc))
+            return
+        if back:
+            log.warning("%s: %d job(s) reserved while Redis was failing went back to their "
+                        "queue", self.settings.label, back)
+
+    def sleep_interruptibly(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+
+

@@ -169,7 +169,8 @@ def _normalise_signal(value: Any) -> Any:
 
 
 def _umask_value(value: Any) -> Any:
-    """`umask: "022"` (octal digits, as Supervisor writes it) or YAML's octal `022`."""
+    """Octal digits, as Supervisor reads them: `umask: 022`, `22` or `"0o22"` (the YAML
+    reader keeps an unquoted umask as written, yamlsafe.AS_WRITTEN)."""
     if isinstance(value, str):
         digits = value.strip().removeprefix("0o")
         if not digits or any(c not in "01234567" for c in digits):

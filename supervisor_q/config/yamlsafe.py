@@ -25,6 +25,10 @@ MAX_DEPTH = 20
 MAX_INT_CHARS = 100
 MAX_NODES = 2_000  # in one file
 INT_TAG = "tag:yaml.org,2002:int"
+STR_TAG = "tag:yaml.org,2002:str"
+# Keys whose number is kept as written: a umask is octal digits, as Supervisor reads it,
+# so `umask: 22` and `umask: 022` both mean 0o22 (YAML would read 22 and 18).
+AS_WRITTEN = {("umask",)}
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~50x faster
 
 
@@ -158,6 +162,8 @@ def _node(loader: Any, event: yaml.Event, here: list[str]) -> yaml.Node:
         if tag == INT_TAG and len(event.value) > MAX_INT_CHARS:
             raise Refused(here, f"an integer of {len(event.value)} characters is too long "
                                 f"({_where(event.start_mark)}; at most {MAX_INT_CHARS})")
+        if tag == INT_TAG and tuple(here) in AS_WRITTEN:
+            tag = STR_TAG
         return kind(tag, event.value, event.start_mark, event.end_mark, style=event.style)
     if tag is None or tag == "!":
         tag = loader.resolve(kind, None, event.implicit)

@@ -74,9 +74,12 @@ class Pool:
     # -- counting --------------------------------------------------------------
 
     def active(self) -> list[ChildProcess]:
-        """Children that count toward the target (not on their way out)."""
+        """Children that count toward the target (not on their way out); a restarted
+        command child until it exits (stop-then-start, as Supervisor: same ports)."""
+        rolling = not isinstance(self.program, CommandProgram)
         return [c for c in self.children
-                if c.state in STOPPABLE_STATES or self.run_of(c).done]
+                if c.state in STOPPABLE_STATES or self.run_of(c).done
+                or (c.replaced and not rolling and c.state is State.STOPPING)]
 
     def alive(self) -> list[ChildProcess]:
         return [c for c in self.children if c.pid is not None and not c.reaped]
@@ -134,6 +137,7 @@ class Pool:
         pool never runs short while old children drain."""
         for child in list(self.children):
             if child.state in STOPPABLE_STATES:
+                child.replaced = True
                 self.stop_child(child, now, reason)
 
     def pause(self, paused: bool) -> None:
@@ -201,7 +205,7 @@ class Pool:
                     self._spawn(child, now, why)  # BACKOFF/FATAL -> STARTING
 
     def _free_slot(self) -> ChildProcess:
-        used = {c.slot for c in self.children}
+        used = {c.slot for c in self.children if not c.replaced}  # keep restarted slots
         slot = next(n for n in range(1, len(used) + 2) if n not in used)
         child = ChildProcess(self.name, slot)
         self.children.append(child)

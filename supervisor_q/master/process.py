@@ -136,6 +136,7 @@ class ChildProcess:
     last_exit_status: int | None = None  # raw waitpid status
     reaped: bool = False
     failures: int = 0  # consecutive failed starts, for backoff and FATAL
+    replaced: bool = False  # stopped by a restart: its successor takes this slot
 
     @property
     def name(self) -> str:

@@ -257,3 +257,39 @@ def test_scale_to_and_scale_by_set_an_override_the_next_update_applies(spawner) 
     pool.reconfigure(worker(numprocs=3), 1.0)  # a reload re-applies the config
     pool.update_target(now, None)
     assert (pool.target, pool.target_reason) == (3, "numprocs")
+
+
+def test_a_restart_keeps_slot_numbers_rolling_for_workers(spawner) -> None:
+    """A worker's replacement starts at once (no gap) in its predecessor's slot."""
+    pool = make_pool(spawner, 2)
+    pool.tick(0.0)
+    pool.tick(1.0)
+    old = list(pool.children)
+    pool.restart(2.0)
+    pool.tick(2.0)
+    assert [name for name, _ in spawner.spawned[2:]] == ["emails#1", "emails#2"]
+    for child in old:
+        assert child.state is State.STOPPING
+        pool.reaped(child, exited(0), 3.0)
+    pool.tick(3.0)
+    assert sorted(c.name for c in pool.children) == ["emails#1", "emails#2"]
+    assert len(spawner.spawned) == 4
+
+
+def test_a_restart_of_a_command_program_is_stop_then_start_in_the_same_slot(spawner) -> None:
+    """Its successor (same {process_num}, same port) starts only once it has exited."""
+    program = CommandProgram.model_validate(
+        {"name": "web", "command": "true", "startsecs": 0, "numprocs": 2})
+    pool = Pool(program, spawner, target=2)
+    pool.tick(0.0)
+    pool.tick(0.1)
+    first, second = pool.children
+    pool.restart(1.0)
+    pool.tick(1.0)
+    assert len(spawner.spawned) == 2, "nothing starts while the old ones run"
+    pool.reaped(first, exited(0), 1.5)
+    pool.tick(1.5)
+    assert [name for name, _ in spawner.spawned[2:]] == ["web#1"]
+    pool.reaped(second, exited(0), 2.0)
+    pool.tick(2.0)
+    assert [name for name, _ in spawner.spawned[2:]] == ["web#1", "web#2"]

@@ -77,12 +77,14 @@ def _suggestion(program: Converted) -> str:
 
 
 def cmd_import_supervisord(args: argparse.Namespace) -> int:
+    missing: list[str] = []
     try:
-        sections = read_supervisord([Path(f) for f in args.files])
+        sections = read_supervisord([Path(f) for f in args.files], missing)
     except SupervisordError as exc:
         print(f"import-supervisord: {exc}", file=sys.stderr)
         return 1
     converted, warnings = convert_all(sections)
+    warnings = missing + warnings
     out = Path(args.out)
     targets = {program.name: out / f"{program.name}.yaml" for program in converted}
     existing = [str(path) for path in targets.values() if path.exists()]

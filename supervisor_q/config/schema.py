@@ -198,6 +198,9 @@ class _ProgramBase(LogKeys, _Frozen):
 
     name: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]  # default: the file stem
     numprocs: Procs = 1  # children to keep running (0 = defined but stopped)
+    # {process_num} of emails#1 (Supervisor counts from numprocs_start, 0 by default; an
+    # imported supervisord.conf keeps its numbering through this key)
+    numprocs_start: Annotated[int, Field(strict=True, ge=0, le=1_000_000)] = 1
     startsecs: Seconds = 1.0  # a child that lives this long counts as started (RUNNING)
     startretries: Count = 3  # quick failures in a row before FATAL
     schedule: tuple[ScheduleRule, ...] = ()  # cron rules; the latest at or before now wins
@@ -221,6 +224,10 @@ class _ProgramBase(LogKeys, _Frozen):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def process_num(self, slot: int) -> int:
+        """The {process_num} of the child in slot N (emails#N, from 1)."""
+        return self.numprocs_start + slot - 1
 
 
 class WorkerProgram(_ProgramBase):

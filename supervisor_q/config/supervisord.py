@@ -5,7 +5,8 @@ Supervisor's INI dialect: configparser without interpolation (Supervisor expands
 files = globs...` relative to the including file. Expansion follows Supervisor:
 `%(here)s` (the file's directory), `%(ENV_X)s` (the importer's environment),
 `%(program_name)s`, `%(group_name)s`, `%(numprocs)s`, and `%(process_num)s`, which
-stays per process: it becomes supervisor-q's `{process_num}`. `%%` is a literal `%`.
+stays per process, as written (supervisor-q puts it in per child, from `numprocs_start`).
+`%%` is a literal `%`.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ class Expander:
             if match.group(0) == "%%":
                 return "%"
             name, fmt = match.group("key"), match.group("fmt")
-            if name == "process_num":
-                if fmt != "s":
-                    self.problems.append(f"{key}: %(process_num){fmt} becomes {{process_num}}"
-                                         " (no zero padding)")
+            if name == "process_num":  # per process: supervisor-q puts it in per child
+                if re.fullmatch(r"[-#0 +]*\d*[sd]", fmt):
+                    return match.group(0)  # as written: supervisor-q reads this form too
+                self.problems.append(f"{key}: %(process_num){fmt} becomes {{process_num}}"
+                                     f" (supervisor-q takes only the s and d forms)")
                 return "{process_num}"
             if name not in self.names:
                 self.problems.append(f"{key}: %({name}){fmt} has no value here, kept as is")
@@ -79,20 +81,27 @@ def expander(section: Section, group: str | None = None) -> Expander:
 
 
 def _parse(path: Path) -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False,
+    # strict: a section or option written twice is refused, as Supervisor refuses it
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=True,
                                           interpolation=None)
     try:
         with path.open(encoding="utf-8") as handle:
             parser.read_file(handle)
     except OSError as exc:
         raise SupervisordError(f"{path}: cannot read: {exc.strerror}") from None
+    except (configparser.DuplicateSectionError, configparser.DuplicateOptionError) as exc:
+        what = (f"[{exc.section}] is" if isinstance(exc, configparser.DuplicateSectionError)
+                else f"{exc.option} in [{exc.section}] is")
+        raise SupervisordError(f"{path}: {what[:100]} written twice (line {exc.lineno}); "
+                               f"Supervisor refuses this file too") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0][:200]
         raise SupervisordError(f"{path}: not an INI file: {first}") from None
     return parser
 
 
-def _includes(parser: configparser.RawConfigParser, path: Path) -> list[Path]:
+def _includes(parser: configparser.RawConfigParser, path: Path,
+              missing: list[str]) -> list[Path]:
     """[include] files = ..., globs relative to the including file, sorted per glob."""
     if not parser.has_option("include", "files"):
         return []
@@ -100,13 +109,18 @@ def _includes(parser: configparser.RawConfigParser, path: Path) -> list[Path]:
     found: list[Path] = []
     for pattern in shlex.split(here("files", parser.get("include", "files"))):
         pattern = os.path.join(path.parent, os.path.expanduser(pattern))
-        found += [Path(p) for p in sorted(glob.glob(pattern)) if os.path.isfile(p)]
+        matched = [Path(p) for p in sorted(glob.glob(pattern)) if os.path.isfile(p)]
+        if not matched:
+            missing.append(f"{path} [include]: no file matches {pattern[:200]}")
+        found += matched
     return found
 
 
-def read_supervisord(paths: list[Path]) -> list[Section]:
-    """Every section of these files and of the files they include, in reading order."""
+def read_supervisord(paths: list[Path], warnings: list[str] | None = None) -> list[Section]:
+    """Every section of these files and of the files they include, in reading order;
+    an include that matches no file is added to warnings."""
     queue, seen, sections = list(paths), set(), []
+    missing = warnings if warnings is not None else []
     while queue:
         path = queue.pop(0)
         key = path.resolve()
@@ -121,7 +135,7 @@ def read_supervisord(paths: list[Path]) -> list[Section]:
                 continue
             kind, _, name = title.partition(":")
             sections.append(Section(kind.strip(), name.strip(), dict(parser.items(title)), path))
-        queue += _includes(parser, path)
+        queue += _includes(parser, path, missing)
     return sections
 
 

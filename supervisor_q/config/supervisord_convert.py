@@ -72,6 +72,20 @@ def _signal(value: str) -> str:
     return name
 
 
+def _whole(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"{value.strip()[:40]!r} is not a whole number") from None
+
+
+def _umask(value: str) -> str:
+    digits = value.strip()
+    if not digits or any(c not in "01234567" for c in digits) or int(digits, 8) > 0o777:
+        raise ValueError(f"{digits[:40]!r} is not an octal umask such as 022")
+    return digits
+
+
 def _exitcodes(value: str) -> list[int]:
     return [int(code) for code in value.split(",") if code.strip()]
 
@@ -86,13 +100,14 @@ def _logfile(value: str) -> str | None:
 
 
 CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "command": str.strip, "directory": str.strip, "user": str.strip, "umask": str.strip,
-    "numprocs": int, "priority": int, "startsecs": int, "startretries": int,
-    "stopwaitsecs": int, "autostart": _bool, "redirect_stderr": _bool,
+    "command": str.strip, "directory": str.strip, "user": str.strip, "umask": _umask,
+    "numprocs": _whole, "numprocs_start": _whole, "priority": _whole, "startsecs": _whole,
+    "startretries": _whole, "stopwaitsecs": _whole, "autostart": _bool,
+    "redirect_stderr": _bool,
     "autorestart": _autorestart, "stopsignal": _signal, "exitcodes": _exitcodes,
     "environment": parse_environment,
     **{key: _logfile for key in LOG_FILES}, **{key: byte_size for key in LOG_SIZES},
-    **{key: int for key in LOG_BACKUPS},
+    **{key: _whole for key in LOG_BACKUPS},
 }
 ALIASES = {"logfile": "stdout_logfile", "logfile_maxbytes": "stdout_logfile_maxbytes",
            "logfile_backups": "stdout_logfile_backups"}  # Supervisor's older names
@@ -108,7 +123,7 @@ def _dropped(key: str, value: str, out: Converted) -> bool:
         return True
     if key == "process_name":
         out.notes.append(f"process_name={value}: supervisor-q names processes "
-                         f"{out.name}#N (N from 0)")
+                         f"{out.name}#1 to #numprocs")
         return True
     return False
 
@@ -163,6 +178,8 @@ def _merge_backups(out: Converted) -> None:
 def _finish(out: Converted) -> None:
     """Order the keys (command first), check the essentials, suggest a worker."""
     _merge_backups(out)
+    if "process_num" in repr(out.values) and "numprocs_start" not in out.values:
+        out.values["numprocs_start"] = 0  # Supervisor's default: the same ports and files
     command = out.values.pop("command", None)
     if not command:
         out.warnings.append("no command: the program file will not load")

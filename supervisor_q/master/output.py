@@ -73,7 +73,7 @@ class OutputCapture:
         path = program.logfile(stream)
         if path is None:
             return None
-        path = substitute(path, program.name, slot)
+        path = substitute(path, program.name, program.process_num(slot))
         sink = self.files.get(path)
         if sink is None and path not in self.failed_paths:
             try:
@@ -198,7 +198,8 @@ class OutputCapture:
                                    f"{', '.join(f'#{n}' for n in sorted(known))})")
             path = pool.program.logfile(stream)
             if path is not None:
-                return {"file": substitute(path, pool.name, slot)}
+                number = pool.program.process_num(slot)
+                return {"file": substitute(path, pool.name, number)}
             if stream == "stderr" and pool.program.redirect_stderr:
                 stream = "stdout"
             ring = self.ring((pool.name, slot, stream))

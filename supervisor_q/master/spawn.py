@@ -189,7 +189,8 @@ class ForkSpawner:
         if os.getppid() != self.master_pid:  # the master died before prctl took effect
             return exitcodes.ERROR
         _close_inherited_fds({report_fd})
-        os.environ.update({key: substitute(value, program.name, child.slot)
+        number = program.process_num(child.slot)
+        os.environ.update({key: substitute(value, program.name, number)
                            for key, value in program.environment.items()})
         try:
             if program.directory:
@@ -213,7 +214,8 @@ class ForkSpawner:
 
 def _exec_command(program: CommandProgram, child: ChildProcess) -> None:
     set_title(f"supervisor-q {program.name} exec")
-    argv = [substitute(arg, program.name, child.slot) for arg in program.argv]
+    number = program.process_num(child.slot)
+    argv = [substitute(arg, program.name, number) for arg in program.argv]
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from supervisor_q.cli.main import main
+from supervisor_q.config.loading import load_program_file
+from supervisor_q.config.substitute import substitute
 
 SAMPLES = Path(__file__).parent / "supervisord"
 
@@ -78,7 +80,8 @@ def test_program_keys_are_converted(imported: tuple[str, str, Path]) -> None:
     assert (celery["priority"], celery["startsecs"], celery["directory"]) == (
         1000, 10, "/path/to/project")
     rq = programs["rq"]
-    assert rq["stdout_logfile"] == "/var/log/rq/rq-{process_num}.log"
+    assert rq["stdout_logfile"] == "/var/log/rq/rq-%(process_num)s.log"  # read as written
+    assert rq["numprocs_start"] == 0  # Supervisor's numbering: the same files
     assert rq["stdout_logfile_maxbytes"] == 50 * 1024 ** 2
     emails = programs["emails"]
     assert emails["directory"] == "/srv/app/current"  # %(ENV_SQ_TEST_APP_DIR)s
@@ -101,7 +104,7 @@ def test_unknown_options_become_comments_and_warnings(imported: tuple[str, str, 
     assert "supervisord.conf [program:cat]: stdout_events_enabled: no equivalent" in err
     assert "stopasgroup=false: supervisor-q always signals the whole process group" in err
     assert "[eventlistener:memmon]: not converted" in err
-    assert "process_name: %(process_num)02d becomes {process_num}" in err
+    assert "process_num" not in err  # %(process_num)02d is kept: supervisor-q reads it
     assert "stopasgroup" not in (conf / "celery.yaml").read_text()  # true = the default
 
 
@@ -170,11 +173,33 @@ def test_odd_values_names_and_signals(tmp_path: Path, capsys: pytest.CaptureFixt
     code, _, err, conf = _import(tmp_path, capsys, sample)
     assert code == 0
     program = _programs(conf)["my-app"]
-    assert program == {"command": "/bin/sleep 1000", "stopsignal": "INT"}
+    assert program == {"command": "/bin/sleep 1000", "stopsignal": "INT", "numprocs_start": 1}
     text = (conf / "my-app.yaml").read_text()
-    assert "# numprocs_start=1" in text and "# autostart=maybe" in text
+    assert "# autostart=maybe" in text
+    assert f"numprocs: {'x' * 40!r} is not a whole number" in err
     lines = err.splitlines()
     assert "name 'my app' becomes 'my-app'" in err
-    assert any("numprocs: invalid literal" in line for line in lines)
     assert "autostart: not a boolean: 'maybe'; kept as a comment" in err
     assert all(len(line) <= 300 for line in lines)
+
+
+def test_duplicates_missing_includes_and_bad_umask(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A section written twice is refused (as Supervisor does); an include matching no
+    file and an impossible umask are warnings; %(process_num) keeps Supervisor's numbers."""
+    twice = tmp_path / "twice.conf"
+    twice.write_text("[program:web]\ncommand=a\n\n[program:web]\ncommand=b\n")
+    code, _, err, _ = _import(tmp_path, capsys, twice)
+    assert code == 1 and "[program:web] is written twice (line 4)" in err
+    sample = tmp_path / "one.conf"
+    sample.write_text("[include]\nfiles = nowhere/*.conf\n\n[program:web]\n"
+                      "command=serve --port 80%(process_num)02d\nnumprocs=2\numask=999\n")
+    code, _, err, conf = _import(tmp_path, capsys, sample, extra=("--force",))
+    assert code == 0
+    assert "[include]: no file matches" in err and "nowhere/*.conf" in err
+    assert "umask: '999' is not an octal umask" in err
+    web = _programs(conf)["web"]
+    assert "umask" not in web and web["numprocs_start"] == 0
+    loaded = load_program_file(conf / "web.yaml")
+    assert [substitute(loaded.argv[-1], "web", loaded.process_num(n)) for n in (1, 2)] == [
+        "8000", "8001"]

@@ -111,6 +111,16 @@ def test_process_num_and_program_name_are_substituted(master_factory) -> None:
                     "nums-2": (["sleep", "60202"], "100%")}
 
 
+def test_numprocs_start_numbers_process_num_as_supervisor_does(master_factory) -> None:
+    """`numprocs_start: 0` (what import-supervisord writes): nums#1 gets process_num 0."""
+    program = "command: sleep 60%(process_num)02d\nnumprocs: 2\nstartsecs: 0.2\n" \
+              "numprocs_start: 0\n"
+    master = master_factory({"nums": program}).start()
+    procs = [psutil.Process(pid) for pid in master.wait_running("nums", 2)]
+    wait_until(lambda: all(p.cmdline()[:1] == ["sleep"] for p in procs), timeout=10)
+    assert sorted(p.cmdline()[1] for p in procs) == ["6000", "6001"]
+
+
 def test_status_exits_3_with_a_fatal_program(master_factory) -> None:
     master = master_factory({"ok": SLEEPER}).start()
     master.wait_running("ok", 1)

@@ -77,6 +77,7 @@ class Arbiter:
         # What the running config was read from; dir changes reload only when it differs.
         self.config_fingerprint = config_fingerprint(config_dir)
         self.config_watch: DirSnapshot | None = None  # taken in setup
+        self.last_change = ""  # the last reload that changed something, and when
         self.restart_generation: float | None = None
         self.restart_seen_at: float | None = None
         self.next_slow_tick = 0.0

@@ -184,6 +184,10 @@ def apply_reload(arbiter: Arbiter, new: dict[str, ProgramConfig]) -> str:
         ("replaced", plan.replaced)) if names]
     summary = "; ".join(parts) or "no changes"
     log.info("config reloaded: %s", summary)
+    if parts:
+        arbiter.last_change = f"{summary} at {arbiter.clock.now():%H:%M:%S}"
+    elif arbiter.last_change:  # the watcher may have applied an edit before this reload
+        summary = f"no changes since the last reload ({arbiter.last_change})"
     return summary
 
 

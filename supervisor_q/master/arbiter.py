@@ -366,6 +366,7 @@ class Arbiter:
         for name in [n for n, p in self.pools.items() if p.mode == "removing"]:
             if not self.pools[name].alive():
                 del self.pools[name]
+                self.reports.output.forget(name)  # its output rings
                 log.info("%s: removed", name)
 
     def notify_systemd(self, now: float) -> None:

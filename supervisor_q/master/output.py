@@ -63,6 +63,11 @@ class OutputCapture:
         for sink in self.files.values():
             sink.close()
 
+    def forget(self, program: str) -> None:
+        """A removed program's output rings are freed (its log files stay on disk)."""
+        for key in [k for k in self.rings if k[0] == program]:
+            del self.rings[key]
+
     def ring(self, key: Key) -> Ring:
         ring = self.rings.get(key)
         if ring is None:

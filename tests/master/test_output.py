@@ -216,3 +216,19 @@ def test_a_chatty_child_does_not_delay_a_timeout_kill(master_factory, redis_url:
         master.status()
         assert time.monotonic() - t0 < 0.5
         assert os.path.getsize(short_tmp / "f.log") > 0
+
+
+def test_a_removed_programs_output_rings_are_freed(master_factory) -> None:
+    """Removed, then added again under the same name: none of the old output is left."""
+    once = "command: sh -c 'echo first-life; sleep 60'\nstartsecs: 0\n"
+    with master_factory({"gone": once}) as master:
+        wait_until(lambda: "first-life" in master.call("tail", program="gone")["data"],
+                   timeout=10)
+        master.remove("gone")
+        master.call("reload")
+        wait_until(lambda: "gone: removed" in master.tail(100_000), timeout=15)
+        master.write("gone", "command: sh -c 'echo second-life; sleep 60'\nstartsecs: 0\n")
+        master.call("reload")
+        wait_until(lambda: "second-life" in master.call("tail", program="gone")["data"],
+                   timeout=10)
+        assert "first-life" not in master.call("tail", program="gone", lines=100)["data"]

@@ -98,7 +98,7 @@ def _numprocs(value: str) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     # Imported here, as in cmd_run: `supervisor-q work` needs neither pydantic nor YAML.
-    from supervisor_q.config.importcheck import check_imports
+    from supervisor_q.config.importcheck import check_directory, check_imports
     from supervisor_q.config.loading import ConfigError, WorkerProgram, scan_config_dir
     from supervisor_q.config.settings import load_master_settings
 
@@ -108,6 +108,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems += exc.problems
     for name, program in programs.items():
+        problems += check_directory(program, origin[name])
         if isinstance(program, WorkerProgram):
             problems += check_imports(program, origin[name])
     if problems:

@@ -1,4 +1,5 @@
-"""`check-config`: can each worker program's `import:` modules be imported?
+"""`check-config` on this host: does each program's `directory:` exist, and can each
+worker program's `import:` modules be imported?
 
 Checked in a subprocess per program, started as a child would be (the program's
 `directory:` as working directory and first on sys.path, its `environment:`), so
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from supervisor_q.config.loading import ConfigError, WorkerProgram
+from supervisor_q.config.loading import ConfigError, ProgramConfig, WorkerProgram
 
 IMPORT_CHECK_TIMEOUT = 30.0  # seconds for one program's modules to import
 
@@ -37,12 +38,17 @@ os._exit(0)
 """
 
 
+def check_directory(program: ProgramConfig, path: Path) -> list[str]:
+    """A `directory:` missing on this host: every child would fail to start (FATAL)."""
+    if program.directory and not Path(program.directory).is_dir():
+        return [f"{path}: directory: {program.directory[:200]!r} does not exist on this host"]
+    return []
+
+
 def check_imports(program: WorkerProgram, path: Path) -> list[str]:
     """One `path: import: problem` line per module that cannot be imported."""
-    if not program.imports:
+    if not program.imports or check_directory(program, path):
         return []
-    if program.directory and not Path(program.directory).is_dir():
-        return [f"{path}: directory: {program.directory!r} does not exist (imports not checked)"]
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(

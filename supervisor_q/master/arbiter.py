@@ -31,6 +31,7 @@ from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
 from supervisor_q.master.metering import Metering
+from supervisor_q.master.phases import stop_in_phases
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.reports import ReportReader
 from supervisor_q.master.schedule import AutoscaleInput
@@ -142,6 +143,8 @@ class Arbiter:
             pool.tick(now)
             for child in pool.children:
                 self.reports.register(pool, child, now)
+        if self.stopping == "graceful":  # the next priority once the last one is down
+            stop_in_phases(self.pools, now, fast=False)
         self.forget_removed_pools()
         self.notify_systemd(now)
         return self.stopping is not None and not any(p.alive() for p in self.pools.values())
@@ -358,9 +361,7 @@ class Arbiter:
         log.info("%s shutdown: stopping %d children", mode,
                  sum(len(p.alive()) for p in self.pools.values()))
         self.notifier.stopping("stopping children")
-        now = self.clock.monotonic()
-        for pool in reversed(self.pools.values()):  # stop in reverse priority order
-            pool.shutdown(now, fast=mode == "fast")
+        stop_in_phases(self.pools, self.clock.monotonic(), fast=mode == "fast")
 
     def forget_removed_pools(self) -> None:
         for name in [n for n, p in self.pools.items() if p.mode == "removing"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,23 @@ def test_priority_autostart_groups_and_globs(master_factory) -> None:
         master.call("start", program="nope*")
     with pytest.raises(ControlError, match="no program matches 'batch:x'"):
         master.call("stop", program="batch:x")
+
+
+def test_a_graceful_shutdown_stops_priorities_in_phases(master_factory,
+                                                       short_tmp: Path) -> None:
+    """Supervisor's order: `app` (999) has exited before `proxy` (10) is even signalled."""
+    order = short_tmp / "order"
+    def trapping(name: str, delay: str) -> str:
+        return (f"command: sh -c 'trap \"sleep {delay}; echo {name} >> {order}; exit 0\" TERM; "
+                f"touch {short_tmp}/{name}.trapping; while :; do sleep 0.05; done'\n"
+                f"startsecs: 0.2\nstopwaitsecs: 10\n")
+    master = master_factory({"proxy": trapping("proxy", "0") + "priority: 10\n",
+                             "app": trapping("app", "1") + "priority: 999\n"}).start()
+    wait_until(lambda: all((short_tmp / f"{n}.trapping").exists() for n in ("app", "proxy")),
+               timeout=15, message="both traps set")
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(timeout=30) == 0
+    assert order.read_text().split() == ["app", "proxy"], master.tail(100_000)
 
 
 def test_signal_and_pid(master_factory, short_tmp: Path) -> None:

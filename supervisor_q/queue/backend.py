@@ -242,9 +242,9 @@ class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
         """Make the reservation of attempt `attempts` last timeout seconds (plus the margin)
         from now; False if that attempt no longer holds the job."""
         k = self.keys(queue)
-        return bool(self._extend(keys=[k.reserved, k.attempts],
+        return bool(self._extend(keys=[k.reserved, k.attempts, k.holders],
                                  args=[job_id, int(timeout * 1000) + self.margin_ms,
-                                       str(attempts)]))
+                                       str(attempts), self.token(queue, job_id)]))
 
     def fail(self, queue: str, job_id: str, record: dict, *, force: bool = False,
              expected_attempts: int | None = None) -> bool:

@@ -224,14 +224,18 @@ ready_after(tonumber(ARGV[2]), KEYS[1], KEYS[2], KEYS[6], KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: 1 reserved, 2 attempts
-# ARGV: 1 id, 2 ms from now the reservation must last, 3 attempts of the holder
+# KEYS: 1 reserved, 2 attempts, 3 holders
+# ARGV: 1 id, 2 ms from now the reservation must last, 3 attempts of the holder,
+#       4 the holder's token ('' = not checked; see _FENCE)
 # Returns: 1 if the holder's reservation now ends that late, 0 if it no longer holds it.
 # For a job whose declared timeout is longer than the one its reservation was computed
 # from (a payload dispatched by name carries none): it must not outlive its reservation.
-EXTEND = _PRELUDE + """
+# The token matters: a job handed back from a dead master has its attempt given back, so
+# the next holder's attempt number equals the stale one's.
+EXTEND = _PRELUDE + _FENCE + """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 0 end
+if not holds(KEYS[3], ARGV[1], ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 """

@@ -34,7 +34,7 @@ def push(queue: RedisQueue, q: str = "fq") -> str:  # a tests.noop job
     return built.id
 
 
-def test_a_stale_holder_can_neither_ack_release_nor_fail_the_job_it_lost(
+def test_a_stale_holder_can_neither_ack_release_fail_nor_extend_the_job_it_lost(
         redis_url: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     stale = worker_of(redis_url, "hostA:1:aaaa", monkeypatch)
@@ -50,6 +50,11 @@ def test_a_stale_holder_can_neither_ack_release_nor_fail_the_job_it_lost(
     assert "stale ack ignored on queue fq" in caplog.text and job_id in caplog.text
     assert not stale.release("fq", job_id, 0)
     assert not stale.fail("fq", job_id, {"reason": "x"})
+    # Same attempt number (the hand-back gave it back), another reservation: no extend.
+    before = stale.client.zscore(QueueKeys("fq").reserved, job_id)
+    assert not stale.extend("fq", job_id, 3600, first.attempts)
+    assert stale.client.zscore(QueueKeys("fq").reserved, job_id) == before
+    assert fresh.extend("fq", job_id, 3600, again.attempts)
     stale.reserve("fq", default_timeout=60, ack_ids=[job_id])  # the ack riding a reserve
     assert stale.counts("fq") == {"ready": 0, "delayed": 0, "reserved": 1, "failed": 0}
 

@@ -190,9 +190,8 @@ def _logged_at(line: str) -> float:
 def test_a_chatty_child_does_not_delay_a_timeout_kill(master_factory, redis_url: str,
                                                       short_tmp: Path) -> None:
     """Two children writing 10 MB/s (one to the master's log, one to a file) while a
-    stuck job passes its timeout: the master's SIGTERM comes within 250 ms of when it
-    is due (a loaded 2-core CI machine; bench/output_cost.py measures the real delay),
-    and control commands answer."""
+    stuck job passes its timeout: the master's SIGTERM comes within 100 ms of when it
+    is due, and control commands answer."""
     script = short_tmp / "chatty.py"
     script.write_text(CHATTY)
     chatty = f"command: {sys.executable} {script}\nstartsecs: 0\n"
@@ -211,7 +210,7 @@ def test_a_chatty_child_does_not_delay_a_timeout_kill(master_factory, redis_url:
         line = next(x for x in master.log.read_text(errors="replace").splitlines()
                     if "passed its timeout: SIGTERM" in x)
         late = _logged_at(line) - (started + 1 + 0.5)  # timeout + deadlines.TERM_GRACE
-        assert late < 0.25, f"SIGTERM {late:.3f}s late"
+        assert late < 0.1, f"SIGTERM {late:.3f}s late"
         t0 = time.monotonic()
         master.status()
         assert time.monotonic() - t0 < 0.5

@@ -28,6 +28,8 @@ from supervisor_q.config.schema import (
 EVERY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 EVERY_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_ENTRIES = 200  # entries per program: each is evaluated every second by the master
+# Job.dispatch's own options (cli/jobs.py RESERVED_KWARGS): no job argument may use them.
+RESERVED_KWARGS = ("queue", "delay", "connection")
 MAX_ARGUMENTS_JSON = 16_384  # characters of an entry's args + kwargs as JSON
 # _ProgramBase's keys that only concern processes: refused in a periodic program (loading).
 PROCESS_KEYS = ("numprocs", "startsecs", "startretries", "schedule", "environment",
@@ -101,6 +103,14 @@ class PeriodicEntry(_Frozen):
         if len(encoded) > MAX_ARGUMENTS_JSON:
             raise ValueError(f"is {len(encoded)} characters as JSON, more than "
                              f"{MAX_ARGUMENTS_JSON}")
+        return value
+
+    @field_validator("kwargs")
+    @classmethod
+    def _not_dispatch_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if any(key in value for key in RESERVED_KWARGS):
+            raise ValueError("queue, delay and connection are dispatch options, not "
+                             "keyword arguments")
         return value
 
     @model_validator(mode="after")

@@ -152,3 +152,16 @@ def test_periodic_list_json_shows_the_next_due_time_and_run_fires(master_factory
     assert (status["state"], status["entries"], status["kind"]) == ("running", 2, "periodic")
     master.call("pause", program="cron")
     assert json.loads(cli(master, "periodic", "list", "--json").stdout)[0]["firing"] is False
+
+
+def test_a_due_time_is_claimed_once_and_never_an_older_one(redis_db, redis_url) -> None:  # noqa: ANN001
+    from supervisor_q.master.periodic import Periodic
+
+    client = redis_db.client()
+    one, two = (Periodic(client, redis_url, name) for name in ("a", "b"))
+    key = ["sq:periodic:{cron}"]
+    assert one.claim(keys=key, args=["tick", "100.0"]) == 1
+    assert two.claim(keys=key, args=["tick", "100.0"]) == 0  # the same due time: taken
+    assert two.claim(keys=key, args=["tick", "98.0"]) == 0  # an older one: never after
+    assert two.claim(keys=key, args=["other", "100.0"]) == 1  # entries are apart
+    assert two.claim(keys=key, args=["tick", "102.0"]) == 1

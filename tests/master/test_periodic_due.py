@@ -109,7 +109,8 @@ def test_entry_names_are_unique_and_kinds_do_not_mix(tmp_path: Path) -> None:
 def test_every_is_due_on_multiples_of_its_interval() -> None:
     entry = _entry(every="5m")
     now = _epoch(2026, 1, 1, 10, 7, 30)
-    assert latest("p", entry, "UTC", now) == Due(_epoch(2026, 1, 1, 10, 5), _epoch(2026, 1, 1, 10, 5))
+    five_past = _epoch(2026, 1, 1, 10, 5)
+    assert latest("p", entry, "UTC", now) == Due(five_past, five_past)
     assert upcoming("p", entry, "UTC", now).at == _epoch(2026, 1, 1, 10, 10)
 
 

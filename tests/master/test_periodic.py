@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.queue.jobinfo import job_status
 from tests.helpers import wait_until
 from tests.masters import Master
@@ -144,14 +145,25 @@ def test_periodic_list_json_shows_the_next_due_time_and_run_fires(master_factory
     ran = cli(master, "periodic", "run", "hourly")
     assert ran.returncode == 0 and "dispatched" in ran.stdout, ran
     assert client.llen("sq:{phour}:ready") == 1
-    again = json.loads(cli(master, "periodic", "list", "--json").stdout)[0]
+    again = master.call("periodic", action="list")[0]  # what `list --json` prints
     assert again["last_outcome"] == "dispatched" and again["last_job_state"] == "queued"
-    assert cli(master, "periodic", "run", "nope").returncode == 1
+    with pytest.raises(ControlError, match="'nope' matches no periodic entry"):
+        master.call("periodic", action="run", name="nope")
 
+    master.write("cron", """
+        periodic:
+          - {name: hourly, job: tests.noop, every: 2h, queue: phour}
+          - {name: added, job: tests.noop, every: 1d}
+        """)  # a reload applies edits like any program's
+    wait_until(lambda: [e["schedule"] for e in master.call("periodic", action="list")]
+               == ["every 2h", "every 1d"], timeout=10,
+               message=f"the edit applied; log: {master.tail()}")
     status = master.program("cron")
     assert (status["state"], status["entries"], status["kind"]) == ("running", 2, "periodic")
+    text = cli(master, "status")
+    assert re.search(r"^cron +running +0/0 \(periodic: 2 entries\)$", text.stdout, re.M), text
     master.call("pause", program="cron")
-    assert json.loads(cli(master, "periodic", "list", "--json").stdout)[0]["firing"] is False
+    assert master.call("periodic", action="list")[0]["firing"] is False
 
 
 def test_a_due_time_is_claimed_once_and_never_an_older_one(redis_db, redis_url) -> None:  # noqa: ANN001

@@ -117,6 +117,9 @@ class PeriodicEntry(_Frozen):
     def _one_schedule(self) -> PeriodicEntry:
         if (self.cron is None) == (self.every is None):
             raise ValueError("give exactly one of cron: or every:")
+        if self.interval is not None and self.jitter >= self.interval:
+            raise ValueError(f"jitter must be less than every: ({self.interval:g} s), "
+                             f"got {self.jitter:g}")
         return self
 
     @property

@@ -164,6 +164,12 @@ def test_periodic_list_json_shows_the_next_due_time_and_run_fires(master_factory
     assert re.search(r"^cron +running +0/0 \(periodic: 2 entries\)$", text.stdout, re.M), text
     master.call("pause", program="cron")
     assert master.call("periodic", action="list")[0]["firing"] is False
+    master.call("continue", program="cron")
+    master.call("stop", program="cron")
+    assert master.program("cron")["state"] == "stopped"
+    assert master.call("periodic", action="list")[0]["firing"] is False
+    master.call("start", program="cron")
+    assert master.call("periodic", action="list")[0]["firing"] is True
 
 
 def test_a_due_time_is_claimed_once_and_never_an_older_one(redis_db, redis_url) -> None:  # noqa: ANN001

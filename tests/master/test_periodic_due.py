@@ -72,6 +72,7 @@ def test_every_problem_names_file_key_and_problem(tmp_path: Path) -> None:
           - {name: a, job: x, every: 1m, kwargs: {when: 2020-01-01}}
           - {name: f, job: x, every: 1m, kwargs: {queue: q}}
           - {name: g, job: x, every: 0s}
+          - {name: h, job: x, every: 1m, jitter: 60}
         """)
     path = tmp_path / "cron.yaml"
     assert problems == [
@@ -88,6 +89,7 @@ def test_every_problem_names_file_key_and_problem(tmp_path: Path) -> None:
         f"{path}: periodic.5.kwargs: queue, delay and connection are dispatch options, "
         f"not keyword arguments",
         f"{path}: periodic.6.every: must be at least 1s, got '0s'",
+        f"{path}: periodic.7: jitter must be less than every: (60 s), got 60",
     ]
 
 

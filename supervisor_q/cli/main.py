@@ -14,6 +14,7 @@ from supervisor_q.cli.importing import add_import_parser
 from supervisor_q.cli.jobs import add_job_parsers, add_work_parser
 from supervisor_q.cli.lookup import add_lookup_parser
 from supervisor_q.cli.master import add_master_parsers
+from supervisor_q.cli.periodic import add_periodic_parser
 from supervisor_q.cli.signals import add_signal_parsers
 from supervisor_q.cli.tail import add_tail_parser
 from supervisor_q.cli.top import add_top_parser
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parsers(sub)
     add_lookup_parser(sub)
     add_master_parsers(sub)
+    add_periodic_parser(sub)
     add_dashboard_parser(sub)
     add_top_parser(sub)
     add_import_parser(sub)

@@ -42,6 +42,8 @@ Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 | priority | W C | int | 999 | start order, lower first; stops in reverse |
 | autostart | W C | bool | true | false: stopped until `start` |
 | group | W C | str `[A-Za-z0-9_.-]+` | none | addressed together as GROUP:* |
+
+A third kind, `periodic:` (P), runs no processes: see config/periodic.py for its keys.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import yaml
 from pydantic import ValidationError
 
 from supervisor_q.config.messages import short, translate, type_name
+from supervisor_q.config.periodic import PROCESS_KEYS, PeriodicProgram
 from supervisor_q.config.schema import (
     SCALE_FIELDS,
     AutoscaleConfig,
@@ -287,6 +290,11 @@ def _load(path: Path, budget: Budget | None = None) -> tuple[ProgramConfig | Non
         )
         del data["command"]  # still validate the rest as a worker to report everything
     model = CommandProgram if "command" in data else WorkerProgram
+    if "periodic" in data:
+        problems += [f"{path}: {key}: does not apply to a periodic program (it runs no "
+                     f"processes)" for key in ("queues", "command", *PROCESS_KEYS)
+                     if data.pop(key, None) is not None]
+        model = PeriodicProgram
     try:
         program = model.model_validate(data)
     except ValidationError as error:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import shlex
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from supervisor_q.config.logkeys import LogKeys
+
+if TYPE_CHECKING:
+    from supervisor_q.config.periodic import PeriodicProgram  # noqa: F401 - the alias
 
 # A reservation must outlive the job's hard timeout by this much (ARCHITECTURE.md's rule 1).
 # A copy of backend.RESERVATION_MARGIN (this module imports nothing); a test keeps them equal.
@@ -381,4 +384,5 @@ class CommandProgram(_ProgramBase):
         return value
 
 
-ProgramConfig = WorkerProgram | CommandProgram
+# PeriodicProgram (config/periodic.py, which builds on _ProgramBase) is the third kind.
+ProgramConfig: TypeAlias = "WorkerProgram | CommandProgram | PeriodicProgram"

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = frozenset({"status", "start", "stop", "restart", "scale", "reload", "pause",
-                      "continue", "shutdown", "ping", "signal", "pid", "tail"})
+                      "continue", "shutdown", "ping", "signal", "pid", "tail",
+                      "periodic"})
 MAX_REQUEST = 64 * 1024
 
 

@@ -26,7 +26,7 @@ from supervisor_q.config.loading import (
 from supervisor_q.config.settings import MasterSettings
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
-from supervisor_q.master import addressing, commands, upkeep
+from supervisor_q.master import addressing, commands, periodic, upkeep
 from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
@@ -71,6 +71,7 @@ class Arbiter:
         self.metering = Metering(config_dir, redis_url, self.wakeup, self.reports,
                                  settings or MasterSettings(), metrics_bind)
         self.alerting = Alerting(self.queue, self.fleet.id)
+        self.periodic = periodic.Periodic(self.queue.client, redis_url, self.fleet.id)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
         self.stopping: str | None = None  # "graceful" | "fast"
@@ -265,6 +266,7 @@ class Arbiter:
                            self.reports.counters, self.redis.down)
         upkeep.enforce_memory_hard(self.pools.values())
         upkeep.apply_inbox(self)
+        self.periodic.tick(self)  # periodic programs' due entries (master/periodic.py)
         self.metering.tick(now, self.pools.values(), self.queue, self.redis)
         self.supervise_server()
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from supervisor_q.config.loading import ConfigError, ProgramConfig, WorkerProgram, diff_programs
+from supervisor_q.config.periodic import PeriodicProgram
 from supervisor_q.config.schema import MAX_NUMPROCS
 from supervisor_q.ctl.protocol import ControlError
-from supervisor_q.master import addressing
+from supervisor_q.master import addressing, periodic
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ACTIVE_STATES, ALIVE_STATES, State
 from supervisor_q.master.schedule import next_firing, scheduled_target
@@ -119,20 +120,22 @@ HANDLERS: dict[str, Handler] = {
     "ping": _ping, "status": _status, "reload": _reload, "shutdown": _shutdown,
     "pause": _pause, "continue": _continue, "scale": _scale, "start": _start,
     "stop": _stop, "restart": _restart, "signal": addressing.send_signal,
-    "pid": addressing.pids, "tail": _tail,
+    "pid": addressing.pids, "tail": _tail, "periodic": periodic.command,
 }
 
 
 def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
     """USR1/USR2 mean pause/continue to a worker only; to any other program they are
-    whatever it makes of them (most die of them), so command programs are left alone."""
+    whatever it makes of them (most die of them), so command programs are left alone.
+    A periodic program (no processes) pauses its firing."""
+    kinds = WorkerProgram | PeriodicProgram
     if addressing.is_single(arbiter.pools, name):
         pool = arbiter.pools[str(name)]
-        if not isinstance(pool.program, WorkerProgram):
+        if not isinstance(pool.program, kinds):
             raise ControlError(f"{pool.name} is a command program; {command} applies to "
-                               "worker programs only")
+                               "worker and periodic programs only")
     matched = addressing.resolve(arbiter.pools, name) if name else arbiter.pools.values()
-    pools = [p for p in matched if isinstance(p.program, WorkerProgram)]
+    pools = [p for p in matched if isinstance(p.program, kinds)]
     for pool in pools:
         pool.pause(command == "pause")
     return f"{command}d {', '.join(p.name for p in pools) or 'no worker programs'}"
@@ -211,6 +214,7 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
             "queues": list(program.queues) if isinstance(program, WorkerProgram) else [],
             "processes": [_process(arbiter, pool, c, now) for c in pool.children
                           if c.state is not State.EXITED or pool.run_of(c).done],
+            **periodic.status_fields(pool),  # state, entries: a periodic program's
         })
     return {
         "programs": programs,

@@ -164,6 +164,16 @@ def next_firing(rules: Sequence[Rule], timezone: str | tzinfo, after: datetime) 
     return min(found, default=None)
 
 
+def last_cron_firing(cron: str, timezone: str | tzinfo, now: datetime) -> datetime | None:
+    """One cron's latest firing at or before `now` (aware UTC), under the DST policy."""
+    return _last_firing(cron, _zone(timezone), now)
+
+
+def next_cron_firing(cron: str, timezone: str | tzinfo, after: datetime) -> datetime | None:
+    """One cron's first firing strictly after `after` (aware UTC), under the DST policy."""
+    return _next_firing(cron, _zone(timezone), after)
+
+
 def _zone(timezone: str | tzinfo) -> tzinfo:
     return ZoneInfo(timezone) if isinstance(timezone, str) else timezone
 
@@ -204,7 +214,8 @@ def _walls(cron: str, start: datetime, backwards: bool) -> Iterator[datetime]:
     base = start.replace(tzinfo=UTC)
     if backwards:  # get_prev is strictly before its start; nudge to include `start`
         base += timedelta(microseconds=1)
-    steps = croniter(cron, base)
+    # 6 fields: seconds first (periodic entries, config/periodic.py); pool rules have 5.
+    steps = croniter(cron, base, second_at_beginning=len(cron.split()) == 6)
     while True:
         wall = steps.get_prev(datetime) if backwards else steps.get_next(datetime)
         yield wall.replace(tzinfo=None)

@@ -34,6 +34,12 @@ def check_queue_name(name: object) -> str:
     return name
 
 
+def periodic_key(program: str) -> str:
+    """A periodic program's state (master/periodic.py): per entry the last handled due
+    time (`ENTRY:due`) and the last firing (`ENTRY:last`, JSON)."""
+    return f"{PREFIX}:periodic:{{{program}}}"
+
+
 def batch_keys(batch_id: str) -> list[str]:
     """A batch's state hash, done set and failed set (one hash tag)."""
     tag = f"{PREFIX}:{{batch:{batch_id}}}"

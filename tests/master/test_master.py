@@ -286,8 +286,8 @@ def test_pause_and_continue_leave_command_programs_alone(master_factory, queue) 
                                  env=env, capture_output=True, text=True, timeout=30)
         assert refused.returncode != 0
         assert refused.stderr.strip() == (f"supervisor-q {command}: cmd is a command "
-                                          f"program; {command} applies to worker programs "
-                                          "only")
+                                          f"program; {command} applies to worker and "
+                                          "periodic programs only")
     assert master.pids("cmd") == before and not master.program("cmd")["paused"]
 
 

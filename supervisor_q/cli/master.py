@@ -108,9 +108,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems += exc.problems
     for name, program in programs.items():
-        problems += check_directory(program, origin[name])
-        if isinstance(program, WorkerProgram):
+        if isinstance(program, WorkerProgram) and program.imports:
             problems += check_imports(program, origin[name])
+        else:
+            for warning in check_directory(program, origin[name]):
+                print(f"warning: {warning}", file=sys.stderr)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1

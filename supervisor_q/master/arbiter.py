@@ -26,7 +26,7 @@ from supervisor_q.config.loading import (
 from supervisor_q.config.settings import MasterSettings
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
-from supervisor_q.master import addressing, commands, upkeep
+from supervisor_q.master import addressing, balance, commands, upkeep
 from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
@@ -268,6 +268,7 @@ class Arbiter:
         load = self.sample_load(pool) if pool.program.autoscale is not None else None
         cap = self.fleet.cap_for(pool.name, pool.program, len(pool.children)) if load else None
         pool.update_target(self.clock.now(), load, cap)
+        balance.rebalance(pool, self.queue if self.redis.due() else None, self.clock.monotonic())
 
     def sample_load(self, pool: Pool) -> AutoscaleInput | None:
         program = pool.program

@@ -208,6 +208,7 @@ class Pool:
         return child
 
     def _spawn(self, child: ChildProcess, now: float, reason: str) -> None:
+        child.queues = self.scaling.balancer.pick(self.program, self.active())
         try:
             spawned = self.spawner.spawn(self.program, child, self.paused)
         except OSError as exc:  # fork failed (EAGAIN, ENOMEM): back off, never spin

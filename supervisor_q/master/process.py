@@ -136,6 +136,7 @@ class ChildProcess:
     last_exit_status: int | None = None  # raw waitpid status
     reaped: bool = False
     failures: int = 0  # consecutive failed starts, for backoff and FATAL
+    queues: tuple[str, ...] | None = None  # `balance:`'s pick at the last fork (None: all)
 
     @property
     def name(self) -> str:

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "Throttle": "supervisor_q.jobs.controls",
     "Funnel": "supervisor_q.jobs.controls",
     "ThrottlesExceptions": "supervisor_q.jobs.controls",
+    "Skip": "supervisor_q.jobs.middleware",
     "chain": "supervisor_q.workflows.chains",
     "append_to_chain": "supervisor_q.workflows.chains",
     "prepend_to_chain": "supervisor_q.workflows.chains",
@@ -43,7 +44,7 @@ _EXPORTS: dict[str, str] = {
 _MODULES: dict[str, str] = {"events": "supervisor_q.jobs.events"}
 
 __all__ = [  # the same names as _EXPORTS and _MODULES (tests/test_testing_fake.py checks it)
-    "Funnel", "Job", "JobContext", "JobStatus", "Throttle", "ThrottlesExceptions",
+    "Funnel", "Job", "JobContext", "JobStatus", "Skip", "Throttle", "ThrottlesExceptions",
     "WithoutOverlapping", "append_to_chain", "batch", "chain", "current_batch", "current_job",
     "dispatch", "events", "fail", "generate_key", "job", "job_status", "prepend_to_chain",
     "release", "set_sync",
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from supervisor_q.jobs.dispatching import set_sync
     from supervisor_q.jobs.encryption import generate_key
     from supervisor_q.jobs.lookup import JobStatus, job_status
+    from supervisor_q.jobs.middleware import Skip
     from supervisor_q.jobs.registry import (
         Job,
         JobContext,

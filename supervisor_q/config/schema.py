@@ -35,7 +35,8 @@ MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 # Changing only these keeps the program's children (resize or re-check, no replacement).
 # priority, group and autostart only order, address or hold back a pool: no child changes.
 SCALE_FIELDS = frozenset({"numprocs", "schedule", "timezone", "autoscale", "monitor",
-                          "alerts", "priority", "group", "autostart"})
+                          "alerts", "priority", "group", "autostart", "balance",
+                          "min_per_queue"})
 
 # Most children one program may run (numprocs, schedule, autoscale, `scale`, TTIN): each
 # child is a forked Python process (~30-100 MB), so 1000 is already more than one machine
@@ -255,6 +256,10 @@ class WorkerProgram(_ProgramBase):
     stopsignal: Literal["TERM"] = "TERM"  # fixed: finish the current job, then exit
     autoscale: AutoscaleConfig | None = None  # load-driven size instead of numprocs
     monitor: MonitorConfig | None = None  # alias of alerts: {max_size, max_wait}
+    # several queues: false = each child takes all; simple / auto = one queue per child,
+    # split evenly / by waiting jobs (master/balance.py)
+    balance: Literal[False, "simple", "auto"] = False
+    min_per_queue: Count = 1  # balance: auto keeps this many children on every queue
 
     _queue_list = field_validator("queues", "imports", mode="before")(_split_list)
 

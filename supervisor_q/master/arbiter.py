@@ -34,7 +34,6 @@ from supervisor_q.master.metering import Metering
 from supervisor_q.master.phases import stop_in_phases
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.reports import ReportReader
-from supervisor_q.master.schedule import AutoscaleInput
 from supervisor_q.master.spawn import ForkSpawner
 from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
@@ -271,26 +270,7 @@ class Arbiter:
         self.supervise_server()
 
     def update_target(self, pool: Pool) -> None:
-        load = self.sample_load(pool) if pool.program.autoscale is not None else None
-        cap = self.fleet.cap_for(pool.name, pool.program, len(pool.children)) if load else None
-        pool.update_target(self.clock.now(), load, cap)
-
-    def sample_load(self, pool: Pool) -> AutoscaleInput | None:
-        program = pool.program
-        assert isinstance(program, WorkerProgram)
-        if not self.redis.due():  # Redis is away: no load to sample until the next probe
-            return None
-        try:
-            size, oldest = 0, 0.0
-            for queue in program.queues:
-                length, waited = self.queue.load(queue)
-                size, oldest = size + length, max(oldest, waited)
-        except redis.RedisError:
-            return None
-        busy = sum(1 for c in pool.children if c.job is not None)
-        return AutoscaleInput(current=len(pool.active()), busy=busy, queue_size=size,
-                              oldest_wait=oldest, avg_runtime=pool.scaling.average_runtime(),
-                              now=self.clock.monotonic())
+        upkeep.update_target(self, pool)  # schedule, override, autoscale, balance
 
     def read_restart_signal(self, now: float) -> None:
         """Also the master's Redis health probe (self.redis, shown in status)."""

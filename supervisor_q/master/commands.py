@@ -256,6 +256,7 @@ def _process(arbiter: Arbiter, pool: Pool, child, now: float) -> dict[str, Any]:
         "uptime": round(child.uptime(now), 3),
         "jobs_done": child.jobs_done,
         "job": job,
+        "queues": list(child.queues) if child.queues else None,  # balance: its one queue
         "rss": rss,
         "pre_restart_code": stale,
     }

@@ -23,7 +23,6 @@ from supervisor_q.master import deadlines
 from supervisor_q.master.process import (
     ACTIVE_STATES,
     DEAD_STATES,
-    SEVERITY,
     STOPPABLE_STATES,
     WAITING_STATES,
     ChildProcess,
@@ -31,6 +30,7 @@ from supervisor_q.master.process import (
     RunRecord,
     State,
     backoff_delay,
+    worst_state,
 )
 from supervisor_q.master.scaling import FleetCap, Scaling
 from supervisor_q.master.schedule import AutoscaleInput
@@ -86,13 +86,7 @@ class Pool:
 
     def state(self) -> str:
         """The program's state for `status`: the worst of its children's."""
-        states = {c.state for c in self.children}
-        for worst in SEVERITY:
-            if worst in states:
-                return worst.value
-        if State.RUNNING in states:
-            return State.RUNNING.value
-        return "stopped" if self.want == 0 else State.EXITED.value
+        return worst_state({c.state for c in self.children}, self.want)
 
     # -- lifecycle and size ------------------------------------------------------
 
@@ -212,6 +206,7 @@ class Pool:
         return child
 
     def _spawn(self, child: ChildProcess, now: float, reason: str) -> None:
+        child.queues = self.scaling.balancer.pick(self.program, self.active())
         try:
             spawned = self.spawner.spawn(self.program, child, self.paused)
         except OSError as exc:  # fork failed (EAGAIN, ENOMEM): back off, never spin

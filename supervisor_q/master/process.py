@@ -94,6 +94,16 @@ WAITING_STATES: frozenset[State] = frozenset({State.BACKOFF, State.FATAL})
 SEVERITY: tuple[State, ...] = (State.FATAL, State.BACKOFF, State.STARTING, State.STOPPING)
 
 
+def worst_state(states: set[State], wanted: int) -> str:
+    """A program's state for `status`: the worst of its children's states."""
+    for worst in SEVERITY:
+        if worst in states:
+            return worst.value
+    if State.RUNNING in states:
+        return State.RUNNING.value
+    return "stopped" if wanted == 0 else State.EXITED.value
+
+
 class InvalidTransition(RuntimeError):
     """A state change that ALLOWED does not list."""
 
@@ -137,6 +147,7 @@ class ChildProcess:
     reaped: bool = False
     failures: int = 0  # consecutive failed starts, for backoff and FATAL
     replaced: bool = False  # stopped by a restart: its successor takes this slot
+    queues: tuple[str, ...] | None = None  # `balance:`'s pick at the last fork (None: all)
 
     @property
     def name(self) -> str:

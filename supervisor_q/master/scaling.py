@@ -1,6 +1,7 @@
 """A pool's size bookkeeping: the manual override, the autoscale state and the job
-runtimes autoscaling learns from. `decide` turns them, the program and a load sample
-into (target, reason) with master/schedule.py; the pool applies the answer.
+runtimes autoscaling learns from, and `balance:`'s plan (master/balance.py). `decide`
+turns them, the program and a load sample into (target, reason) with
+master/schedule.py; the pool applies the answer.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from supervisor_q.master.balance import Balancer
 from supervisor_q.master.schedule import (
     AutoscaleInput,
     AutoscaleState,
@@ -30,6 +32,7 @@ class Scaling:
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
     runtimes: list[float] = field(default_factory=list)  # recent job runtimes
     next_monitor: float = 0.0  # when to check the program's `monitor:` thresholds again
+    balancer: Balancer = field(default_factory=Balancer)  # `balance:`'s queue plan
 
     def record_runtime(self, seconds: float) -> None:
         self.runtimes.append(seconds)

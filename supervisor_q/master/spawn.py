@@ -237,7 +237,7 @@ def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pau
         log.error("%s: %s", label, exc)
         return exitcodes.BOOT_ERROR
     settings = WorkerSettings(
-        queues=program.queues, imports=program.imports, tries=program.tries,
+        queues=child.queues or program.queues, imports=program.imports, tries=program.tries,
         backoff=program.backoff, timeout=program.timeout, sleep=program.sleep, rest=program.rest,
         max_jobs=program.max_jobs, max_time=program.max_time, memory=program.memory,
         prefetch=program.prefetch, keep_jobs=program.keep_jobs,

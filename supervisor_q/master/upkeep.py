@@ -1,6 +1,7 @@
-"""Once-a-second checks of the running pools: `memory_hard` (psutil) and the master's
-command inbox in Redis. The arbiter calls them from its slow tick (`monitor:` thresholds
-are alerts now: alerting.py).
+"""Once-a-second checks of the running pools: `memory_hard` (psutil), the master's
+command inbox in Redis, and each pool's target (a load sample for autoscale, the fleet
+cap, `balance:`). The arbiter calls them from its slow tick (`monitor:` thresholds are
+alerts now: alerting.py).
 
 Imports the fleet inbox, the command handlers and psutil; pools only through their
 methods.
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING
 import psutil
 import redis
 
+from supervisor_q.config.schema import WorkerProgram
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.fleet import inbox
-from supervisor_q.master import commands
+from supervisor_q.master import balance, commands
+from supervisor_q.master.schedule import AutoscaleInput
 
 if TYPE_CHECKING:
     from supervisor_q.master.arbiter import Arbiter
@@ -59,3 +62,31 @@ def apply_inbox(arbiter: Arbiter) -> None:
             log.info("inbox %s: %s", command, commands.handle(arbiter, command, args))
         except ControlError as exc:
             log.warning("inbox %s refused: %s", command, str(exc)[:200])
+
+
+def update_target(arbiter: Arbiter, pool: Pool) -> None:
+    """The pool's target from its schedule, override and autoscale, then its balance."""
+    load = sample_load(arbiter, pool) if pool.program.autoscale is not None else None
+    cap = arbiter.fleet.cap_for(pool.name, pool.program, len(pool.children)) if load else None
+    pool.update_target(arbiter.clock.now(), load, cap)
+    balance.rebalance(pool, arbiter.queue if arbiter.redis.due() else None,
+                      arbiter.clock.monotonic())
+
+
+def sample_load(arbiter: Arbiter, pool: Pool) -> AutoscaleInput | None:
+    """What autoscale decides from: the queues' length and oldest wait, busy children."""
+    program = pool.program
+    assert isinstance(program, WorkerProgram)
+    if not arbiter.redis.due():  # Redis is away: no load to sample until the next probe
+        return None
+    try:
+        size, oldest = 0, 0.0
+        for queue in program.queues:
+            length, waited = arbiter.queue.load(queue)
+            size, oldest = size + length, max(oldest, waited)
+    except redis.RedisError:
+        return None
+    busy = sum(1 for c in pool.children if c.job is not None)
+    return AutoscaleInput(current=len(pool.active()), busy=busy, queue_size=size,
+                          oldest_wait=oldest, avg_runtime=pool.scaling.average_runtime(),
+                          now=arbiter.clock.monotonic())

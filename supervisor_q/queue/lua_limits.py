@@ -48,12 +48,12 @@ return math.max(1, tonumber(first[2]) + window - now)
 
 # KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
 # ARGV: 1 job id
-# Returns: {counted, fire_then, fire_finally}. Idempotent per job id, so a job run
+# Returns: {counted, fire_then, fire_finally, has_progress}. Idempotent per job id, so a job run
 # twice (at-least-once) counts once; the HSETNX flags make each callback fire once
 # even when two workers finish the last two jobs at the same instant.
 BATCH_SUCCEEDED = _PRELUDE + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0} end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {0, 0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0, 0} end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {0, 0, 0, 0} end
 redis.call('SREM', KEYS[3], ARGV[1])
 local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
 local failed = redis.call('SCARD', KEYS[3])
@@ -63,7 +63,7 @@ if pending == 0 and redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 0 then
 end
 local fire_finally = 0
 if pending <= failed then fire_finally = redis.call('HSETNX', KEYS[1], 'finished_at', now) end
-return {1, fire_then, fire_finally}
+return {1, fire_then, fire_finally, redis.call('HEXISTS', KEYS[1], 'has_progress')}
 """
 
 # KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set

@@ -61,7 +61,8 @@ def done_entry(job: Reserved, decoded: Payload, started: float, value: Any, keep
         "pid": os.getpid()}
     chain = decoded.extra.get("chain")
     if isinstance(chain, list):
-        record["chain"] = [s.get("job") for s in chain if isinstance(s, dict)]
+        record["chain"] = [s.get("job") or next(iter(s), None) for s in chain
+                           if isinstance(s, dict)]  # a batch step: "batch"
     if isinstance(decoded.extra.get("batch"), str):
         record["batch"] = decoded.extra["batch"]
     if keep_result:

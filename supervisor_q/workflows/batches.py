@@ -2,10 +2,14 @@
 
 State lives in Redis under one hash tag per batch, sq:{batch:<id>}:state|done|failed,
 changed only by atomic Lua (queue/lua_limits.py), idempotent per job id
-so an at-least-once rerun never counts twice. then / catch / finally are registered
-job names run once each: the scripts set a flag with HSETNX and only the worker that
-set it dispatches the callback. Counters follow Laravel: a failed job stays pending
-(a retry that succeeds finishes it); finished = every job succeeded or failed.
+so an at-least-once rerun never counts twice. Callbacks are registered job names:
+before (queued as the batch is made, ahead of its jobs), progress (after each job that
+succeeds), then / catch / finally (once each: the scripts set a flag with HSETNX and
+only the worker that set it dispatches the callback). A batch may be a step of a chain:
+the rest of the chain waits in the batch's state and goes on when it finishes, not
+cancelled; a cancelled (failed) batch runs the chain's catch instead. Counters follow
+Laravel: a failed job stays pending (a retry that succeeds finishes it); finished =
+every job succeeded or failed.
 Imports dispatching, registry, context, middleware, chains, keys, lua, backend and payload.
 """
 
@@ -16,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from supervisor_q.jobs import dispatching
@@ -28,19 +32,21 @@ from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
 from supervisor_q.queue.payload import Payload
-from supervisor_q.workflows.chains import BATCH, Chain, remaining
+from supervisor_q.workflows import chains
+from supervisor_q.workflows.chains import BATCH, CATCH, CHAIN, Chain, remaining
 
 log = logging.getLogger("supervisor_q.batches")
 
 Item = Signature | Job | str | Chain | list
+CALLBACKS = ("before", "progress", "then", "catch", "finally")
 
 
 def _as_chain(item: Item) -> Chain:
-    if isinstance(item, Chain):
-        return item
-    if isinstance(item, list):
-        return Chain([i if isinstance(i, Signature) else signature(i) for i in item])
-    return Chain([item if isinstance(item, Signature) else signature(item)])
+    made = item if isinstance(item, Chain) else chains.chain(
+        item if isinstance(item, list) else [item])
+    if not all(isinstance(s, Signature) for s in made.jobs):
+        raise ValueError("a batch cannot hold a batch (not even inside one of its chains)")
+    return made
 
 
 @dataclass(frozen=True)
@@ -132,26 +138,52 @@ class PendingBatch:
     finally_: Signature | None = None
     allow_failures: bool = False
     queue: str | None = None  # every job (and callback) on this queue unless it names one
+    before: Signature | None = None
+    progress: Signature | None = None
 
-    def dispatch(self, *, connection: str | None = None) -> Batch:
+    def callbacks(self) -> dict[str, dict[str, Any]]:
+        given = (self.before, self.progress, self.then, self.catch, self.finally_)
+        return {k: v.to_json() for k, v in zip(CALLBACKS, given, strict=True) if v is not None}
+
+    def on(self, queue: str) -> PendingBatch:
+        """The same batch on another queue (a chain's queue)."""
+        return replace(self, queue=queue)
+
+    def to_json(self) -> dict[str, Any]:
+        """As a chain step: {"batch": {...}} (PendingBatch.from_json reads the inside)."""
+        return {"batch": {"items": [c.to_json() for c in self.items], "name": self.name,
+                          "callbacks": self.callbacks(), "queue": self.queue,
+                          "allow_failures": self.allow_failures}}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> PendingBatch:
+        calls = {k: Signature.from_json(v) for k, v in (body.get("callbacks") or {}).items()}
+        return cls([Chain.from_json(c) for c in body.get("items") or []],
+                   str(body.get("name") or ""), calls.get("then"), calls.get("catch"),
+                   calls.get("finally"), bool(body.get("allow_failures")), body.get("queue"),
+                   calls.get("before"), calls.get("progress"))
+
+    def dispatch(self, *, connection: str | None = None, extra: dict | None = None) -> Batch:
+        """Make the batch and queue its jobs; extra is a chain's rest when the batch is
+        one of its steps."""
         fake = dispatching.active_fake()
         if fake is not None and hasattr(fake, "record_batch"):
             return fake.record_batch(self)  # type: ignore[no-any-return]
         batch_id = str(uuid.uuid4())
         target = dispatching.queue(connection)
         total = sum(len(c.jobs) for c in self.items)
-        callbacks = {k: v.to_json() for k, v in
-                     (("then", self.then), ("catch", self.catch), ("finally", self.finally_))
-                     if v is not None}
+        callbacks = self.callbacks()
         state = {"id": batch_id, "name": self.name, "total": total, "pending": total,
                  "allow_failures": "1" if self.allow_failures else "0",
                  "callbacks": json.dumps(callbacks), "queue": self.queue or "",
-                 "created_at": time.time()}
+                 "created_at": time.time(), **_chain_state(extra, "progress" in callbacks)}
         # Two calls, not one pipeline: the state and the index live in different slots on
         # Redis Cluster. The state first, so a listed batch always has a state.
         target.client.hset(_keys(batch_id)[0], mapping=state)
         target.client.zadd(INDEX_KEY, {batch_id: time.time()})
         handle = Batch(batch_id, target)
+        if "before" in callbacks:  # queued ahead of the batch's jobs
+            _fire(handle, {"before": 1}, None)
         if total == 0:  # nothing to wait for: then and finally now, as Laravel does
             _fire(handle, {"then": 1, "finally": 1}, None)
         for c in self.items:
@@ -161,17 +193,34 @@ class PendingBatch:
         return handle
 
 
-def batch(items: Iterable[Item], *, name: str = "", then: Signature | Job | str | None = None,
-          catch: Signature | Job | str | None = None,
-          finally_: Signature | Job | str | None = None, allow_failures: bool = False,
-          queue: str | None = None) -> PendingBatch:
+def _chain_state(extra: dict | None, progress: bool) -> dict[str, str]:
+    """State fields: has_progress (read by BATCH_SUCCEEDED), chain (a chain's rest)."""
+    fields = {"has_progress": "1"} if progress else {}
+    if extra and BATCH in extra:
+        raise ValueError("a batch cannot be a step of a chain inside a batch")
+    rest = {k: extra[k] for k in (CHAIN, CATCH) if extra and k in extra}
+    if rest:
+        fields["chain"] = json.dumps(rest)
+    return fields
+
+
+Callback = Signature | Job | str | None
+
+
+def batch(items: Iterable[Item], *, name: str = "", then: Callback = None,
+          catch: Callback = None, finally_: Callback = None, allow_failures: bool = False,
+          queue: str | None = None, before: Callback = None,
+          progress: Callback = None) -> PendingBatch:
     """batch([a.s(1), [b.s(), c.s()]], name="import", then=done.s()).dispatch()"""
 
-    def sig(x: Signature | Job | str | None) -> Signature | None:
+    def sig(x: Callback) -> Signature | None:
         return None if x is None else x if isinstance(x, Signature) else signature(x)
 
     return PendingBatch([_as_chain(i) for i in items], name, sig(then), sig(catch),
-                        sig(finally_), allow_failures, queue)
+                        sig(finally_), allow_failures, queue, sig(before), sig(progress))
+
+
+chains.STEP_KINDS["batch"] = PendingBatch.from_json
 
 
 def find(batch_id: str, connection: str | None = None) -> Batch:
@@ -205,8 +254,10 @@ def job_succeeded(payload: Payload) -> None:
         return
     handle = Batch(str(batch_id))
     script = handle.queue.script(lua_limits.BATCH_SUCCEEDED)
-    _, fire_then, fire_finally = script(keys=_keys(handle.id), args=[payload.id])
-    _fire(handle, {"then": fire_then, "finally": fire_finally}, None)
+    counted, fire_then, fire_finally, has_progress = script(keys=_keys(handle.id),
+                                                             args=[payload.id])
+    _fire(handle, {"progress": counted and has_progress, "then": fire_then,
+                   "finally": fire_finally}, None)
 
 
 def job_failed(payload: Payload, reason: str) -> None:
@@ -223,12 +274,14 @@ def job_failed(payload: Payload, reason: str) -> None:
 
 def _fire(handle: Batch, which: dict[str, int], failure: dict | None) -> None:
     """Dispatch the callbacks whose flag this process set; each gets the batch's
-    progress dict (plus "failed_job" for catch) as its first argument."""
-    wanted = [k for k in ("then", "catch", "finally") if which.get(k)]
+    progress dict (plus "failed_job" for catch) as its first argument. With finally,
+    the chain the batch is a step of goes on (or runs its catch)."""
+    wanted = [k for k in CALLBACKS if which.get(k)]
     if not wanted:
         return
     state_key = _keys(handle.id)[0]
-    raw_callbacks, queue_name = handle.queue.client.hmget(state_key, "callbacks", "queue")
+    raw_callbacks, queue_name, raw_chain = handle.queue.client.hmget(
+        state_key, "callbacks", "queue", "chain")
     callbacks = json.loads(raw_callbacks or "{}")
     progress = handle.progress()
     info = progress.to_json() if progress else {"id": handle.id}
@@ -242,6 +295,21 @@ def _fire(handle: Batch, which: dict[str, int], failure: dict | None) -> None:
         arg = {**info, "failed_job": failure} if kind == "catch" else info
         sig.dispatch(prepend=[arg])
         log.info("batch %s: %s callback %s dispatched", handle.id, kind, sig.job)
+    if raw_chain and "finally" in wanted and progress is not None:
+        _chain_after(progress, json.loads(raw_chain))
+
+
+def _chain_after(progress: Progress, rest: dict[str, Any]) -> None:
+    """The batch, a step of a chain, finished: the chain goes on unless it was
+    cancelled (a job failed without allow_failures, or cancel()); then its catch runs."""
+    if not progress.cancelled:
+        chains.continue_from(rest.get(CHAIN) or [], {CATCH: rest[CATCH]} if CATCH in rest else {})
+        return
+    failure = {"id": progress.id, "job": "batch", "batch": progress.id,
+               "reason": f"batch {progress.id} was cancelled",
+               "failed_job_ids": progress.failed_job_ids,
+               "skipped": chains.skipped_names(rest.get(CHAIN) or [])}
+    chains.run_catch(rest.get(CATCH), failure)
 
 
 # -- operations ----------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 from supervisor_q import job
 from supervisor_q.jobs.controls import Funnel, Throttle, ThrottlesExceptions, WithoutOverlapping
 from supervisor_q.jobs.dispatching import queue_for
+from supervisor_q.jobs.middleware import Skip
 from supervisor_q.workflows.batches import current_batch
 from supervisor_q.workflows.chains import append_to_chain, prepend_to_chain
 from tests.jobmods.basic import record
@@ -127,3 +128,34 @@ def flaky() -> None:
 @job(name="flows.secret", encrypted=True)
 def secret(value: str) -> None:
     record(kind="secret", value=value)
+
+
+@job(name="flows.before")
+def before_cb(info: dict) -> None:
+    record(kind="before", info=info)
+
+
+@job(name="flows.progress")
+def progress_cb(info: dict) -> None:
+    record(kind="progress", info=info)
+
+
+def _flagged(i: int) -> bool:
+    """Read at run time: the Redis key skip:<i> is set."""
+    return bool(queue_for().client.exists(f"skip:{i}"))
+
+
+@job(name="flows.skip_when", middleware=[Skip.when(_flagged)])
+def skip_when(i: int) -> None:
+    record(kind="ran_when", value=i)
+
+
+@job(name="flows.skip_unless", middleware=[Skip.unless(_flagged)])
+def skip_unless(i: int) -> None:
+    record(kind="ran_unless", value=i)
+
+
+@job(name="flows.skip_always", tries=1, middleware=[Skip.when(True)])
+def skip_always(i: int) -> None:
+    record(kind="ran_always", value=i)
+    raise RuntimeError("a skipped job never runs")

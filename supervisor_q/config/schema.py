@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from supervisor_q.config.logkeys import LogKeys
 
@@ -49,6 +49,15 @@ PositiveSeconds = Annotated[float, Field(strict=True, gt=0)]
 Megabytes = Annotated[int, Field(strict=True, ge=0)]
 QueueName = Annotated[str, Field(strict=True, pattern=QUEUE_PATTERN)]
 ModuleName = Annotated[str, Field(strict=True, pattern=MODULE_PATTERN)]
+
+def _setup_hook(value: str) -> str:
+    module, _, function = value.partition(":")
+    if not (function.isidentifier() and all(p.isidentifier() for p in module.split("."))):
+        raise ValueError(f"must be module:function, e.g. django:setup, got {value!r}")
+    return value
+
+
+SetupHook = Annotated[str, Field(strict=True), AfterValidator(_setup_hook)]
 ExitCode = Annotated[int, Field(strict=True, ge=0, le=255)]
 
 
@@ -227,6 +236,7 @@ class WorkerProgram(_ProgramBase):
 
     queues: Annotated[tuple[QueueName, ...], Field(min_length=1)]  # priority order (required)
     imports: tuple[ModuleName, ...] = Field(default=(), alias="import")  # modules with @job
+    setup: SetupHook | None = None  # called in each child before `import:` (django:setup)
     max_jobs: Count = 0  # recycle a child after N jobs (0 = never)
     max_time: Seconds = 0.0  # recycle a child after N seconds, between jobs (0 = never)
     timeout: PositiveSeconds = 60.0  # hard limit for one job

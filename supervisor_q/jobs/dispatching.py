@@ -100,9 +100,11 @@ def sync_enabled() -> bool:
 
 
 def use_commit_hook(hook: CommitHook) -> None:
-    """Install a transaction hook for after_commit dispatches (once per hook)."""
-    if hook not in _state.commit_hooks:
-        _state.commit_hooks.insert(0, hook)
+    """Install a transaction hook for after_commit dispatches, or ask it first again
+    (contrib.sqlalchemy does at each session_dispatches block)."""
+    if hook in _state.commit_hooks:
+        _state.commit_hooks.remove(hook)
+    _state.commit_hooks.insert(0, hook)
 
 
 def after_commit(action: Callable[[], object]) -> None:

@@ -8,8 +8,7 @@
 Inside session_dispatches(session), an after_commit dispatch waits for the session's
 commit; a rollback (or closing the session uncommitted) drops it; with no transaction
 open it is pushed at once. Savepoints are not tracked apart: a dispatch made inside a
-rolled-back begin_nested() still goes when the outer transaction commits. A push that
-fails after the commit raises from session.commit() (the rows are committed).
+rolled-back begin_nested() still goes when the outer transaction commits.
 """
 
 from __future__ import annotations

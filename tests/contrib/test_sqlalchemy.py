@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # no
 
 import tests.jobmods.basic as basic  # noqa: E402
 from supervisor_q.contrib.sqlalchemy import session_dispatches  # noqa: E402
+from supervisor_q.testing import fake_queue  # noqa: E402
 
 
 class Base(DeclarativeBase):
@@ -71,3 +72,6 @@ def test_after_commit_without_a_hook_is_refused(redis_url: str,
     with pytest.raises(RuntimeError, match="needs a transaction hook"):
         basic.record_job.dispatch("x", after_commit=True)
     assert ready_ids(redis_url) == []
+    with fake_queue() as fake:  # an application's tests: recorded at once
+        basic.record_job.dispatch("y", after_commit=True)
+    fake.assert_dispatched(basic.record_job, lambda value: value == "y")

@@ -56,3 +56,17 @@ def test_on_failure_runs_once_when_the_master_fails_the_job(master_factory,
     assert len(failures) == 1, failures
     assert failures[0]["args"] == [9]
     assert "timeout" in failures[0]["reason"]
+
+
+def test_sync_mode_runs_the_handler_inline(redis_url: str) -> None:
+    import supervisor_q
+    from tests.jobmods.failing import always_fails
+
+    supervisor_q.set_sync(True)
+    try:
+        with pytest.raises(ValueError, match="no user 5"):
+            always_fails.dispatch(5)
+    finally:
+        supervisor_q.set_sync(None)
+    [failure] = results(redis_url, "on_failure")
+    assert failure["args"] == [5] and "no user 5" in failure["reason"]

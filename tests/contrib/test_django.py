@@ -36,6 +36,8 @@ def django_db() -> Iterator[Path]:
             editor.create_model(Signup)
         yield db
         connection.close()
+        for name in ("DJANGO_SETTINGS_MODULE", "SQ_DJANGO_DB"):  # for later subprocesses
+            os.environ.pop(name, None)
 
 
 def ready_ids(redis_url: str, queue: str = "django") -> list[str]:

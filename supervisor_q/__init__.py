@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "JobContext": "supervisor_q.jobs.registry",
     "current_job": "supervisor_q.jobs.registry",
     "dispatch": "supervisor_q.jobs.registry",
+    "dispatch_if": "supervisor_q.jobs.registry",
+    "dispatch_unless": "supervisor_q.jobs.registry",
     "fail": "supervisor_q.jobs.registry",
     "job": "supervisor_q.jobs.registry",
     "release": "supervisor_q.jobs.registry",
@@ -46,8 +48,8 @@ _MODULES: dict[str, str] = {"events": "supervisor_q.jobs.events"}
 __all__ = [  # the same names as _EXPORTS and _MODULES (tests/test_testing_fake.py checks it)
     "Funnel", "Job", "JobContext", "JobStatus", "Skip", "Throttle", "ThrottlesExceptions",
     "WithoutOverlapping", "append_to_chain", "batch", "chain", "current_batch", "current_job",
-    "dispatch", "events", "fail", "generate_key", "job", "job_status", "prepend_to_chain",
-    "release", "set_sync",
+    "dispatch", "dispatch_if", "dispatch_unless", "events", "fail", "generate_key", "job",
+    "job_status", "prepend_to_chain", "release", "set_sync",
 ]
 
 
@@ -85,6 +87,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         JobContext,
         current_job,
         dispatch,
+        dispatch_if,
+        dispatch_unless,
         fail,
         job,
         release,

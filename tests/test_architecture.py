@@ -11,7 +11,7 @@ Layers, lowest first; a module may import its own layer's modules and lower laye
     queue      Redis: keys, Lua, backend, payloads, restart signal, embedded server
     jobs       the job API: context, registry, dispatch, unique, middleware/controls,
                encryption, events
-    workflows  chains and batches
+    workflows  chains and batches       contrib  framework hooks (Django, SQLAlchemy)
     worker     the child: boot, loop, lifecycle, outcome, handback, timeouts, report pipe,
                sync mode
     fleet      the fleet registry: heartbeats, dead masters, status --all
@@ -22,7 +22,8 @@ Layers, lowest first; a module may import its own layer's modules and lower laye
     cli        the supervisor-q command
     api        supervisor_q/__init__.py, __main__.py and testing.py: the public surface
 
-`config` and `ctl` share a rank but may not import each other. Besides the layers, no
+`config` and `ctl` share a rank but may not import each other; so do `workflows` and
+`contrib`. Besides the layers, no
 cycle is allowed between the modules of one subpackage.
 """
 
@@ -37,6 +38,7 @@ PACKAGE = "supervisor_q"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 RANK = {"base": 0, "config": 1, "ctl": 1, "queue": 2, "jobs": 3, "workflows": 4,
+        "contrib": 4,
         "worker": 5, "fleet": 6, "observe": 7, "master": 8, "web": 9, "cli": 10,
         "api": 11}
 API_MODULES = {"__init__", "__main__", "testing"}

@@ -91,6 +91,8 @@ def add_work_parser(sub: argparse._SubParsersAction) -> None:
                    help="queues in priority order, comma-separated (default: default)")
     p.add_argument("--import", dest="imports", type=_csv, default=(),
                    help="modules that register jobs, comma-separated")
+    p.add_argument("--setup", metavar="MODULE:FUNCTION", default=None,
+                   help="called before the imports, e.g. django:setup")
     p.add_argument("--tries", type=int, default=1, help="attempts before a job fails")
     p.add_argument("--backoff", type=_backoff, default=(0,),
                    help="retry delays in seconds, comma-separated; the last repeats")
@@ -135,7 +137,8 @@ def cmd_work(args: argparse.Namespace) -> int:
     configure_logging(getattr(args, "log_format", "text"))
     _import_from_cwd()
     settings = WorkerSettings(
-        queues=args.queue, imports=args.imports, tries=args.tries, backoff=args.backoff,
+        queues=args.queue, imports=args.imports, setup=args.setup, tries=args.tries,
+        backoff=args.backoff,
         timeout=args.timeout, sleep=args.sleep, rest=args.rest, max_jobs=args.max_jobs,
         max_time=args.max_time, memory=args.memory, once=args.once,
         stop_when_empty=args.stop_when_empty, prefetch=args.prefetch, jitter=0.0,

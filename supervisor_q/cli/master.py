@@ -108,7 +108,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         problems += exc.problems
     for name, program in programs.items():
-        if isinstance(program, WorkerProgram) and program.imports:
+        if isinstance(program, WorkerProgram) and (program.imports or program.setup):
             problems += check_imports(program, origin[name])
         else:
             for warning in check_directory(program, origin[name]):

@@ -20,10 +20,10 @@ from supervisor_q.config.schema import (
     PositiveSeconds,
     QueueName,
     Seconds,
-    _check_timezone,
     _Frozen,
     _ProgramBase,
 )
+from supervisor_q.config.validators import check_timezone
 
 EVERY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 EVERY_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -84,7 +84,7 @@ class PeriodicEntry(_Frozen):
     jitter: Seconds = 0.0  # spread each firing over up to this many seconds
 
     _cron_valid = field_validator("cron")(check_cron)
-    _timezone_known = field_validator("timezone")(_check_timezone)
+    _timezone_known = field_validator("timezone")(check_timezone)
 
     @field_validator("every")
     @classmethod

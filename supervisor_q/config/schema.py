@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from supervisor_q.config.logkeys import LogKeys
+from supervisor_q.config.validators import (
+    check_timezone,
+    normalise_signal,
+    setup_hook,
+    split_list,
+    umask_value,
+    user_exists,
+)
 
 if TYPE_CHECKING:
     from supervisor_q.config.periodic import PeriodicProgram  # noqa: F401 - the alias
@@ -53,6 +61,8 @@ PositiveSeconds = Annotated[float, Field(strict=True, gt=0)]
 Megabytes = Annotated[int, Field(strict=True, ge=0)]
 QueueName = Annotated[str, Field(strict=True, pattern=QUEUE_PATTERN)]
 ModuleName = Annotated[str, Field(strict=True, pattern=MODULE_PATTERN)]
+
+SetupHook = Annotated[str, Field(strict=True), AfterValidator(setup_hook)]
 ExitCode = Annotated[int, Field(strict=True, ge=0, le=255)]
 
 
@@ -148,55 +158,6 @@ class AlertRules(_Frozen):
     timeouts_per_minute: PositiveCount | None = None  # timed-out jobs of a queue, last 60 s
 
 
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(
-            f"unknown timezone {value!r} (use an IANA name such as Europe/Berlin or UTC)"
-        ) from None
-    return value
-
-
-def _split_list(value: Any) -> Any:
-    """Accept `a, b` as well as `[a, b]` for lists of names."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def _normalise_signal(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip().upper()
-        return value[3:] if value.startswith("SIG") else value
-    return value
-
-
-def _umask_value(value: Any) -> Any:
-    """Octal digits, as Supervisor reads them: `umask: 022`, `22` or `"0o22"` (the YAML
-    reader keeps an unquoted umask as written, yamlsafe.AS_WRITTEN)."""
-    if isinstance(value, str):
-        digits = value.strip().removeprefix("0o")
-        if not digits or any(c not in "01234567" for c in digits):
-            raise ValueError(f"must be octal digits such as '022', got {value!r}")
-        return int(digits, 8)
-    return value
-
-
-def _user_exists(value: str) -> str:
-    """A user name or numeric uid known to this host (Supervisor refuses unknown ones)."""
-    import pwd
-
-    try:
-        if value.isdigit():
-            pwd.getpwuid(int(value))
-        else:
-            pwd.getpwnam(value)
-    except (KeyError, OverflowError):
-        raise ValueError(f"no user {value!r} on this host") from None
-    return value
-
-
 class _ProgramBase(LogKeys, _Frozen):
     """Keys shared by both kinds of program (the log keys: logkeys.LogKeys)."""
 
@@ -221,9 +182,9 @@ class _ProgramBase(LogKeys, _Frozen):
     autostart: Annotated[bool, Field(strict=True)] = True
     group: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)] | None = None
 
-    _timezone_known = field_validator("timezone")(_check_timezone)
-    _umask_octal = field_validator("umask", mode="before")(_umask_value)
-    _user_known = field_validator("user")(_user_exists)
+    _timezone_known = field_validator("timezone")(check_timezone)
+    _umask_octal = field_validator("umask", mode="before")(umask_value)
+    _user_known = field_validator("user")(user_exists)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -239,6 +200,7 @@ class WorkerProgram(_ProgramBase):
 
     queues: Annotated[tuple[QueueName, ...], Field(min_length=1)]  # priority order (required)
     imports: tuple[ModuleName, ...] = Field(default=(), alias="import")  # modules with @job
+    setup: SetupHook | None = None  # called in each child before `import:` (django:setup)
     max_jobs: Count = 0  # recycle a child after N jobs (0 = never)
     max_time: Seconds = 0.0  # recycle a child after N seconds, between jobs (0 = never)
     timeout: PositiveSeconds = 60.0  # hard limit for one job
@@ -261,7 +223,7 @@ class WorkerProgram(_ProgramBase):
     balance: Literal[False, "simple", "auto"] = False
     min_per_queue: Count = 1  # balance: auto keeps this many children on every queue
 
-    _queue_list = field_validator("queues", "imports", mode="before")(_split_list)
+    _queue_list = field_validator("queues", "imports", mode="before")(split_list)
 
     @property
     def kind(self) -> Literal["worker"]:
@@ -315,7 +277,7 @@ class WorkerProgram(_ProgramBase):
     @field_validator("stopsignal", mode="before")
     @classmethod
     def _term_only(cls, value: Any) -> Any:
-        if _normalise_signal(value) != "TERM":
+        if normalise_signal(value) != "TERM":
             raise ValueError(
                 f"workers always stop with TERM (finish the current job, then exit), "
                 f"got {value!r}; remove this key"
@@ -348,7 +310,7 @@ class CommandProgram(_ProgramBase):
     restart_on_deploy: Annotated[bool, Field(strict=True)] = False
     autoscale: None = None  # always None: only worker programs can autoscale
 
-    _signal_name = field_validator("stopsignal", mode="before")(_normalise_signal)
+    _signal_name = field_validator("stopsignal", mode="before")(normalise_signal)
 
     @property
     def kind(self) -> Literal["command"]:

@@ -28,6 +28,10 @@ log = logging.getLogger("supervisor_q.dispatch")
 SYNC_ENV = "SUPERVISOR_Q_SYNC"
 
 Dispatcher = Callable[[payloads.Payload], None]  # runs a payload instead of pushing it
+# Takes an action to run when the current database transaction commits (or at once, when
+# none is open); returns False when it does not apply here (contrib.sqlalchemy outside
+# its session scope). Installed by supervisor_q.contrib.django / .sqlalchemy.
+CommitHook = Callable[[Callable[[], object]], bool]
 
 
 class Recorder(Protocol):
@@ -45,6 +49,7 @@ class _State:
         self.sync: bool | None = None  # None: read SUPERVISOR_Q_SYNC at call time
         self.inline: Dispatcher | None = None  # runs a job in sync mode (worker/sync.py)
         self.fake: Recorder | None = None
+        self.commit_hooks: list[CommitHook] = []  # the latest installed is asked first
 
 
 _state = _State()
@@ -92,6 +97,30 @@ def sync_enabled() -> bool:
     if _state.sync is not None:
         return _state.sync
     return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def use_commit_hook(hook: CommitHook) -> None:
+    """Install a transaction hook for after_commit dispatches, or ask it first again
+    (contrib.sqlalchemy does at each session_dispatches block)."""
+    if hook in _state.commit_hooks:
+        _state.commit_hooks.remove(hook)
+    _state.commit_hooks.insert(0, hook)
+
+
+def after_commit(action: Callable[[], object]) -> None:
+    """Run action when the current database transaction commits, through the first
+    installed hook that applies (a rolled-back transaction never runs it). With the test
+    fake or sync mode active and no hook installed, action runs at once."""
+    for hook in _state.commit_hooks:
+        if hook(action):
+            return
+    if _state.fake is not None or sync_enabled():
+        action()
+        return
+    raise RuntimeError(
+        "after_commit=True needs a transaction hook: add 'supervisor_q.contrib.django' to "
+        "INSTALLED_APPS, or dispatch inside supervisor_q.contrib.sqlalchemy's "
+        "session_dispatches(session)")
 
 
 def set_fake(fake: Recorder | None) -> Recorder | None:

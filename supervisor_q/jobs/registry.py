@@ -61,6 +61,8 @@ class JobOptions:
     unique_id: Callable[..., Any] | None = None  # (*args, **kwargs) -> id; default: none
     unique_until: str = "finished"  # or "processing": when the unique lock is freed
     keep_result: float | None = None  # seconds its JSON return value is kept (job lookup)
+    # (reason, *args, **kwargs) once the job failed for good (worker/lifecycle.failed)
+    on_failure: Callable[..., Any] | None = None
 
     def retry_deadline(self, dispatched_at: float) -> float | None:
         """The epoch retry_until of a job dispatched at dispatched_at (None: tries rule)."""
@@ -124,12 +126,32 @@ class Job(Generic[P, R]):
             fail_on_timeout=o.fail_on_timeout, extra=extra)
 
     def dispatch(self, *args: Any, delay: float | None = None, queue: str | None = None,
-                 connection: str | None = None, **kwargs: Any) -> str | None:
+                 connection: str | None = None, after_commit: bool = False,
+                 **kwargs: Any) -> str | None:
         """Queue this job; returns its id (None: a unique job's duplicate was dropped).
-        delay/queue/connection are dispatch options."""
+        after_commit: pushed once the current database transaction commits
+        (dispatching.after_commit); returns the id it will have."""
         built = self.payload(args, kwargs, queue=queue)
         wait = self.options.delay if delay is None else delay
+        if after_commit:
+            dispatching.after_commit(
+                lambda: dispatching.send(built, delay=wait, connection=connection, job=self))
+            return built.id
         return dispatching.send(built, delay=wait, connection=connection, job=self)
+
+    def dispatch_if(self, condition: Any, *args: Any, **kwargs: Any) -> str | None:
+        """dispatch() when condition (or condition(), if callable) is true, else None."""
+        return self.dispatch(*args, **kwargs) if _holds(condition) else None
+
+    def dispatch_unless(self, condition: Any, *args: Any, **kwargs: Any) -> str | None:
+        """dispatch() when condition (or condition(), if callable) is false, else None."""
+        return None if _holds(condition) else self.dispatch(*args, **kwargs)
+
+    def on_failure(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: handler(reason, *args, **kwargs) runs once when this job fails for
+        good, in a worker (also when the master failed it); returns handler."""
+        self.options = dataclasses.replace(self.options, on_failure=handler)
+        return handler
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature (this job + arguments) for chain(), batch() and callbacks."""
@@ -166,6 +188,10 @@ class Registry:
 REGISTRY = Registry()
 
 
+def _holds(condition: Any) -> bool:
+    return bool(condition() if callable(condition) else condition)
+
+
 def _backoff_tuple(backoff: int | list[int] | tuple[int, ...] | None) -> tuple[int, ...] | None:
     if backoff is None:
         return None
@@ -186,8 +212,10 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
         delay: float = 0.0, registry: Registry | None = None,
         middleware: list[Any] | tuple[Any, ...] = (), encrypted: bool = False,
         unique_for: float | None = None, unique_id: Callable[..., Any] | None = None,
-        unique_until: str = "finished", keep_result: float | None = None) -> Any:
-    """Register fn as a job named module:function (or name=)."""
+        unique_until: str = "finished", keep_result: float | None = None,
+        on_failure: Callable[..., Any] | None = None) -> Any:
+    """Register fn as a job named module:function (or name=); on_failure: see
+    Job.on_failure."""
     if unique_until not in ("finished", "processing"):
         raise ValueError("unique_until is 'finished' or 'processing'")
     check_queue_name(queue)
@@ -199,7 +227,8 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
                          max_exceptions=max_exceptions, fail_on_timeout=fail_on_timeout,
                          delay=delay, middleware=tuple(middleware), encrypted=encrypted,
                          unique_for=unique_for, unique_id=unique_id,
-                         unique_until=unique_until, keep_result=keep_result)
+                         unique_until=unique_until, keep_result=keep_result,
+                         on_failure=on_failure)
     if keep_result is not None and not 0 < keep_result < 10**9:
         raise ValueError("keep_result is seconds > 0")
     if tries is not None and tries < 1:
@@ -291,17 +320,36 @@ def build_for(name: str, args: list | tuple, kwargs: dict[str, Any], *,
 
 def dispatch(target: str | Job, *args: Any, queue: str | None = None,
              delay: float | None = None, connection: str | None = None,
-             registry: Registry | None = None, **kwargs: Any) -> str | None:
+             registry: Registry | None = None, after_commit: bool = False,
+             **kwargs: Any) -> str | None:
     """Queue a job by Job or by name ("module:function"); returns the job id
     (None when a unique job's duplicate was dropped). By name, the job's declared
-    options apply, from this process's registry or else the one its workers published."""
+    options apply, from this process's registry or else the one its workers published.
+    after_commit: see Job.dispatch."""
+    options = {"delay": delay, "queue": queue, "connection": connection,
+               "after_commit": after_commit}
     if isinstance(target, Job):
-        return target.dispatch(*args, delay=delay, queue=queue, connection=connection, **kwargs)
+        return target.dispatch(*args, **options, **kwargs)
     found = find_job(target, connection, registry)
     if found is not None:
-        return found.dispatch(*args, delay=delay, queue=queue, connection=connection, **kwargs)
+        return found.dispatch(*args, **options, **kwargs)
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
+    if after_commit:
+        dispatching.after_commit(
+            lambda: dispatching.send(built, delay=delay or 0.0, connection=connection))
+        return built.id
     return dispatching.send(built, delay=delay or 0.0, connection=connection)
+
+
+def dispatch_if(condition: Any, target: str | Job, *args: Any, **kwargs: Any) -> str | None:
+    """dispatch(target, ...) when condition (or condition(), if callable) is true."""
+    return dispatch(target, *args, **kwargs) if _holds(condition) else None
+
+
+def dispatch_unless(condition: Any, target: str | Job, *args: Any,
+                    **kwargs: Any) -> str | None:
+    """dispatch(target, ...) when condition (or condition(), if callable) is false."""
+    return None if _holds(condition) else dispatch(target, *args, **kwargs)
 
 
 

@@ -33,7 +33,7 @@ from supervisor_q.queue.restart import read_generation
 
 # The worker's own modules are imported here, in the master, so every child shares them
 # copy-on-write and starts faster; the program's job modules are imported in the child only.
-from supervisor_q.worker.boot import BootError, import_job_modules
+from supervisor_q.worker.boot import BootError, import_job_modules, run_setup
 from supervisor_q.worker.joblog import JobLog
 from supervisor_q.worker.loop import MAX_BLOCK, Worker, WorkerSettings
 from supervisor_q.worker.report import PipeReporter
@@ -232,12 +232,14 @@ def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pau
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
+        run_setup(program.setup)  # django:setup, after `environment:` is in os.environ
         import_job_modules(program.imports)
     except BootError as exc:
         log.error("%s: %s", label, exc)
         return exitcodes.BOOT_ERROR
     settings = WorkerSettings(
-        queues=child.queues or program.queues, imports=program.imports, tries=program.tries,
+        queues=child.queues or program.queues, imports=program.imports, setup=program.setup,
+        tries=program.tries,
         backoff=program.backoff, timeout=program.timeout, sleep=program.sleep, rest=program.rest,
         max_jobs=program.max_jobs, max_time=program.max_time, memory=program.memory,
         prefetch=program.prefetch, keep_jobs=program.keep_jobs,

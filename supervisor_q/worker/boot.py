@@ -1,8 +1,9 @@
 """Starting a worker: import the program's job modules, and `supervisor-q work`.
 
-The master's children (master/spawn.py) and `supervisor-q work` both import the job
-modules with import_job_modules. run_standalone runs the worker under the guard
-(guard.py), which settles a job it killed through handback.py as the master does.
+The master's children (master/spawn.py) and `supervisor-q work` both call the setup
+hook (run_setup), then import the job modules with import_job_modules. run_standalone
+runs the worker under the guard (guard.py), which settles a job it killed through
+handback.py as the master does.
 Imports loop, guard, handback, report, restart and backend.
 """
 
@@ -23,7 +24,19 @@ from supervisor_q.worker.report import Reporter
 
 
 class BootError(Exception):
-    """A module in the import list could not be imported."""
+    """The setup hook failed, or a module in the import list could not be imported."""
+
+
+def run_setup(hook: str | None) -> None:
+    """Call the program's setup hook, `module:function` (django:setup, or a function
+    that pushes a Flask app context), before its job modules are imported."""
+    if not hook:
+        return
+    module, _, function = hook.partition(":")
+    try:
+        getattr(importlib.import_module(module), function)()
+    except BaseException as exc:  # a hook may even call sys.exit
+        raise BootError(f"setup {hook!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def import_job_modules(modules: tuple[str, ...]) -> None:
@@ -46,6 +59,7 @@ def run_standalone(settings: WorkerSettings, queue: RedisQueue) -> int:
 def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter) -> int:
     """Import, then work in the foreground until told to stop."""
     try:
+        run_setup(settings.setup)
         import_job_modules(settings.imports)
     except BootError as exc:
         print(f"supervisor-q work: {exc}", file=sys.stderr)

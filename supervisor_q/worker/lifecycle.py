@@ -17,7 +17,7 @@ from redis import RedisError
 from supervisor_q.jobs import dispatching, encryption, middleware, unique
 from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.events import EVENTS, JobEvent
-from supervisor_q.jobs.registry import Job, JobOptions, Registry
+from supervisor_q.jobs.registry import REGISTRY, Job, JobOptions, Registry
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.payload import (
     MAX_ID_LENGTH,
@@ -101,11 +101,15 @@ def succeeded(payload: Payload) -> None:
 
 
 def failed(payload: Payload | None, reason: str, attempts: int | None = None) -> None:
-    """After the job moved to the failed store: failing event, unique unlock, chain
-    catch, batch failure."""
+    """After the job moved to the failed store (once per job): failing event, the
+    job's on_failure handler, unique unlock, chain catch, batch failure."""
     if payload is None:  # undecodable: nothing in it can be trusted to act on
         return
     EVENTS.fire("failing", _event(payload, attempts, reason=reason))
+    handler = REGISTRY.get(payload.job).options.on_failure if payload.job in REGISTRY else None
+    if handler is not None:
+        _guarded("on_failure handler", payload,
+                 lambda: handler(reason, *payload.args, **payload.kwargs))
     queue = dispatching.queue()
     _guarded("unique unlock", payload,
              lambda: unique.release_unique(queue, payload, "finished"))

@@ -13,6 +13,7 @@ class WorkerSettings:
 
     queues: tuple[str, ...]
     imports: tuple[str, ...] = ()
+    setup: str | None = None  # module:function called before the imports (boot.py)
     tries: int = 1
     backoff: tuple[int, ...] = (0,)
     timeout: float = 60.0

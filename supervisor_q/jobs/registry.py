@@ -5,7 +5,7 @@ Only registered jobs run: a worker imports the modules its program lists under
 is ever imported. Signature lives here, beside Job: Job.s() makes one, and
 Signature.dispatch() looks its name up in the registry. What a running job may ask
 for (current_job, release, fail) is in context.py and importable from here too.
-Imports context, dispatching, payload, backend and keys.
+Imports context, dispatching, bulk (dispatch_many), payload, backend and keys.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from supervisor_q.jobs import dispatching
+from supervisor_q.jobs import bulk, dispatching
 from supervisor_q.jobs.context import (  # noqa: F401  the job API, importable from here
     FailJob,
     JobContext,
@@ -130,6 +130,15 @@ class Job(Generic[P, R]):
         built = self.payload(args, kwargs, queue=queue)
         wait = self.options.delay if delay is None else delay
         return dispatching.send(built, delay=wait, connection=connection, job=self)
+
+    def dispatch_many(self, items: Iterable[Any], *, delay: float | None = None,
+                      queue: str | None = None, connection: str | None = None,
+                      chunk: int = bulk.CHUNK) -> list[str | None]:
+        """Queue this job once per item (a tuple or list of arguments, or a dict of
+        keywords), chunk jobs per Redis call (jobs/bulk.py); their ids in order."""
+        wait = self.options.delay if delay is None else delay
+        return bulk.send_all(((self.payload(*bulk.split(item), queue=queue), wait, self)
+                              for item in items), connection=connection, chunk=chunk)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature (this job + arguments) for chain(), batch() and callbacks."""
@@ -303,6 +312,22 @@ def dispatch(target: str | Job, *args: Any, queue: str | None = None,
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
     return dispatching.send(built, delay=delay or 0.0, connection=connection)
 
+
+def dispatch_many(target: str | Job, items: Iterable[Any], *, queue: str | None = None,
+                  delay: float | None = None, connection: str | None = None,
+                  registry: Registry | None = None,
+                  chunk: int = bulk.CHUNK) -> list[str | None]:
+    """dispatch() for many items at once: Job.dispatch_many by Job or by name."""
+    if not isinstance(target, Job):
+        found = find_job(target, connection, registry)
+        if found is None:
+            name = target
+            return bulk.send_all(
+                ((payloads.build(name, queue or DEFAULT_QUEUE, *bulk.split(item)),
+                  delay or 0.0, None) for item in items), connection=connection, chunk=chunk)
+        target = found
+    return target.dispatch_many(items, delay=delay, queue=queue, connection=connection,
+                                chunk=chunk)
 
 
 # -- signatures ----------------------------------------------------------------

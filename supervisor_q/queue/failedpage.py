@@ -5,8 +5,9 @@ queue name, then by id descending (as ZREVRANGE orders them). Row `start` is fou
 without reading the rows before it: one queue's page is one ZREVRANGE; over several
 queues a binary search over failed-at times counts (ZCOUNT, O(log n) each) how many
 rows are newer than a time, until it finds the time of row `start`; then each queue
-hands its next `count` ids from its own offset and they are merged. That is about 45
-rounds of one ZCOUNT per queue, whatever the page. Each command names one key, so it
+hands its next `count` ids from its own offset and they are merged. That is one round
+trip of one ZCOUNT per queue per halving of the time span (the span bounded first from
+the queues' own rows: see _bounds), whatever the page. Each command names one key, so it
 runs on Redis Cluster as on one server. Imports nothing else from the package.
 """
 
@@ -28,7 +29,7 @@ def page_rows(client: Any, keys: list[str], start: int, count: int) -> tuple[lis
     if len(keys) == 1:
         ids = client.zrevrange(keys[0], start, start + count - 1)
         return [(0, job_id) for job_id in ids], total
-    offsets = _offsets(client, keys, start)
+    offsets = [0] * len(keys) if start == 0 else _offsets(client, keys, start, sizes)
     ranges = _each(client, [("zrevrange", key, offset, offset + count - 1, True)
                             for key, offset in zip(keys, offsets, strict=True)])
     merged = heapq.merge(*[[(-score, index, rank, job_id)
@@ -38,12 +39,9 @@ def page_rows(client: Any, keys: list[str], start: int, count: int) -> tuple[lis
     return rows[:count], total
 
 
-def _offsets(client: Any, keys: list[str], start: int) -> list[int]:
+def _offsets(client: Any, keys: list[str], start: int, sizes: list[Any]) -> list[int]:
     """How many of each queue's rows come before row start."""
-    tops = _each(client, [("zrevrange", key, 0, 0, True) for key in keys])
-    lows = _each(client, [("zrange", key, 0, 0, True) for key in keys])
-    high = int(max(found[0][1] for found in tops if found))
-    low = int(min(found[0][1] for found in lows if found))
+    low, high = _bounds(client, keys, start, [int(n) for n in sizes])
     # The time t of row start: the highest t with more than start rows at t or newer.
     while low < high:
         middle = (low + high + 1) // 2
@@ -52,8 +50,9 @@ def _offsets(client: Any, keys: list[str], start: int) -> list[int]:
         else:
             high = middle - 1
     at = low
-    newer = _each(client, [("zcount", key, f"({at}", "+inf") for key in keys])
-    ties = _each(client, [("zcount", key, at, at) for key in keys])
+    counts = _each(client, [call for key in keys for call in
+                            (("zcount", key, f"({at}", "+inf"), ("zcount", key, at, at))])
+    newer, ties = counts[0::2], counts[1::2]
     skip = start - sum(int(n) for n in newer)  # rows at time `at` before row start
     offsets = []
     for above, tied in zip(newer, ties, strict=True):
@@ -61,6 +60,29 @@ def _offsets(client: Any, keys: list[str], start: int) -> list[int]:
         skip -= taken
         offsets.append(int(above) + taken)
     return offsets
+
+
+def _bounds(client: Any, keys: list[str], start: int, sizes: list[int]) -> tuple[int, int]:
+    """Failed-at times between which row start's lies. Low: a queue's own row start
+    (start + 1 rows are at least as new), the newest such; else the oldest row of all.
+    High: some queue holds ceil((start + 1) / queues) of the first start + 1 rows, so
+    the newest of the queues' rows at that rank is at least as new as row start."""
+    share = -(-(start + 1) // len(keys)) - 1
+    calls = []
+    for key, size in zip(keys, sizes, strict=True):
+        last = size - 1
+        calls += [("zrevrange", key, min(start, last), min(start, last), True),
+                  ("zrevrange", key, min(share, last), min(share, last), True)]
+    found = _each(client, calls)
+    lows, oldest, highs = [], [], []
+    for n, size in enumerate(sizes):
+        if size == 0:
+            continue
+        at_start, at_share = int(found[2 * n][0][1]), int(found[2 * n + 1][0][1])
+        (lows if size > start else oldest).append(at_start)
+        if size > share:
+            highs.append(at_share)
+    return (max(lows) if lows else min(oldest)), max(highs)
 
 
 def _newer(client: Any, keys: list[str], at: int) -> int:

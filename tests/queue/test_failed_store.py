@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
@@ -63,6 +64,20 @@ def test_every_page_of_every_size_is_the_slice_of_the_whole_order(queue: RedisQu
             page, total = queue.failed_page(None, start, count)
             assert total == 37
             assert shown(page) == want[start:start + count], (start, count)
+
+
+def test_uneven_queues_and_random_ties_page_right(queue: RedisQueue) -> None:
+    rng = random.Random(7)
+    rows = []
+    for name, size in (("a", 30), ("b", 1), ("c", 5), ("d", 0)):
+        for n in range(size):
+            at = 1_700_000_000_000 + rng.randrange(12) * rng.choice((1, 1000))
+            rows.append((name, f"x{n:02d}", at))
+            put_failed(queue.client, name, f"x{n:02d}", at)
+    queue.client.sadd(QUEUES_KEY, "d")
+    want = expected_order(rows)
+    for start in range(0, 37):
+        assert shown(queue.failed_page(None, start, 4)[0]) == want[start:start + 4], start
 
 
 def test_one_queue_pages_and_an_empty_store(queue: RedisQueue) -> None:

@@ -67,19 +67,20 @@ class Sender:
         self.landed: list[str] = []
         self.taken = 0
         self._groups: dict[tuple[int, str], tuple[RedisQueue, list[tuple[str, str, float]]]] = {}
+        self._looked_up = False
+        self._queue: RedisQueue | None = None
 
     def add(self, built: Payload, delay: float = 0.0, job: Job | None = None) -> None:
         """Queue built (or hold it for its queue's next chunk)."""
         self.taken += 1
         options = job.options if job is not None else None
-        slow = options is not None and options.unique_for is not None
-        if slow or dispatching.active_fake() is not None or dispatching.sync_enabled():
+        target = self._target()
+        if target is None or (options is not None and options.unique_for is not None):
             sent = self._send_one(built, delay, job)
             self.ids.append(sent)
             if sent is not None:
                 self.landed.append(sent)
             return
-        target = dispatching.queue(self.connection)
         raw = encryption.seal(built, encrypt=bool(options and options.encrypted))
         key = (id(target), built.queue)
         group = self._groups.setdefault(key, (target, []))[1]
@@ -87,6 +88,15 @@ class Sender:
         self.ids.append(built.id)
         if len(group) >= self.chunk:
             self._flush(key)
+
+    def _target(self) -> RedisQueue | None:
+        """The queue to push to (None: the fake or sync mode takes each job), looked up
+        at the first job: the setting holds for the whole call."""
+        if not self._looked_up:
+            fake_or_sync = dispatching.active_fake() is not None or dispatching.sync_enabled()
+            self._queue = None if fake_or_sync else dispatching.queue(self.connection)
+            self._looked_up = True
+        return self._queue
 
     def close(self) -> list[str | None]:
         """Push what is held; the ids in the order added (None: a dropped duplicate)."""

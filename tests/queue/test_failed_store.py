@@ -137,3 +137,16 @@ def test_a_bad_range_is_one_line(redis_url: str, value: str) -> None:
     assert result.returncode == 2
     assert "is not a row range like 3, 1-5 or 1-5,9" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 3
+
+
+def test_the_dashboards_retry_all_runs_in_chunks(redis_url: str, queue: RedisQueue) -> None:
+    from tests.web.dashboard import client_for, csrf_of
+
+    client, _ = client_for(redis_url)
+    seed(queue.client, ["a", "b"])
+    csrf = csrf_of(client.get("/failed").text)
+    done = client.post("/actions/failed", data={"csrf": csrf, "action": "retry",
+                                                "scope": "all", "next": "/failed"})
+    assert done.status_code == 303 and "37+of+37" in done.headers["location"]
+    assert queue.counts("a")["ready"] + queue.counts("b")["ready"] == 37
+    assert queue.failed_page()[1] == 0

@@ -11,7 +11,7 @@ If the connection breaks, BulkDispatchError says exactly which ids are queued
 (landed), which are not (not_landed), which Redis could not be asked about
 (unknown: the chunk lost with the server), and how many items of the iterable were
 taken (items from `taken` on were not built at all). Imports dispatching,
-encryption, payload and backend.
+encryption and queue.bulk (ChunkLost).
 """
 
 from __future__ import annotations

@@ -139,11 +139,13 @@ def test_batch_dispatch_pushes_in_chunks(queue: RedisQueue) -> None:
 
 def test_single_dispatch_keeps_one_connection_per_thread(redis_url: str) -> None:
     queue = RedisQueue(connect(redis_url))
-    before = len(queue.client.client_list())
+    queue.index_queue("kept")  # the one pool command; every push below is kept
+    kept: list[object] = []
 
     def push_some() -> None:
         for n in range(20):
             queue.push("kept", f"{threading.get_ident()}-{n}", "{}")
+        kept.append(queue._kept().conn)
 
     threads = [threading.Thread(target=push_some) for _ in range(3)]
     for t in threads:
@@ -151,5 +153,5 @@ def test_single_dispatch_keeps_one_connection_per_thread(redis_url: str) -> None
     for t in threads:
         t.join()
     assert queue.size("kept") == 60
-    # the pool's connection (SADD, CLIENT LIST) plus one kept connection per thread
-    assert len(queue.client.client_list()) - before <= 3
+    assert len({id(conn) for conn in kept if conn is not None}) == 3, "one per thread"
+    assert len(queue.client.connection_pool._available_connections) == 1, "pool: index, size"

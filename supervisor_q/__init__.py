@@ -1,8 +1,8 @@
 """supervisor-q: a process manager for Python queue workers.
 
 The public API for applications: define jobs with @job, queue them with
-dispatch() or fn.dispatch(), or as chain([...]) / batch([...]); inside a job,
-release() or fail() it; job_status(id) says where a job is.
+dispatch() or fn.dispatch() (many at once: dispatch_many), or as chain([...]) /
+batch([...]); inside a job, release() or fail() it; job_status(id) says where a job is.
 
 The names load on first use (PEP 562 `__getattr__`), so importing one part of the
 package (the master, the CLI, the queue layer) never drags in the job API, and the
@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "dispatch": "supervisor_q.jobs.registry",
     "dispatch_if": "supervisor_q.jobs.registry",
     "dispatch_unless": "supervisor_q.jobs.registry",
+    "dispatch_many": "supervisor_q.jobs.registry",
+    "BulkDispatchError": "supervisor_q.jobs.bulk",
     "fail": "supervisor_q.jobs.registry",
     "job": "supervisor_q.jobs.registry",
     "release": "supervisor_q.jobs.registry",
@@ -46,10 +48,11 @@ _EXPORTS: dict[str, str] = {
 _MODULES: dict[str, str] = {"events": "supervisor_q.jobs.events"}
 
 __all__ = [  # the same names as _EXPORTS and _MODULES (tests/test_testing_fake.py checks it)
-    "Funnel", "Job", "JobContext", "JobStatus", "Skip", "Throttle", "ThrottlesExceptions",
-    "WithoutOverlapping", "append_to_chain", "batch", "chain", "current_batch", "current_job",
-    "dispatch", "dispatch_if", "dispatch_unless", "events", "fail", "generate_key", "job",
-    "job_status", "prepend_to_chain", "release", "set_sync",
+    "BulkDispatchError", "Funnel", "Job", "JobContext", "JobStatus", "Skip", "Throttle",
+    "ThrottlesExceptions", "WithoutOverlapping", "append_to_chain", "batch", "chain",
+    "current_batch", "current_job", "dispatch", "dispatch_if", "dispatch_many",
+    "dispatch_unless", "events", "fail", "generate_key", "job", "job_status",
+    "prepend_to_chain", "release", "set_sync",
 ]
 
 
@@ -72,6 +75,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from supervisor_q.jobs import events
+    from supervisor_q.jobs.bulk import BulkDispatchError
     from supervisor_q.jobs.controls import (
         Funnel,
         Throttle,
@@ -88,6 +92,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         current_job,
         dispatch,
         dispatch_if,
+        dispatch_many,
         dispatch_unless,
         fail,
         job,

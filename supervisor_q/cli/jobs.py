@@ -7,14 +7,14 @@ import json
 import math
 import os
 import sys
-import time
 
 from supervisor_q import exitcodes
+from supervisor_q.cli import failed
 from supervisor_q.logs import configure_logging
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.keys import check_queue_name
-from supervisor_q.queue.payload import NotSerialisable, from_printable, printable
+from supervisor_q.queue.payload import NotSerialisable
 from supervisor_q.worker.boot import run_standalone
 from supervisor_q.worker.loop import MAX_BLOCK, WorkerSettings
 
@@ -186,7 +186,9 @@ def _add_failed_parser(sub: argparse._SubParsersAction) -> None:
     fr = fsub.add_parser("retry")
     fr.add_argument("ids", nargs="*", help="job ids, or 'all'")
     fr.add_argument("--queue", type=queue_name, default=None,
-                    help="retry every failed job of this queue")
+                    help="retry every failed job of this queue (with --range: its rows)")
+    fr.add_argument("--range", dest="ranges", type=failed.row_ranges, action="append",
+                    default=[], help="rows of `failed list`, e.g. 1-5 or 1-5,9")
     ff = fsub.add_parser("forget")
     ff.add_argument("id", help="failed job id")
     fsub.add_parser("flush")
@@ -270,92 +272,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
-    queue = _queue(args)
-    if args.action == "list":
-        return _failed_list(queue, args)
-    if args.action == "retry":
-        return _failed_retry(queue, args)
-    if args.action == "retry-batch":
-        from supervisor_q.workflows.batches import retry_batch
-
-        print(f"queued {retry_batch(queue, args.id)} failed job(s) of batch {args.id} again")
-        return 0
-    if args.action == "forget":
-        record = _find_failed(queue, args.id)
-        if record is None or not queue.forget_failed(record["queue"], record["id"]):
-            print(f"no failed job {_one_line(args.id)}", file=sys.stderr)
-            return 1
-        print(f"forgot {_one_line(record['id'])}")
-        return 0
-    if args.action == "flush":
-        print(f"flushed {queue.flush_failed()} failed job(s)")
-        return 0
-    removed = queue.prune_failed(time.time() - args.hours * 3600)
-    print(f"pruned {removed} failed job(s) older than {args.hours:g} h")
-    return 0
-
-
-LIST_FIELDS = ("id", "job", "queue", "args", "kwargs", "attempts", "failed_at", "reason",
-               "exception")
-
-
-def _failed_list(queue: RedisQueue, args: argparse.Namespace) -> int:
-    records = queue.failed_records([args.queue] if args.queue else None)
-    start = max(0, (args.page - 1) * args.per_page)
-    page = records[start:start + args.per_page]
-    if args.json:
-        print(json.dumps([{k: _shown(r.get(k)) for k in LIST_FIELDS} for r in page], indent=1))
-        return 0
-    if not page:
-        print("no failed jobs")
-        return 0
-    for r in page:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("failed_at", 0)))
-        print(f"{_one_line(r['id'])}  {when}  {_one_line(r.get('queue'))}  "
-              f"{_one_line(r.get('job'))}  attempts={r.get('attempts')}  "
-              f"{_one_line(r.get('reason'))}")
-    if len(records) > start + len(page):
-        print(f"(page {args.page}; {len(records)} in all; --page {args.page + 1} for more)")
-    return 0
-
-
-def _shown(value: object) -> object:
-    """A record field as `failed list --json` prints it: ids and payloads may hold any
-    bytes; those that are not UTF-8 show as \\xNN, so the output is strict JSON."""
-    return printable(value) if isinstance(value, str) else value
-
-
-def _one_line(value: object) -> str:
-    """A field for the text listing: printable, on one line, at most 300 characters."""
-    text = printable(value, 300) if isinstance(value, str) else str(value)
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _find_failed(queue: RedisQueue, job_id: str) -> dict | None:
-    """A failed record by its id as stored, or as `failed list` shows it."""
-    record = queue.find_failed(job_id)
-    if record is None and (stored := from_printable(job_id)) != job_id:
-        record = queue.find_failed(stored)
-    return record
-
-
-def _failed_retry(queue: RedisQueue, args: argparse.Namespace) -> int:
-    if args.queue or args.ids == ["all"]:
-        records = queue.failed_records([args.queue] if args.queue else None)
-    elif args.ids:
-        records = []
-        for job_id in args.ids:
-            record = _find_failed(queue, job_id)
-            if record is None:
-                print(f"no failed job {_one_line(job_id)}", file=sys.stderr)
-                return 1
-            records.append(record)
-    else:
-        print("supervisor-q failed retry: give job ids, 'all' or --queue Q", file=sys.stderr)
-        return 2
-    retried = sum(queue.retry_failed(r) for r in records)
-    print(f"queued {retried} failed job(s) again")
-    return 0
+    return failed.cmd_failed(_queue(args), args)
 
 
 def cmd_restart_workers(args: argparse.Namespace) -> int:

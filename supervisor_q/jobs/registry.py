@@ -5,7 +5,7 @@ Only registered jobs run: a worker imports the modules its program lists under
 is ever imported. Signature lives here, beside Job: Job.s() makes one, and
 Signature.dispatch() looks its name up in the registry. What a running job may ask
 for (current_job, release, fail) is in context.py and importable from here too.
-Imports context, dispatching, payload, backend and keys.
+Imports context, dispatching, bulk (dispatch_many), payload, backend and keys.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from supervisor_q.jobs import dispatching
+from supervisor_q.jobs import bulk, dispatching
 from supervisor_q.jobs.context import (  # noqa: F401  the job API, importable from here
     FailJob,
     JobContext,
@@ -28,6 +28,7 @@ from supervisor_q.jobs.context import (  # noqa: F401  the job API, importable f
     reset_current_job,
     set_current_job,
 )
+from supervisor_q.jobs.options import JobOptions  # noqa: F401  (importable from here)
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import JOBS_KEY, check_queue_name
@@ -39,64 +40,6 @@ R = TypeVar("R")
 
 class UnknownJob(LookupError):
     """A payload names a job no imported module registered."""
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Per-job settings carried in each payload; None means the program's setting."""
-
-    queue: str = DEFAULT_QUEUE
-    tries: int | None = None
-    timeout: float | None = None
-    backoff: tuple[int, ...] | None = None
-    # epoch seconds, or a callable returning them, evaluated at each dispatch; beats tries
-    retry_until: float | Callable[[], float] | None = None
-    retry_for: float | None = None  # seconds from dispatch; the relative retry_until
-    max_exceptions: int | None = None
-    fail_on_timeout: bool = False
-    delay: float = 0.0
-    middleware: tuple[Any, ...] = ()  # see middleware.py / controls.py
-    encrypted: bool = False  # args, kwargs and extras stored encrypted (encryption.py)
-    unique_for: float | None = None  # seconds; set = unique job (unique.acquire_unique)
-    unique_id: Callable[..., Any] | None = None  # (*args, **kwargs) -> id; default: none
-    unique_until: str = "finished"  # or "processing": when the unique lock is freed
-    keep_result: float | None = None  # seconds its JSON return value is kept (job lookup)
-    # (reason, *args, **kwargs) once the job failed for good (worker/lifecycle.failed)
-    on_failure: Callable[..., Any] | None = None
-
-    def retry_deadline(self, dispatched_at: float) -> float | None:
-        """The epoch retry_until of a job dispatched at dispatched_at (None: tries rule)."""
-        if self.retry_for is not None:
-            return dispatched_at + self.retry_for
-        if callable(self.retry_until):
-            return float(self.retry_until())
-        return self.retry_until
-
-    def declared(self) -> dict[str, Any]:
-        """The JSON-able options, as workers publish them for dispatch by name elsewhere.
-        A callable retry_until or middleware cannot cross processes and is left out;
-        unique_id says only whether a function computes the unique id."""
-        return {"queue": self.queue, "tries": self.tries, "timeout": self.timeout,
-                "backoff": list(self.backoff) if self.backoff is not None else None,
-                "retry_until": None if callable(self.retry_until) else self.retry_until,
-                "retry_for": self.retry_for, "max_exceptions": self.max_exceptions,
-                "fail_on_timeout": self.fail_on_timeout, "delay": self.delay,
-                "encrypted": self.encrypted, "unique_for": self.unique_for,
-                "unique_id": self.unique_id is not None, "unique_until": self.unique_until}
-
-    @classmethod
-    def from_declared(cls, body: dict[str, Any]) -> JobOptions:
-        """Options from a published declaration (see declared())."""
-        backoff = body.get("backoff")
-        return cls(queue=str(body.get("queue") or DEFAULT_QUEUE), tries=body.get("tries"),
-                   timeout=body.get("timeout"),
-                   backoff=tuple(backoff) if isinstance(backoff, list) and backoff else None,
-                   retry_until=body.get("retry_until"), retry_for=body.get("retry_for"),
-                   max_exceptions=body.get("max_exceptions"),
-                   fail_on_timeout=bool(body.get("fail_on_timeout")),
-                   delay=float(body.get("delay") or 0.0),
-                   encrypted=bool(body.get("encrypted")), unique_for=body.get("unique_for"),
-                   unique_until=str(body.get("unique_until") or "finished"))
 
 
 class Job(Generic[P, R]):
@@ -152,6 +95,15 @@ class Job(Generic[P, R]):
         good, in a worker (also when the master failed it); returns handler."""
         self.options = dataclasses.replace(self.options, on_failure=handler)
         return handler
+
+    def dispatch_many(self, items: Iterable[Any], *, delay: float | None = None,
+                      queue: str | None = None, connection: str | None = None,
+                      chunk: int = bulk.CHUNK) -> list[str | None]:
+        """Queue this job once per item (a tuple or list of arguments, or a dict of
+        keywords), chunk jobs per Redis call (jobs/bulk.py); their ids in order."""
+        wait = self.options.delay if delay is None else delay
+        return bulk.send_all(((self.payload(*bulk.split(item), queue=queue), wait, self)
+                              for item in items), connection=connection, chunk=chunk)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature (this job + arguments) for chain(), batch() and callbacks."""
@@ -350,6 +302,23 @@ def dispatch_unless(condition: Any, target: str | Job, *args: Any,
                     **kwargs: Any) -> str | None:
     """dispatch(target, ...) when condition (or condition(), if callable) is false."""
     return None if _holds(condition) else dispatch(target, *args, **kwargs)
+
+
+def dispatch_many(target: str | Job, items: Iterable[Any], *, queue: str | None = None,
+                  delay: float | None = None, connection: str | None = None,
+                  registry: Registry | None = None,
+                  chunk: int = bulk.CHUNK) -> list[str | None]:
+    """dispatch() for many items at once: Job.dispatch_many by Job or by name."""
+    if not isinstance(target, Job):
+        found = find_job(target, connection, registry)
+        if found is None:
+            name = target
+            return bulk.send_all(
+                ((payloads.build(name, queue or DEFAULT_QUEUE, *bulk.split(item)),
+                  delay or 0.0, None) for item in items), connection=connection, chunk=chunk)
+        target = found
+    return target.dispatch_many(items, delay=delay, queue=queue, connection=connection,
+                                chunk=chunk)
 
 
 

@@ -4,7 +4,8 @@ counts and sizes: inspecting.py; Redis Cluster: cluster.py).
 Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
 deadline, or failed: never nowhere. Imports paths, keys, lua, ids, failed, inspecting,
-cluster, hotpath (the per-job connection) and connection (connect is re-exported here
+cluster, hotpath (the per-job connection), bulk (push_many; push's kept connection)
+and connection (connect is re-exported here
 for its many callers).
 """
 
@@ -20,6 +21,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue import lua
+from supervisor_q.queue.bulk import BulkPush
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
@@ -29,7 +31,7 @@ from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.inspecting import Inspecting
 from supervisor_q.queue.jobinfo import DEFAULT_CAP, Done
-from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
+from supervisor_q.queue.keys import QueueKeys
 from supervisor_q.queue.slotwait import slot_groups, wait_in_slots
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
@@ -55,14 +57,13 @@ class ReserveResult:
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
 
 
-class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
+class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting):
     """The queue operations over one Redis connection."""
 
     def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
         self.client = client
         self.margin_ms = int(margin * 1000)
         register = client.register_script
-        self._push = register(lua.PUSH)
         self._reserve = register(lua.RESERVE)
         self._ack = register(lua.ACK)
         self._release = register(lua.RELEASE)
@@ -115,19 +116,9 @@ class RedisQueue(HotPath, Fencing, FailedStore, Inspecting):
              attempts: int = 0) -> None:
         """Queue payload now, or after delay seconds."""
         k = self.keys(queue)
-        keys = [k.ready, k.notify, k.delayed, k.payloads, k.enqueued, k.attempts]
-        args = [_raw(job_id), _raw(payload), max(0, int(delay * 1000)), attempts]
-        if queue in self._known_queues:
-            self._push(keys=keys, args=args)
-        elif self._nodes is not None:  # no scripts in cluster pipelines: indexed first,
-            self.client.sadd(QUEUES_KEY, queue)  # so nothing can fail once it is queued
-            self._push(keys=keys, args=args)
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            self._push(keys=keys, args=args, client=pipe)
-            pipe.sadd(QUEUES_KEY, queue)
-            pipe.execute()
-        self._known_queues.add(queue)
+        self.index_queue(queue)  # before the job: nothing can fail once it is queued
+        self.push_kept([k.ready, k.notify, k.delayed, k.payloads, k.enqueued, k.attempts],
+                       [_raw(job_id), _raw(payload), max(0, int(delay * 1000)), attempts])
 
     # -- consuming -------------------------------------------------------------
 

@@ -3,7 +3,12 @@
 A job moves here by the FAIL script (RedisQueue.fail); its record keeps the raw
 payload, so `failed retry` queues the very same job again. RedisQueue inherits these
 operations; they need only its client, its keys and its script cache. Imports keys
-(through the queue), lua and ids.
+(through the queue), lua, ids and failedpage (a page of the list: zset ranks, not
+every record).
+
+Bulk operations (retry all, prune) work in chunks of CHUNK ids: one HMGET and one
+RETRY_FAILED_MANY call (or one ZREM + HDEL transaction) per chunk, each over one
+queue's keys, so they run on Redis Cluster too.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from supervisor_q.queue import lua
+from supervisor_q.queue.failedpage import page_rows
 from supervisor_q.queue.ids import raw as _raw
-from supervisor_q.queue.ids import text as _text
 
 if TYPE_CHECKING:
     import redis
     from redis.commands.core import Script
 
     from supervisor_q.queue.keys import QueueKeys
+
+
+CHUNK = 1000  # ids per script call or transaction in bulk retry and prune
 
 
 def record_json(record: dict) -> str:
@@ -42,6 +50,26 @@ class FailedStore:
         def known_queues(self) -> list[str]: ...
         def script(self, source: str) -> Script: ...
 
+    def failed_page(self, queues: Iterable[str] | None = None, start: int = 0,
+                    count: int = 50) -> tuple[list[dict], int]:
+        """Rows start .. start+count-1 of the failed list (newest first, as
+        failed_records orders them), and how many failed jobs there are in all. Costs
+        O(log n) per queue plus the page, not O(every record): see failedpage.py."""
+        names = sorted(self.known_queues() if queues is None else queues)
+        rows, total = page_rows(self.client, [self.keys(q).failed for q in names],
+                                start, count)
+        by_queue: dict[int, list[bytes]] = {}
+        for index, job_id in rows:
+            by_queue.setdefault(index, []).append(job_id)
+        found: dict[tuple[int, bytes], dict] = {}
+        for index, ids in by_queue.items():
+            raws = self.client.hmget(self.keys(names[index]).failed_records, ids)
+            for job_id, raw in zip(ids, raws, strict=True):
+                record = _parse(raw)
+                if record is not None:
+                    found[(index, job_id)] = record
+        return [found[row] for row in rows if row in found], total
+
     def failed_records(self, queues: Iterable[str] | None = None) -> list[dict]:
         """Every failed record, newest first."""
         records = []
@@ -61,6 +89,44 @@ class FailedStore:
             if raw is not None:
                 return json.loads(raw)
         return None
+
+    def retry_failed_many(self, records: Iterable[dict], chunk: int = CHUNK) -> int:
+        """Queue failed jobs again, chunk by chunk per queue (one script call per chunk);
+        returns how many were still failed (and are queued now)."""
+        by_queue: dict[str, list[dict]] = {}
+        for record in records:
+            by_queue.setdefault(record["queue"], []).append(record)
+        done = 0
+        for queue, group in by_queue.items():
+            for at in range(0, len(group), chunk):
+                done += self._retry_chunk(queue, group[at:at + chunk])
+        return done
+
+    def retry_all_failed(self, queues: Iterable[str] | None = None,
+                         chunk: int = CHUNK) -> int:
+        """Queue every failed job (of queues, or of all) again, oldest first: one ZRANGE
+        of the ids, then per chunk one HMGET of the records and one script call."""
+        done = 0
+        for queue in (self.known_queues() if queues is None else queues):
+            k = self.keys(queue)
+            ids = self.client.zrange(k.failed, 0, -1)
+            for at in range(0, len(ids), chunk):
+                part = ids[at:at + chunk]
+                raws = self.client.hmget(k.failed_records, part)
+                records = [r for r in map(_parse, raws) if r is not None]
+                done += self._retry_chunk(queue, records)
+        return done
+
+    def _retry_chunk(self, queue: str, records: list[dict]) -> int:
+        if not records:
+            return 0
+        k = self.keys(queue)
+        args: list = []
+        for record in records:
+            args += [_raw(record["id"]), _raw(record["payload"])]
+        return int(self.script(lua.RETRY_FAILED_MANY)(
+            keys=[k.ready, k.notify, k.failed, k.failed_records, k.payloads, k.attempts,
+                  k.exceptions, k.enqueued], args=args))
 
     def retry_failed(self, record: dict) -> bool:
         """Queue a failed job again with its attempts reset."""
@@ -89,13 +155,29 @@ class FailedStore:
             count += int(pipe.execute()[0])
         return count
 
-    def prune_failed(self, older_than: float) -> int:
-        """Forget failed jobs that failed before the epoch time older_than."""
+    def prune_failed(self, older_than: float, chunk: int = CHUNK) -> int:
+        """Forget failed jobs that failed before the epoch time older_than: per queue,
+        one ZRANGEBYSCORE, then one ZREM + HDEL transaction per chunk of ids."""
         count = 0
         cutoff = int(older_than * 1000)
         for queue in self.known_queues():
             k = self.keys(queue)
             ids = self.client.zrangebyscore(k.failed, "-inf", cutoff)
-            for job_id in ids:
-                count += self.forget_failed(queue, _text(job_id))
+            for at in range(0, len(ids), chunk):
+                part = ids[at:at + chunk]
+                pipe = self.client.pipeline(transaction=True)
+                pipe.zrem(k.failed, *part)
+                pipe.hdel(k.failed_records, *part)
+                count += int(pipe.execute()[0])
         return count
+
+
+def _parse(raw: bytes | None) -> dict | None:
+    """A stored failed record, or None (gone, or not JSON)."""
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None

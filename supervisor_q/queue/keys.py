@@ -125,6 +125,9 @@ class QueueKeys:
     def recent_records(self) -> str:  # hash id -> JSON done record (queue/jobinfo.py)
         return self._key("recent_records")
 
+    def chunk_marker(self, token: str) -> str:  # string, expiring: a bulk push landed
+        return self._key(f"chunk:{token}")
+
     def all(self) -> list[str]:
         """Every key of the queue's waiting, delayed and reserved jobs, for `queue clear`."""
         return [self.ready, self.notify, self.delayed, self.reserved, self.payloads,

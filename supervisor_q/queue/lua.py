@@ -302,6 +302,41 @@ make_ready(KEYS[1], KEYS[2], KEYS[8], ARGV[1], now)
 return 1
 """
 
+# RETRY_FAILED for many jobs of one queue at once (`failed retry all`, --range).
+# KEYS: as RETRY_FAILED;  ARGV: id1, payload1, id2, payload2, ...
+# Returns: how many were still failed (and are queued now)
+RETRY_FAILED_MANY = _PRELUDE + """
+local done = 0
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('ZREM', KEYS[3], id) == 1 then
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HSET', KEYS[5], id, ARGV[i + 1])
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('HDEL', KEYS[7], id)
+    make_ready(KEYS[1], KEYS[2], KEYS[8], id, now)
+    done = done + 1
+  end
+end
+return done
+"""
+
+# PUSH for many jobs of one queue at once (dispatch_many, batches: jobs/bulk.py). A
+# chunk lands whole or not at all; KEYS[6] marks it (EX ARGV[1] s), so a call resent
+# after a lost reply is a no-op, and a caller whose connection broke can ask whether
+# its chunk landed (RedisQueue.push_many).
+# KEYS: 1 ready, 2 notify, 3 delayed, 4 payloads, 5 enqueued, 6 the chunk's marker
+# ARGV: 1 marker lifetime (s), then id, payload JSON, delay ms for each job
+# Returns: how many jobs it queued (0: the chunk had landed already)
+PUSH_MANY = _PRELUDE + """
+if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #ARGV, 3 do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  ready_after(tonumber(ARGV[i + 2]), KEYS[1], KEYS[2], KEYS[5], KEYS[3], ARGV[i])
+end
+return (#ARGV - 1) / 3
+"""
+
 # KEYS: 1 ready, 2 enqueued
 # ARGV: none
 # Returns: {ready length, ms the oldest ready job has waited (0 when empty)}

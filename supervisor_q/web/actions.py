@@ -61,6 +61,10 @@ async def failed_act(request: Request, form: FormData) -> Response:
     what = form.get("action")
     if what not in ("retry", "forget"):
         return back(request, form, "unknown action")
+    if form.get("scope") == "all" and what == "retry":  # in chunks (queue/failed.py)
+        total = queue.failed_page(None, 0, 0)[1]
+        return back(request, form, f"{queue.retry_all_failed()} of {total} failed job(s) "
+                                   "queued again")
     if form.get("scope") == "all":
         records = sources.failed_jobs(queue)
     else:

@@ -10,7 +10,7 @@ the rest of the chain waits in the batch's state and goes on when it finishes, n
 cancelled; a cancelled (failed) batch runs the chain's catch instead. Counters follow
 Laravel: a failed job stays pending (a retry that succeeds finishes it); finished =
 every job succeeded or failed.
-Imports dispatching, registry, context, middleware, chains, keys, lua, backend and payload.
+Imports dispatching, bulk, registry, context, middleware, chains, keys, lua, backend and payload.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from supervisor_q.jobs import dispatching
+from supervisor_q.jobs import bulk, dispatching
 from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.middleware import Call
-from supervisor_q.jobs.registry import Job, Signature, signature
+from supervisor_q.jobs.registry import Job, Signature, build_for, signature
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
@@ -189,8 +189,25 @@ class PendingBatch:
         for c in self.items:
             if self.queue and c.queue is None:
                 c.queue = self.queue
-            c.dispatch(extra={BATCH: batch_id}, connection=connection)
+        _queue_jobs(self.items, batch_id, connection)
         return handle
+
+
+def _queue_jobs(chains: list[Chain], batch_id: str, connection: str | None) -> None:
+    """Queue each chain's first job (carrying the rest), in chunks per queue
+    (jobs/bulk.py): a batch of 10,000 jobs is ten script calls, not 10,000."""
+    def built() -> Iterator[tuple[Payload, float, Job | None]]:
+        for c in chains:
+            if not c.jobs:
+                raise ValueError("a chain needs at least one job")
+            first = c.jobs[0] if c.jobs[0].queue or not c.queue else c.jobs[0].on(c.queue)
+            payload, known = build_for(first.job, first.args, first.kwargs,
+                                       queue_name=first.queue,
+                                       extra=c.first_payload_extra({BATCH: batch_id}),
+                                       connection=connection)
+            yield payload, first.delay, known
+
+    bulk.send_all(built(), connection=connection)
 
 
 def _chain_state(extra: dict | None, progress: bool) -> dict[str, str]:

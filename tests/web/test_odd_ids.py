@@ -69,7 +69,7 @@ def test_dashboard_links_looks_up_retries_and_forgets_ids_of_any_bytes(
 def test_cli_and_job_status_take_ids_as_failed_list_prints_them(redis_url: str) -> None:
     fail_raw_ids(redis_url)
     listed = cli(redis_url, "failed", "list")
-    printed = [line.split("  ")[0] for line in listed.stdout.splitlines()]
+    printed = [line.split("  ")[1] for line in listed.stdout.splitlines()]
     assert sorted(printed) == sorted(SHOWN), listed.stdout
     assert "with\\nnewline" in printed
     for job_id in printed:

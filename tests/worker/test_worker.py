@@ -256,7 +256,7 @@ def test_failed_job_retried_from_the_cli_runs_again(redis_url: str, queue: Redis
                              "failed", "list", "--json"], capture_output=True, text=True,
                             check=True)
     [entry] = json.loads(listed.stdout)
-    assert set(entry) == {"id", "job", "queue", "args", "kwargs", "attempts", "failed_at",
+    assert set(entry) == {"row", "id", "job", "queue", "args", "kwargs", "attempts", "failed_at",
                           "reason", "exception"}
     assert entry["job"] == "tests.boom" and entry["args"] == ["x"]
     subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", redis_url,

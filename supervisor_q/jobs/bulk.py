@@ -1,0 +1,144 @@
+"""Bulk dispatch: many jobs in chunks, one script call per chunk of one queue.
+
+Job.dispatch_many, registry.dispatch_many and batch dispatch build each payload as a
+single dispatch does, then hand it to a Sender, which seals it (encryption) and
+queues it with the others of its queue, CHUNK at a time (RedisQueue.push_many: a chunk
+lands whole or not at all). The slower path, one send() per job, serves what needs
+per-job work in Redis or outside it: the test fake, sync mode, and unique jobs (their
+lock is a script on a key of its own). Delays apply per job in both paths.
+
+If the connection breaks, BulkDispatchError says exactly which ids are queued
+(landed), which are not (not_landed), which Redis could not be asked about
+(unknown: the chunk lost with the server), and how many items of the iterable were
+taken (items from `taken` on were not built at all). Imports dispatching,
+encryption and queue.bulk (ChunkLost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from supervisor_q.jobs import dispatching, encryption
+from supervisor_q.queue.bulk import ChunkLost
+
+if TYPE_CHECKING:
+    from supervisor_q.jobs.registry import Job
+    from supervisor_q.queue.backend import RedisQueue
+    from supervisor_q.queue.payload import Payload
+
+CHUNK = 1000  # jobs per script call
+
+
+class BulkDispatchError(redis.ConnectionError):
+    """A bulk dispatch broke off; see the module's docstring for the four fields."""
+
+    def __init__(self, message: str, landed: list[str], not_landed: list[str],
+                 unknown: list[str], taken: int) -> None:
+        super().__init__(f"{message} ({len(landed)} job(s) queued, {len(not_landed)} not, "
+                         f"{len(unknown)} unknown; {taken} item(s) taken)")
+        self.landed = landed
+        self.not_landed = not_landed
+        self.unknown = unknown
+        self.taken = taken
+
+
+def split(item: Any) -> tuple[list, dict]:
+    """An item of dispatch_many: a tuple or list of arguments, or a dict of keywords."""
+    if isinstance(item, tuple | list):
+        return list(item), {}
+    if isinstance(item, dict):
+        return [], dict(item)
+    raise TypeError(f"dispatch_many takes tuples or lists of arguments or dicts of "
+                    f"keywords, not {type(item).__name__}")
+
+
+class Sender:
+    """Collects built payloads per (connection, queue) and pushes them chunk by chunk."""
+
+    def __init__(self, connection: str | None = None, chunk: int = CHUNK) -> None:
+        if chunk < 1:
+            raise ValueError("chunk must be >= 1")
+        self.connection = connection
+        self.chunk = chunk
+        self.ids: list[str | None] = []
+        self.landed: list[str] = []
+        self.taken = 0
+        self._groups: dict[tuple[int, str], tuple[RedisQueue, list[tuple[str, str, float]]]] = {}
+        self._looked_up = False
+        self._queue: RedisQueue | None = None
+
+    def add(self, built: Payload, delay: float = 0.0, job: Job | None = None) -> None:
+        """Queue built (or hold it for its queue's next chunk)."""
+        self.taken += 1
+        options = job.options if job is not None else None
+        target = self._target()
+        if target is None or (options is not None and options.unique_for is not None):
+            sent = self._send_one(built, delay, job)
+            self.ids.append(sent)
+            if sent is not None:
+                self.landed.append(sent)
+            return
+        raw = encryption.seal(built, encrypt=bool(options and options.encrypted))
+        key = (id(target), built.queue)
+        group = self._groups.setdefault(key, (target, []))[1]
+        group.append((built.id, raw, delay))
+        self.ids.append(built.id)
+        if len(group) >= self.chunk:
+            self._flush(key)
+
+    def _target(self) -> RedisQueue | None:
+        """The queue to push to (None: the fake or sync mode takes each job), looked up
+        at the first job: the setting holds for the whole call."""
+        if not self._looked_up:
+            fake_or_sync = dispatching.active_fake() is not None or dispatching.sync_enabled()
+            self._queue = None if fake_or_sync else dispatching.queue(self.connection)
+            self._looked_up = True
+        return self._queue
+
+    def close(self) -> list[str | None]:
+        """Push what is held; the ids in the order added (None: a dropped duplicate)."""
+        for key in list(self._groups):
+            self._flush(key)
+        return self.ids
+
+    def _send_one(self, built: Payload, delay: float, job: Job | None) -> str | None:
+        try:
+            return dispatching.send(built, delay=delay, connection=self.connection, job=job)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._broke(exc, [], [built.id])
+
+    def _flush(self, key: tuple[int, str]) -> None:
+        target, group = self._groups.pop(key)
+        try:
+            target.push_many(key[1], group)
+        except ChunkLost as exc:
+            ids = [job_id for job_id, _, _ in group]
+            if exc.landed:
+                self.landed += ids
+            self._broke(exc, [] if exc.landed is not False else ids,
+                        ids if exc.landed is None else [])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # before the chunk
+            self._broke(exc, [job_id for job_id, _, _ in group], [])
+        self.landed += [job_id for job_id, _, _ in group]
+
+    def _broke(self, exc: Exception, not_landed: list[str], unknown: list[str]) -> None:
+        held = [job_id for _, group in self._groups.values() for job_id, _, _ in group]
+        raise BulkDispatchError(str(exc), list(self.landed), not_landed + held, unknown,
+                                self.taken) from exc
+
+
+def send_all(items: Iterable[tuple[Payload, float, Job | None]], *,
+             connection: str | None = None, chunk: int = CHUNK) -> list[str | None]:
+    """Queue every (payload, delay, job) in chunks; their ids, in order. If building an
+    item raises, the items before it are queued, then the error is raised."""
+    sender = Sender(connection, chunk)
+    try:
+        for built, delay, job in items:
+            sender.add(built, delay, job)
+    except Exception:
+        sender.close()
+        raise
+    return sender.close()

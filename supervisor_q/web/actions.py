@@ -65,8 +65,8 @@ async def failed_act(request: Request, form: FormData) -> Response:
         total = queue.failed_page(None, 0, 0)[1]
         return back(request, form, f"{queue.retry_all_failed()} of {total} failed job(s) "
                                    "queued again")
-    if form.get("scope") == "all":
-        records = sources.failed_jobs(queue)
+    if form.get("scope") == "all":  # forget all: one DEL per queue (queue/failed.py)
+        return back(request, form, f"{queue.flush_failed()} failed job(s) forgotten")
     else:
         chosen = _selected(form)
         if not chosen or len(chosen) != len(form.getlist("job")):

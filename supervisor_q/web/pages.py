@@ -79,13 +79,20 @@ def queue_detail(request: Request) -> Response:
         return render(request, "missing.html", status=404, what="queue")
     queue = request.app.state.queue
     rows = sources.queue_rows(queue, [name])
+    failed, failed_total = sources.failed_jobs(queue, name)
     return render(request, "queue.html", row=rows[0], duration=duration,
-                  failed=sources.failed_jobs(queue, name)[:100],
+                  failed=failed, failed_total=failed_total,
                   jobs=sources.recent_jobs(queue, name, 20))
 
 
 def failed_list(request: Request) -> Response:
-    return render(request, "failed.html", failed=sources.failed_jobs(request.app.state.queue))
+    """?page=N: 100 per page, newest first."""
+    text = request.query_params.get("page", "1")
+    page = int(text) if text.isdigit() and 0 < len(text) < 7 and int(text) > 0 else 1
+    failed, total = sources.failed_jobs(request.app.state.queue, page=page)
+    pages = max(1, -(-total // sources.FAILED_PAGE))
+    return render(request, "failed.html", failed=failed, total=total, page=min(page, pages),
+                  pages=pages)
 
 
 def failed_detail(request: Request) -> Response:

@@ -128,6 +128,22 @@ def test_failed_jobs_retry_one_forget_selected_and_all(redis_url: str) -> None:
     assert queue.failed_records() == []
 
 
+def test_failed_list_pages_newest_first(redis_url: str) -> None:
+    """250 failed jobs: three pages of at most 100, each job on exactly one, links
+    between them; the queue page shows the newest 100 and links to the rest."""
+    client, queue = client_for(redis_url)
+    ids = [failed_job(queue, "app:job") for _ in range(250)]
+    pages = [client.get(f"/failed?page={n}").text for n in (1, 2, 3)]
+    assert "Failed jobs (250)" in pages[0] and "page 1 of 3" in pages[0]
+    shown = [{i for i in ids if i in page} for page in pages]
+    assert [len(s) for s in shown] == [100, 100, 50]
+    assert set.union(*shown) == set(ids)
+    assert "?page=2" in pages[0] and "?page=2" in pages[2] and "?page=4" not in pages[2]
+    assert "page 1 of 3" in client.get("/failed?page=x").text  # a bad page: the first
+    queue_page = client.get("/queues/default").text
+    assert "Failed jobs (250, the newest 100" in queue_page
+
+
 def test_scale_goes_to_the_masters_inbox(redis_url: str) -> None:
     client, queue = client_for(redis_url)
     fake_master(queue, "h1:1:aa", "emails")

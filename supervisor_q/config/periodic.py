@@ -29,7 +29,8 @@ EVERY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 EVERY_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_ENTRIES = 200  # entries per program: each is evaluated every second by the master
 # Job.dispatch's own options (cli/jobs.py RESERVED_KWARGS): no job argument may use them.
-RESERVED_KWARGS = ("queue", "delay", "connection")
+RESERVED_KWARGS = ("queue", "delay", "connection", "after_commit")
+MAX_EVERY = 366 * 86400.0  # a year: longer intervals are a typo (and overflow dates)
 MAX_ARGUMENTS_JSON = 16_384  # characters of an entry's args + kwargs as JSON
 # _ProgramBase's keys that only concern processes: refused in a periodic program (loading).
 PROCESS_KEYS = ("numprocs", "startsecs", "startretries", "schedule", "environment",
@@ -45,8 +46,8 @@ def every_seconds(value: str) -> float:
         raise ValueError(f"must be a number and a unit (s, m, h or d) such as 30s or 5m, "
                          f"got {value!r}")
     seconds = float(match.group(1)) * EVERY_UNITS[match.group(2)]
-    if seconds < 1:
-        raise ValueError(f"must be at least 1s, got {value!r}")
+    if not 1 <= seconds <= MAX_EVERY:
+        raise ValueError(f"must be from 1s to 366d, got {value[:40]!r}")
     return seconds
 
 
@@ -68,6 +69,21 @@ def check_cron(value: str) -> str:
     return value
 
 
+def cron_gap(value: str) -> float:
+    """The shortest time between two firings of a (valid) cron expression, as seen over
+    its next 50 firings from 2001-01-01 (UTC)."""
+    seconds_first = len(value.split()) == 6
+    times = croniter(value, datetime(2001, 1, 1), second_at_beginning=seconds_first)
+    stamps = [times.get_next(float) for _ in range(50)]
+    return min(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+
+
+def no_control_characters(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (newlines, tabs, ...)")
+    return value
+
+
 class PeriodicEntry(_Frozen):
     """One job dispatched on `cron` or `every`."""
 
@@ -84,6 +100,7 @@ class PeriodicEntry(_Frozen):
     jitter: Seconds = 0.0  # spread each firing over up to this many seconds
 
     _cron_valid = field_validator("cron")(check_cron)
+    _job_printable = field_validator("job")(no_control_characters)
     _timezone_known = field_validator("timezone")(check_timezone)
 
     @field_validator("every")
@@ -109,17 +126,18 @@ class PeriodicEntry(_Frozen):
     @classmethod
     def _not_dispatch_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         if any(key in value for key in RESERVED_KWARGS):
-            raise ValueError("queue, delay and connection are dispatch options, not "
-                             "keyword arguments")
+            raise ValueError("queue, delay, connection and after_commit are dispatch "
+                             "options, not keyword arguments")
         return value
 
     @model_validator(mode="after")
     def _one_schedule(self) -> PeriodicEntry:
         if (self.cron is None) == (self.every is None):
             raise ValueError("give exactly one of cron: or every:")
-        if self.interval is not None and self.jitter >= self.interval:
-            raise ValueError(f"jitter must be less than every: ({self.interval:g} s), "
-                             f"got {self.jitter:g}")
+        gap = self.interval if self.interval is not None else cron_gap(self.cron or "")
+        if self.jitter >= gap:
+            raise ValueError(f"jitter must be less than the time between firings "
+                             f"({gap:g} s), got {self.jitter:g}")
         return self
 
     @property

@@ -68,6 +68,8 @@ def _continue(arbiter: Arbiter, args: dict[str, Any]) -> str:
 
 def _scale(arbiter: Arbiter, args: dict[str, Any]) -> str:
     pool = _pool(arbiter, args.get("program"))
+    if pool.program.kind == "periodic":
+        raise ControlError(f"{pool.name} is a periodic program: it has no processes to scale")
     size = args.get("numprocs")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_NUMPROCS:
         raise ControlError(f"numprocs must be a whole number from 0 to {MAX_NUMPROCS}")

@@ -3,7 +3,8 @@
 No process is forked and no job code imported: a due entry is dispatched by name, with
 the options its workers published to Redis (jobs/registry.py: declared_job), as
 `supervisor-q dispatch NAME` does. A job no worker has published yet is queued on the
-entry's `queue` (else `default`) with the program defaults, and one warning is logged.
+entry's `queue` with the program defaults (one warning); without a `queue:` that firing
+is skipped (a warning each time): no worker would serve it on `default`.
 
 Exactly once across masters: every master sharing Redis evaluates every entry on its
 slow tick, against the Redis server's clock (TIME), so skewed host clocks do not matter;
@@ -30,7 +31,7 @@ import redis
 from supervisor_q.config.periodic import PeriodicEntry, PeriodicProgram
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.jobs import dispatching
-from supervisor_q.jobs.registry import DEFAULT_QUEUE, declared_job
+from supervisor_q.jobs.registry import declared_job
 from supervisor_q.master.due import Due, decide, iso, latest, upcoming
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.jobinfo import job_status
@@ -53,6 +54,10 @@ return 1
 """
 IN_PROGRESS = frozenset({"queued", "delayed", "running", "released"})
 MAX_OUTCOME = 300  # characters of an error kept as an entry's last outcome
+
+
+class NotRegistered(LookupError):
+    """An entry without `queue:` whose job no worker has published: not fired."""
 
 
 def server_time(client: redis.Redis) -> float:
@@ -147,14 +152,17 @@ class Periodic:
         try:
             job_id, queue = self.dispatch(program, entry)
             outcome = "dispatched" if job_id else "dropped (a unique job is already queued)"
+        except NotRegistered as exc:
+            job_id, outcome = None, str(exc)[:MAX_OUTCOME]
         except (ValueError, TypeError, LookupError, RuntimeError) as exc:
             job_id, outcome = None, f"error: {exc}"[:MAX_OUTCOME]
         record = {"due": due.at if due else None, "fired_at": now, "job_id": job_id,
                   "queue": queue, "outcome": outcome, "why": why, "master": self.master_id}
         self.record(program, entry, record)
-        level = logging.ERROR if outcome.startswith("error") else logging.INFO
+        level = (logging.ERROR if outcome.startswith("error") else
+                 logging.WARNING if outcome.startswith("skipped") else logging.INFO)
         log.log(level, "%s:%s: %s: job %s %s (%s) -> %s", program.name, entry.name, why,
-                entry.job, loggable(job_id), f"due {iso(due.at)}" if due else "now",
+                loggable(entry.job), loggable(job_id), f"due {iso(due.at)}" if due else "now",
                 loggable(outcome, 400))
         return record
 
@@ -166,13 +174,15 @@ class Periodic:
             queue = entry.queue or found.options.queue
             return found.dispatch(*entry.args, queue=queue, connection=self.url,
                                   **entry.kwargs), queue
+        if entry.queue is None:  # its queue is unknown: never pile jobs up on `default`
+            raise NotRegistered(f"skipped: no worker has registered job {entry.job} yet (give "
+                                f"the entry a queue: to dispatch it anyway)")
         if (program.name, entry.job) not in self.warned:
             self.warned.add((program.name, entry.job))
             log.warning("%s:%s: no worker has registered job %s yet: queued on %r without "
                         "its declared options", program.name, entry.name,
-                        loggable(entry.job), entry.queue or DEFAULT_QUEUE)
-        built = payloads.build(entry.job, entry.queue or DEFAULT_QUEUE, entry.args,
-                               entry.kwargs)
+                        loggable(entry.job), entry.queue)
+        built = payloads.build(entry.job, entry.queue, entry.args, entry.kwargs)
         return dispatching.send(built, connection=self.url), built.queue
 
     def record(self, program: PeriodicProgram, entry: PeriodicEntry,

@@ -92,8 +92,9 @@ class Pool:
 
     @property
     def want(self) -> int:
-        """Children the tick keeps: the target while running, none otherwise."""
-        return self.target if self.mode == "running" else 0
+        """Children the tick keeps: the target while running, none otherwise (and never
+        any for a periodic program, whatever `scale` or TTIN asked)."""
+        return self.target if self.mode == "running" and self.program.kind != "periodic" else 0
 
     def scale_to(self, size: int, now_wall: datetime) -> None:
         """A manual size until the schedule's next rule (`scale`); starts a stopped pool."""

@@ -12,26 +12,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from supervisor_q.config.loading import ConfigError, load_config_dir
 from supervisor_q.ctl.protocol import ControlError, ControlServer, request
-from tests.helpers import wait_until
+from tests.helpers import stays, wait_until
 from tests.masters import Master
 
 IDLE = "queues: [default]\nnumprocs: 0\n"  # a valid program with no children: quick
 QUIET = 1.5  # five debounce periods (0.3 s): long enough for a reload storm to show
-
-
-def stays(predicate: Callable[[], bool], seconds: float = QUIET) -> None:
-    """Assert predicate holds for the whole period (for "nothing else happens" checks)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate()
-        time.sleep(0.05)
 
 
 def log_lines(master: Master, text: str) -> list[str]:

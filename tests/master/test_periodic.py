@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.queue.jobinfo import job_status
-from tests.helpers import wait_until
+from tests.helpers import stays, wait_until
 from tests.masters import Master
 
 FIRED = re.compile(r"supervisor_q\.periodic: (\S+?):(\S+): (due|catch-up|run by hand): "
@@ -149,6 +150,15 @@ def test_periodic_list_json_shows_the_next_due_time_and_run_fires(master_factory
     assert again["last_outcome"] == "dispatched" and again["last_job_state"] == "queued"
     with pytest.raises(ControlError, match="'nope' matches no periodic entry"):
         master.call("periodic", action="run", name="nope")
+    # No queue: and no worker has published tests.noop: skipped, not piled on `default`.
+    skipped = cli(master, "periodic", "run", "daily")
+    assert "skipped: no worker has registered job tests.noop" in skipped.stdout, skipped
+    assert client.llen("sq:{default}:ready") == 0
+    # A periodic program has no processes: `scale` is refused, TTIN forks nothing.
+    with pytest.raises(ControlError, match="cron is a periodic program: it has no processes"):
+        master.call("scale", program="cron", numprocs=3)
+    master.signal(signal.SIGTTIN)
+    stays(lambda: master.program("cron")["processes"] == [], seconds=1.5)
 
     master.write("cron", """
         periodic:

@@ -73,6 +73,10 @@ def test_every_problem_names_file_key_and_problem(tmp_path: Path) -> None:
           - {name: f, job: x, every: 1m, kwargs: {queue: q}}
           - {name: g, job: x, every: 0s}
           - {name: h, job: x, every: 1m, jitter: 60}
+          - {name: i, job: x, every: 99999999999999999999d}
+          - {name: j, job: x, cron: "*/5 * * * *", jitter: 300}
+          - {name: k, job: x, every: 1m, kwargs: {after_commit: true}}
+          - {name: l, job: "os:system\\n$(touch x)", every: 1m}
         """)
     path = tmp_path / "cron.yaml"
     assert problems == [
@@ -86,10 +90,18 @@ def test_every_problem_names_file_key_and_problem(tmp_path: Path) -> None:
         f"{path}: periodic.3: give exactly one of cron: or every:",
         f"{path}: periodic.4.kwargs: must hold JSON values only (strings, numbers, "
         f"true/false, null, lists, mappings): Object of type date is not JSON serializable",
-        f"{path}: periodic.5.kwargs: queue, delay and connection are dispatch options, "
-        f"not keyword arguments",
-        f"{path}: periodic.6.every: must be at least 1s, got '0s'",
-        f"{path}: periodic.7: jitter must be less than every: (60 s), got 60",
+        f"{path}: periodic.5.kwargs: queue, delay, connection and after_commit are dispatch "
+        f"options, not keyword arguments",
+        f"{path}: periodic.6.every: must be from 1s to 366d, got '0s'",
+        f"{path}: periodic.7: jitter must be less than the time between firings (60 s), "
+        f"got 60",
+        f"{path}: periodic.8.every: must be from 1s to 366d, got '99999999999999999999d'",
+        f"{path}: periodic.9: jitter must be less than the time between firings (300 s), "
+        f"got 300",
+        f"{path}: periodic.10.kwargs: queue, delay, connection and after_commit are "
+        f"dispatch options, not keyword arguments",
+        f"{path}: periodic.11.job: must not contain control characters (newlines, tabs, "
+        f"...)",
     ]
 
 

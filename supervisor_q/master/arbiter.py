@@ -31,7 +31,7 @@ from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
 from supervisor_q.master.metering import Metering
-from supervisor_q.master.phases import stop_in_phases
+from supervisor_q.master.phases import stop_all_now, stop_in_phases
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.reports import ReportReader
 from supervisor_q.master.spawn import ForkSpawner
@@ -337,6 +337,10 @@ class Arbiter:
             pass
 
     def shutdown(self, mode: str) -> None:
+        if self.stopping == "graceful" and mode == "graceful":  # a second TERM/INT
+            log.info("graceful shutdown: signalled again, every program stops now")
+            stop_all_now(self.pools, self.clock.monotonic())
+            return
         if self.stopping == "fast" or self.stopping == mode:
             return
         self.stopping = mode

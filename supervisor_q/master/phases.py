@@ -1,8 +1,9 @@
 """Shutdown in Supervisor's order: programs stop by `priority`, highest value first, and
 the next priority is asked to stop only once every child of the previous one has exited
 (so `priority: 10` for a database proxy outlives the `priority: 999` workers using it).
-A fast shutdown (a second signal) stops everything at once. Imports nothing of the
-master but the Pool it is given.
+A second TERM/INT asks every remaining program to stop at once (each child still
+finishes its job, up to stopwaitsecs); a fast shutdown (QUIT) kills everything at once.
+Imports nothing of the master but the Pool it is given.
 """
 
 from __future__ import annotations
@@ -29,3 +30,10 @@ def stop_in_phases(pools: Mapping[str, Pool], now: float, fast: bool) -> None:
         for pool in reversed(left):
             if pool.program.priority == last:
                 pool.shutdown(now, fast=False)
+
+
+def stop_all_now(pools: Mapping[str, Pool], now: float) -> None:
+    """The phases skipped: every program not yet stopping is asked to stop now."""
+    for pool in reversed(pools.values()):
+        if pool.mode != "shutdown":
+            pool.shutdown(now, fast=False)

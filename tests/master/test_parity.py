@@ -85,6 +85,26 @@ def test_a_graceful_shutdown_stops_priorities_in_phases(master_factory,
     assert order.read_text().split() == ["app", "proxy"], master.tail(100_000)
 
 
+def test_a_second_term_stops_the_remaining_priorities_at_once(master_factory,
+                                                             short_tmp: Path) -> None:
+    """`app` takes 3 s to stop; a second TERM does not wait for it to signal `proxy`."""
+    order = short_tmp / "order"
+    def trapping(name: str, delay: str) -> str:
+        return (f"command: sh -c 'trap \"sleep {delay}; echo {name} >> {order}; exit 0\" TERM; "
+                f"touch {short_tmp}/{name}.trapping; while :; do sleep 0.05; done'\n"
+                f"startsecs: 0.2\nstopwaitsecs: 10\n")
+    master = master_factory({"proxy": trapping("proxy", "0") + "priority: 10\n",
+                             "app": trapping("app", "3") + "priority: 999\n"}).start()
+    wait_until(lambda: all((short_tmp / f"{n}.trapping").exists() for n in ("app", "proxy")),
+               timeout=15, message="both traps set")
+    master.signal(signal.SIGTERM)
+    wait_until(lambda: "graceful shutdown: stopping" in master.tail(100_000), timeout=10)
+    master.signal(signal.SIGTERM)
+    assert master.wait_exit(timeout=30) == 0
+    assert order.read_text().split() == ["proxy", "app"], master.tail(100_000)
+    assert "signalled again, every program stops now" in master.log.read_text()
+
+
 def test_signal_and_pid(master_factory, short_tmp: Path) -> None:
     marker = short_tmp / "hups"
     trapper = (f"command: sh -c 'trap \"echo hup >> {marker}\" HUP; "

@@ -62,10 +62,18 @@ def convert_all(sections: list[Section]) -> tuple[list[Converted], list[str]]:
         elif section.kind in NOT_CONVERTED:
             warnings.append(f"{section.label}: not converted (supervisor-q has no "
                             f"{section.kind})")
-    names = [program.name for program in converted]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        warnings.append(f"program {name} is defined more than once: the last one is written")
     return converted, warnings
+
+
+def _duplicates(converted: list[Converted]) -> str | None:
+    """Supervisor refuses a program defined twice (in one file or across includes)."""
+    seen: dict[str, str] = {}
+    for program in converted:
+        if program.name in seen:
+            return (f"program {program.name} is defined twice: {seen[program.name]} and "
+                    f"{program.source}; Supervisor refuses this too")[:300]
+        seen[program.name] = program.source
+    return None
 
 
 def _suggestion(program: Converted) -> str:
@@ -85,6 +93,10 @@ def cmd_import_supervisord(args: argparse.Namespace) -> int:
         return 1
     converted, warnings = convert_all(sections)
     warnings = missing + warnings
+    twice = _duplicates(converted)
+    if twice:
+        print(f"import-supervisord: {twice}; nothing written", file=sys.stderr)
+        return 1
     out = Path(args.out)
     targets = {program.name: out / f"{program.name}.yaml" for program in converted}
     existing = [str(path) for path in targets.values() if path.exists()]

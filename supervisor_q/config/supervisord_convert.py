@@ -178,6 +178,8 @@ def _merge_backups(out: Converted) -> None:
 def _finish(out: Converted) -> None:
     """Order the keys (command first), check the essentials, suggest a worker."""
     _merge_backups(out)
+    # Supervisor's default; supervisor-q's is true (restart after any exit)
+    out.values.setdefault("autorestart", "unexpected")
     if "process_num" in repr(out.values) and "numprocs_start" not in out.values:
         out.values["numprocs_start"] = 0  # Supervisor's default: the same ports and files
     command = out.values.pop("command", None)

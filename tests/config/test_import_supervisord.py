@@ -177,7 +177,8 @@ def test_odd_values_names_and_signals(tmp_path: Path, capsys: pytest.CaptureFixt
     code, _, err, conf = _import(tmp_path, capsys, sample)
     assert code == 0
     program = _programs(conf)["my-app"]
-    assert program == {"command": "/bin/sleep 1000", "stopsignal": "INT", "numprocs_start": 1}
+    assert program == {"command": "/bin/sleep 1000", "stopsignal": "INT", "numprocs_start": 1,
+                       "autorestart": "unexpected"}  # Supervisor's default, written out
     text = (conf / "my-app.yaml").read_text()
     assert "# autostart=maybe" in text
     assert f"numprocs: {'x' * 40!r} is not a whole number" in err
@@ -195,6 +196,12 @@ def test_duplicates_missing_includes_and_bad_umask(tmp_path: Path,
     twice.write_text("[program:web]\ncommand=a\n\n[program:web]\ncommand=b\n")
     code, _, err, _ = _import(tmp_path, capsys, twice)
     assert code == 1 and "[program:web] is written twice (line 4)" in err
+    other = tmp_path / "other.conf"  # across an [include]: refused as well
+    other.write_text("[program:web]\ncommand=b\n")
+    main_conf = tmp_path / "main.conf"
+    main_conf.write_text(f"[include]\nfiles = {other.name}\n\n[program:web]\ncommand=a\n")
+    code, _, err, _ = _import(tmp_path, capsys, main_conf)
+    assert code == 1 and "program web is defined twice" in err and "nothing written" in err
     sample = tmp_path / "one.conf"
     sample.write_text("[include]\nfiles = nowhere/*.conf\n\n[program:web]\n"
                       "command=serve --port 80%(process_num)02d\nnumprocs=2\numask=999\n")

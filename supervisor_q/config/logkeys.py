@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from supervisor_q.config.substitute import check_placeholders
+
 DEFAULT_MAXBYTES = 50 * 1024 * 1024  # Supervisor's default
 DEFAULT_BACKUPS = 10  # Supervisor's default
 _SIZE = re.compile(r"^\s*(\d+)\s*(KB|MB|GB|B)?\s*$", re.IGNORECASE)
@@ -34,7 +36,7 @@ def byte_size(value: Any) -> Any:
 def _absolute(value: str | None) -> str | None:
     if value is not None and not value.startswith("/"):
         raise ValueError(f"must be an absolute path, got {value!r}")
-    return value
+    return value if value is None else check_placeholders(value)
 
 
 class LogKeys(BaseModel):

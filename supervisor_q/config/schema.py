@@ -21,6 +21,7 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from supervisor_q.config.logkeys import LogKeys
+from supervisor_q.config.substitute import check_placeholders
 from supervisor_q.config.validators import (
     check_timezone,
     normalise_signal,
@@ -170,7 +171,9 @@ class _ProgramBase(LogKeys, _Frozen):
     startretries: Count = 3  # quick failures in a row before FATAL
     schedule: tuple[ScheduleRule, ...] = ()  # cron rules; the latest at or before now wins
     timezone: Annotated[str, Field(strict=True)] = "UTC"  # IANA zone the cron rules use
-    environment: dict[str, Annotated[str, Field(strict=True)]] = {}  # extra env for children
+    # extra env for children
+    environment: dict[str, Annotated[str, Field(strict=True),
+                               AfterValidator(check_placeholders)]] = {}
     directory: Annotated[str, Field(strict=True, min_length=1)] | None = None  # child cwd
     alerts: AlertRules | None = None  # alert thresholds (master/alerting.py)
     # Supervisor's keys: run children as this user (master as root only), their umask,
@@ -301,7 +304,8 @@ class WorkerProgram(_ProgramBase):
 class CommandProgram(_ProgramBase):
     """`command:` - any executable, supervised Supervisor-style."""
 
-    command: Annotated[str, Field(strict=True)]  # split with shlex, no shell (required)
+    # split with shlex, no shell (required)
+    command: Annotated[str, Field(strict=True), AfterValidator(check_placeholders)]
     stopsignal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
     stopwaitsecs: Seconds = 10.0  # grace after stopsignal before SIGKILL
     autorestart: bool | Literal["unexpected"] = True  # restart after any / unexpected exit

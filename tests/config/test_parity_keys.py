@@ -73,3 +73,24 @@ def test_priority_group_and_autostart_changes_keep_children(tmp_path: Path) -> N
 ])
 def test_substitute(text: str, expected: str) -> None:
     assert substitute(text, "emails", 3) == expected
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('command: "sh -c \'echo %(nope)s\'"\n', "command: '%(nope)s' is not a placeholder"),
+    ("command: sleep 1\nstdout_logfile: /tmp/x-%(process_num)s-%(bogus)s.log\n",
+     "stdout_logfile: '%(bogus)s' is not a placeholder"),
+    ('command: sleep 1\nenvironment: {A: "%(ENV_HOME)s"}\n',
+     "environment.A: '%(ENV_HOME)s' is not a placeholder"),
+    ("command: echo %(process_num)x\n", "command: '%(process_num)x' is not a placeholder"),
+])
+def test_unknown_placeholders_are_refused(tmp_path: Path, text: str, problem: str) -> None:
+    """Supervisor refuses them when it loads; a command would get the text literally."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert problem in str(caught.value)
+
+
+def test_known_placeholders_and_a_literal_percent_load(tmp_path: Path) -> None:
+    program = load(tmp_path, "command: sh -c 'echo 100%% %(program_name)s'\n"
+                             "stdout_logfile: /tmp/x-%(process_num)02d.log\n")
+    assert program.command.endswith("%(program_name)s'")

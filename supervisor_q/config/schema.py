@@ -27,6 +27,7 @@ from supervisor_q.config.validators import (
     normalise_signal,
     setup_hook,
     split_list,
+    uid_text,
     umask_value,
     user_exists,
 )
@@ -188,6 +189,7 @@ class _ProgramBase(LogKeys, _Frozen):
     _timezone_known = field_validator("timezone")(check_timezone)
     _umask_octal = field_validator("umask", mode="before")(umask_value)
     _user_known = field_validator("user")(user_exists)
+    _uid_as_text = field_validator("user", mode="before")(uid_text)
 
     @property
     def tz(self) -> ZoneInfo:

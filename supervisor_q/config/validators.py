@@ -66,3 +66,10 @@ def user_exists(value: str) -> str:
     except (KeyError, OverflowError):
         raise ValueError(f"no user {value!r} on this host") from None
     return value
+
+
+def uid_text(value: Any) -> Any:
+    """`user: 65534` (an unquoted uid) as the text "65534"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return value

@@ -38,6 +38,7 @@ def test_supervisor_keys_and_their_defaults(tmp_path: Path) -> None:
     assert (full.user, full.umask, full.priority, full.autostart, full.group) == (
         "root", 0o22, 5, False, "web")
     assert load(tmp_path, "queues: [a]\numask: 0027\n").umask == 0o27  # YAML 1.1 octal
+    assert load(tmp_path, "command: sleep 1\nuser: 0\n").user == "0"  # an unquoted uid
     # Unquoted, as written: Supervisor reads umask digits as octal, never decimal.
     assert load(tmp_path, "queues: [a]\numask: 22\n").umask == 0o22
     assert load(tmp_path, "queues: [a]\numask: 0o27\n").umask == 0o27

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 from supervisor_q.config.loading import ProgramConfig
@@ -164,6 +165,8 @@ class OutputCapture:
 
     def emit(self, stream: Stream, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
+        if not self.as_json:  # no terminal escapes or fake lines in a text log (JSON escapes)
+            text = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
         program, _, name = stream.key
         record = log.makeRecord(f"{stream.label} {name}", _child_level(text), __file__, 0,
                                 text, None, None)
@@ -203,8 +206,9 @@ class OutputCapture:
                                    f"{', '.join(f'#{n}' for n in sorted(known))})")
             path = pool.program.logfile(stream)
             if path is not None:
-                number = pool.program.process_num(slot)
-                return {"file": substitute(path, pool.name, number)}
+                path = substitute(path, pool.name, pool.program.process_num(slot))
+                if path not in self.failed_paths:  # else its lines went to the ring
+                    return {"file": path}
             if stream == "stderr" and pool.program.redirect_stderr:
                 stream = "stdout"
             ring = self.ring((pool.name, slot, stream))
@@ -212,6 +216,7 @@ class OutputCapture:
         return {"data": data.decode("utf-8", "replace"), "offset": ring.end}
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 

@@ -231,3 +231,26 @@ def test_a_removed_programs_output_rings_are_freed(master_factory) -> None:
         wait_until(lambda: "second-life" in master.call("tail", program="gone")["data"],
                    timeout=10)
         assert "first-life" not in master.call("tail", program="gone", lines=100)["data"]
+
+
+def test_tail_of_a_log_file_that_cannot_be_opened_reads_the_ring(master_factory) -> None:
+    """Its lines went to the master's log (said once); `tail` shows them, not nothing."""
+    program = ("command: sh -c 'echo unfiled-line; sleep 60'\nstartsecs: 0\n"
+               "stdout_logfile: /proc/nope/x.log\n")
+    with master_factory({"unw": program}) as master:
+        wait_until(lambda: "unw#1 stdout: unfiled-line" in master.tail(100_000), timeout=10)
+        assert "cannot open log file /proc/nope/x.log" in master.tail(100_000)
+        out = _cli(master, "tail", "unw")
+        stdout, _ = out.communicate(timeout=20)
+        assert out.returncode == 0 and "unfiled-line" in stdout
+
+
+def test_control_characters_of_a_child_are_escaped_in_the_text_log(master_factory) -> None:
+    """ESC, BEL and CR from a child would recolour a terminal or fake a log line."""
+    program = ("command: printf '\\033[31mRED\\033[0m bell\\007 cr\\rX\\n'\n"
+               "startsecs: 0\nautorestart: false\n")
+    with master_factory({"esc": program}) as master:
+        wait_until(lambda: "esc#1 stdout:" in master.tail(100_000), timeout=10)
+        line = next(x for x in master.log.read_text().splitlines() if "esc#1 stdout:" in x)
+        assert line.endswith(r"\x1b[31mRED\x1b[0m bell\x07 cr\x0dX"), repr(line)
+        assert "\x1b" not in master.log.read_text()

@@ -110,7 +110,9 @@ def _failed_retry(queue: RedisQueue, args: argparse.Namespace) -> int:
         if args.ids:
             print("supervisor-q failed retry: give ids or --range, not both", file=sys.stderr)
             return 2
-        records = _rows(queue, queues, [r for each in args.ranges for r in each])
+        records, complete = _rows(queue, queues, [r for each in args.ranges for r in each])
+        print(f"queued {queue.retry_failed_many(records)} failed job(s) again")
+        return 0 if complete else 1  # a row past the end: said, and exit 1 as for an id
     elif args.queue or args.ids == ["all"]:
         print(f"queued {queue.retry_all_failed(queues)} failed job(s) again")
         return 0
@@ -131,14 +133,16 @@ def _failed_retry(queue: RedisQueue, args: argparse.Namespace) -> int:
 
 
 def _rows(queue: RedisQueue, queues: list[str] | None,
-          ranges: list[tuple[int, int]]) -> list[dict]:
+          ranges: list[tuple[int, int]]) -> tuple[list[dict], bool]:
     """The records at these rows of the list, each once (all read before any retry, so
-    retrying one range does not shift the next)."""
+    retrying one range does not shift the next); False when a range passed the end."""
     chosen: dict[tuple[str, str], dict] = {}
+    complete = True
     for low, high in ranges:
         page, total = queue.failed_page(queues, low - 1, high - low + 1)
         if high > total:
             print(f"rows {low}-{high}: the list has {total} row(s)", file=sys.stderr)
+            complete = False
         for record in page:
             chosen.setdefault((record["queue"], record["id"]), record)
-    return list(chosen.values())
+    return list(chosen.values()), complete

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from datetime import datetime
 
 from supervisor_q import exitcodes
 from supervisor_q.cli import failed
@@ -279,5 +280,6 @@ def cmd_restart_workers(args: argparse.Namespace) -> int:
     from supervisor_q.queue.restart import signal_restart
 
     value = signal_restart(_queue(args).client)
-    print(f"restart signal set ({value:.6f}); workers restart after their current job")
+    when = datetime.fromtimestamp(value).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+    print(f"restart signal set at {when}; workers restart after their current job")
     return exitcodes.OK

@@ -73,8 +73,9 @@ def _problem(item: Mapping[str, Any], model: type) -> str:
         return _BOUNDS[kind].format(**plain) + got
     if kind == "string_pattern_mismatch":
         return f"must match {ctx['pattern'].strip('^$')}{got}"
-    if kind == "literal_error":
-        return f"must be one of {ctx['expected']}{got}"
+    if kind == "literal_error":  # YAML's spelling: false, not Python's False
+        expected = str(ctx["expected"]).replace("False", "false").replace("True", "true")
+        return f"must be one of {expected}{got.replace('True', 'true')}"
     if kind in _EXPECTED:
         return f"must be {_EXPECTED[kind]}, got {type_name(value)} {short.repr(value)}"
     return str(item["msg"]).lower()  # fallback: still one line, still our shape

@@ -75,7 +75,8 @@ def _scale(arbiter: Arbiter, args: dict[str, Any]) -> str:
         raise ControlError(f"numprocs must be a whole number from 0 to {MAX_NUMPROCS}")
     pool.scale_to(size, arbiter.clock.now())
     arbiter.update_target(pool)
-    return f"{pool.name}: target {pool.target} (until the schedule's next rule)"
+    until = " (until the schedule's next rule)" if pool.program.schedule else ""
+    return f"{pool.name}: target {pool.target}{until}"
 
 
 def _start(arbiter: Arbiter, args: dict[str, Any]) -> str:

@@ -95,3 +95,9 @@ def test_known_placeholders_and_a_literal_percent_load(tmp_path: Path) -> None:
     program = load(tmp_path, "command: sh -c 'echo 100%% %(program_name)s'\n"
                              "stdout_logfile: /tmp/x-%(process_num)02d.log\n")
     assert program.command.endswith("%(program_name)s'")
+
+
+def test_a_literal_choice_is_worded_as_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, "queues: [a, b]\nbalance: true\n")
+    assert "balance: must be one of false, 'simple' or 'auto', got true" in str(caught.value)

@@ -129,6 +129,10 @@ def test_failed_list_numbers_rows_and_retry_range_takes_them_back(
     ready = {f"{q}/{i.decode()}" for q in ("a", "b")
              for i in queue.client.lrange(QueueKeys(q).ready, 0, -1)}
     assert ready == {want[1], want[2], want[5]}
+    # Past the end: the rows that exist are retried, the rest said, exit 1.
+    past = cli(redis_url, "failed", "retry", "--range", "34-99")
+    assert past.returncode == 1 and "rows 34-99: the list has 34 row(s)" in past.stderr
+    assert past.stdout == "queued 1 failed job(s) again\n"
 
 
 @pytest.mark.parametrize("value", ["0-3", "5-2", "x", "1-", "-3"])

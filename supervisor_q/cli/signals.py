@@ -23,13 +23,23 @@ def add_signal_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
+    """Exit 2 for a signal name that does not exist (a usage error, checked here), 1 when
+    the master refuses or no process was running to receive it."""
+    from supervisor_q.master.addressing import NOTHING_SIGNALLED, parse_signal  # (slow)
+
     try:
-        print(request(paths.control_socket(args.socket), "signal", signal=args.signal,
-                      program=args.program))
+        parse_signal(args.signal)
+    except ControlError as exc:
+        print(f"supervisor-q signal: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = request(paths.control_socket(args.socket), "signal", signal=args.signal,
+                         program=args.program)
     except ControlError as exc:
         print(f"supervisor-q signal: {exc}", file=sys.stderr)
         return 1
-    return 0
+    print(answer)
+    return 1 if str(answer).endswith(NOTHING_SIGNALLED) else 0
 
 
 def cmd_pid(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ def is_single(pools: Mapping[str, Pool], target: object) -> bool:
     return isinstance(target, str) and target in pools
 
 
+NOTHING_SIGNALLED = ": no running process to signal"  # `signal` then exits 1
+
+
 def parse_signal(value: object) -> signal.Signals:
     """HUP, SIGHUP, hup or 1 -> signal.SIGHUP; ControlError for anything else."""
     text = str(value).strip().upper() if isinstance(value, str | int) else ""
@@ -76,7 +79,7 @@ def send_signal(arbiter: Arbiter, args: dict[str, Any]) -> str:
                 pool.signal(child, sig)
                 sent.append(f"{child.name} ({child.pid})")
     if not sent:
-        return f"{sig.name}: no running process to signal"
+        return f"{sig.name}{NOTHING_SIGNALLED}"
     return f"{sig.name} sent to {', '.join(sent)}"
 
 

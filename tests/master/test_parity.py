@@ -121,9 +121,13 @@ def test_signal_and_pid(master_factory, short_tmp: Path) -> None:
     wait_until(lambda: marker.exists() and marker.read_text().count("hup") == 2, timeout=10,
                message="each child trapped the HUP")
     assert master.pids("other") == other, "only the target was signalled"
-    bad = cli(master, "signal", "NOPE", "trap")
-    assert bad.returncode == 1 and "unknown signal 'NOPE'" in bad.stderr
+    bad = cli(master, "signal", "NOPE", "trap")  # a usage error: exit 2
+    assert bad.returncode == 2 and "unknown signal 'NOPE'" in bad.stderr
     assert "Traceback" not in bad.stderr and master.answers()
+    master.call("stop", program="other")
+    wait_until(lambda: not master.pids("other"), timeout=10)
+    nobody = cli(master, "signal", "HUP", "other")  # nothing running: said, exit 1 as `pid`
+    assert nobody.returncode == 1 and "no running process to signal" in nobody.stdout
     missing = cli(master, "stop", "nope*")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
     assert "no program matches 'nope*'" in missing.stderr

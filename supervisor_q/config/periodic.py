@@ -52,9 +52,14 @@ def every_seconds(value: str) -> float:
 
 
 def check_cron(value: str) -> str:
-    """5 fields, or 6 with seconds first; it must fire at least once."""
+    """5 fields, 6 with seconds first, or `@hourly`-style (as pool schedules take); it
+    must fire at least once."""
     value = " ".join(value.split())
     fields = len(value.split())
+    if value.startswith("@") and fields == 1:
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value[:40]!r} is not a cron nickname such as @hourly or @daily")
+        return value
     if fields not in (5, 6):
         raise ValueError(f"must have 5 fields (minute hour day-of-month month day-of-week) "
                          f"or 6 with seconds first, got {fields} in {value!r}")

@@ -135,6 +135,13 @@ def test_six_field_cron_has_seconds_first() -> None:
     assert upcoming("p", entry, "UTC", now).at == _epoch(2026, 1, 1, 10, 1, 0)
 
 
+def test_a_cron_nickname_works_as_in_pool_schedules() -> None:
+    entry = _entry(cron="@hourly")
+    now = _epoch(2026, 1, 1, 10, 20)
+    assert latest("p", entry, "UTC", now).at == _epoch(2026, 1, 1, 10, 0)
+    assert upcoming("p", entry, "UTC", now).at == _epoch(2026, 1, 1, 11, 0)
+
+
 def test_cron_follows_the_dst_policy_of_pool_schedules() -> None:
     # 02:30 does not exist in Berlin on 2026-03-29: it fires once, at 03:00 CEST (01:00 UTC)
     entry = _entry(cron="30 2 * * *", timezone="Europe/Berlin")

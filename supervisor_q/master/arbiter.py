@@ -136,6 +136,8 @@ class Arbiter:
         if now >= self.next_slow_tick:
             self.next_slow_tick = now + TICK
             self.slow_tick(now)
+        elif self.periodic.next_at is not None and now >= self.periodic.next_at:
+            self.periodic.tick(self)  # a periodic entry's moment, between slow ticks
         if self.reload_at is not None and now >= self.reload_at:
             self.reload_at = None
             self.reload_if_changed()
@@ -156,6 +158,8 @@ class Arbiter:
         moments += self.reports.rearm_moments(self.pools.values())
         if self.reload_at is not None:
             moments.append(self.reload_at)
+        if self.periodic.next_at is not None:
+            moments.append(self.periodic.next_at)
         return max(0.0, min(min(moments) - now, TICK))
 
     def dispatch(self, event: object) -> None:

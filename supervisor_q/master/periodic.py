@@ -90,9 +90,14 @@ class Periodic:
         self.master_id = master_id
         self.claim = client.register_script(CLAIM)
         self.warned: set[tuple[str, str]] = set()  # (program, job) told once: undeclared
+        # monotonic moment of the next firing, so the arbiter wakes for it rather than
+        # firing on its next one-second slow tick (up to a second late)
+        self.next_at: float | None = None
 
     def tick(self, arbiter: Arbiter) -> None:
-        """Fire every due entry of the firing programs (the arbiter's slow tick)."""
+        """Fire every due entry of the firing programs (the arbiter's slow tick, and the
+        moment in next_at)."""
+        self.next_at = None
         if arbiter.stopping is not None or not arbiter.redis.due():
             return
         programs = firing(arbiter.pools.values())
@@ -102,8 +107,18 @@ class Periodic:
             now = server_time(self.client)
             for program in programs:
                 self.fire_due(program, now)
+            self.next_at = self.next_moment(programs, now, arbiter.clock.monotonic())
         except redis.RedisError as exc:
             arbiter.redis.report(exc, log, "periodic")
+
+    @staticmethod
+    def next_moment(programs: list[PeriodicProgram], now: float,
+                    monotonic: float) -> float | None:
+        """The monotonic time of the soonest firing moment of these programs' entries."""
+        moments = [due.moment for program in programs for entry in program.periodic
+                   if (due := upcoming(program.name, entry, entry.timezone or program.timezone,
+                                       now)) is not None]
+        return monotonic + max(0.0, min(moments) - now) if moments else None
 
     def fire_due(self, program: PeriodicProgram, now: float) -> None:
         key = periodic_key(program.name)

@@ -101,7 +101,9 @@ def cmd_import_supervisord(args: argparse.Namespace) -> int:
     targets = {program.name: out / f"{program.name}.yaml" for program in converted}
     existing = [str(path) for path in targets.values() if path.exists()]
     if existing and not args.force:
-        print(f"import-supervisord: {', '.join(existing[:5])} already exist(s); "
+        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more"
+                                           if len(existing) > 5 else "")
+        print(f"import-supervisord: {shown} already exist(s); "
               "nothing written (--force overwrites)", file=sys.stderr)
         return 1
     try:

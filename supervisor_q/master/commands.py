@@ -98,10 +98,13 @@ def _stop(arbiter: Arbiter, args: dict[str, Any]) -> str:
 def _restart(arbiter: Arbiter, args: dict[str, Any]) -> str:
     now = arbiter.clock.monotonic()
     pools = addressing.resolve(arbiter.pools, args.get("program"))
+    said = []
     for pool in pools:
+        running = bool(pool.active())  # else nothing to replace: a start
         pool.restart(now)
-    return "; ".join(f"{pool.name}: restarting children after their current job"
-                     for pool in pools)
+        said.append(f"{pool.name}: " + ("restarting children after their current job"
+                                        if running else "starting"))
+    return "; ".join(said)
 
 
 def _tail(arbiter: Arbiter, args: dict[str, Any]) -> dict[str, Any]:

@@ -344,7 +344,8 @@ class Pool:
         if child.state is State.STOPPING:
             child.move_to(State.EXITED, how, now)  # STOPPING -> EXITED
         elif run.kill_reason is not None or code in self._expected_codes():
-            label = exitcodes.DESCRIPTIONS.get(code, how) if code is not None else how
+            worker = self.program.kind == "worker"  # the exit codes of exitcodes.py
+            label = exitcodes.DESCRIPTIONS.get(code, how) if worker and code is not None else how
             child.failures = 0
             self._exited(child, now, label)
         elif child.state is State.STARTING:

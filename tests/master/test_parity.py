@@ -269,3 +269,18 @@ def test_a_replaced_process_keeps_its_slot(master_factory) -> None:
                timeout=15, message="the killed process replaced")
     names = sorted(p["name"] for p in master.program("two")["processes"])
     assert names == ["two#1", "two#2"], names
+
+
+def test_restart_of_a_stopped_program_says_it_starts_and_a_clean_exit_is_not_a_request(
+        master_factory, short_tmp: Path) -> None:
+    once = "command: sh -c 'sleep 0.3; exit 0'\nstartsecs: 0.1\nautorestart: false\n"
+    master = master_factory({"held": SLEEPER + "autostart: false\n", "once": once}).start()
+    assert master.call("restart", program="held") == "held: starting"
+    master.wait_running("held", 1)
+    assert master.call("restart", program="held") == (
+        "held: restarting children after their current job")
+    def exit_line() -> str | None:
+        return next((x for x in master.tail(100_000).splitlines()
+                     if "once#1" in x and "running -> exited" in x), None)
+    line = wait_until(exit_line, timeout=10, message="once#1 to exit")
+    assert "(exited with 0)" in line and "on request" not in line, line

@@ -71,6 +71,9 @@ from supervisor_q.config.schema import (
 )
 from supervisor_q.config.yamlsafe import Budget, Refused, safe_load
 
+# Keys of the shared model that only a worker uses (the rest are refused by the models).
+WORKER_ONLY = ("log_jobs",)
+
 __all__ = [
     "AutoscaleConfig",
     "CommandProgram",
@@ -290,6 +293,9 @@ def _load(path: Path, budget: Budget | None = None) -> tuple[ProgramConfig | Non
         )
         del data["command"]  # still validate the rest as a worker to report everything
     model = CommandProgram if "command" in data else WorkerProgram
+    if model is CommandProgram and not both:  # worker keys a command program would ignore
+        problems += [f"{path}: {key}: applies to worker programs (queues:) only"
+                     for key in WORKER_ONLY if data.pop(key, None) is not None]
     if "periodic" in data:
         problems += [f"{path}: {key}: does not apply to a periodic program (it runs no "
                      f"processes)" for key in ("queues", "command", *PROCESS_KEYS)

@@ -101,3 +101,9 @@ def test_a_literal_choice_is_worded_as_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, "queues: [a, b]\nbalance: true\n")
     assert "balance: must be one of false, 'simple' or 'auto', got true" in str(caught.value)
+
+
+def test_a_worker_key_on_a_command_program_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, "command: sleep 1\nlog_jobs: false\n")
+    assert "log_jobs: applies to worker programs (queues:) only" in str(caught.value)

@@ -45,12 +45,14 @@ def with_arguments(record: dict) -> dict:
     """A stored failed record as readers show it: workers store the arguments once,
     inside the raw payload, so args and kwargs come from there (defaults [] and {} of a
     compact payload restored; None when the payload is not a JSON object). A record that
-    carries its own (written before, or by an older worker) keeps them."""
-    if "args" not in record or "kwargs" not in record:
+    carries its own (written by an older worker) keeps them; its None (an older worker's
+    record of a compact payload without arguments) is read from the payload too."""
+    if record.get("args") is None or record.get("kwargs") is None:
         payload = record.get("payload")
         body = peek(payload) if isinstance(payload, str) else {}
-        record.setdefault("args", body.get("args", []) if body else None)
-        record.setdefault("kwargs", body.get("kwargs", {}) if body else None)
+        for name, empty in (("args", []), ("kwargs", {})):
+            if record.get(name) is None:
+                record[name] = body.get(name, empty) if body else None
     return record
 
 

@@ -128,5 +128,8 @@ def test_a_failed_record_with_its_own_arguments_keeps_them(queue: RedisQueue) ->
     queue.client.hset(QueueKeys("default").failed_records, "o", record_json(old))
     queue.index_queue("default")
     assert queue.find_failed("o")["args"] == [1]
+    compact = payloads.encode(payloads.build("j", "default", [], {}))
+    older = {"payload": compact, "args": None, "kwargs": None}  # an older worker's record
+    assert with_arguments(older) == {"payload": compact, "args": [], "kwargs": {}}
     assert with_arguments({"payload": "not json"}) == {"payload": "not json", "args": None,
                                                        "kwargs": None}

@@ -3,8 +3,8 @@
 A job moves here by the FAIL script (RedisQueue.fail); its record keeps the raw
 payload, so `failed retry` queues the very same job again. RedisQueue inherits these
 operations; they need only its client, its keys and its script cache. Imports keys
-(through the queue), lua, ids and failedpage (a page of the list: zset ranks, not
-every record).
+(through the queue), lua, ids, payload (peek: a record's arguments) and failedpage (a
+page of the list: zset ranks, not every record).
 
 Bulk operations (retry all, prune) work in chunks of CHUNK ids: one HMGET and one
 RETRY_FAILED_MANY call (or one ZREM + HDEL transaction) per chunk, each over one
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from supervisor_q.queue import lua
 from supervisor_q.queue.failedpage import page_rows
 from supervisor_q.queue.ids import raw as _raw
+from supervisor_q.queue.payload import peek
 
 if TYPE_CHECKING:
     import redis
@@ -38,6 +39,21 @@ def record_json(record: dict) -> str:
         return json.dumps(record)
     except (RecursionError, ValueError):
         return json.dumps({**record, "args": None, "kwargs": None})
+
+
+def with_arguments(record: dict) -> dict:
+    """A stored failed record as readers show it: workers store the arguments once,
+    inside the raw payload, so args and kwargs come from there (defaults [] and {} of a
+    compact payload restored; None when the payload is not a JSON object). A record that
+    carries its own (written by an older worker) keeps them; its None (an older worker's
+    record of a compact payload without arguments) is read from the payload too."""
+    if record.get("args") is None or record.get("kwargs") is None:
+        payload = record.get("payload")
+        body = peek(payload) if isinstance(payload, str) else {}
+        for name, empty in (("args", []), ("kwargs", {})):
+            if record.get(name) is None:
+                record[name] = body.get(name, empty) if body else None
+    return record
 
 
 class FailedStore:
@@ -65,7 +81,7 @@ class FailedStore:
         for index, ids in by_queue.items():
             raws = self.client.hmget(self.keys(names[index]).failed_records, ids)
             for job_id, raw in zip(ids, raws, strict=True):
-                record = _parse(raw)
+                record = _shown(raw)
                 if record is not None:
                     found[(index, job_id)] = record
         return [found[row] for row in rows if row in found], total
@@ -76,10 +92,9 @@ class FailedStore:
         for queue in (self.known_queues() if queues is None else queues):
             k = self.keys(queue)
             for raw in self.client.hvals(k.failed_records):
-                try:
-                    records.append(json.loads(raw))
-                except (ValueError, RecursionError):
-                    continue
+                record = _shown(raw)
+                if record is not None:
+                    records.append(record)
         records.sort(key=lambda r: r.get("failed_at", 0), reverse=True)
         return records
 
@@ -87,7 +102,7 @@ class FailedStore:
         for queue in self.known_queues():
             raw = self.client.hget(self.keys(queue).failed_records, _raw(job_id))
             if raw is not None:
-                return json.loads(raw)
+                return _shown(raw)
         return None
 
     def retry_failed_many(self, records: Iterable[dict], chunk: int = CHUNK) -> int:
@@ -181,3 +196,10 @@ def _parse(raw: bytes | None) -> dict | None:
     except (ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _shown(raw: bytes | None) -> dict | None:
+    """_parse, with the arguments from the payload (with_arguments): for the readers
+    that show records, not for bulk retry, which needs only the payload."""
+    record = _parse(raw)
+    return with_arguments(record) if record is not None else None

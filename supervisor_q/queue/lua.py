@@ -135,7 +135,7 @@ end
 #           then per job: id, payload, attempts, exceptions, waited_ms}
 # The acks of finished jobs ride in the same round trip as the next reserve.
 # The reservation deadline comes from the job's own timeout (read from the head of
-# its payload, which dispatch writes as {"v":1,"timeout":N,...}) plus the margin.
+# its payload, which dispatch writes as {"v":2,"timeout":N,...}; v1 too) plus the margin.
 RESERVE = _PRELUDE + _ACK_BODY + _MIGRATE_BODY + """
 local acked = 0
 for i = 7, #ARGV, 4 do

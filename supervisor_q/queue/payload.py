@@ -16,7 +16,7 @@ from typing import Any
 from supervisor_q.queue import ids
 from supervisor_q.queue.keys import check_queue_name
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # 1: every field written; 2: defaults left out (same keys)
 # Longest job id a worker runs: ids travel in every report line to the master, which
 # must stay short (dispatch makes 36-character UUIDs). Longer ids are failed.
 MAX_ID_LENGTH = 1024
@@ -54,8 +54,34 @@ def new_job_id() -> str:
 
 
 def encode(payload: Payload) -> str:
-    """Compact JSON whose head is {"v":1,"timeout":N — the reserve script reads it there."""
-    body: dict[str, Any] = {"v": PAYLOAD_VERSION, "timeout": payload.timeout,
+    """Compact JSON (version 2): only the fields that differ from their defaults. A job
+    with a timeout starts {"v":2,"timeout":N (the reserve script reads it there); one
+    without starts {"id": (no "v": version 1 always wrote one). The keys are version
+    1's, so a worker that reads version 1 reads this too: its decode() already took a
+    missing field as its default (README, "Deploys")."""
+    body: dict[str, Any] = {}
+    if payload.timeout is not None:
+        body.update(v=PAYLOAD_VERSION, timeout=payload.timeout)
+    body.update(id=payload.id, job=payload.job, queue=payload.queue)
+    for name, value in (("args", payload.args), ("kwargs", payload.kwargs),
+                        ("tries", payload.tries), ("backoff", payload.backoff),
+                        ("retry_until", payload.retry_until),
+                        ("max_exceptions", payload.max_exceptions),
+                        ("fail_on_timeout", payload.fail_on_timeout),
+                        ("dispatched_at", payload.dispatched_at), ("extra", payload.extra)):
+        if value is not None and value is not False and value != _EMPTY.get(name):
+            body[name] = value
+    return _dumps(body, payload.job)
+
+
+# A field equal to its default is left out of the payload (None and False always are).
+_EMPTY: dict[str, Any] = {"args": [], "kwargs": {}, "extra": {}, "dispatched_at": 0.0}
+
+
+def encode_v1(payload: Payload) -> str:
+    """The full version-1 form (every field, nulls and defaults included), as releases
+    before the compact payload wrote it: for tests and bench/payload_memory.py."""
+    body: dict[str, Any] = {"v": 1, "timeout": payload.timeout,
                             "id": payload.id, "job": payload.job, "queue": payload.queue,
                             "args": payload.args, "kwargs": payload.kwargs, "attempts": 0,
                             "tries": payload.tries, "backoff": payload.backoff,
@@ -65,14 +91,18 @@ def encode(payload: Payload) -> str:
                             "dispatched_at": payload.dispatched_at}
     if payload.extra:
         body["extra"] = payload.extra
+    return _dumps(body, payload.job)
+
+
+def _dumps(body: dict[str, Any], job: str) -> str:
     try:
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
     except RecursionError:
-        raise NotSerialisable(f"arguments of {payload.job} are nested too deeply for JSON") \
+        raise NotSerialisable(f"arguments of {job} are nested too deeply for JSON") \
             from None
     except (TypeError, ValueError) as exc:
         raise NotSerialisable(
-            f"arguments of {payload.job} must be JSON-serialisable "
+            f"arguments of {job} must be JSON-serialisable "
             f"(str, int, float, bool, None, list, dict): {exc}"
         ) from None
 
@@ -90,7 +120,8 @@ def build(job: str, queue: str, args: tuple | list, kwargs: dict, *, timeout: fl
                    args=list(args), kwargs=dict(kwargs), timeout=timeout, tries=tries,
                    backoff=backoff,
                    retry_until=retry_until, max_exceptions=max_exceptions,
-                   fail_on_timeout=fail_on_timeout, dispatched_at=time.time(),
+                   fail_on_timeout=fail_on_timeout,
+                   dispatched_at=round(time.time(), 3),
                    extra=dict(extra or {}))
 
 

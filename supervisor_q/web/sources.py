@@ -16,6 +16,7 @@ from supervisor_q.fleet.registry import members
 from supervisor_q.observe.buckets import read_series
 from supervisor_q.queue import ids, jobinfo
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.failed import with_arguments
 from supervisor_q.queue.keys import check_queue_name
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.workflows.batches import list_batches
@@ -98,7 +99,7 @@ def failed_job(queue: RedisQueue, queue_name: str, job_id: str) -> dict[str, Any
         except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):
-            return record
+            return with_arguments(record)
     return None
 
 

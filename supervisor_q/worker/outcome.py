@@ -133,11 +133,12 @@ def before_run(limits: Limits, attempts: int, now: float) -> str | None:
 
 
 def failed_record(job: Reserved, reason: str, trace: str | None) -> dict:
-    """The failed-store record for a job (its raw payload kept for `failed retry`)."""
+    """The failed-store record for a job (its raw payload kept for `failed retry`). The
+    arguments live only in that payload: the store's readers add args and kwargs from it
+    (queue/failed.py with_arguments)."""
     body = payloads.peek(job.payload)
     return {
-        "id": job.id, "job": body.get("job"), "queue": job.queue,
-        "args": body.get("args"), "kwargs": body.get("kwargs"), "attempts": job.attempts,
+        "id": job.id, "job": body.get("job"), "queue": job.queue, "attempts": job.attempts,
         "failed_at": time.time(), "reason": reason, "exception": trace,
         "payload": job.payload,
     }

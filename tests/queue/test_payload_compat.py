@@ -1,0 +1,135 @@
+"""The compact payload (version 2) and the full one releases before it wrote (version
+1): both decode to the same Payload, the reserve script reads the timeout of both, a
+real worker runs an old-format payload, and failed records keep one copy of the
+arguments (in the payload) while every reader still shows args and kwargs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from supervisor_q.jobs.registry import dispatch
+from supervisor_q.queue import payload as payloads
+from supervisor_q.queue.backend import RESERVATION_MARGIN, RedisQueue, connect
+from supervisor_q.queue.keys import QueueKeys
+
+# A small job as a release before the compact payload queued it, verbatim.
+V1 = ('{"v":1,"timeout":null,"id":"old-1","job":"tests.record","queue":"default",'
+      '"args":["from v1"],"kwargs":{},"attempts":0,"tries":null,"backoff":null,'
+      '"retry_until":null,"max_exceptions":null,"fail_on_timeout":false,'
+      '"dispatched_at":1764000000.123456}')
+
+
+@pytest.fixture
+def queue(redis_url: str) -> RedisQueue:
+    return RedisQueue(connect(redis_url))
+
+
+def test_a_literal_v1_payload_decodes_with_every_field() -> None:
+    got = payloads.decode(V1)
+    assert got == payloads.Payload(id="old-1", job="tests.record", queue="default",
+                                   args=["from v1"], kwargs={},
+                                   dispatched_at=1764000000.123456)
+    full = ('{"v":1,"timeout":30,"id":"old-2","job":"j","queue":"q","args":[1],'
+            '"kwargs":{"k":2},"attempts":0,"tries":3,"backoff":[1,5],"retry_until":1.5e9,'
+            '"max_exceptions":2,"fail_on_timeout":true,"dispatched_at":1.4e9,'
+            '"extra":{"batch":"b1"}}')
+    assert payloads.decode(full) == payloads.Payload(
+        id="old-2", job="j", queue="q", args=[1], kwargs={"k": 2}, timeout=30, tries=3,
+        backoff=[1, 5], retry_until=1.5e9, max_exceptions=2, fail_on_timeout=True,
+        dispatched_at=1.4e9, extra={"batch": "b1"})
+
+
+def test_the_compact_payload_omits_defaults_and_decodes_to_the_same_payload() -> None:
+    small = payloads.build("tests.record", "default", [], {})
+    raw = payloads.encode(small)
+    assert json.loads(raw).keys() == {"id", "job", "queue", "dispatched_at"}
+    assert len(raw) < len(payloads.encode_v1(small)) / 2
+    assert payloads.decode(raw) == small == payloads.decode(payloads.encode_v1(small))
+    full = payloads.build("j", "q", [0], {"k": None}, timeout=2.5, tries=1, backoff=[0],
+                          retry_until=0.0, max_exceptions=0, fail_on_timeout=True,
+                          extra={"chain": []})
+    raw = payloads.encode(full)
+    assert raw.startswith('{"v":2,"timeout":2.5,')  # the head the reserve script reads
+    assert payloads.decode(raw) == full  # zeros and empty lists are not defaults
+
+
+def test_the_compact_payload_keeps_the_keys_a_v1_reader_takes() -> None:
+    """Rolling deploys: a version-1 worker reads a version-2 payload because v2 only
+    leaves keys out (v1's decode took a missing one as its default) and never renames.
+    The keys it writes must be a subset of v1's."""
+    full = payloads.build("j", "q", [1], {"k": 1}, timeout=3, tries=2, backoff=[1],
+                          retry_until=9e9, max_exceptions=1, fail_on_timeout=True,
+                          extra={"batch": "b"})
+    v1_keys = set(json.loads(payloads.encode_v1(full)))
+    assert set(json.loads(payloads.encode(full))) <= v1_keys
+
+
+@pytest.mark.parametrize("timeout", [None, 40])
+def test_reserve_reads_the_timeout_of_both_forms(queue: RedisQueue,
+                                                 timeout: int | None) -> None:
+    keys = QueueKeys("default")
+    for n, encode in enumerate((payloads.encode_v1, payloads.encode)):
+        built = payloads.build("tests.noop", "default", [], {}, timeout=timeout,
+                               job_id=f"t{n}")
+        queue.push("default", built.id, encode(built))
+        queue.reserve("default", default_timeout=7)
+        seconds, micros = queue.client.time()
+        left = queue.client.zscore(keys.reserved, built.id) / 1000 - seconds - micros / 1e6
+        expected = (timeout or 7) + RESERVATION_MARGIN
+        assert expected - 2 < left <= expected, (encode.__name__, left)
+
+
+def test_a_worker_runs_an_old_format_payload(redis_url: str, queue: RedisQueue) -> None:
+    queue.push("default", "old-1", V1)
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
+         "--queue", "default", "--import", "tests.jobmods.basic", "--stop-when-empty"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ran = [json.loads(r) for r in queue.client.lrange("results", 0, -1)]
+    assert [(r["id"], r["value"]) for r in ran] == [("old-1", "from v1")]
+    assert queue.failed_records() == []
+
+
+def test_a_failed_record_stores_the_arguments_once(redis_url: str,
+                                                   queue: RedisQueue) -> None:
+    import tests.jobmods.basic  # noqa: F401  (registers tests.boom)
+
+    job_id = dispatch("tests.boom", "x", queue="default")
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
+         "--queue", "default", "--import", "tests.jobmods.basic", "--stop-when-empty"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(queue.client.hget(QueueKeys("default").failed_records, job_id))
+    assert "args" not in stored and "kwargs" not in stored
+    assert json.loads(stored["payload"])["args"] == ["x"]
+    assert queue.find_failed(job_id)["args"] == ["x"]
+    [row] = queue.failed_page(None, 0, 10)[0]
+    assert (row["args"], row["kwargs"]) == (["x"], {})
+    listed = subprocess.run(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "failed", "list",
+         "--json"], capture_output=True, text=True, check=True)
+    [entry] = json.loads(listed.stdout)
+    assert (entry["args"], entry["kwargs"]) == (["x"], {})
+
+
+def test_a_failed_record_with_its_own_arguments_keeps_them(queue: RedisQueue) -> None:
+    """Records written by an older worker carry args and kwargs: shown as stored."""
+    from supervisor_q.queue.failed import record_json, with_arguments
+
+    old = {"id": "o", "job": "j", "queue": "default", "args": [1], "kwargs": {"a": 1},
+           "payload": V1, "attempts": 1, "reason": "r", "failed_at": 1.0}
+    queue.client.zadd(QueueKeys("default").failed, {"o": 1000})
+    queue.client.hset(QueueKeys("default").failed_records, "o", record_json(old))
+    queue.index_queue("default")
+    assert queue.find_failed("o")["args"] == [1]
+    compact = payloads.encode(payloads.build("j", "default", [], {}))
+    older = {"payload": compact, "args": None, "kwargs": None}  # an older worker's record
+    assert with_arguments(older) == {"payload": compact, "args": [], "kwargs": {}}
+    assert with_arguments({"payload": "not json"}) == {"payload": "not json", "args": None,
+                                                       "kwargs": None}

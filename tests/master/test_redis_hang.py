@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor_q.ctl.protocol import request
+from supervisor_q.ctl.protocol import ControlError, request
 from supervisor_q.master.deadlines import KILL_GRACE, TERM_GRACE
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
@@ -34,6 +34,10 @@ startsecs: 0.2
 tries: 1
 """
 # A line every 0.2 s: a gap in what the master captured shows its loop stalled.
+PERIODIC = """\
+periodic:
+  - {name: tick, job: tests.noop, every: 1h, queue: hang}
+"""
 CHATTY = "command: sh -c 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done'\n"
 
 
@@ -111,8 +115,9 @@ def test_a_hanging_redis_does_not_freeze_the_master(short_tmp: Path,
 
 def test_status_shows_a_hanging_redis_as_unavailable(short_tmp: Path,
                                                      server: RedisServer) -> None:
-    """`supervisor-q status` (the CLI) says `redis: unavailable since` for a hung server."""
-    master = Master(short_tmp, server.url, {"w": WORKER})
+    """`supervisor-q status` (the CLI) says `redis: unavailable since` for a hung server;
+    `periodic list` says so at once rather than timing out."""
+    master = Master(short_tmp, server.url, {"w": WORKER, "cron": PERIODIC})
     try:
         master.start()
         master.wait_running("w", 1)
@@ -125,6 +130,10 @@ def test_status_shows_a_hanging_redis_as_unavailable(short_tmp: Path,
                               capture_output=True, text=True, timeout=30).stdout
         assert "redis: unavailable since " in text, text
         assert time.monotonic() - began < 5, "status answered slowly"
+        began = time.monotonic()
+        with pytest.raises(ControlError, match="Redis unavailable since"):
+            request(master.socket, "periodic", timeout=5, action="list")
+        assert time.monotonic() - began < 1.0, "periodic list answered slowly"
         os.kill(server.process.pid, signal.SIGCONT)
         wait_until(lambda: master.status()["master"]["redis"]["ok"], message="Redis back")
     finally:

@@ -299,8 +299,10 @@ class Arbiter:
         log.error("embedded Redis server exited; starting it again")
         if server.process is not None:
             self.guardian.forget(server.process.pid)
-        try:
-            server.start()
+        try:  # waits 1 s at most: one still loading its data is found by the probe
+            server.start(timeout=REDIS_TIMEOUT)
+        except TimeoutError:
+            log.warning("embedded Redis server not answering yet (loading its data?)")
         except Exception as exc:  # noqa: BLE001 - retried next tick
             log.error("embedded Redis server failed to start: %s", exc)
             return

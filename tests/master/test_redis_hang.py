@@ -138,3 +138,26 @@ def test_status_shows_a_hanging_redis_as_unavailable(short_tmp: Path,
         wait_until(lambda: master.status()["master"]["redis"]["ok"], message="Redis back")
     finally:
         master.stop()
+
+
+def _embedded(master: Master) -> psutil.Process | None:
+    return next((p for p in psutil.Process(master.proc.pid).children()
+                 if p.name() in ("valkey-server", "redis-server")), None)
+
+
+def test_a_killed_embedded_server_is_started_again(short_tmp: Path) -> None:
+    """The master's own server SIGKILLed: started again (waiting 1 s at most for it),
+    and the master's probe finds it back."""
+    master = Master(short_tmp, None, {"idle": "command: sleep 600\nstartsecs: 0.2\n"})
+    try:
+        master.start()
+        first = wait_until(lambda: _embedded(master), message="the embedded server")
+        wait_until(lambda: master.status()["master"]["redis"]["ok"], message="Redis up")
+        first.kill()
+        second = wait_until(lambda: (p := _embedded(master)) and p.pid != first.pid and p,
+                            message="the server started again")
+        assert second.is_running()
+        wait_until(lambda: master.status()["master"]["redis"]["ok"], message="Redis back")
+        assert "embedded Redis server exited; starting it again" in master.tail(200)
+    finally:
+        master.stop()

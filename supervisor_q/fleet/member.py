@@ -47,6 +47,7 @@ from supervisor_q import __version__
 from supervisor_q.config.schema import ProgramConfig
 from supervisor_q.fleet import registry, shares
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.faults import Gate
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.pauses import paused_queues
 
@@ -74,8 +75,10 @@ def new_id() -> str:
 
 
 class FleetMember:
-    def __init__(self, queue: RedisQueue, lease: float | None = None) -> None:
+    def __init__(self, queue: RedisQueue, lease: float | None = None,
+                 gate: Gate | None = None) -> None:
         self.queue = queue
+        self.gate = gate or Gate()  # the master's: no Redis work while it is closed
         self.lease = lease if lease is not None else lease_from_env()
         self.id = self.new_epoch()
         self.started = time.time()
@@ -94,6 +97,9 @@ class FleetMember:
         jobs = inflight(arbiter)
         if now < self.next_beat and jobs == self.sent:
             return
+        if not self.gate.open:  # Redis marked down: a missed beat, as a failed one
+            self.beating_since = None
+            return
         self.next_beat = now + BEAT
         try:
             self.paused_queues = paused_queues(self.queue.client)
@@ -110,6 +116,7 @@ class FleetMember:
                 self.reap_dead()
         except redis.RedisError as exc:
             self.beating_since = None
+            self.gate.fault(exc, log, "fleet")
             if self.redis_error is None:
                 log.warning("fleet heartbeat failed: %s", exc)
             self.redis_error = f"{time.strftime('%H:%M:%S')}: {exc}"
@@ -182,11 +189,14 @@ class FleetMember:
         member = f"{self.id}/{name}"
 
         def cap(wanted: int, floor: int) -> int:
+            if not self.gate.open:
+                return max(floor, held)
             try:
                 found = shares.claim(self.queue.client, queues, member, wanted=wanted,
                                      floor=floor, held=held, fleet_max=autoscale.fleet_max,
                                      lease=self.lease)
-            except redis.RedisError:
+            except redis.RedisError as exc:
+                self.gate.fault(exc, log, "fleet")
                 return max(floor, held)
             self.shared[member] = queues
             return found

@@ -29,6 +29,7 @@ from supervisor_q.master.process import ChildProcess, State
 from supervisor_q.observe.alerts import AlertBook, CrashLog, Notification, RateWindow, Reading
 from supervisor_q.observe.counters import Counters, restart_reason
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.faults import Gate
 from supervisor_q.queue.keys import PREFIX
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ def effective_rules(settings: AlertsSettings, program: ProgramConfig) -> dict[st
 
 
 class Alerting:
-    def __init__(self, queue: RedisQueue, fleet_id: str) -> None:
+    def __init__(self, queue: RedisQueue, fleet_id: str, gate: Gate | None = None) -> None:
         self.queue = queue
+        self.gate = gate or Gate()  # the master's: no Redis work while it is closed
         self.fleet_id = fleet_id
         self.host = socket.gethostname()
         self.book = AlertBook()
@@ -92,7 +94,7 @@ class Alerting:
         readings = [r for p in pools for r in self.program_readings(p, rules[p.name], now)]
         readings += self.rate_readings(pools, rules, counters, now)
         self.unmeasured = set()  # queue conditions Redis could not measure now
-        if not redis_down:
+        if not redis_down and self.gate.open:
             readings += self.queue_readings(pools, rules, settings)
         else:
             self.unmeasured = {cid for cid in self.book.last if cid.startswith("queue_")}
@@ -142,10 +144,15 @@ class Alerting:
         waits.update({q: w for q, w in settings.waits.items() if q in _queues(pools)})
         found = []
         for queue in sorted(set(sizes) | set(waits)):
+            unmeasured = {f"queue_size:{queue}", f"queue_wait:{queue}"}
+            if not self.gate.open:  # a fault below: the rest wait for the master's probe
+                self.unmeasured |= unmeasured
+                continue
             try:
                 size, waited = self.queue.load(queue)
-            except redis.RedisError:
-                self.unmeasured |= {f"queue_size:{queue}", f"queue_wait:{queue}"}
+            except redis.RedisError as exc:
+                self.gate.fault(exc, log, "alerts")
+                self.unmeasured |= unmeasured
                 continue
             if queue in sizes:
                 limit = sizes[queue]
@@ -179,12 +186,15 @@ class Alerting:
         keeps the firing claim, so a re-fire within the period stays suppressed fleet-wide
         as it does in each master's book."""
         kind = "cleared" if event == "cleared" else "firing"
+        if not self.gate.open:
+            return True
         try:
             won = self.queue.client.set(claim_key(cid, kind), self.fleet_id, nx=True,
                                         px=max(1, int(period * 1000)))
             if won and kind == "firing":
                 self.queue.client.delete(claim_key(cid, "cleared"))
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            self.gate.fault(exc, log, "alerts")
             return True
         return bool(won)
 

@@ -26,10 +26,12 @@ from supervisor_q.config.loading import (
 from supervisor_q.config.settings import MasterSettings
 from supervisor_q.ctl.protocol import ControlError, ControlServer
 from supervisor_q.fleet.member import FleetMember
+from supervisor_q.jobs import dispatching
 from supervisor_q.master import addressing, commands, periodic, upkeep
 from supervisor_q.master.alerting import Alerting
 from supervisor_q.master.confwatch import DirSnapshot
 from supervisor_q.master.guardian import Guardian
+from supervisor_q.master.handbacks import Handbacks
 from supervisor_q.master.metering import Metering
 from supervisor_q.master.phases import stop_all_now, stop_in_phases
 from supervisor_q.master.pool import Pool
@@ -38,14 +40,13 @@ from supervisor_q.master.spawn import ForkSpawner
 from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
 from supervisor_q.queue.backend import RedisQueue, connect
-from supervisor_q.queue.faults import Outage
-from supervisor_q.queue.payload import loggable
+from supervisor_q.queue.faults import Gate
 from supervisor_q.queue.restart import read_generation
-from supervisor_q.worker import handback
 
 log = logging.getLogger("supervisor_q.arbiter")
 
 TICK = 1.0  # the loop wakes at least this often
+REDIS_TIMEOUT = 1.0  # seconds, per call of the master's own (a hung Redis: queue/faults.Gate)
 RELOAD_DEBOUNCE = 0.3  # editors write a file in several steps
 
 
@@ -63,14 +64,17 @@ class Arbiter:
         self.control = ControlServer(control_path, self.handle_command)
         self.guardian = Guardian()
         self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
-        self.queue = RedisQueue(connect(redis_url, socket_timeout=5))
-        self.fleet = FleetMember(self.queue)  # heartbeat, dead masters' jobs
-        self.redis = Outage()  # probed on the slow tick (read_restart_signal)
+        self.queue = RedisQueue(connect(redis_url, socket_timeout=REDIS_TIMEOUT,
+                                        connect_timeout=REDIS_TIMEOUT))
+        dispatching.bind(self.queue)  # periodic firings: the same bounded client
+        self.redis = Gate()  # probed on the slow tick (read_restart_signal); see its doc
+        self.fleet = FleetMember(self.queue, gate=self.redis)  # heartbeat, dead masters
+        self.handbacks = Handbacks(self.queue, self.redis)  # reaped children's jobs
         self.reports = ReportReader(self.wakeup, self.clock)
         self.metering = Metering(config_dir, redis_url, self.wakeup, self.reports,
                                  settings or MasterSettings(), metrics_bind)
-        self.alerting = Alerting(self.queue, self.fleet.id)
-        self.periodic = periodic.Periodic(self.queue.client, redis_url, self.fleet.id)
+        self.alerting = Alerting(self.queue, self.fleet.id, self.redis)
+        self.periodic = periodic.Periodic(self.queue.client, None, self.fleet.id)
         self.pools: dict[str, Pool] = {}
         self.started = self.clock.monotonic()
         self.stopping: str | None = None  # "graceful" | "fast"
@@ -127,6 +131,7 @@ class Arbiter:
 
     def iterate(self) -> bool:
         """One turn of the loop; True when shutdown is complete."""
+        self.redis.new_turn()
         for event in self.wakeup.wait(timeout=self.seconds_to_next_deadline()):
             self.dispatch(event)
         now = self.clock.monotonic()
@@ -245,10 +250,7 @@ class Arbiter:
                     pass
                 self.guardian.forget(child.pgid)
             if back is not None and isinstance(pool.program, WorkerProgram):
-                done = handback.settle(self.queue, pool.program, back)
-                log.warning("%s: job %s (%s) interrupted (%s, %s): %s", child.name,
-                            loggable(back.job.id), loggable(back.job.name), back.why,
-                            back.how, loggable(done, 400))
+                self.handbacks.add(child.name, pool.program, back)
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.
@@ -258,12 +260,13 @@ class Arbiter:
     # -- slow tick: targets, restart signal, memory, embedded server ------------------
 
     def slow_tick(self, now: float) -> None:
+        self.read_restart_signal(now)  # first: the probe opens Redis for the rest
+        self.handbacks.settle()
         for pool in self.pools.values():
             if self.stopping is None and pool.mode != "removing":
                 self.update_target(pool)
         if self.config_watch is not None and self.config_watch.changed():
             self.reload_at = now + RELOAD_DEBOUNCE
-        self.read_restart_signal(now)
         self.fleet.tick(now, self, lambda: commands.status(self))
         self.alerting.tick(now, self.pools.values(), self.metering.all_settings.alerts,
                            self.reports.counters, self.redis.down)
@@ -283,7 +286,7 @@ class Arbiter:
         try:
             value = read_generation(self.queue.client)
         except redis.RedisError as exc:  # unknown: read again, never taken as "no signal"
-            self.redis.report(exc, log, "master")
+            self.redis.fault(exc, log, "master")
             return
         self.redis.report(None, log, "master")
         if value != self.restart_generation:
@@ -300,8 +303,10 @@ class Arbiter:
         log.error("embedded Redis server exited; starting it again")
         if server.process is not None:
             self.guardian.forget(server.process.pid)
-        try:
-            server.start()
+        try:  # waits 1 s at most: one still loading its data is found by the probe
+            server.start(timeout=REDIS_TIMEOUT)
+        except TimeoutError:
+            log.warning("embedded Redis server not answering yet (loading its data?)")
         except Exception as exc:  # noqa: BLE001 - retried next tick
             log.error("embedded Redis server failed to start: %s", exc)
             return

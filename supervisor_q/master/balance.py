@@ -18,7 +18,7 @@ short queues. The pool size itself stays autoscale's, schedule's or numprocs'.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -164,9 +164,11 @@ def surplus(plan: Mapping[str, int], queues: Sequence[str], children: Sequence[A
 
 # -- applied on the master's slow tick (arbiter.update_target) ----------------------
 
-def rebalance(pool: Pool, queue: RedisQueue | None, now: float) -> None:
+def rebalance(pool: Pool, queue: RedisQueue | None, now: float,
+              on_fault: Callable[[redis.RedisError], object] | None = None) -> None:
     """Update pool's plan (auto: from the ready jobs of its queues; queue None when Redis
-    is away: the plan holds) and recycle the children a queue has too many of."""
+    is away: the plan holds) and recycle the children a queue has too many of; a Redis
+    error reading the queues goes to on_fault (the master's gate)."""
     program = pool.program
     mode = getattr(program, "balance", False)
     if pool.mode != "running":
@@ -176,7 +178,7 @@ def rebalance(pool: Pool, queue: RedisQueue | None, now: float) -> None:
         stale = [c for c in pool.active() if c.queues]
         _recycle(pool, stale, now, "balance: false")
         return
-    waiting = _waiting(queue, program.queues) if mode == "auto" else None
+    waiting = _waiting(queue, program.queues, on_fault) if mode == "auto" else None
     auto = program.autoscale
     plan = pool.scaling.balancer.plan(
         mode, program.queues, pool.want, waiting, program.min_per_queue, now,
@@ -185,12 +187,15 @@ def rebalance(pool: Pool, queue: RedisQueue | None, now: float) -> None:
              "rebalance " + " ".join(f"{q}={n}" for q, n in plan.items()))
 
 
-def _waiting(queue: RedisQueue | None, queues: Sequence[str]) -> dict[str, int] | None:
+def _waiting(queue: RedisQueue | None, queues: Sequence[str],
+             on_fault: Callable[[redis.RedisError], object] | None) -> dict[str, int] | None:
     if queue is None:
         return None
     try:
         return {q: queue.load(q)[0] for q in queues}
-    except redis.RedisError:
+    except redis.RedisError as exc:
+        if on_fault is not None:
+            on_fault(exc)
         return None
 
 

@@ -35,7 +35,7 @@ from supervisor_q.observe import buckets, queues
 from supervisor_q.observe.counters import Counters, restart_reason
 from supervisor_q.observe.exporter import GaugeCollector, MetricsServer
 from supervisor_q.queue.backend import RedisQueue, connect
-from supervisor_q.queue.faults import Outage
+from supervisor_q.queue.faults import Gate
 
 if TYPE_CHECKING:
     from supervisor_q.master.pool import Pool
@@ -154,9 +154,9 @@ class Metering:
     # -- the slow tick -------------------------------------------------------------
 
     def tick(self, now: float, pools: Iterable[Pool], queue: RedisQueue,
-             outage: Outage) -> None:
-        """The slow tick's part; nothing touches Redis while the master's own probe
-        (outage) finds it down: the counts wait for it."""
+             outage: Gate) -> None:
+        """The slow tick's part; nothing touches Redis while the master's gate (outage)
+        is closed: the counts wait for its probe. A fault here closes it."""
         self.reload_if_changed()
         if not self.enabled:
             return
@@ -165,10 +165,10 @@ class Metering:
         if self.server is not None:
             for conn in self.server.stale(now):
                 self._drop(conn)
-        if now >= self.next_flush and not outage.down:
-            self.flush(now)
-            if self.server is not None:
-                self.measure_queues(pools, queue)
+        if now >= self.next_flush and outage.open:
+            self.flush(now, outage)
+            if self.server is not None and outage.open:
+                self.measure_queues(pools, queue, outage)
 
     def count_states(self, now: float, pools: list[Pool]) -> None:
         elapsed = 0.0 if self.last_tick is None else now - self.last_tick
@@ -181,24 +181,28 @@ class Metering:
                     self.counters.in_state(pool.name, child.state.value, elapsed)
         self.counters.set_processes(states)
 
-    def measure_queues(self, pools: list[Pool], queue: RedisQueue) -> None:
+    def measure_queues(self, pools: list[Pool], queue: RedisQueue, outage: Gate) -> None:
         names = [q for p in pools if isinstance(p.program, WorkerProgram)
                  for q in p.program.queues]
         try:
             self.queue_gauges = queues.measure(queue, names)
         except redis.RedisError as exc:
             log.debug("metrics: queue gauges not measured: %s", exc)
+            outage.fault(exc, log, "metrics")
 
-    def flush(self, now: float) -> None:
+    def flush(self, now: float, outage: Gate | None = None) -> None:
         pending = self.counters.take_pending()
         if not pending:
             self.next_flush = now + FLUSH_EVERY
             return
         try:
             if self.client is None:
-                self.client = RedisQueue(connect(self.redis_url, socket_timeout=1.0))
+                self.client = RedisQueue(connect(self.redis_url, socket_timeout=1.0,
+                                                 connect_timeout=1.0))
             buckets.flush(self.client.client, pending, self.settings.retention)
         except redis.RedisError as exc:
+            if outage is not None:
+                outage.fault(exc, log, "metrics")
             self.counters.give_back(pending)
             self.backoff = min(MAX_BACKOFF, self.backoff * 2)
             log.warning("metrics: flush to Redis failed (%s); kept, next try in %.0fs",

@@ -84,9 +84,11 @@ def status_fields(pool: Pool) -> dict[str, Any]:
 class Periodic:
     """The master's firing of every periodic program, on its slow tick."""
 
-    def __init__(self, client: redis.Redis, redis_url: str, master_id: str) -> None:
+    def __init__(self, client: redis.Redis, redis_url: str | None, master_id: str) -> None:
         self.client = client
-        self.url = redis_url  # dispatches go through jobs.dispatching, as every dispatch
+        # Dispatches go through jobs.dispatching, as every dispatch; None: the queue the
+        # process bound (the master's own, with its short timeout).
+        self.url = redis_url
         self.master_id = master_id
         self.claim = client.register_script(CLAIM)
         self.warned: set[tuple[str, str]] = set()  # (program, job) told once: undeclared
@@ -98,7 +100,7 @@ class Periodic:
         """Fire every due entry of the firing programs (the arbiter's slow tick, and the
         moment in next_at)."""
         self.next_at = None
-        if arbiter.stopping is not None or not arbiter.redis.due():
+        if arbiter.stopping is not None or not arbiter.redis.open:
             return
         programs = firing(arbiter.pools.values())
         if not programs:
@@ -109,7 +111,7 @@ class Periodic:
                 self.fire_due(program, now)
             self.next_at = self.next_moment(programs, now, arbiter.clock.monotonic())
         except redis.RedisError as exc:
-            arbiter.redis.report(exc, log, "periodic")
+            arbiter.redis.fault(exc, log, "periodic")
 
     @staticmethod
     def next_moment(programs: list[PeriodicProgram], now: float,
@@ -183,7 +185,7 @@ class Periodic:
 
     def dispatch(self, program: PeriodicProgram, entry: PeriodicEntry) -> tuple[str | None, str]:
         """(job id, queue): by name with the job's declared options, else the defaults."""
-        target = dispatching.queue_for(self.url)
+        target = dispatching.queue(self.url)
         found = declared_job(entry.job, target)
         if found is not None:
             queue = entry.queue or found.options.queue
@@ -233,6 +235,9 @@ def _json(value: str | None) -> dict[str, Any]:
 
 def command(arbiter: Arbiter, args: dict[str, Any]) -> Any:
     """`periodic list` (every entry) or `periodic run NAME` (fire one now)."""
+    if not arbiter.redis.open:  # at once, rather than a timeout per command
+        raise ControlError(f"Redis unavailable since {iso(arbiter.redis.since)}: "
+                           f"{arbiter.redis.error}")
     try:
         if args.get("action") == "list":
             return listing(arbiter)
@@ -242,6 +247,7 @@ def command(arbiter: Arbiter, args: dict[str, Any]) -> Any:
             now = server_time(arbiter.periodic.client)
             return arbiter.periodic.fire(pool.program, entry, None, now, "run by hand")
     except redis.RedisError as exc:
+        arbiter.redis.fault(exc, log, "periodic")
         raise ControlError(f"Redis unavailable: {str(exc)[:200]}") from None
     raise ControlError("periodic: the action must be list or run")
 

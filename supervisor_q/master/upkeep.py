@@ -51,11 +51,12 @@ def enforce_memory_hard(pools: Iterable[Pool]) -> None:
 def apply_inbox(arbiter: Arbiter) -> None:
     """Apply the commands other hosts left in this master's Redis inbox (`scale` from the
     dashboard or `scale --all`), each like the control socket's command."""
-    if arbiter.stopping is not None:
+    if arbiter.stopping is not None or not arbiter.redis.open:
         return  # left in Redis; the inbox expires
     try:
         received = inbox.take(arbiter.queue.client, arbiter.fleet.id)
-    except redis.RedisError:
+    except redis.RedisError as exc:
+        arbiter.redis.fault(exc, log, "inbox")
         return
     for command, args in received:
         try:
@@ -69,22 +70,24 @@ def update_target(arbiter: Arbiter, pool: Pool) -> None:
     load = sample_load(arbiter, pool) if pool.program.autoscale is not None else None
     cap = arbiter.fleet.cap_for(pool.name, pool.program, len(pool.children)) if load else None
     pool.update_target(arbiter.clock.now(), load, cap)
-    balance.rebalance(pool, arbiter.queue if arbiter.redis.due() else None,
-                      arbiter.clock.monotonic())
+    balance.rebalance(pool, arbiter.queue if arbiter.redis.open else None,
+                      arbiter.clock.monotonic(),
+                      lambda exc: arbiter.redis.fault(exc, log, "balance"))
 
 
 def sample_load(arbiter: Arbiter, pool: Pool) -> AutoscaleInput | None:
     """What autoscale decides from: the queues' length and oldest wait, busy children."""
     program = pool.program
     assert isinstance(program, WorkerProgram)
-    if not arbiter.redis.due():  # Redis is away: no load to sample until the next probe
+    if not arbiter.redis.open:  # Redis is away: no load to sample until the next probe
         return None
     try:
         size, oldest = 0, 0.0
         for queue in program.queues:
             length, waited = arbiter.queue.load(queue)
             size, oldest = size + length, max(oldest, waited)
-    except redis.RedisError:
+    except redis.RedisError as exc:
+        arbiter.redis.fault(exc, log, "autoscale")
         return None
     busy = sum(1 for c in pool.children if c.job is not None)
     return AutoscaleInput(current=len(pool.active()), busy=busy, queue_size=size,

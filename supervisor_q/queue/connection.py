@@ -60,9 +60,11 @@ class SentinelUrl:
         self.query = query
 
 
-def connect(url: str, *, socket_timeout: float | None = 30.0) -> redis.Redis:
+def connect(url: str, *, socket_timeout: float | None = 30.0,
+            connect_timeout: float = 5.0) -> redis.Redis:
     """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
-    options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
+    options: dict[str, Any] = {"socket_timeout": socket_timeout,
+                               "socket_connect_timeout": connect_timeout,
                                "health_check_interval": 30, "retry_on_timeout": False}
     if not url.startswith("unix:"):
         options["socket_keepalive"] = True  # notice a dead peer behind a silent network

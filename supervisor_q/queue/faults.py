@@ -4,7 +4,8 @@ A connection error, LOADING (a server reading its data), READONLY (a primary dem
 under us), TRYAGAIN, CLUSTERDOWN, MASTERDOWN and NOREPLICAS mean "not now, try again": the worker
 and the master retry them with backoff and jitter, log them once per episode (and once
 when Redis is back), never count them as a job's exception and never FATAL a pool.
-`Outage` is the bookkeeping of one episode. Imports nothing from the package.
+`Outage` is the bookkeeping of one episode; `Gate` the master's rule over it (skip
+Redis work while it is down, probe it). Imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -97,3 +98,42 @@ class Outage:
             return {"ok": True}
         return {"ok": False, "since": round(self.since, 3), "error": self.error,
                 "failures": self.failures}
+
+
+class Gate(Outage):
+    """The master's Redis, as every caller on its single-threaded loop sees it.
+
+    The master's clients time out after a short bound (about a second per call). A
+    topology fault (refused, timed out: a server that hangs) marks Redis down; from
+    then on, every caller but the probe skips its Redis work (`open` is False) until
+    the probe (`due`, the restart-signal read, once the backoff has passed) gets an
+    answer. The probe is not due again in the turn a fault was recorded, so one turn
+    of the loop waits at most one timed-out call.
+    """
+
+    def __init__(self, who: str = "master") -> None:
+        super().__init__()
+        self.who = who
+        self.faulted_this_turn = False
+
+    @property
+    def open(self) -> bool:
+        """Redis work other than the probe may go now: it is not marked down."""
+        return not self.down
+
+    def due(self) -> bool:
+        """The probe may try now: Redis is up, or down and its backoff has passed."""
+        return not self.faulted_this_turn and super().due()
+
+    def new_turn(self) -> None:
+        self.faulted_this_turn = False
+
+    def fault(self, exc: BaseException, log: logging.Logger, who: str) -> bool:
+        """A caller's Redis error. A topology fault marks Redis down (True); any other
+        error (a script's, a reply's) is logged as one line and leaves it up."""
+        if not is_topology_fault(exc):
+            log.warning("%s: Redis error: %s", who, describe(exc))
+            return False
+        self.report(exc, log, who)
+        self.faulted_this_turn = True
+        return True

@@ -144,9 +144,11 @@ class RedisServer:
             # even when the master died first.
             pass_fds=(self.lock_fd,),
         )
-        self.wait_ready(timeout)
-        if self.socket_group is not None:  # done by us: redis-server lacks unixsocketgroup
-            os.chown(self.unix_socket, -1, self.socket_group)
+        try:
+            self.wait_ready(timeout)
+        finally:  # a server still loading its data has its socket already
+            if self.socket_group is not None and self.unix_socket.exists():
+                os.chown(self.unix_socket, -1, self.socket_group)  # no unixsocketgroup
 
     def lock_data_dir(self, wait: float = LOCK_WAIT) -> None:
         """Take the data dir's exclusive lock (kept until stop): two servers appending to

@@ -58,31 +58,37 @@ class Program(Protocol):
 
 def settle(queue: RedisQueue, program: Program, back: Handback) -> str:
     """Release or fail the job of back; returns what was done, for the log."""
+    try:
+        return attempt(queue, program, back)
+    except redis.RedisError as exc:
+        log.warning("job %s: cannot settle now (%s); its reservation expires instead",
+                    payloads.loggable(back.job.id), exc)
+        return "left to reservation expiry"
+
+
+def attempt(queue: RedisQueue, program: Program, back: Handback) -> str:
+    """settle(), raising a RedisError for the caller to decide (the master tries again
+    once Redis answers). Safe to repeat: it acts only on the attempt back names."""
     job = back.job
     if not job.id:  # its start report was unreadable: the reservation brings it back
         return "left to reservation expiry (unreadable start report)"
-    try:
-        found = queue.reserved_job(job.queue, job.id)
-        if found is None:
-            return "already settled"
-        raw, attempts, exceptions = found
-        if attempts != back.attempts:
-            return "a later attempt holds it"
-        if back.why == "stopped":
-            queue.release(job.queue, job.id, 0, expected_attempts=attempts, undo_attempt=True)
-            return "handed back (shutdown)"
-        decoded = _decode(raw)
-        decision = _decision(queue, program, back, decoded, attempts)
-        if decision.release:
-            queue.release(job.queue, job.id, decision.delay, expected_attempts=attempts)
-            return f"released for attempt {attempts + 1} in {decision.delay:g}s"
-        reserved = Reserved(job.queue, job.id, raw, attempts, exceptions, 0.0)
-        _fail(queue, reserved, decoded, decision.reason)
-        return f"failed: {decision.reason}"
-    except redis.RedisError as exc:
-        log.warning("job %s: cannot settle now (%s); its reservation expires instead",
-                    payloads.loggable(job.id), exc)
-        return "left to reservation expiry"
+    found = queue.reserved_job(job.queue, job.id)
+    if found is None:
+        return "already settled"
+    raw, attempts, exceptions = found
+    if attempts != back.attempts:
+        return "a later attempt holds it"
+    if back.why == "stopped":
+        queue.release(job.queue, job.id, 0, expected_attempts=attempts, undo_attempt=True)
+        return "handed back (shutdown)"
+    decoded = _decode(raw)
+    decision = _decision(queue, program, back, decoded, attempts)
+    if decision.release:
+        queue.release(job.queue, job.id, decision.delay, expected_attempts=attempts)
+        return f"released for attempt {attempts + 1} in {decision.delay:g}s"
+    reserved = Reserved(job.queue, job.id, raw, attempts, exceptions, 0.0)
+    _fail(queue, reserved, decoded, decision.reason)
+    return f"failed: {decision.reason}"
 
 
 def _decode(raw: str) -> Payload | None:

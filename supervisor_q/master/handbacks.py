@@ -1,0 +1,56 @@
+"""The jobs of reaped children, settled in Redis (worker/handback.py: released or failed):
+at once while Redis answers, else kept until the master's probe finds it back, so a
+Redis that hangs never stalls the loop on a dead child's job. Kept ones are bounded
+(MAX_KEPT); one left over waits for its reservation to expire, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import redis
+
+from supervisor_q.config.loading import WorkerProgram
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.faults import Gate
+from supervisor_q.queue.payload import loggable
+from supervisor_q.worker import handback
+
+log = logging.getLogger("supervisor_q.arbiter")
+
+MAX_KEPT = 1000  # settles waiting for Redis; the oldest beyond is left to expiry
+
+
+class Handbacks:
+    def __init__(self, queue: RedisQueue, gate: Gate) -> None:
+        self.queue = queue
+        self.gate = gate
+        self.kept: deque[tuple[str, WorkerProgram, handback.Handback]] = deque()
+
+    def add(self, name: str, program: WorkerProgram, back: handback.Handback) -> None:
+        """A reaped child's job: settled now, or once Redis answers again."""
+        self.kept.append((name, program, back))
+        if len(self.kept) > MAX_KEPT:
+            old_name, _, old = self.kept.popleft()
+            log.warning("%s: job %s left to its reservation's expiry (%d settles wait for "
+                        "Redis)", old_name, loggable(old.job.id), MAX_KEPT)
+        if not self.gate.open:
+            log.warning("%s: job %s (%s) interrupted (%s, %s): settled once Redis answers",
+                        name, loggable(back.job.id), loggable(back.job.name), back.why,
+                        back.how)
+        self.settle()
+
+    def settle(self) -> None:
+        """Settle the kept jobs in order while Redis is open; a fault keeps the rest."""
+        while self.kept and self.gate.open:
+            name, program, back = self.kept[0]
+            try:
+                done = handback.attempt(self.queue, program, back)
+            except redis.RedisError as exc:
+                if self.gate.fault(exc, log, "handback"):
+                    continue  # kept; the gate is closed now
+                done = "left to reservation expiry"
+            self.kept.popleft()
+            log.warning("%s: job %s (%s) interrupted (%s, %s): %s", name, loggable(back.job.id),
+                        loggable(back.job.name), back.why, back.how, loggable(done, 400))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -142,7 +142,8 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         if ack_ids:
             self.stale_acks(queue, ack_ids, acked)
         if counts:
-            result = replace(result, counted=tuple(counted(counts, replies)))
+            result = ReserveResult(result.jobs, result.next_delayed_in,
+                                   tuple(counted(counts, replies)))
         return acked, result
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,

@@ -75,13 +75,18 @@ class HotPath:
         A call that found its script missing is sent again alone; the first other error
         is raised once every reply is read (none is left unread on a connection)."""
         try:
-            conns = [self._connection(keys[0]) for _, keys, _ in calls]
+            if self._nodes is None:  # one connection: one write
+                conns = [self._connection()] * len(calls)
+                groups = [(conns[0], calls)]
+            else:  # a write per node, in the calls' order on each
+                conns = [self._connection(keys[0]) for _, keys, _ in calls]
+                groups = [(c, [call for n, call in zip(conns, calls, strict=True) if n is c])
+                          for c in {id(c): c for c in conns}.values()]
             if self._owed and self._conn is not None:  # owed by the last node (_connection)
                 self._collect_owed(self._conn)
-            for conn in {id(c): c for c in conns}.values():
+            for conn, mine in groups:
                 conn.send_packed_command(conn.pack_commands(
-                    [("EVALSHA", s.sha, len(k), *k, *a)
-                     for c, (s, k, a) in zip(conns, calls, strict=True) if c is conn]))
+                    [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in mine]))
             replies: list[Any] = []
             for conn in conns:
                 try:

@@ -3,7 +3,7 @@ sent with the ACK or RESERVE that acks the job, in one pipeline on plain Redis a
 Sentinel; on Redis Cluster the batch's keys (sq:{batch:<id>}:...) live in another slot
 than the queue's, so each call goes to its own node's connection, all sent before any
 reply is read (one round trip of waiting, not two). A mixin of RedisQueue (backend.py).
-Imports keys, lua_limits and hotpath.
+Imports keys and lua_limits (the connections are hotpath.py's: RedisQueue._eval_many).
 """
 
 from __future__ import annotations

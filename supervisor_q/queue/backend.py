@@ -4,9 +4,9 @@ counts and sizes: inspecting.py; Redis Cluster: cluster.py).
 Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
 deadline, or failed: never nowhere. Imports paths, keys, lua, ids, failed, inspecting,
-cluster, hotpath (the per-job connection), bulk (push_many; push's kept connection)
-and connection (connect is re-exported here
-for its many callers).
+cluster, hotpath (the per-job connection), batchack (batch counts with the ack; last in
+the bases, its stubs overridden), bulk (push_many; push's kept connection) and connection
+(connect is re-exported here for its many callers).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue import lua
+from supervisor_q.queue.batchack import BatchAck, BatchCount, Counted, counted
 from supervisor_q.queue.bulk import BulkPush
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
@@ -55,9 +56,10 @@ class Reserved:
 class ReserveResult:
     jobs: list[Reserved]
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
+    counted: tuple[Counted, ...] = ()  # the batch counts that rode with the ack
 
 
-class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting):
+class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
     """The queue operations over one Redis connection."""
 
     def __init__(self, client: redis.Redis, *, margin: float = RESERVATION_MARGIN) -> None:
@@ -123,16 +125,25 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting):
     # -- consuming -------------------------------------------------------------
 
     def reserve(self, queue: str, *, default_timeout: float,
-                ack_ids: Sequence[str | Done] = (), count: int = 1) -> tuple[int, ReserveResult]:
-        """Ack ack_ids (finished jobs of this queue, with their done records) and reserve
-        up to count jobs, in one round trip. Returns (how many were acked, what was
-        reserved)."""
-        raw = self._eval(self._reserve, self._job_keys(queue),
-                         [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
-                          self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+                ack_ids: Sequence[str | Done] = (), count: int = 1,
+                counts: Sequence[BatchCount] = ()) -> tuple[int, ReserveResult]:
+        """Ack ack_ids (finished jobs of this queue, with their done records), count
+        counts in their batches (first), and reserve up to count jobs, in one round
+        trip. Returns (how many were acked, what was reserved)."""
+        calls = self.count_calls(queue, counts)  # before the ack forgets the tokens
+        call = (self._reserve, self._job_keys(queue),
+                [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
+                 self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+        if calls:
+            *replies, raw = self._eval_many([*calls, call])
+        else:
+            replies, raw = [], self._eval(*call)
         acked, result = self._parse_reserve(queue, raw)
         if ack_ids:
             self.stale_acks(queue, ack_ids, acked)
+        if counts:
+            result = ReserveResult(result.jobs, result.next_delayed_in,
+                                   tuple(counted(counts, replies)))
         return acked, result
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
@@ -194,10 +205,21 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting):
     def ack(self, queue: str, *job_ids: str | Done) -> int:
         """Delete finished jobs (keeping their done records); returns how many were still
         reserved (0 = none)."""
-        acked = int(self._eval(self._ack, self._job_keys(queue),
-                               [self.done_cap, *self.ack_args(queue, job_ids)]))
+        return self.ack_counting(queue, job_ids)[0]
+
+    def ack_counting(self, queue: str, job_ids: Sequence[str | Done],
+                     counts: Sequence[BatchCount] = ()) -> tuple[int, list[Counted]]:
+        """ack, with counts counted in their batches first, in the same round trip."""
+        call = (self._ack, self._job_keys(queue),
+                [self.done_cap, *self.ack_args(queue, job_ids)])
+        calls = self.count_calls(queue, counts)
+        if calls:
+            *replies, raw = self._eval_many([*calls, call])
+        else:
+            replies, raw = [], self._eval(*call)
+        acked = int(raw)
         self.stale_acks(queue, job_ids, acked)
-        return acked
+        return acked, counted(counts, replies)
 
     def ack_nowait(self, queue: str, job_id: str | Done) -> None:
         """Delete a finished job without waiting for the reply (prefetch: the next job

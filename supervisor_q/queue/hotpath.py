@@ -69,6 +69,41 @@ class HotPath:
         except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
             self._lost(exc)  # unknown whether owed calls ran: reservations expire and retry
 
+    def _eval_many(self, calls: list[tuple[Script, list[str], list]]) -> list[Any]:
+        """Several EVALSHA in one round trip, run in order; their replies, in order. On a
+        cluster each goes to its key's node: every call is sent before any reply is read.
+        A call that found its script missing is sent again alone; the first other error
+        is raised once every reply is read (none is left unread on a connection)."""
+        try:
+            if self._nodes is None:  # one connection: one write
+                conns = [self._connection()] * len(calls)
+                groups = [(conns[0], calls)]
+            else:  # a write per node, in the calls' order on each
+                conns = [self._connection(keys[0]) for _, keys, _ in calls]
+                groups = [(c, [call for n, call in zip(conns, calls, strict=True) if n is c])
+                          for c in {id(c): c for c in conns}.values()]
+            if self._owed and self._conn is not None:  # owed by the last node (_connection)
+                self._collect_owed(self._conn)
+            for conn, mine in groups:
+                conn.send_packed_command(conn.pack_commands(
+                    [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in mine]))
+            replies: list[Any] = []
+            for conn in conns:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._lost(exc)
+        for n, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                replies[n] = self._eval(*calls[n])
+            elif isinstance(reply, TOPOLOGY_ERRORS):
+                self._lost(reply)
+            elif isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
+
     def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
         """Send EVALSHA and read its reply later (before the next call): the server acts
         on it at once, and the worker does not wait a round trip for it."""

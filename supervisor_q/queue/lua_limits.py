@@ -47,13 +47,26 @@ return math.max(1, tonumber(first[2]) + window - now)
 """
 
 # KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
-# ARGV: 1 job id
+# ARGV: 1 job id, 2 the worker's holder name ('' = keep no replay record), 3 the token of
+#       its reservation of the job (queue/fencing.py)
 # Returns: {counted, fire_then, fire_finally, has_progress}. Idempotent per job id, so a job run
 # twice (at-least-once) counts once; the HSETNX flags make each callback fire once
-# even when two workers finish the last two jobs at the same instant.
+# even when two workers finish the last two jobs at the same instant. The worker sends
+# this in the round trip of the job's ack (queue/batchack.py) and retries both when the
+# reply is lost: the state keeps, per holder, its last count ("by:<holder>" = the three
+# flags, then "<id>|<token>"), and the same call again (same job, same reservation)
+# returns the same answer, so the callbacks it won are still dispatched, once.
 BATCH_SUCCEEDED = _PRELUDE + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, 0, 0} end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {0, 0, 0, 0} end
+local mine = ARGV[2] and ARGV[2] ~= '' and ('by:' .. ARGV[2])
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then
+  local last = mine and redis.call('HGET', KEYS[1], mine)
+  if last and string.sub(last, 4) == ARGV[1] .. '|' .. ARGV[3] then
+    return {1, tonumber(string.sub(last, 1, 1)), tonumber(string.sub(last, 2, 2)),
+            tonumber(string.sub(last, 3, 3))}
+  end
+  return {0, 0, 0, 0}
+end
 redis.call('SREM', KEYS[3], ARGV[1])
 local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
 local failed = redis.call('SCARD', KEYS[3])
@@ -63,7 +76,12 @@ if pending == 0 and redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 0 then
 end
 local fire_finally = 0
 if pending <= failed then fire_finally = redis.call('HSETNX', KEYS[1], 'finished_at', now) end
-return {1, fire_then, fire_finally, redis.call('HEXISTS', KEYS[1], 'has_progress')}
+local progress = redis.call('HEXISTS', KEYS[1], 'has_progress')
+if mine then
+  redis.call('HSET', KEYS[1], mine,
+             fire_then .. fire_finally .. progress .. ARGV[1] .. '|' .. ARGV[3])
+end
+return {1, fire_then, fire_finally, progress}
 """
 
 # KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set

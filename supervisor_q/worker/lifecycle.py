@@ -10,6 +10,7 @@ its own error handling, and a Redis hiccup in a chain or batch update must not k
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from redis import RedisError
@@ -19,6 +20,7 @@ from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.events import EVENTS, JobEvent
 from supervisor_q.jobs.registry import REGISTRY, Job, JobOptions, Registry
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.batchack import BatchCount, Counted
 from supervisor_q.queue.payload import (
     MAX_ID_LENGTH,
     MalformedPayload,
@@ -64,9 +66,10 @@ def _event(payload: Payload, attempts: int | None = None, **more: object) -> Job
 def invoke(target: Job, payload: Payload) -> Any:
     """Run the job: free an until-processing unique lock, fire before/after, and run
     the function inside its middleware. Returns what the function returned."""
-    if not (payload.extra or target.options.middleware or EVENTS.wants("before")
-            or EVENTS.wants("after")):
-        return target.fn(*payload.args, **payload.kwargs)  # the plain job: nothing to wrap
+    if not (unique.UNIQUE in payload.extra or target.options.middleware
+            or EVENTS.wants("before") or EVENTS.wants("after")):
+        # nothing to wrap (a chain's or batch's job too: they act after it returned)
+        return target.fn(*payload.args, **payload.kwargs)
     queue = dispatching.queue()
     unique.release_unique(queue, payload, "processing")
     EVENTS.fire("before", _event(payload))
@@ -88,16 +91,34 @@ def _guarded(what: str, payload: Payload | None, action) -> None:  # noqa: ANN00
         log.exception("job %s: %s failed (the job's own outcome stands)", job_id, what)
 
 
-def succeeded(payload: Payload) -> None:
+def succeeded(payload: Payload, *, count_batch: bool = True) -> BatchCount | None:
     """After the job returned, before its ack: free the unique lock, queue the next
-    job of its chain, count it in its batch."""
+    job of its chain, count it in its batch. With count_batch False the batch count is
+    returned instead, for the caller to send with the job's ack (then batch_counted)."""
     if not payload.extra:  # no unique lock, chain or batch rides with this job
-        return
+        return None
     queue = dispatching.queue()
     _guarded("unique unlock", payload,
              lambda: unique.release_unique(queue, payload, "finished"))
     _guarded("chain", payload, lambda: chains.continue_chain(payload))
-    _guarded("batch", payload, lambda: batches.job_succeeded(payload))
+    if count_batch:
+        _guarded("batch", payload, lambda: batches.job_succeeded(payload))
+        return None
+    batch_id = batches.batch_of(payload)
+    return BatchCount(batch_id, payload.id) if batch_id else None
+
+
+def batch_counted(results: Sequence[Counted]) -> None:
+    """After an ack that carried batch counts: dispatch the callbacks they won."""
+    for result in results:
+        if not (result.fire_then or result.fire_finally
+                or (result.counted and result.has_progress)):
+            continue  # nothing won: no callback to dispatch
+        try:
+            batches.counted(result)
+        except Exception:
+            log.exception("job %s: batch callbacks failed (the job's own outcome stands)",
+                          loggable(result.job_id))
 
 
 def failed(payload: Payload | None, reason: str, attempts: int | None = None) -> None:

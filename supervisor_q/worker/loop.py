@@ -28,6 +28,7 @@ from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publ
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
+from supervisor_q.queue.batchack import BatchCount
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.jobinfo import Done
 from supervisor_q.queue.pauses import paused_queues
@@ -56,6 +57,7 @@ class _Pending:
 
     queue: str
     id: str | Done  # with its done record for job lookup
+    count: BatchCount | None = None  # its batch count, sent with the ack (batchack.py)
 
 
 @dataclass
@@ -137,9 +139,15 @@ class Worker(SignalFlags, RedisRetry):
     def flush_pending(self) -> None:
         """Ack every finished job now (a separate round trip per queue)."""
         for queue in {p.queue for p in self.pending}:
-            ids = [p.id for p in self.pending if p.queue == queue]
-            self.with_redis(lambda q=queue, i=ids: self.queue.ack(q, *i))
+            mine = [p for p in self.pending if p.queue == queue]
+            self.with_redis(lambda q=queue, m=mine: self._ack(q, m))
         self.pending = []
+
+    def _ack(self, queue: str, pending: list[_Pending]) -> None:
+        """Ack pending jobs of queue, their batch counts in the same round trip."""
+        counts = [p.count for p in pending if p.count is not None]
+        _, done = self.queue.ack_counting(queue, [p.id for p in pending], counts)
+        lifecycle.batch_counted(done)
 
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
@@ -194,11 +202,13 @@ class Worker(SignalFlags, RedisRetry):
         next_delayed: float | None = None
         count = self.settings.prefetch
         for queue in self.queues:
-            ack_ids = [p.id for p in self.pending if p.queue == queue]
-            _, result = self.queue.reserve(queue, default_timeout=self.settings.timeout,
-                                           ack_ids=ack_ids, count=count)
-            if ack_ids:
+            mine = [p for p in self.pending if p.queue == queue]
+            _, result = self.queue.reserve(
+                queue, default_timeout=self.settings.timeout, ack_ids=[p.id for p in mine],
+                count=count, counts=[p.count for p in mine if p.count is not None])
+            if mine:
                 self.pending = [p for p in self.pending if p.queue != queue]
+                lifecycle.batch_counted(result.counted)
             if result.jobs:
                 self.flush_pending()  # the ack belonged to a lower-priority queue
                 self.prefetched.extend(result.jobs[1:])
@@ -308,11 +318,13 @@ class Worker(SignalFlags, RedisRetry):
         self.with_redis(lambda: self.queue.release(job.queue, job.id, delay, undo_attempt=True))
 
     def succeeded(self, job: Reserved, decoded: payloads.Payload, done: str | Done) -> None:
-        lifecycle.succeeded(decoded)
-        if self.prefetched:  # the next job is already here: ack now, read the reply later
+        count = lifecycle.succeeded(decoded, count_batch=False)
+        if count is not None and self.prefetched:  # ack and count now, in one round trip
+            self.with_redis(lambda: self._ack(job.queue, [_Pending(job.queue, done, count)]))
+        elif self.prefetched:  # the next job is already here: ack now, read the reply later
             self.with_redis(lambda: self.queue.ack_nowait(job.queue, done))
-        else:  # the ack rides with the next reserve
-            self.pending.append(_Pending(job.queue, done))
+        else:  # the ack (and the batch count) rides with the next reserve
+            self.pending.append(_Pending(job.queue, done, count))
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

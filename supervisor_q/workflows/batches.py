@@ -10,7 +10,8 @@ the rest of the chain waits in the batch's state and goes on when it finishes, n
 cancelled; a cancelled (failed) batch runs the chain's catch instead. Counters follow
 Laravel: a failed job stays pending (a retry that succeeds finishes it); finished =
 every job succeeded or failed.
-Imports dispatching, bulk, registry, context, middleware, chains, keys, lua, backend and payload.
+Imports dispatching, bulk, registry, context, middleware, chains, keys, lua, backend,
+batchack and payload.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from supervisor_q.jobs.middleware import Call
 from supervisor_q.jobs.registry import Job, Signature, build_for, signature
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.batchack import Counted
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
 from supervisor_q.queue.payload import Payload
@@ -265,16 +267,29 @@ class SkipIfBatchCancelled:
 
 # -- worker side (called from lifecycle) -----------------------------------------
 
-def job_succeeded(payload: Payload) -> None:
+def batch_of(payload: Payload) -> str | None:
+    """The id of the batch the job belongs to, or None."""
     batch_id = payload.extra.get(BATCH)
-    if not batch_id:
+    return str(batch_id) if batch_id else None
+
+
+def job_succeeded(payload: Payload) -> None:
+    """Count the job in its batch now (sync mode); a worker counts it with its ack
+    instead (queue/batchack.py), then calls counted()."""
+    batch_id = batch_of(payload)
+    if batch_id is None:
         return
-    handle = Batch(str(batch_id))
+    handle = Batch(batch_id)
     script = handle.queue.script(lua_limits.BATCH_SUCCEEDED)
-    counted, fire_then, fire_finally, has_progress = script(keys=_keys(handle.id),
-                                                             args=[payload.id])
-    _fire(handle, {"progress": counted and has_progress, "then": fire_then,
-                   "finally": fire_finally}, None)
+    reply = script(keys=_keys(handle.id), args=[payload.id])
+    counted(Counted(batch_id, payload.id, *(bool(int(v)) for v in reply)))
+
+
+def counted(count: Counted) -> None:
+    """After the job counted in its batch: dispatch the callbacks this worker won."""
+    _fire(Batch(count.batch_id), {"progress": count.counted and count.has_progress,
+                                  "then": count.fire_then, "finally": count.fire_finally},
+          None)
 
 
 def job_failed(payload: Payload, reason: str) -> None:

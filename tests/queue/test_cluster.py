@@ -17,8 +17,9 @@ from redis.cluster import RedisCluster
 from supervisor_q.jobs import dispatching
 from supervisor_q.paths import BadRedisUrl
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.batchack import BatchCount
 from supervisor_q.queue.cluster import cluster_client
-from supervisor_q.queue.keys import QUEUES_KEY, RESTART_KEY, QueueKeys
+from supervisor_q.queue.keys import QUEUES_KEY, RESTART_KEY, QueueKeys, batch_keys
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.workflows.batches import batch
 from supervisor_q.workflows.chains import chain
@@ -374,3 +375,25 @@ def test_a_signal_ends_a_wait_on_three_nodes_at_once(cluster: LocalCluster, url:
     assert blocked(cluster) == 0
     os.close(read_fd)
     os.close(write_fd)
+
+
+@pytest.mark.slow
+def test_a_batch_count_on_another_node_rides_with_the_reserve(url: str) -> None:
+    """The batch's keys and the queue's on different primaries: the count goes to the
+    batch's node and the ack-and-reserve to the queue's, both sent before either reply
+    is read (queue/batchack.py); each lands once."""
+    client = cluster_client(url)
+    [q] = spread(client, 1)
+    home = client.get_node_from_key(QueueKeys(q).ready).name
+    made = batch([bjob.s(1).on(q)]).dispatch()
+    while client.get_node_from_key(batch_keys(made.id)[0]).name == home:
+        made = batch([bjob.s(1).on(q)]).dispatch()  # until the batch lives elsewhere
+    queue = RedisQueue(client)
+    [job] = [j for j in queue.reserve(q, default_timeout=10, count=100)[1].jobs
+             if made.id in j.payload]
+    acked, after = queue.reserve(q, default_timeout=10, ack_ids=[job.id],
+                                 counts=[BatchCount(made.id, job.id)])
+    assert acked == 1 and [c.counted for c in after.counted] == [True]
+    assert after.counted[0].fire_finally, "the answer came back from the batch's node"
+    p = made.progress()
+    assert p is not None and (p.pending, p.processed, p.finished) == (0, 1, True)

@@ -1,0 +1,115 @@
+"""A batch job's count rides in the round trip of its ack (queue/batchack.py): it is
+counted exactly once, and its callbacks dispatched exactly once, when that round trip's
+reply is lost and the worker sends it again, and when the worker is SIGKILLed after the
+job and before its ack (another worker runs the job again). Real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+import redis
+
+from supervisor_q.queue import lua_limits
+from supervisor_q.queue import payload as payloads
+from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.keys import batch_keys
+from supervisor_q.workflows.batches import Batch, batch
+from tests.conftest import RedisHandle
+from tests.helpers import wait_until
+from tests.jobmods.flows import bjob, finally_cb, progress_cb, then_cb
+from tests.worker.test_lost_reply import MARKER, ReplyDropper
+from tests.workers import FLOWS, results, running
+
+
+def callbacks(redis_url: str, kind: str, batch_id: str) -> list[dict]:
+    return [r for r in results(redis_url, kind) if r["info"]["id"] == batch_id]
+
+
+def counted_once(redis_url: str, b: Batch) -> None:
+    """then, finally and progress dispatched once each; the job counted once."""
+    assert len(callbacks(redis_url, "then", b.id)) == 1, "then exactly once"
+    assert len(callbacks(redis_url, "finally", b.id)) == 1, "finally exactly once"
+    assert len(callbacks(redis_url, "progress", b.id)) == 1, "progress exactly once"
+    p = b.progress()
+    assert p is not None and (p.total, p.pending, p.processed, p.failed) == (1, 0, 1, 0)
+    assert redis.Redis.from_url(redis_url).scard(batch_keys(b.id)[1]) == 1
+
+
+def make_batch(seconds: float) -> Batch:
+    return batch([bjob.s(1, seconds)], then=then_cb.s(), finally_=finally_cb.s(),
+                 progress=progress_cb.s()).dispatch()
+
+
+def test_a_lost_reply_of_the_ack_round_trip_counts_once_and_fires_once(
+        redis_db: RedisHandle, redis_url: str) -> None:
+    proxy = ReplyDropper(str(redis_db.server.unix_socket))
+    proxied = f"redis://127.0.0.1:{proxy.port}/{redis_db.db}"
+    queue = RedisQueue(connect(redis_url))
+    # Loaded, as after a worker's first batch job: otherwise the count of the cut round
+    # trip finds no script and is simply redone, and no replay would be tested.
+    queue.client.script_load(lua_limits.BATCH_SUCCEEDED)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", proxied, "work",
+         "--import", FLOWS, "--sleep", "0.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        b = make_batch(1.0)
+        wait_until(lambda: queue.counts("default")["reserved"] == 1, timeout=15,
+                   message="the batch job to start")
+        # While it runs (1 s): the next reserve, which carries its ack and its batch
+        # count, will reserve this job, and its reply is cut on the way back.
+        proxy.armed.set()
+        built = payloads.build("flows.step", "default", ["marker"], {})
+        queue.push("default", MARKER.decode(), payloads.encode(built))
+        wait_until(proxy.dropped.is_set, timeout=15, message="the ack's reply to be cut")
+        wait_until(lambda: callbacks(redis_url, "finally", b.id)
+                   and callbacks(redis_url, "then", b.id), timeout=15,
+                   message="then and finally after the retried round trip")
+        wait_until(lambda: results(redis_url, "step"), timeout=15, message="the marker job")
+        wait_until(lambda: queue.counts("default") == {**queue.counts("default"),
+                                                        "ready": 0, "reserved": 0},
+                   timeout=15)
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=15)
+        proxy.close()
+        queue.close()
+    assert "Redis unavailable" in err, "the round trip really was lost and retried"
+    assert "stale ack ignored" in err, "the retried ack found its job gone: the first landed"
+    assert len(results(redis_url, "bjob")) == 1, "the job ran once: its ack did land"
+    counted_once(redis_url, b)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_between_job_and_ack_is_counted_once(redis_url: str) -> None:
+    b = make_batch(0.0)
+    # --rest holds the worker after the job, its ack (and batch count) not yet sent;
+    # --timeout 1: the reservation ends 6 s after the reserve, then another worker reruns.
+    with running(redis_url, 1, "--rest", "60", "--timeout", "1", "--tries", "3"):
+        wait_until(lambda: results(redis_url, "bjob"), timeout=15, message="the job")
+        [ran] = results(redis_url, "bjob")
+        p = b.progress()
+        assert p is not None and p.pending == 1, "the count waits for the ack"
+        os.kill(ran["pid"], signal.SIGKILL)
+        wait_until(lambda: _dead(ran["pid"]), timeout=10, message="the worker to die")
+    with running(redis_url, 1, "--tries", "3"):  # the rerun is the job's second attempt
+        wait_until(lambda: callbacks(redis_url, "finally", b.id), timeout=20,
+                   message="the rerun to count the job")
+        wait_until(lambda: callbacks(redis_url, "progress", b.id), timeout=10)
+    assert [r["pid"] != ran["pid"] for r in results(redis_url, "bjob")] == [False, True], \
+        "the job ran twice: once in the killed worker, once after its reservation expired"
+    counted_once(redis_url, b)
+    assert json.loads(json.dumps(b.progress().to_json()))["finished"]  # type: ignore[union-attr]
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # until its guard reaps
+    except psutil.NoSuchProcess:
+        return True

@@ -139,7 +139,10 @@ def test_batch_dispatch_pushes_in_chunks(queue: RedisQueue) -> None:
 
 def test_single_dispatch_keeps_one_connection_per_thread(redis_url: str) -> None:
     queue = RedisQueue(connect(redis_url))
-    queue.index_queue("kept")  # the one pool command; every push below is kept
+    queue.index_queue("kept")  # a pool command; every push below is kept
+    # Loaded now (a pool command on the same connection): three threads meeting a fresh
+    # server's NOSCRIPT at once would each load it through the pool.
+    queue.client.script_load(lua.PUSH)
     kept: list[object] = []
 
     def push_some() -> None:

@@ -7,7 +7,10 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -117,3 +120,15 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def running_cluster(prefix: str = "sq-cluster-") -> Iterator[LocalCluster]:
+    """A started LocalCluster in a temporary directory, stopped (and removed) after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        cluster = LocalCluster(Path(tmp))
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()

@@ -1,10 +1,15 @@
-"""Polling helpers: tests wait for conditions with a deadline, never a fixed sleep."""
+"""Polling helpers (tests wait for conditions with a deadline, never a fixed sleep) and a
+look at a queue's ready list."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+import redis
+
+from supervisor_q.queue.keys import QueueKeys
 
 T = TypeVar("T")
 
@@ -28,3 +33,12 @@ def stays(predicate: Callable[[], object], seconds: float = 1.5) -> None:
     while time.monotonic() < deadline:
         assert predicate()
         time.sleep(0.05)
+
+
+def ready_ids(redis_url: str, queue: str = "default") -> list[str]:
+    """The ids waiting in queue's ready list, oldest first."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return client.lrange(QueueKeys(queue).ready, 0, -1)
+    finally:
+        client.close()

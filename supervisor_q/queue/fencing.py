@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 
 import redis
+from redis.commands.core import Script
 
 from supervisor_q.queue import lua
 from supervisor_q.queue.ids import raw as _raw
@@ -36,6 +37,9 @@ class Fencing:
     _holder: tuple[int, str]  # (pid, holder) so a forked child names itself afresh
 
     def keys(self, queue: str) -> QueueKeys:
+        raise NotImplementedError
+
+    def script(self, source: str) -> Script:
         raise NotImplementedError
 
     def holder(self) -> str:
@@ -84,23 +88,20 @@ class Fencing:
         RESERVE that ran while its reply was lost to a connection fault. Called once a
         Redis outage ends; otherwise such a job would wait for its reservation to expire."""
         prefix = f"{self.holder()}|"
-        script = self.client.register_script(lua.HAND_BACK_HELD)
-        back = 0
-        for queue in queues:
-            known = [_raw(job_id) for (q, job_id) in self._tokens if q == queue]
-            k = self.keys(queue)
-            back += int(script(keys=[k.ready, k.notify, k.reserved, k.attempts, k.enqueued,
-                                     k.holders], args=[prefix, *known]))
-        return back
+        return sum(self._hand_back(queue, prefix, [_raw(job_id) for (q, job_id)
+                                                   in self._tokens if q == queue])
+                   for queue in queues)
 
     def hand_back_held(self, master_prefix: str) -> int:
         """Make every job reserved by holders named master_prefix ("<master id>|") ready
         again, its attempt given back, on every known queue; how many were."""
-        back = 0
-        script = self.client.register_script(lua.HAND_BACK_HELD)
-        for raw_queue in self.client.smembers(QUEUES_KEY):
-            queue = raw_queue.decode() if isinstance(raw_queue, bytes) else str(raw_queue)
-            k = self.keys(queue)
-            back += int(script(keys=[k.ready, k.notify, k.reserved, k.attempts, k.enqueued,
-                                     k.holders], args=[master_prefix]))
-        return back
+        return sum(self._hand_back(raw.decode() if isinstance(raw, bytes) else str(raw),
+                                   master_prefix)
+                   for raw in self.client.smembers(QUEUES_KEY))
+
+    def _hand_back(self, queue: str, prefix: str, keep: Sequence[bytes] = ()) -> int:
+        """HAND_BACK_HELD on one queue: its jobs held under prefix, but those in keep."""
+        k = self.keys(queue)
+        return int(self.script(lua.HAND_BACK_HELD)(
+            keys=[k.ready, k.notify, k.reserved, k.attempts, k.enqueued, k.holders],
+            args=[prefix, *keep]))

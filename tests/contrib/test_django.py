@@ -11,10 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from supervisor_q.queue.keys import QueueKeys
-from tests.helpers import wait_until
+from tests.helpers import ready_ids, wait_until
 
 django = pytest.importorskip("django")
 
@@ -38,14 +36,6 @@ def django_db() -> Iterator[Path]:
         connection.close()
         for name in ("DJANGO_SETTINGS_MODULE", "SQ_DJANGO_DB"):  # for later subprocesses
             os.environ.pop(name, None)
-
-
-def ready_ids(redis_url: str, queue: str = "django") -> list[str]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        return client.lrange(QueueKeys(queue).ready, 0, -1)
-    finally:
-        client.close()
 
 
 @pytest.mark.slow
@@ -81,14 +71,14 @@ def test_after_commit_waits_for_the_commit_and_a_rollback_drops_it(
         signup = Signup.objects.create(email="grace@example.org")
         job_id = send_welcome.dispatch(signup.id, after_commit=True)
         by_name = supervisor_q.dispatch("tests.django.welcome", signup.id, after_commit=True)
-        assert ready_ids(redis_url) == [], "nothing is pushed before the commit"
-    assert ready_ids(redis_url) == [job_id, by_name], "pushed at commit, ids as returned"
+        assert ready_ids(redis_url, "django") == [], "nothing is pushed before the commit"
+    assert ready_ids(redis_url, "django") == [job_id, by_name], "pushed at commit, ids as returned"
 
     with pytest.raises(RuntimeError), transaction.atomic():
         send_welcome.dispatch(Signup.objects.create(email="x@example.org").id,
                               after_commit=True)
         raise RuntimeError("roll back")
-    assert ready_ids(redis_url) == [job_id, by_name], "a rollback dispatches nothing"
+    assert ready_ids(redis_url, "django") == [job_id, by_name], "a rollback dispatches nothing"
 
     at_once = send_welcome.dispatch(signup.id, after_commit=True)  # no transaction open
-    assert ready_ids(redis_url) == [job_id, by_name, at_once]
+    assert ready_ids(redis_url, "django") == [job_id, by_name, at_once]

@@ -4,9 +4,8 @@ dispatch is pushed by the session's commit and dropped by its rollback."""
 from __future__ import annotations
 
 import pytest
-import redis
 
-from supervisor_q.queue.keys import QueueKeys
+from tests.helpers import ready_ids
 
 pytest.importorskip("sqlalchemy")
 
@@ -26,14 +25,6 @@ class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(100))
-
-
-def ready_ids(redis_url: str) -> list[str]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        return client.lrange(QueueKeys("default").ready, 0, -1)
-    finally:
-        client.close()
 
 
 def test_commit_dispatches_and_rollback_does_not(redis_url: str, tmp_path) -> None:

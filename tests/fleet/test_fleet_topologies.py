@@ -15,7 +15,7 @@ import pytest
 from supervisor_q.jobs import dispatching
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.connection import connect
-from tests.clusters import LocalCluster
+from tests.clusters import running_cluster
 from tests.fleet.test_fleet import LEASE, PROGRAM, cli, fleet
 from tests.helpers import wait_until
 from tests.masters import Master
@@ -40,16 +40,13 @@ def sentinel_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def cluster_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="sq-cluster-") as tmp:
-        cluster = LocalCluster(Path(tmp))
+    with running_cluster() as cluster:
+        monkeypatch.setenv("SUPERVISOR_Q_REDIS_URL", cluster.url)
+        dispatching._queues.clear()
         try:
-            cluster.start()
-            monkeypatch.setenv("SUPERVISOR_Q_REDIS_URL", cluster.url)
-            dispatching._queues.clear()
             yield cluster.url
         finally:
             dispatching._queues.clear()
-            cluster.stop()
 
 
 def starts(url: str, tag: str) -> list[dict]:

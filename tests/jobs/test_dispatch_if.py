@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import redis
-
 import supervisor_q
 import tests.jobmods.basic as basic
-from supervisor_q.queue.keys import QueueKeys
-
-
-def ready_ids(redis_url: str) -> list[str]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        return client.lrange(QueueKeys("default").ready, 0, -1)
-    finally:
-        client.close()
+from tests.helpers import ready_ids
 
 
 def test_dispatch_if_and_unless_push_only_when_the_condition_says_so(redis_url: str) -> None:

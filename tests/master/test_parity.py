@@ -68,18 +68,26 @@ def test_priority_autostart_groups_and_globs(master_factory) -> None:
         master.call("stop", program="batch:x")
 
 
-def test_a_graceful_shutdown_stops_priorities_in_phases(master_factory,
-                                                       short_tmp: Path) -> None:
-    """Supervisor's order: `app` (999) has exited before `proxy` (10) is even signalled."""
+def proxy_and_app(master_factory, short_tmp: Path, app_stops_in: int) -> tuple[Master, Path]:
+    """`proxy` (priority 10) and `app` (999): on TERM each appends its name to the
+    returned file, app after app_stops_in seconds; started with both traps set."""
     order = short_tmp / "order"
-    def trapping(name: str, delay: str) -> str:
+
+    def trapping(name: str, delay: int) -> str:
         return (f"command: sh -c 'trap \"sleep {delay}; echo {name} >> {order}; exit 0\" TERM; "
                 f"touch {short_tmp}/{name}.trapping; while :; do sleep 0.05; done'\n"
                 f"startsecs: 0.2\nstopwaitsecs: 10\n")
-    master = master_factory({"proxy": trapping("proxy", "0") + "priority: 10\n",
-                             "app": trapping("app", "1") + "priority: 999\n"}).start()
+    master = master_factory({"proxy": trapping("proxy", 0) + "priority: 10\n",
+                             "app": trapping("app", app_stops_in) + "priority: 999\n"}).start()
     wait_until(lambda: all((short_tmp / f"{n}.trapping").exists() for n in ("app", "proxy")),
                timeout=15, message="both traps set")
+    return master, order
+
+
+def test_a_graceful_shutdown_stops_priorities_in_phases(master_factory,
+                                                       short_tmp: Path) -> None:
+    """Supervisor's order: `app` (999) has exited before `proxy` (10) is even signalled."""
+    master, order = proxy_and_app(master_factory, short_tmp, app_stops_in=1)
     master.signal(signal.SIGTERM)
     assert master.wait_exit(timeout=30) == 0
     assert order.read_text().split() == ["app", "proxy"], master.tail(100_000)
@@ -88,15 +96,7 @@ def test_a_graceful_shutdown_stops_priorities_in_phases(master_factory,
 def test_a_second_term_stops_the_remaining_priorities_at_once(master_factory,
                                                              short_tmp: Path) -> None:
     """`app` takes 3 s to stop; a second TERM does not wait for it to signal `proxy`."""
-    order = short_tmp / "order"
-    def trapping(name: str, delay: str) -> str:
-        return (f"command: sh -c 'trap \"sleep {delay}; echo {name} >> {order}; exit 0\" TERM; "
-                f"touch {short_tmp}/{name}.trapping; while :; do sleep 0.05; done'\n"
-                f"startsecs: 0.2\nstopwaitsecs: 10\n")
-    master = master_factory({"proxy": trapping("proxy", "0") + "priority: 10\n",
-                             "app": trapping("app", "3") + "priority: 999\n"}).start()
-    wait_until(lambda: all((short_tmp / f"{n}.trapping").exists() for n in ("app", "proxy")),
-               timeout=15, message="both traps set")
+    master, order = proxy_and_app(master_factory, short_tmp, app_stops_in=3)
     master.signal(signal.SIGTERM)
     wait_until(lambda: "graceful shutdown: stopping" in master.tail(100_000), timeout=10)
     master.signal(signal.SIGTERM)

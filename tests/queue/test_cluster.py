@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from supervisor_q.queue.keys import QUEUES_KEY, RESTART_KEY, QueueKeys, batch_ke
 from supervisor_q.queue.restart import read_generation
 from supervisor_q.workflows.batches import batch
 from supervisor_q.workflows.chains import chain
-from tests.clusters import LocalCluster, free_ports
+from tests.clusters import LocalCluster, free_ports, running_cluster
 from tests.helpers import wait_until
 from tests.jobmods.basic import boom, record_job, release_once
 from tests.jobmods.flows import (
@@ -60,13 +59,8 @@ def test_an_unreachable_cluster_is_one_line_and_exit_1() -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with tempfile.TemporaryDirectory(prefix="sq-cluster-") as tmp:
-        found = LocalCluster(Path(tmp))
-        try:
-            found.start()
-            yield found
-        finally:
-            found.stop()
+    with running_cluster() as found:
+        yield found
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ and single dispatch over kept per-node connections."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
@@ -15,7 +13,7 @@ from supervisor_q.jobs import dispatching
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.keys import QueueKeys
 from supervisor_q.workflows.batches import batch
-from tests.clusters import LocalCluster
+from tests.clusters import LocalCluster, running_cluster
 from tests.jobs.test_bulk import add
 from tests.queue.test_cluster import spread
 from tests.queue.test_failed_store import seed, shown
@@ -25,13 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with tempfile.TemporaryDirectory(prefix="sq-cluster-") as tmp:
-        found = LocalCluster(Path(tmp))
-        try:
-            found.start()
-            yield found
-        finally:
-            found.stop()
+    with running_cluster() as found:
+        yield found
 
 
 @pytest.fixture

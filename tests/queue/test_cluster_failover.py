@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.keys import QueueKeys
-from tests.clusters import LocalCluster
+from tests.clusters import LocalCluster, running_cluster
 from tests.helpers import wait_until
 from tests.jobmods.clustered import mark
 
@@ -31,13 +29,8 @@ def _names(cluster: LocalCluster) -> tuple[str, str]:
 @pytest.mark.slow
 def test_killing_the_queue_primary_mid_drain_loses_no_job(monkeypatch: pytest.MonkeyPatch,
                                                           ) -> None:
-    with tempfile.TemporaryDirectory(prefix="sq-failover-") as tmp:
-        cluster = LocalCluster(Path(tmp))
-        try:
-            cluster.start()
-            _drain_through_a_failover(cluster, monkeypatch)
-        finally:
-            cluster.stop()
+    with running_cluster(prefix="sq-failover-") as cluster:
+        _drain_through_a_failover(cluster, monkeypatch)
 
 
 def _drain_through_a_failover(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 
 from supervisor_q.config.loading import ProgramConfig
@@ -166,7 +165,7 @@ class OutputCapture:
     def emit(self, stream: Stream, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         if not self.as_json:  # no terminal escapes or fake lines in a text log (JSON escapes)
-            text = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+            text = text.translate(_ESCAPED)
         program, _, name = stream.key
         record = log.makeRecord(f"{stream.label} {name}", _child_level(text), __file__, 0,
                                 text, None, None)
@@ -216,7 +215,8 @@ class OutputCapture:
         return {"data": data.decode("utf-8", "replace"), "offset": ring.end}
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline
+# Control characters but tab (newlines are split off already), each as \xNN.
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), 0x7f)}
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 

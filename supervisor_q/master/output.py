@@ -215,7 +215,7 @@ class OutputCapture:
         return {"data": data.decode("utf-8", "replace"), "offset": ring.end}
 
 
-# Control characters but tab (newlines are split off already), each as \xNN.
+# Control characters but tab and newline (lines are split there), each as \xNN.
 _ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), 0x7f)}
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}

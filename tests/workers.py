@@ -46,6 +46,11 @@ def results(redis_url: str, kind: str | None = None) -> list[dict]:
     return [r for r in found if kind is None or r.get("kind") == kind]
 
 
+def tagged(redis_url: str, kind: str, tag: str) -> list[dict]:
+    """The results of one kind ("start", "done", ...) whose value is tag."""
+    return [r for r in results(redis_url, kind) if r["value"] == tag]
+
+
 def wait_idle(redis_url: str, count: int, timeout: float = 15.0) -> None:
     """Until count workers of this test's database are blocked waiting for jobs, so a
     test can dispatch to several ready workers at the same moment."""

@@ -37,8 +37,6 @@ startsecs: 0.2
 """
 
 
-def runs(redis_url: str, kind: str, tag: str) -> list[dict]:
-    return [r for r in workers.results(redis_url, kind) if r["value"] == tag]
 
 
 def test_a_dead_masters_prefetched_job_runs_elsewhere_without_spending_an_attempt(
@@ -52,7 +50,8 @@ def test_a_dead_masters_prefetched_job_runs_elsewhere_without_spending_an_attemp
     (short_tmp / "b").mkdir()
     with Master(short_tmp / "a", redis_url, {"p": program(1, prefetch=2)},
                 extra_env=ENV) as victim:
-        wait_until(lambda: runs(redis_url, "start", "long"), message="the long job started")
+        wait_until(lambda: workers.tagged(redis_url, "start", "long"),
+                   message="the long job started")
         client = redis.Redis.from_url(redis_url)
         assert client.zcard(QueueKeys("fenceq").reserved) == 2  # "next" is prefetched
         # The long job is in the victim's heartbeat (reported); "next" never is.
@@ -63,12 +62,12 @@ def test_a_dead_masters_prefetched_job_runs_elsewhere_without_spending_an_attemp
             other.wait_running("p", 2)
             killed_at = time.monotonic()
             os.kill(victim.proc.pid, signal.SIGKILL)
-            [ran] = wait_until(lambda: runs(redis_url, "end", "next"), timeout=30,
+            [ran] = wait_until(lambda: workers.tagged(redis_url, "end", "next"), timeout=30,
                                interval=0.1, message="the prefetched job ran elsewhere")
             elapsed = time.monotonic() - killed_at
             assert ran["attempts"] == 1  # the dead host's attempt was given back
             assert ran["pid"] in other.pids("p")
-            second = wait_until(lambda: runs(redis_url, "start", "long")[1:], timeout=5,
+            second = wait_until(lambda: workers.tagged(redis_url, "start", "long")[1:], timeout=5,
                                 message="the reported job ran elsewhere too")
             assert second[0]["attempts"] == 1
             print(f"death -> prefetched job done elsewhere: {elapsed:.1f}s (lease {LEASE}s)")
@@ -88,13 +87,13 @@ def test_a_stalled_master_claimed_meanwhile_does_not_run_its_job_twice(
         one.wait_running("p", 1)
         two.wait_running("p", 1)
         dispatch("fleet.steps", "s", 40, queue="fenceq")  # 4 s of work
-        [first] = wait_until(lambda: runs(redis_url, "start", "s"), message="job started")
+        [first] = wait_until(lambda: workers.tagged(redis_url, "start", "s"), message="job started")
         victim, other = (one, two) if first["pid"] in one.pids("p") else (two, one)
         stalled = [psutil.Process(victim.proc.pid), psutil.Process(first["pid"])]
         for proc in stalled:
             proc.send_signal(signal.SIGSTOP)
         try:
-            [done] = wait_until(lambda: runs(redis_url, "end", "s"), timeout=20,
+            [done] = wait_until(lambda: workers.tagged(redis_url, "end", "s"), timeout=20,
                                 interval=0.1, message="the job ran to completion elsewhere")
         finally:
             for proc in stalled:
@@ -105,6 +104,6 @@ def test_a_stalled_master_claimed_meanwhile_does_not_run_its_job_twice(
         wait_until(lambda: not psutil.pid_exists(first["pid"]) or psutil.Process(
             first["pid"]).status() == psutil.STATUS_ZOMBIE, timeout=5,
             message="the stale child was killed")
-        assert len(runs(redis_url, "end", "s")) == 1
-        assert [r["attempts"] for r in runs(redis_url, "start", "s")] == [1, 1]
+        assert len(workers.tagged(redis_url, "end", "s")) == 1
+        assert [r["attempts"] for r in workers.tagged(redis_url, "start", "s")] == [1, 1]
         victim.wait_running("p", 1)  # it rejoined under a new id with a fresh child

@@ -60,7 +60,7 @@ def three_masters(tmp: Path, redis_url: str) -> Iterator[list[Master]]:
 
 
 def starts(redis_url: str, tag: str) -> list[dict]:
-    return [r for r in workers.results(redis_url, "start") if r["value"] == tag]
+    return workers.tagged(redis_url, "start", tag)
 
 
 def test_status_all_lists_every_master_and_a_dead_ones_job_runs_elsewhere(

@@ -35,8 +35,6 @@ startsecs: 0.2
 """
 
 
-def runs(redis_url: str, kind: str, tag: str) -> list[dict]:
-    return [r for r in workers.results(redis_url, kind) if r["value"] == tag]
 
 
 def test_a_redis_outage_longer_than_the_lease_declares_no_master_dead(
@@ -57,15 +55,15 @@ def test_a_redis_outage_longer_than_the_lease_declares_no_master_dead(
             one.wait_running("p", 1)
             two.wait_running("p", 1)
             dispatch("fleet.steps", "long", 150, queue="outq")  # 15 s of work
-            wait_until(lambda: runs(url, "start", "long"), message="the job started")
+            wait_until(lambda: workers.tagged(url, "start", "long"), message="the job started")
             server.kill()
             time.sleep(LEASE + 2)  # the outage itself: longer than the lease
             server.start()
-            [done] = wait_until(lambda: runs(url, "end", "long"), timeout=20,
+            [done] = wait_until(lambda: workers.tagged(url, "end", "long"), timeout=20,
                                 interval=0.2, message="the job ended")
             logs = one.tail(200) + two.tail(200)
             assert "declared dead" not in logs and "is gone" not in logs, logs
-            assert [r["attempts"] for r in runs(url, "start", "long")] == [1]
+            assert [r["attempts"] for r in workers.tagged(url, "start", "long")] == [1]
             assert done["attempts"] == 1
     finally:
         client.close()
@@ -90,14 +88,15 @@ def test_a_fenced_master_hands_back_the_jobs_its_killed_children_held(
             wait_until(lambda: "is gone" in other.tail(100_000), timeout=25,
                        message="the stopped master was claimed")
             dispatch("fleet.steps", "late", 100, queue="fenceq")  # 10 s of work
-            wait_until(lambda: runs(redis_url, "start", "late"), message="the child took it")
+            wait_until(lambda: workers.tagged(redis_url, "start", "late"),
+                       message="the child took it")
         finally:
             master.send_signal(signal.SIGCONT)
         wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(
             child).status() == psutil.STATUS_ZOMBIE, timeout=10,
             message="the fenced master killed its child")
-        [done] = wait_until(lambda: runs(redis_url, "end", "late"), timeout=20,
+        [done] = wait_until(lambda: workers.tagged(redis_url, "end", "late"), timeout=20,
                             interval=0.2, message="the job ran again at once")
         assert done["attempts"] == 1
-        assert [r["attempts"] for r in runs(redis_url, "start", "late")] == [1, 1]
+        assert [r["attempts"] for r in workers.tagged(redis_url, "start", "late")] == [1, 1]
         assert "job(s) of the killed children" in victim.tail(80)

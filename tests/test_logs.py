@@ -116,3 +116,33 @@ def test_log_file_rotates_at_maxbytes_keeping_lines_whole(tmp_path) -> None:
     lines = [x for f in files for x in f.read_text().splitlines()]
     assert lines == [f"line {n}" for n in range(int(lines[0].split()[1]), 13)]
 
+
+
+@pytest.mark.parametrize("backups", [1, 3])
+def test_the_log_file_never_goes_missing_while_it_rotates(tmp_path, backups: int) -> None:
+    """A forked writer rotates the file thousands of times while this process keeps
+    looking for it: a reader following the path (`tail -F`, a log shipper) never finds
+    it gone, and every line is in the file or a backup."""
+    path = tmp_path / "p.log"
+    pid = os.fork()
+    if pid == 0:  # the writer
+        try:
+            sink = LogFile(str(path), maxbytes=64, backups=backups)
+            for number in range(4000):
+                sink.write(f"line {number:05d}\n".encode())  # 11 bytes: 5 a file
+            sink.close()
+        finally:
+            os._exit(0)
+    missing, seen = 0, False
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if path.exists():
+            seen = True
+        elif seen:
+            missing += 1
+    assert path.exists()
+    assert missing == 0, f"{path.name} was missing {missing} times while it rotated"
+    assert not Path(f"{path}.new").exists()
+    kept = [x for f in [*(Path(f"{path}.{n}") for n in range(backups, 0, -1)), path]
+            for x in f.read_text().splitlines()]
+    first = int(kept[0].split()[1])
+    assert kept == [f"line {n:05d}" for n in range(first, 4000)]

@@ -3,7 +3,8 @@ keep each process's recent output (and the master's own log) in memory for `tail
 
 LogFile writes whole chunks with one write(2) each; at `maxbytes` it renames
 file -> file.1 -> ... -> file.N (N = backups; 0 backups: the file starts over) and opens
-a new one. A line is kept whole in one file unless it alone is longer than maxbytes.
+a new one; `file` itself never goes missing in between. A line is kept whole in one
+file unless it alone is longer than maxbytes.
 reopen() (SIGUSR2) opens the path again, after an outside rotation moved the file.
 """
 
@@ -115,7 +116,24 @@ class LogFile:
                 if os.path.exists(older):
                     os.replace(older, f"{self.path}.{number + 1}")
             if os.path.exists(self.path):
-                os.replace(self.path, f"{self.path}.1")
+                self._move_to_first_backup()
+                return
         elif os.path.exists(self.path):
             os.truncate(self.path, 0)
+        self.open()
+
+    def _move_to_first_backup(self) -> None:
+        """file -> file.1 with no moment in which `file` is missing (a log shipper or
+        `tail -F` reading it sees one rename, not a vanished file): link the full file
+        as file.1, then rename a fresh empty file over `file`."""
+        first, fresh = f"{self.path}.1", f"{self.path}.new"
+        try:
+            if os.path.lexists(first):
+                os.unlink(first)
+            os.link(self.path, first)
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            os.close(fd)
+            os.replace(fresh, self.path)
+        except OSError:  # no hard links on this file system: a plain rename
+            os.replace(self.path, first)
         self.open()

@@ -225,10 +225,14 @@ def test_job_with_space_and_newline_in_its_id_stuck_in_c_is_killed_after_its_tim
     queue.push("default", job_id, payloads.encode(built))
     wait_until(lambda: results(queue.client), timeout=10, message="the job started")
     started = results(queue.client)[0]["at"]
-    status = cli(redis_url, "--socket", str(m.socket), "status", "--json")
-    assert status.returncode == 0, status.stderr
-    [proc] = json.loads(status.stdout)["programs"][0]["processes"]
-    assert proc["job"] is not None and proc["job"]["id"] == job_id, proc
+
+    def shown_job() -> dict | None:  # the master learns of the start from the child's report
+        status = cli(redis_url, "--socket", str(m.socket), "status", "--json")
+        assert status.returncode == 0, status.stderr
+        [proc] = json.loads(status.stdout)["programs"][0]["processes"]
+        return proc["job"]
+
+    assert wait_until(shown_job, timeout=3, message="status shows the job")["id"] == job_id
     wait_until(lambda: queue.failed_records(), timeout=10, message="the master killed it")
     [record] = queue.failed_records()
     assert record["id"] == job_id and record["reason"].startswith("timeout")

@@ -85,7 +85,7 @@ class PreloadSpawner(ForkSpawner):
         self.loaded: dict[str, tuple[int, float | None]] = {}  # key of the last ready one
         self.epochs: dict[str, int] = {}
         self.errors: dict[str, str] = {}
-        self.retry_at: dict[str, float] = {}
+        self.retry_at: dict[str, tuple[tuple[int, float | None], float]] = {}  # failed key
         self.subreaper = False
 
     # -- the pool's side ----------------------------------------------------------
@@ -102,7 +102,8 @@ class PreloadSpawner(ForkSpawner):
         self._poll(pool, now)
         current = self.current.get(name)
         if name not in self.pending and (current is None or current.key != key):
-            if now >= self.retry_at.get(name, 0.0):
+            failed_key, retry_at = self.retry_at.get(name, (key, 0.0))
+            if failed_key != key or now >= retry_at:  # a new deploy tries at once
                 self._start(pool.program, key)
         if current is not None and current.key == key:
             return True
@@ -153,7 +154,7 @@ class PreloadSpawner(ForkSpawner):
         except OSError as exc:
             ours.close()
             theirs.close()
-            self._failed(program.name, f"fork failed: {exc}", 0.0)
+            self._failed(program.name, key, f"fork failed: {exc}", 0.0)
             return
         if pid == 0:  # the zygote: never return into the master's code
             code = exitcodes.ERROR
@@ -185,7 +186,8 @@ class PreloadSpawner(ForkSpawner):
             else:
                 del self.pending[name]
                 self._close(pending)
-                self._failed(name, str(message.get("error", "the zygote exited")), now)
+                self._failed(name, pending.key, str(message.get("error", "the zygote exited")),
+                             now)
         current = self.current.get(name)
         if current is not None and _receive(current.sock) is not None:  # EOF: it died
             log.error("%s: zygote pid=%d exited; starting a new one (children keep "
@@ -207,11 +209,12 @@ class PreloadSpawner(ForkSpawner):
             pool.replace_children(now, "new code preloaded")
         self.loaded[name] = zygote.key
 
-    def _failed(self, name: str, error: str, now: float) -> None:
+    def _failed(self, name: str, key: tuple[int, float | None], error: str,
+                now: float) -> None:
         log.error("%s: preload failed, the running children keep their code: %s", name,
                   error)
         self.errors[name] = error
-        self.retry_at[name] = now + RETRY
+        self.retry_at[name] = (key, now + RETRY)
 
     def _close(self, zygote: Zygote) -> None:
         """Close its socket: a live zygote reads EOF and exits (the loop reaps it)."""

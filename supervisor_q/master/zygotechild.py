@@ -60,14 +60,17 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
     os.dup2(null, 2)
     os.close(null)
     set_title(f"supervisor-q {program.name} zygote")
+    freeze = os.environ.get("SUPERVISOR_Q_PRELOAD_FREEZE") != "0"  # 0: bench/preload_memory.py
+    if freeze:  # no collection frees holes in the pages the children will share (CPython's
+        gc.disable()  # gc.freeze advice); each child enables the collector again
     try:
         _enter(program)
         boot_program(program)
     except (BootError, CannotSwitch, OSError) as exc:
         send(sock, {"error": str(exc)[:500]})
         return exitcodes.BOOT_ERROR
-    gc.collect()
-    gc.freeze()  # keep the imported heap's pages shared with every child
+    if freeze:
+        gc.freeze()  # the collector never walks these objects: their pages stay shared
     send(sock, {"ready": True})
     return _serve(program, sock, redis_url, master_pid, generation)
 
@@ -166,6 +169,9 @@ def _work(program: WorkerProgram, request: dict, report_fd: int,
             return exitcodes.ERROR
         time.sleep(0.0005)
     _set_parent_death_signal()  # only now: it fires when the *current* parent dies
+    if gc.get_freeze_count():  # what the zygote still held young is frozen too, so this
+        gc.freeze()  # child's collections never walk (and copy) the zygote's pages
+    gc.enable()
     if os.getppid() != master_pid:  # the master died before prctl took effect
         return exitcodes.ERROR
     child = ChildProcess(program.name, int(request["slot"]))

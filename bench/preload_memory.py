@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/preload_memory.py [--children 8] [--rounds 3]
 
-One master runs three programs on the same Django app (django.contrib admin, auth,
-sessions, messages and a small `shop` app with models; `setup: django:setup`), each with
-N children that have run 25 jobs each (model instances, a form, a template render):
-plain (each child imports the app after its fork), preload (a zygote imports it once and
-freezes its heap with gc.freeze) and preload without gc.freeze. It prints the median
-USS (psutil memory_full_info().uss: the pages only that child holds) per child, the
-ratio to plain (target <= 25 %), and the spawn time per child (scale N -> N+4, best of
---rounds rounds), with the load average.
+One master runs four programs on the same Django app (django.contrib admin, auth,
+sessions, messages and a small `shop` app with models), each with N children that then
+run 25 jobs each (a model instance, a ModelForm's validation, a template render):
+plain (`setup: django:setup`, each child imports the app after its fork), preload (a
+zygote imports it once), nofreeze (preload without the zygote's gc.disable/gc.freeze)
+and warmed (preload with a setup hook that also does a job's one-time work: template
+engine, translations, forms). It prints the median USS (psutil memory_full_info().uss:
+the pages only that child holds) per child once booted and after the jobs, its ratio to
+plain (target <= 25 %), and the spawn time per child (scale N -> N+4 until all are
+ready, best of --rounds rounds), with the load average.
 """
 
 from __future__ import annotations
@@ -70,6 +72,26 @@ FILES = {
         from shop.models import Customer, Order, Product
         admin.site.register([Customer, Order, Product])
         """,
+    "shop_warm.py": """\
+        def setup() -> None:
+            \"\"\"django.setup(), then once what every job does first (the template
+            engine, translations, a form's validation): done in the zygote, shared.\"\"\"
+            import django
+            django.setup()
+            from decimal import Decimal
+            from django import forms
+            from django.template import Context, Template
+            from shop.models import Product
+
+            class WarmForm(forms.ModelForm):
+                class Meta:
+                    model = Product
+                    fields = ["title", "price"]
+
+            product = Product(title="warm", price=Decimal("1.00"))
+            WarmForm(data={"title": "warm", "price": "1.00"}).is_valid()
+            Template("{{ p.title }} {{ p.price }}").render(Context({"p": product}))
+        """,
     "shop_jobs.py": """\
         from decimal import Decimal
         from django import forms
@@ -93,13 +115,14 @@ FILES = {
         """,
 }
 
-VARIANTS = {"plain": ("false", ""), "preload": ("true", ""),
-            "nofreeze": ("true", ", SUPERVISOR_Q_PRELOAD_FREEZE: '0'")}
+VARIANTS = {"plain": ("false", "", "django:setup"), "preload": ("true", "", "django:setup"),
+            "nofreeze": ("true", ", SUPERVISOR_Q_PRELOAD_FREEZE: '0'", "django:setup"),
+            "warmed": ("true", "", "shop_warm:setup")}
 
 
 def program(name: str, app: Path, children: int) -> str:
-    preload, env = VARIANTS[name]
-    return (f"queues: [{name}]\nimport: [shop_jobs]\nsetup: django:setup\n"
+    preload, env, setup = VARIANTS[name]
+    return (f"queues: [{name}]\nimport: [shop_jobs]\nsetup: {setup}\n"
             f"numprocs: {children}\nstartsecs: 0\nmemory: 0\ndirectory: {app}\n"
             f"preload: {preload}\n"
             f"environment: {{DJANGO_SETTINGS_MODULE: benchsite.settings{env}}}\n")
@@ -155,7 +178,8 @@ def main() -> None:
             for i in range(25 * n):
                 for name in VARIANTS:
                     dispatch("shop.touch", i, queue=name)
-            wait_until(lambda: int(client.get("touched") or 0) >= 75 * n, timeout=120,
+            wait_until(lambda: int(client.get("touched") or 0) >= 25 * n * len(VARIANTS),
+                       timeout=120,
                        message="the jobs ran")
             uss = {name: statistics.median(uss_mib(pid) for pid in master.pids(name))
                    for name in VARIANTS}
@@ -174,7 +198,7 @@ def main() -> None:
         print(f"| {name} | {booted[name]:.1f} MiB | {100 * booted[name] / booted['plain']:.0f} % "
               f"| {uss[name]:.1f} MiB | {100 * uss[name] / uss['plain']:.0f} % "
               f"| {spawn[name]:.0f} ms |")
-    for name in ("preload", "nofreeze"):
+    for name in ("preload", "nofreeze", "warmed"):
         pid = zygotes[name]["zygote_pid"]
         print(f"\n{name}: zygote pid {pid}")
     ratio = uss["preload"] / uss["plain"]

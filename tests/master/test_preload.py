@@ -191,7 +191,7 @@ def test_a_broken_deploy_keeps_the_old_children_and_status_says_why(
         assert {assert_each_ran_once(client, later)[i]["version"] for i in later} == {"v3"}
 
 
-def test_a_changed_program_is_reloaded_through_a_new_zygote(
+def test_a_reload_and_a_restart_load_code_through_a_new_zygote(
         short_tmp: Path, redis_url: str, code: Path) -> None:
     client = redis.Redis.from_url(redis_url)
     with Master(short_tmp, redis_url, {"pre": program(code, 2)}) as master:
@@ -205,6 +205,15 @@ def test_a_changed_program_is_reloaded_through_a_new_zygote(
         assert second not in (None, first) and importers(code) == [first, second]
         later = run_jobs(client, 4)
         assert {assert_each_ran_once(client, later)[i]["stage"] for i in later} == {"two"}
+        # `restart PROGRAM` also loads the code on disk through a new zygote.
+        write_module(code, "v4")
+        middle = set(master.pids("pre"))
+        master.call("restart", program="pre")
+        wait_until(lambda: not set(master.pids("pre")) & middle
+                   and len(master.pids("pre")) == 2, timeout=20, message="restarted")
+        assert len(importers(code)) == 3
+        last = run_jobs(client, 4)
+        assert {assert_each_ran_once(client, last)[i]["version"] for i in last} == {"v4"}
 
 
 def test_preload_is_refused_on_a_command_program(tmp_path: Path) -> None:

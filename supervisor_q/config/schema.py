@@ -206,6 +206,8 @@ class WorkerProgram(_ProgramBase):
     queues: Annotated[tuple[QueueName, ...], Field(min_length=1)]  # priority order (required)
     imports: tuple[ModuleName, ...] = Field(default=(), alias="import")  # modules with @job
     setup: SetupHook | None = None  # called in each child before `import:` (django:setup)
+    # import setup + import once in a zygote child and fork the pool from it (master/zygote.py)
+    preload: Annotated[bool, Field(strict=True)] = False
     max_jobs: Count = 0  # recycle a child after N jobs (0 = never)
     max_time: Seconds = 0.0  # recycle a child after N seconds, between jobs (0 = never)
     timeout: PositiveSeconds = 60.0  # hard limit for one job
@@ -315,6 +317,7 @@ class CommandProgram(_ProgramBase):
     # `restart-workers` replaces its processes too (TERM, then a new one), as workers are
     restart_on_deploy: Annotated[bool, Field(strict=True)] = False
     autoscale: None = None  # always None: only worker programs can autoscale
+    preload: bool = False  # always False: only worker programs can preload
 
     _signal_name = field_validator("stopsignal", mode="before")(normalise_signal)
 
@@ -348,6 +351,13 @@ class CommandProgram(_ProgramBase):
     @classmethod
     def _exitcode_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _no_preload(cls, value: Any) -> Any:
+        if value is not False:
+            raise ValueError("only worker programs (queues:) can preload; remove this key")
+        return value
 
     @field_validator("autoscale", mode="before")
     @classmethod

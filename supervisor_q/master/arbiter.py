@@ -36,9 +36,9 @@ from supervisor_q.master.metering import Metering
 from supervisor_q.master.phases import stop_all_now, stop_in_phases
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.reports import ReportReader
-from supervisor_q.master.spawn import ForkSpawner
 from supervisor_q.master.systemd import Notifier
 from supervisor_q.master.wakeup import FdReady, SignalReceived, Wakeup
+from supervisor_q.master.zygote import PreloadSpawner
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.faults import Gate
 from supervisor_q.queue.restart import read_generation
@@ -63,7 +63,7 @@ class Arbiter:
         self.wakeup = Wakeup()
         self.control = ControlServer(control_path, self.handle_command)
         self.guardian = Guardian()
-        self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
+        self.spawner = PreloadSpawner(redis_url, guardian=self.guardian, wakeup=self.wakeup)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=REDIS_TIMEOUT,
                                         connect_timeout=REDIS_TIMEOUT))
         dispatching.bind(self.queue)  # periodic firings: the same bounded client

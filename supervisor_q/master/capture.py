@@ -38,11 +38,17 @@ def in_child(pipes: Pipes, program: ProgramConfig) -> None:
     """The child's side: the write ends become fds 1 and 2; the rest is closed."""
     out = pipes["stdout"][1]
     err = pipes["stderr"][1] if "stderr" in pipes else out
-    os.dup2(out, 1)  # dup2's copies are inheritable: an exec'd command keeps them
-    os.dup2(err, 2)
+    onto_stdio(out, err, program)
     for read_end, write_end in pipes.values():
         os.close(read_end)
         os.close(write_end)
+
+
+def onto_stdio(out: int, err: int, program: ProgramConfig) -> None:
+    """Make the write ends `out` and `err` fds 1 and 2 (a preload zygote's child gets
+    them over its socket, master/zygote.py); the caller closes the originals."""
+    os.dup2(out, 1)  # dup2's copies are inheritable: an exec'd command keeps them
+    os.dup2(err, 2)
     try:  # a job's print() reaches the pipe at each newline, not at a buffer's end
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     except (AttributeError, ValueError):

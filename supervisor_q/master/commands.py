@@ -23,6 +23,7 @@ from supervisor_q.master import addressing, periodic
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ACTIVE_STATES, ALIVE_STATES, State
 from supervisor_q.master.schedule import next_firing, scheduled_target
+from supervisor_q.master.zygote import preloading
 
 if TYPE_CHECKING:
     from supervisor_q.master.arbiter import Arbiter
@@ -101,7 +102,11 @@ def _restart(arbiter: Arbiter, args: dict[str, Any]) -> str:
     said = []
     for pool in pools:
         running = bool(pool.active())  # else nothing to replace: a start
-        pool.restart(now)
+        if preloading(pool.program):  # a new zygote imports, then replaces the children
+            pool.start(now)
+            arbiter.spawner.renew(pool.name)
+        else:
+            pool.restart(now)
         said.append(f"{pool.name}: " + ("restarting children after their current job"
                                         if running else "starting"))
     return "; ".join(said)
@@ -153,6 +158,7 @@ def restart_commands_on_deploy(arbiter: Arbiter, now: float) -> None:
     starts its replacement at once (as `restart PROGRAM` would). A child started
     between the signal and the master's read of it (at most a second) is replaced
     too, needlessly but harmlessly."""
+    arbiter.spawner.generation = arbiter.restart_generation  # preload zygotes' key
     seen = arbiter.restart_seen_at
     if seen is None or arbiter.restart_generation is None:
         return
@@ -183,7 +189,10 @@ def apply_reload(arbiter: Arbiter, new: dict[str, ProgramConfig]) -> str:
     for name in plan.rescaled + plan.replaced:
         arbiter.pools[name].reconfigure(new[name], now)  # a reload re-applies the schedule
     for name in plan.replaced:
-        arbiter.pools[name].replace_children(now, "config changed")
+        if preloading(new[name]):  # replaced once a new zygote has imported
+            arbiter.spawner.renew(name)
+        else:
+            arbiter.pools[name].replace_children(now, "config changed")
     for name in plan.rescaled:
         arbiter.update_target(arbiter.pools[name])
     arbiter.programs = dict(new)
@@ -220,6 +229,7 @@ def status(arbiter: Arbiter) -> dict[str, Any]:
             "queues": list(program.queues) if isinstance(program, WorkerProgram) else [],
             "processes": [_process(arbiter, pool, c, now) for c in pool.children
                           if c.state is not State.EXITED or pool.run_of(c).done],
+            "preload": arbiter.spawner.status(pool),  # zygote pids, import error
             **periodic.status_fields(pool),  # state, entries: a periodic program's
         })
     return {

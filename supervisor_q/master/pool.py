@@ -165,11 +165,13 @@ class Pool:
     def tick(self, now: float) -> None:
         """Bring the pool toward its target; called every loop iteration."""
         self._promote_started(now)
-        self._retry_waiting(now)
+        can_fork = self.spawner.ready(self, now)  # False while a preload zygote imports
+        if can_fork:
+            self._retry_waiting(now)
         self._forget_exited()  # first: a replacement takes the slot its predecessor left
         want = self.want
         active = self.active()
-        missing = max(0, want - len(active))
+        missing = max(0, want - len(active)) if can_fork else 0
         self.backlog = missing > SPAWNS_PER_TURN
         if missing:
             for _ in range(min(missing, SPAWNS_PER_TURN)):

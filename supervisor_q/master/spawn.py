@@ -40,6 +40,7 @@ from supervisor_q.worker.report import PipeReporter
 
 if TYPE_CHECKING:
     from supervisor_q.master.guardian import Guardian
+    from supervisor_q.master.pool import Pool
 
 log = logging.getLogger("supervisor_q.spawn")
 
@@ -57,6 +58,7 @@ class Spawned:
 class Spawner(Protocol):
     def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned: ...
     def kill(self, pgid: int, sig: int) -> None: ...
+    def ready(self, pool: Pool, now: float) -> bool: ...
 
 
 def _set_parent_death_signal() -> None:
@@ -139,6 +141,11 @@ class ForkSpawner:
     def kill(self, pgid: int, sig: int) -> None:
         """Signal a child's whole process group (its job's subprocesses too)."""
         os.killpg(pgid, sig)
+
+    def ready(self, pool: Pool, now: float) -> bool:
+        """True when the pool may fork now (a preload zygote may still be importing:
+        master/zygote.py's PreloadSpawner)."""
+        return True
 
     def spawn(self, program: ProgramConfig, child: ChildProcess, paused: bool) -> Spawned:
         read_fd, write_fd = os.pipe()
@@ -225,18 +232,33 @@ def _exec_command(program: CommandProgram, child: ChildProcess) -> None:
 
 def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
                 redis_url: str, master_pid: int) -> int:
-    label = child.name
-    set_title(f"supervisor-q {label} starting")
+    set_title(f"supervisor-q {child.name} starting")
+    try:
+        boot_program(program)
+    except BootError as exc:
+        log.error("%s: %s", child.name, exc)
+        return exitcodes.BOOT_ERROR
+    return start_worker(program, child, report_fd, paused, redis_url, master_pid)
+
+
+def boot_program(program: WorkerProgram) -> None:
+    """The program's directory on sys.path, its `setup:` hook, then its `import:` modules
+    (in each child, or once in a preload zygote: master/zygote.py). Raises BootError."""
     if program.directory and program.directory not in sys.path:
         sys.path.insert(0, program.directory)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        run_setup(program.setup)  # django:setup, after `environment:` is in os.environ
-        import_job_modules(program.imports)
-    except BootError as exc:
-        log.error("%s: %s", label, exc)
-        return exitcodes.BOOT_ERROR
+    run_setup(program.setup)  # django:setup, after `environment:` is in os.environ
+    import_job_modules(program.imports)
+
+
+def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
+                 redis_url: str, master_pid: int, preloaded: bool = False,
+                 generation: float | None = None) -> int:
+    """Run the worker loop of a child whose modules are imported. A preloaded child
+    (forked by a zygote) started with the zygote's `generation`: it does not follow the
+    restart signal itself, the master replaces it from a new zygote."""
+    label = child.name
     settings = WorkerSettings(
         queues=child.queues or program.queues, imports=program.imports, setup=program.setup,
         tries=program.tries,
@@ -246,15 +268,16 @@ def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pau
         keep_jobs_max=program.keep_jobs_max, label=label)
     queue = RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
                        margin=reservation_margin(program))
-    try:
-        generation = read_generation(queue.client)
-    except Exception:  # noqa: BLE001 - Redis down: the worker's loop waits for it
-        generation = None
+    if not preloaded:
+        try:
+            generation = read_generation(queue.client)
+        except Exception:  # noqa: BLE001 - Redis down: the worker's loop waits for it
+            generation = None
     reporter = PipeReporter(report_fd)
     if program.log_jobs:  # a line at each job's start and end (worker/joblog.py)
         reporter = JobLog(reporter, label)
     worker = Worker(settings, queue, reporter=reporter, started_with=generation,
-                    parent_pid=master_pid)
+                    parent_pid=master_pid, follows_restart=not preloaded)
     worker.paused = paused
     worker.install_signals()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

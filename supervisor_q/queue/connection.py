@@ -16,6 +16,7 @@ one line, before any connection is made. Imports only paths and cluster.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import socket
 import ssl
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis
+import redis.utils
 from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, parse_url
 from redis.retry import Retry
@@ -58,6 +60,12 @@ class SentinelUrl:
         self.password = password
         self.tls = tls
         self.query = query
+
+
+# redis-py (7.1+) reads its version from the installed package metadata for every client
+# and connection (importlib.metadata scans sys.path): megabytes of short-lived objects
+# per call. Once per process is enough; a preload zygote's children then share it.
+redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
 def connect(url: str, *, socket_timeout: float | None = 30.0,
@@ -203,14 +211,22 @@ def _check_options(url: str) -> None:
     the first command) is a user's typo: BadRedisUrl now, naming it."""
     parsed = parse_url(url)
     kind = parsed.pop("connection_class", Connection)
+    unknown = sorted(set(parsed) - _known_options(kind))
+    if unknown:
+        raise _bad(url, f"unknown option {unknown[0][:40]!r} for {url.split(':', 1)[0]}://")
+
+
+@functools.cache
+def _known_options(kind: type) -> frozenset[str]:
+    """The keyword arguments of kind's __init__s. Cached: inspect.signature churns through
+    megabytes of objects, once per process is enough (a child forked after the master's
+    first connect, or from a preload zygote, inherits the answer instead)."""
     known = {"host", "port", "db", "username", "password", "path"}
     for cls in inspect.getmro(kind):
         if "__init__" in vars(cls):
             known.update(p for p in inspect.signature(cls.__init__).parameters
                          if p not in ("self", "args", "kwargs"))
-    unknown = sorted(set(parsed) - known)
-    if unknown:
-        raise _bad(url, f"unknown option {unknown[0][:40]!r} for {url.split(':', 1)[0]}://")
+    return frozenset(known)
 
 
 def _bad(url: str, why: str) -> BadRedisUrl:

@@ -68,6 +68,7 @@ class Worker(SignalFlags, RedisRetry):
     reporter: Reporter = field(default_factory=NullReporter)
     started_with: float | None = None  # restart generation seen at start
     parent_pid: int | None = None  # exit when the master is gone
+    follows_restart: bool = True  # False: a zygote's child, replaced by the master on deploy
 
     def __post_init__(self) -> None:
         self.jobs_done = 0
@@ -369,7 +370,7 @@ class Worker(SignalFlags, RedisRetry):
                     raise
                 return None  # unknown is not "restart": read again in a second
             self.queues = [q for q in self.settings.queues if q not in paused]
-            if should_restart(self.started_with, current):
+            if self.follows_restart and should_restart(self.started_with, current):
                 return exitcodes.RESTART
         return None
 

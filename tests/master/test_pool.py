@@ -40,6 +40,9 @@ class FakeSpawner:
     def kill(self, pgid: int, sig: int) -> None:
         self.kills.append((pgid, sig))
 
+    def ready(self, pool, now) -> bool:
+        return True
+
 
 def worker(**overrides) -> WorkerProgram:
     base = {"name": "emails", "queues": ["emails"], "startsecs": 1, "startretries": 3,

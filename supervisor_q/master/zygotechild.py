@@ -1,0 +1,184 @@
+"""The zygote process of a `preload: true` program (its master side: zygote.py).
+
+Forked by the master like any child, it applies the program's environment, directory,
+umask and user, imports `setup:` and `import:` once, freezes the heap (gc.freeze: the
+collector never touches those objects again, so their pages stay shared) and says
+`{"ready": true}` on its socket. Then, for each request (slot, queues, paused, and the
+write ends of the report and output pipes as SCM_RIGHTS), it double-forks: an
+intermediate process forks the worker and exits at once, so the worker is reparented to
+the master (a PR_SET_CHILD_SUBREAPER) and the master reaps it as it reaps any child.
+The zygote answers `{"pid": N}`; the worker waits until its parent is the master before
+it sets its parent-death signal. EOF on the socket (the master closed it, or died) ends
+the zygote.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import socket
+import time
+
+from supervisor_q import exitcodes
+from supervisor_q.config.loading import WorkerProgram
+from supervisor_q.config.substitute import substitute
+from supervisor_q.master import capture
+from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
+from supervisor_q.master.process import ChildProcess
+from supervisor_q.master.spawn import (
+    _close_inherited_fds,
+    _reset_signals,
+    _set_parent_death_signal,
+    boot_program,
+    start_worker,
+)
+from supervisor_q.proctitle import set_title
+from supervisor_q.worker.boot import BootError
+
+log = logging.getLogger("supervisor_q.zygote")
+
+REPARENT_WAIT = 5.0  # seconds a new worker waits for the master to become its parent
+
+
+def send(sock: socket.socket, message: dict) -> None:
+    sock.sendall(json.dumps(message).encode())
+
+
+def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
+                master_pid: int, generation: float | None) -> int:
+    """The zygote's whole life, in the forked child; returns its exit code."""
+    os.setpgid(0, 0)
+    _set_parent_death_signal()
+    _reset_signals()
+    if os.getppid() != master_pid:
+        return exitcodes.ERROR
+    _close_inherited_fds({sock.fileno()})
+    null = os.open(os.devnull, os.O_RDWR)  # never the master's stdout/stderr
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+    set_title(f"supervisor-q {program.name} zygote")
+    freeze = os.environ.get("SUPERVISOR_Q_PRELOAD_FREEZE") != "0"  # 0: bench/preload_memory.py
+    if freeze:  # no collection frees holes in the pages the children will share (CPython's
+        gc.disable()  # gc.freeze advice); each child enables the collector again
+    try:
+        _enter(program)
+        boot_program(program)
+    except (BootError, CannotSwitch, OSError) as exc:
+        send(sock, {"error": str(exc)[:500]})
+        return exitcodes.BOOT_ERROR
+    if freeze:
+        gc.freeze()  # the collector never walks these objects: their pages stay shared
+    send(sock, {"ready": True})
+    return _serve(program, sock, redis_url, master_pid, generation)
+
+
+def _enter(program: WorkerProgram) -> None:
+    """What a child would do before importing: environment (slot 1's numbers), directory,
+    umask, user. Each child sets its own slot's environment again after the fork."""
+    number = program.process_num(1)
+    os.environ.update({key: substitute(value, program.name, number)
+                       for key, value in program.environment.items()})
+    if program.directory:
+        try:
+            os.chdir(program.directory)
+        except OSError as exc:
+            raise OSError(f"cannot enter directory {program.directory!r}: "
+                          f"{exc.strerror}") from exc
+    apply_umask(program.umask)
+    drop_privileges(program.user)
+
+
+def _serve(program: WorkerProgram, sock: socket.socket, redis_url: str, master_pid: int,
+           generation: float | None) -> int:
+    while True:
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 3)
+        except OSError:
+            return exitcodes.OK
+        if not message:  # the master closed our socket: a newer zygote took over
+            return exitcodes.OK
+        try:
+            request = json.loads(message)
+            pid = _fork_worker(program, request, fds, sock, (redis_url, master_pid,
+                                                              generation))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        send(sock, {"pid": pid})
+
+
+def _fork_worker(program: WorkerProgram, request: dict, fds: list[int], sock: socket.socket,
+                 run: tuple[str, int, float | None]) -> int:
+    """Double fork; the worker's pid, or -1 if the intermediate said nothing."""
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # the intermediate: fork the worker, say its pid, exit
+        try:
+            os.close(read_end)
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                _worker_process(program, request, fds, sock, run)
+            try:
+                os.setpgid(pid, pid)  # also done in the worker: a group before its pid is out
+            except OSError:
+                pass
+            os.write(write_end, str(pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(middle, 0)
+    return int(data) if data.isdigit() else -1
+
+
+def _worker_process(program: WorkerProgram, request: dict, fds: list[int],
+                    sock: socket.socket, run: tuple[str, int, float | None]) -> None:
+    """The worker forked by the zygote: never returns."""
+    code = exitcodes.ERROR
+    try:
+        os.setpgid(0, 0)
+        report_fd, out = fds[0], fds[1]
+        err = fds[2] if len(fds) > 2 else out
+        capture.onto_stdio(out, err, program)
+        sock.close()
+        for fd in {out, err}:
+            os.close(fd)
+        code = _work(program, request, report_fd, run)
+    except BaseException:  # noqa: BLE001 - report and exit, whatever it was
+        try:
+            import traceback
+
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _work(program: WorkerProgram, request: dict, report_fd: int,
+          run: tuple[str, int, float | None]) -> int:
+    redis_url, master_pid, generation = run
+    deadline = time.monotonic() + REPARENT_WAIT
+    while os.getppid() != master_pid:  # the intermediate exits at once
+        if time.monotonic() > deadline:
+            return exitcodes.ERROR
+        time.sleep(0.0005)
+    _set_parent_death_signal()  # only now: it fires when the *current* parent dies
+    if gc.get_freeze_count():  # what the zygote still held young is frozen too, so this
+        gc.freeze()  # child's collections never walk (and copy) the zygote's pages
+    gc.enable()
+    if os.getppid() != master_pid:  # the master died before prctl took effect
+        return exitcodes.ERROR
+    child = ChildProcess(program.name, int(request["slot"]))
+    child.queues = tuple(request["queues"]) if request.get("queues") else None
+    number = program.process_num(child.slot)
+    os.environ.update({key: substitute(value, program.name, number)
+                       for key, value in program.environment.items()})
+    set_title(f"supervisor-q {child.name} starting")
+    return start_worker(program, child, report_fd, bool(request.get("paused")), redis_url,
+                        master_pid, preloaded=True, generation=generation)

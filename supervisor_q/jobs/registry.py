@@ -102,8 +102,8 @@ class Job(Generic[P, R]):
         """Queue this job once per item (a tuple or list of arguments, or a dict of
         keywords), chunk jobs per Redis call (jobs/bulk.py); their ids in order."""
         wait = self.options.delay if delay is None else delay
-        return bulk.send_all(((self.payload(*bulk.split(item), queue=queue), wait, self)
-                              for item in items), connection=connection, chunk=chunk)
+        return bulk.send_items(self, self.name, items, queue=queue, delay=wait,
+                               connection=connection, chunk=chunk)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature (this job + arguments) for chain(), batch() and callbacks."""
@@ -312,10 +312,8 @@ def dispatch_many(target: str | Job, items: Iterable[Any], *, queue: str | None 
     if not isinstance(target, Job):
         found = find_job(target, connection, registry)
         if found is None:
-            name = target
-            return bulk.send_all(
-                ((payloads.build(name, queue or DEFAULT_QUEUE, *bulk.split(item)),
-                  delay or 0.0, None) for item in items), connection=connection, chunk=chunk)
+            return bulk.send_items(None, target, items, queue=queue, delay=delay or 0.0,
+                                   connection=connection, chunk=chunk)
         target = found
     return target.dispatch_many(items, delay=delay, queue=queue, connection=connection,
                                 chunk=chunk)

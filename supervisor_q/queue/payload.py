@@ -94,9 +94,19 @@ def encode_v1(payload: Payload) -> str:
     return _dumps(body, payload.job)
 
 
-def _dumps(body: dict[str, Any], job: str) -> str:
+# One encoder for every payload: json.dumps with these arguments would build a new one
+# per call. Its output is json.dumps(value, separators=(",", ":"), allow_nan=False)'s.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def to_json(value: Any, job: str) -> str:
+    """value as a payload writes it; NotSerialisable (naming job) when JSON cannot."""
+    return _dumps(value, job)
+
+
+def _dumps(body: Any, job: str) -> str:
     try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(body)
     except RecursionError:
         raise NotSerialisable(f"arguments of {job} are nested too deeply for JSON") \
             from None

@@ -95,10 +95,10 @@ class Sender:
 
     def add_call(self, job: Job | None, name: str, args: list | tuple, kwargs: dict, *,
                  queue: str | None = None, delay: float = 0.0,
-                 extra: dict | None = None) -> None:
+                 extra: dict | None = None, extra_json: str | None = None) -> None:
         """Queue job (None: known by name only) with these arguments: from its Template
         (bulkbuild.py) when it can take the fast road, else built and sealed as
-        dispatch() does."""
+        dispatch() does. extra_json: extra already serialised (shared by many jobs)."""
         key = (name, queue)
         found = self._templates.get(key)
         if found is None:
@@ -112,7 +112,7 @@ class Sender:
         self.taken += 1
         job_id = next(self._ids)
         self._hold(self._queue, found.queue, job_id,  # type: ignore[arg-type]
-                   found.render(job_id, args, kwargs, extra), delay)
+                   found.render(job_id, args, kwargs, extra_json or extra), delay)
 
     def _template(self, job: Job | None, name: str, queue: str | None
                   ) -> bulkbuild.Template | bool:

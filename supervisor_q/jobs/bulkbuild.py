@@ -74,8 +74,9 @@ class Template:
                                 + _field("fail_on_timeout", options.fail_on_timeout, name))
 
     def render(self, job_id: str, args: list | tuple, kwargs: dict,
-               extra: dict | None = None) -> str:
-        """The payload of one job: payload.encode() of the Payload Job.payload() builds."""
+               extra: dict | str | None = None) -> str:
+        """The payload of one job: payload.encode() of the Payload Job.payload() builds.
+        extra may come serialised already (a str: to_json of a non-empty dict)."""
         to_json = payloads.to_json
         parts = [self.head, '"id":"', job_id, self.names]
         if args:
@@ -90,7 +91,7 @@ class Template:
             parts.append(self.retry)
         parts += [self.after_retry, ',"dispatched_at":', repr(round(time.time(), 3))]
         if extra:
-            parts += [',"extra":', to_json(extra, self.name)]
+            parts += [',"extra":', extra if isinstance(extra, str) else to_json(extra, self.name)]
         parts.append("}")
         return "".join(parts)
 

@@ -33,7 +33,7 @@ from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.batchack import Counted
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
-from supervisor_q.queue.payload import Payload
+from supervisor_q.queue.payload import Payload, to_json
 from supervisor_q.workflows import chains
 from supervisor_q.workflows.chains import BATCH, CATCH, CHAIN, Chain, remaining
 
@@ -44,6 +44,8 @@ CALLBACKS = ("before", "progress", "then", "catch", "finally")
 
 
 def _as_chain(item: Item) -> Chain:
+    if isinstance(item, Signature):  # the common case, without chain()'s checks
+        return Chain([item], None, None)
     made = item if isinstance(item, Chain) else chains.chain(
         item if isinstance(item, list) else [item])
     if not all(isinstance(s, Signature) for s in made.jobs):
@@ -204,6 +206,8 @@ def _queue_jobs(chains: list[Chain], batch_id: str,
     name is looked up once per call; their ids, in order."""
     sender = bulk.Sender(connection)
     known: dict[str, Job | None] = {}
+    lone = {BATCH: batch_id, CHAIN: []}  # the extra of a one-job chain without catch
+    lone_json = to_json(lone, "batch")
     try:
         for c in chains:
             if not c.jobs:
@@ -211,9 +215,11 @@ def _queue_jobs(chains: list[Chain], batch_id: str,
             first = c.jobs[0] if c.jobs[0].queue or not c.queue else c.jobs[0].on(c.queue)
             if first.job not in known:
                 known[first.job] = find_job(first.job, connection)
+            alone = len(c.jobs) == 1 and c.catch is None
             sender.add_call(known[first.job], first.job, first.args, first.kwargs,
                             queue=first.queue, delay=first.delay,
-                            extra=c.first_payload_extra({BATCH: batch_id}))
+                            extra=lone if alone else c.first_payload_extra({BATCH: batch_id}),
+                            extra_json=lone_json if alone else None)
     except Exception:
         sender.close()
         raise

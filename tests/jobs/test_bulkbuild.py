@@ -56,6 +56,9 @@ def test_a_template_writes_the_bytes_of_a_single_dispatch(
         for args, kwargs in CALLS:
             built = which.payload(args, kwargs, queue=queue, extra=extra)
             assert made.render(built.id, args, kwargs, extra) == payloads.encode(built)
+            if extra:  # given serialised once for many jobs, as batch dispatch does
+                assert made.render(built.id, args, kwargs, payloads.to_json(extra, "b")) \
+                    == payloads.encode(built)
 
 
 def test_a_job_known_by_name_only_takes_every_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,13 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.keys import check_queue_name
-from supervisor_q.queue.payload import DEFAULT_QUEUE, PAYLOAD_VERSION
+from supervisor_q.queue.payload import DEFAULT_QUEUE, PAYLOAD_VERSION, UUID_VARIANT
 
 if TYPE_CHECKING:
     from supervisor_q.jobs.options import JobOptions
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
 
 def job_ids(per_read: int = 1000) -> Iterator[str]:
     """Endless UUID4 ids (the version and variant bits set as uuid.uuid4() sets them),
@@ -38,7 +35,7 @@ def job_ids(per_read: int = 1000) -> Iterator[str]:
         h = os.urandom(16 * per_read).hex()
         for i in range(0, 32 * per_read, 32):
             yield (f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
-                   f"{_VARIANT[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}")
+                   f"{UUID_VARIANT[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}")
 
 
 def _field(name: str, value: Any, job: str) -> str:

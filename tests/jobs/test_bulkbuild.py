@@ -80,7 +80,12 @@ def test_ids_are_uuid4_text_like_a_single_dispatch() -> None:
         parsed = uuid.UUID(made)
         assert str(parsed) == made and parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
-    assert len(payloads.new_job_id()) == len(many[0]) == 36
+    singles = [payloads.new_job_id() for _ in range(500)]
+    assert len(set(singles)) == 500
+    for made in singles:
+        parsed = uuid.UUID(made)
+        assert str(parsed) == made and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 @pytest.fixture

@@ -85,46 +85,6 @@ return {1, fire_then, fire_finally, progress}
 """
 
 # KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
-# ARGV: 1 holder, then job id, token of its reservation, for each job of one batch
-# Returns: four digits per job, in order: counted, fire_then, fire_finally, has_progress,
-# as BATCH_SUCCEEDED would for each in turn. The reply is kept under by:<holder> with
-# the call's name (first job|its token|how many), so the same call sent again after a
-# lost reply gets the same reply and counts nothing twice.
-BATCH_SUCCEEDED_MANY = _PRELUDE + """
-local n = (#ARGV - 1) / 2
-if redis.call('EXISTS', KEYS[1]) == 0 then return string.rep('0000', n) end
-local mine = ARGV[1] ~= '' and ('by:' .. ARGV[1])
-local call = ARGV[2] .. '|' .. ARGV[3] .. '|' .. n .. '='
-if mine then
-  local last = redis.call('HGET', KEYS[1], mine)
-  if last and string.sub(last, 1, #call) == call then return string.sub(last, #call + 1) end
-end
-local progress = redis.call('HEXISTS', KEYS[1], 'has_progress')
-local cancelled = redis.call('HEXISTS', KEYS[1], 'cancelled_at')
-local out = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 0 then
-    out[#out + 1] = '0000'
-  else
-    redis.call('SREM', KEYS[3], ARGV[i])
-    local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
-    local fire_then = 0
-    if pending == 0 and cancelled == 0 then
-      fire_then = redis.call('HSETNX', KEYS[1], 'then_at', now)
-    end
-    local fire_finally = 0
-    if pending <= redis.call('SCARD', KEYS[3]) then
-      fire_finally = redis.call('HSETNX', KEYS[1], 'finished_at', now)
-    end
-    out[#out + 1] = '1' .. fire_then .. fire_finally .. progress
-  end
-end
-local reply = table.concat(out)
-if mine then redis.call('HSET', KEYS[1], mine, call .. reply) end
-return reply
-"""
-
-# KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
 # ARGV: 1 job id, 2 jobs of its chain that will now never run (taken off the batch)
 # Returns: {counted, fire_catch, fire_finally}
 BATCH_FAILED = _PRELUDE + """

@@ -1,6 +1,5 @@
 """Batch.add and retry_batch on the chunked paths: one PUSH_MANY per chunk for added
-jobs, one HMGET per queue and one retry script per chunk for a batch's failed jobs; the
-counts of several jobs of a batch acked together in one BATCH_SUCCEEDED_MANY call."""
+jobs, one HMGET per queue and one retry script per chunk for a batch's failed jobs."""
 
 from __future__ import annotations
 
@@ -10,13 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from supervisor_q.jobs import dispatching
-from supervisor_q.queue import lua_limits
-from supervisor_q.queue.backend import RedisQueue, connect
-from supervisor_q.queue.batchack import BatchCount, counted
+from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.failed import record_json
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys, batch_keys
 from supervisor_q.workflows.batches import batch, retry_batch
-from tests.jobmods.flows import bjob, progress_cb, step, then_cb
+from tests.jobmods.flows import bjob, step
 
 
 @pytest.fixture
@@ -71,29 +68,3 @@ def test_retry_batch_requeues_every_failed_job_with_one_lookup_per_queue(
     for name in ("qa", "qb", "qc"):
         assert queue.counts(name)["ready"] == 4
     assert queue.failed_page()[1] == 1
-
-
-def test_jobs_acked_together_count_in_one_call_and_a_resent_call_counts_nothing_twice(
-        redis_url: str) -> None:
-    queue = RedisQueue(connect(redis_url))
-    b = batch([bjob.s(n) for n in range(5)], then=then_cb.s(),
-              progress=progress_cb.s()).dispatch()
-    _, got = queue.reserve("default", default_timeout=30, count=5)
-    counts = [BatchCount(b.id, j.id) for j in got.jobs]
-    assert len(counts) == 5
-    calls = queue.count_calls("default", counts)
-    assert [c[0].script for c in calls] == [lua_limits.BATCH_SUCCEEDED_MANY]
-    first = counted(counts, queue._eval_many(calls))
-    again = counted(counts, queue._eval_many(calls))  # as after a lost reply
-    assert first == again
-    assert [c.job_id for c in first] == [c.job_id for c in counts]
-    assert all(c.counted and c.has_progress for c in first)
-    assert [c.fire_then for c in first] == [False] * 4 + [True], "the last count wins then"
-    assert [c.fire_finally for c in first] == [False] * 4 + [True]
-    acked, after_ack = queue.ack_counting("default", [j.id for j in got.jobs], counts)
-    assert acked == 5 and after_ack == first, "the ack's own resend of the call, too"
-    p = b.progress()
-    assert p is not None and (p.total, p.pending, p.processed) == (5, 0, 5)
-    other = queue.count_calls("default", counts[:2])  # a new call: already counted jobs
-    assert not any(c.counted for c in counted(counts[:2], queue._eval_many(other)))
-    queue.close()

@@ -27,6 +27,7 @@ from supervisor_q.queue.bulk import ChunkLost
 from supervisor_q.queue.payload import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
+    from supervisor_q.jobs.options import JobOptions
     from supervisor_q.jobs.registry import Job
     from supervisor_q.queue.backend import RedisQueue
     from supervisor_q.queue.payload import Payload
@@ -206,3 +207,28 @@ def send_items(job: Job | None, name: str, items: Iterable[Any], *, queue: str |
         sender.close()
         raise
     return sender.close()
+
+
+# (job name, queue) -> (the options it was made from, its Template), for send_one
+_singles: dict[tuple[str, str | None], tuple[JobOptions, bulkbuild.Template]] = {}
+
+
+def send_one(job: Job, args: tuple | list, kwargs: dict, *, queue: str | None,
+             delay: float, connection: str | None) -> str | None:
+    """A single dispatch() on the fast road: its payload from the job's Template (the
+    same bytes, without a Payload built and sealed), pushed as send() would; None when
+    the job must go the per-job way (the fake, sync mode, a unique or encrypted job, a
+    signing key set)."""
+    o = job.options
+    if (o.unique_for is not None or o.encrypted or dispatching.active_fake() is not None
+            or dispatching.sync_enabled() or encryption.signing_enabled()):
+        return None
+    key = (job.name, queue)
+    found = _singles.get(key)
+    if found is None or found[0] is not o:
+        found = _singles[key] = (o, bulkbuild.template(job.name, queue, o))
+    made = found[1]
+    job_id = payloads.new_job_id()
+    raw = made.render(job_id, args, kwargs)
+    dispatching.queue(connection).push(made.queue, job_id, raw, delay=delay)
+    return job_id

@@ -74,8 +74,13 @@ class Job(Generic[P, R]):
         """Queue this job; returns its id (None: a unique job's duplicate was dropped).
         after_commit: pushed once the current database transaction commits
         (dispatching.after_commit); returns the id it will have."""
-        built = self.payload(args, kwargs, queue=queue)
         wait = self.options.delay if delay is None else delay
+        if not after_commit:
+            sent = bulk.send_one(self, args, kwargs, queue=queue, delay=wait,
+                                 connection=connection)
+            if sent is not None:
+                return sent
+        built = self.payload(args, kwargs, queue=queue)
         if after_commit:
             dispatching.after_commit(
                 lambda: dispatching.send(built, delay=wait, connection=connection, job=self))

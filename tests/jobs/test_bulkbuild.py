@@ -15,6 +15,7 @@ from supervisor_q.jobs.registry import Registry, dispatch_many, job, publish_reg
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.keys import QueueKeys
+from supervisor_q.testing import fake_queue
 from supervisor_q.workflows.batches import batch
 
 REG = Registry()
@@ -125,3 +126,20 @@ def test_with_a_signing_key_every_job_is_signed(queue: RedisQueue,
         got = stored(queue, str(job_id))
         assert isinstance(got.extra.get("sig"), str)
         assert encryption.open_payload(got).args == got.args
+
+
+@pytest.mark.parametrize("which", [plain, full, retry_for])
+def test_a_single_dispatch_stores_the_bytes_its_payload_encodes_to(
+        which, queue: RedisQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    job_id = which.dispatch(1, "x", k=[2])
+    raw = queue.client.hget(QueueKeys("bbq").payloads, job_id).decode()
+    want = dataclasses.replace(which.payload((1, "x"), {"k": [2]}), id=job_id)
+    assert raw == payloads.encode(want)
+
+
+def test_the_fake_still_sees_each_single_dispatch() -> None:
+    with fake_queue() as fake:
+        job_id = plain.dispatch(5)
+    [recorded] = fake.of(plain)
+    assert recorded.payload.id == job_id and recorded.args == [5]

@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from supervisor_q.jobs import dispatching, encryption
+from supervisor_q.jobs import bulkbuild, dispatching, encryption
+from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.bulk import ChunkLost
+from supervisor_q.queue.payload import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
+    from supervisor_q.jobs.options import JobOptions
     from supervisor_q.jobs.registry import Job
     from supervisor_q.queue.backend import RedisQueue
     from supervisor_q.queue.payload import Payload
@@ -45,12 +48,16 @@ class BulkDispatchError(redis.ConnectionError):
         self.taken = taken
 
 
-def split(item: Any) -> tuple[list, dict]:
-    """An item of dispatch_many: a tuple or list of arguments, or a dict of keywords."""
+_NO_KWARGS: dict = {}  # shared, never written: the payload builders copy what they keep
+
+
+def split(item: Any) -> tuple[list | tuple, dict]:
+    """An item of dispatch_many: a tuple or list of arguments, or a dict of keywords
+    (not copied: Job.payload copies them, a Template only serialises them)."""
     if isinstance(item, tuple | list):
-        return list(item), {}
+        return item, _NO_KWARGS
     if isinstance(item, dict):
-        return [], dict(item)
+        return (), item
     raise TypeError(f"dispatch_many takes tuples or lists of arguments or dicts of "
                     f"keywords, not {type(item).__name__}")
 
@@ -69,6 +76,9 @@ class Sender:
         self._groups: dict[tuple[int, str], tuple[RedisQueue, list[tuple[str, str, float]]]] = {}
         self._looked_up = False
         self._queue: RedisQueue | None = None
+        self._templates: dict[tuple[str, str | None], bulkbuild.Template | bool] = {}
+        self._signed: bool | None = None  # a signing key is set (read at the first job)
+        self._ids = bulkbuild.job_ids(min(chunk, CHUNK))
 
     def add(self, built: Payload, delay: float = 0.0, job: Job | None = None) -> None:
         """Queue built (or hold it for its queue's next chunk)."""
@@ -82,10 +92,49 @@ class Sender:
                 self.landed.append(sent)
             return
         raw = encryption.seal(built, encrypt=bool(options and options.encrypted))
-        key = (id(target), built.queue)
+        self._hold(target, built.queue, built.id, raw, delay)
+
+    def add_call(self, job: Job | None, name: str, args: list | tuple, kwargs: dict, *,
+                 queue: str | None = None, delay: float = 0.0,
+                 extra: dict | None = None, extra_json: str | None = None) -> None:
+        """Queue job (None: known by name only) with these arguments: from its Template
+        (bulkbuild.py) when it can take the fast road, else built and sealed as
+        dispatch() does. extra_json: extra already serialised (shared by many jobs)."""
+        key = (name, queue)
+        found = self._templates.get(key)
+        if found is None:
+            found = self._templates[key] = self._template(job, name, queue)
+        if found is False:
+            built = (job.payload(args, kwargs, queue=queue, extra=extra) if job is not None
+                     else payloads.build(name, queue or DEFAULT_QUEUE, args, kwargs,
+                                         extra=extra))
+            self.add(built, delay, job)
+            return
+        self.taken += 1
+        job_id = next(self._ids)
+        self._hold(self._queue, found.queue, job_id,  # type: ignore[arg-type]
+                   found.render(job_id, args, kwargs, extra_json or extra), delay)
+
+    def _template(self, job: Job | None, name: str, queue: str | None
+                  ) -> bulkbuild.Template | bool:
+        """The job's Template, or False: it goes the per-job way (the fake or sync mode,
+        a unique or encrypted job, a signing key set: read once per call)."""
+        options = job.options if job is not None else None
+        if self._target() is None or (options is not None and (
+                options.unique_for is not None or options.encrypted)):
+            return False
+        if self._signed is None:
+            self._signed = encryption.signing_enabled()
+        if self._signed:
+            return False
+        return bulkbuild.template(job.name if job is not None else name, queue, options)
+
+    def _hold(self, target: RedisQueue, queue: str, job_id: str, raw: str,
+              delay: float) -> None:
+        key = (id(target), queue)
         group = self._groups.setdefault(key, (target, []))[1]
-        group.append((built.id, raw, delay))
-        self.ids.append(built.id)
+        group.append((job_id, raw, delay))
+        self.ids.append(job_id)
         if len(group) >= self.chunk:
             self._flush(key)
 
@@ -142,3 +191,44 @@ def send_all(items: Iterable[tuple[Payload, float, Job | None]], *,
         sender.close()
         raise
     return sender.close()
+
+
+def send_items(job: Job | None, name: str, items: Iterable[Any], *, queue: str | None = None,
+               delay: float = 0.0, connection: str | None = None,
+               chunk: int = CHUNK) -> list[str | None]:
+    """dispatch_many's road: one job per item (see split) through Sender.add_call; their
+    ids in order. A bad item raises after the items before it are queued."""
+    sender = Sender(connection, chunk)
+    try:
+        for item in items:
+            args, kwargs = split(item)
+            sender.add_call(job, name, args, kwargs, queue=queue, delay=delay)
+    except Exception:
+        sender.close()
+        raise
+    return sender.close()
+
+
+# (job name, queue) -> (the options it was made from, its Template), for send_one
+_singles: dict[tuple[str, str | None], tuple[JobOptions, bulkbuild.Template]] = {}
+
+
+def send_one(job: Job, args: tuple | list, kwargs: dict, *, queue: str | None,
+             delay: float, connection: str | None) -> str | None:
+    """A single dispatch() on the fast road: its payload from the job's Template (the
+    same bytes, without a Payload built and sealed), pushed as send() would; None when
+    the job must go the per-job way (the fake, sync mode, a unique or encrypted job, a
+    signing key set)."""
+    o = job.options
+    if (o.unique_for is not None or o.encrypted or dispatching.active_fake() is not None
+            or dispatching.sync_enabled() or encryption.signing_enabled()):
+        return None
+    key = (job.name, queue)
+    found = _singles.get(key)
+    if found is None or found[0] is not o:
+        found = _singles[key] = (o, bulkbuild.template(job.name, queue, o))
+    made = found[1]
+    job_id = payloads.new_job_id()
+    raw = made.render(job_id, args, kwargs)
+    dispatching.queue(connection).push(made.queue, job_id, raw, delay=delay)
+    return job_id

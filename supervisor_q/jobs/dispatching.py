@@ -1,7 +1,9 @@
 """The one road from a built payload to Redis: fake, sync, unique lock, seal, push.
 
 Every dispatch (Job.dispatch, dispatch(name), chains, batches, callbacks) ends in
-send(), so the test fake and the sync mode see them all. It also knows which Redis
+send(), or, for plain jobs while neither the test fake nor sync mode is on, in
+bulk.send_one / bulk.Sender's template road (they ask active_fake() and sync_enabled()
+first), so the test fake and the sync mode see them all. It also knows which Redis
 a running worker uses, so jobs dispatched from inside a job go to the same server.
 Sync mode plugs in from above (worker/sync.py calls use_inline when supervisor_q is
 imported); unique locks come from unique.py. Imports encryption, unique, payload,

@@ -69,6 +69,11 @@ def _signing_key() -> bytes | None:
     return raw.encode() if raw else None
 
 
+def signing_enabled() -> bool:
+    """Whether payloads are signed now (a key configured or in the environment)."""
+    return _signing_key() is not None
+
+
 def _canonical(payload: Payload) -> bytes:
     body = dataclasses.asdict(payload)
     body["extra"] = {k: v for k, v in payload.extra.items() if k != _SIGNATURE}

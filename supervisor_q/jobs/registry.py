@@ -74,8 +74,13 @@ class Job(Generic[P, R]):
         """Queue this job; returns its id (None: a unique job's duplicate was dropped).
         after_commit: pushed once the current database transaction commits
         (dispatching.after_commit); returns the id it will have."""
-        built = self.payload(args, kwargs, queue=queue)
         wait = self.options.delay if delay is None else delay
+        if not after_commit:
+            sent = bulk.send_one(self, args, kwargs, queue=queue, delay=wait,
+                                 connection=connection)
+            if sent is not None:
+                return sent
+        built = self.payload(args, kwargs, queue=queue)
         if after_commit:
             dispatching.after_commit(
                 lambda: dispatching.send(built, delay=wait, connection=connection, job=self))
@@ -102,8 +107,8 @@ class Job(Generic[P, R]):
         """Queue this job once per item (a tuple or list of arguments, or a dict of
         keywords), chunk jobs per Redis call (jobs/bulk.py); their ids in order."""
         wait = self.options.delay if delay is None else delay
-        return bulk.send_all(((self.payload(*bulk.split(item), queue=queue), wait, self)
-                              for item in items), connection=connection, chunk=chunk)
+        return bulk.send_items(self, self.name, items, queue=queue, delay=wait,
+                               connection=connection, chunk=chunk)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature (this job + arguments) for chain(), batch() and callbacks."""
@@ -312,10 +317,8 @@ def dispatch_many(target: str | Job, items: Iterable[Any], *, queue: str | None 
     if not isinstance(target, Job):
         found = find_job(target, connection, registry)
         if found is None:
-            name = target
-            return bulk.send_all(
-                ((payloads.build(name, queue or DEFAULT_QUEUE, *bulk.split(item)),
-                  delay or 0.0, None) for item in items), connection=connection, chunk=chunk)
+            return bulk.send_items(None, target, items, queue=queue, delay=delay or 0.0,
+                                   connection=connection, chunk=chunk)
         target = found
     return target.dispatch_many(items, delay=delay, queue=queue, connection=connection,
                                 chunk=chunk)

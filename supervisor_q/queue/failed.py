@@ -105,6 +105,28 @@ class FailedStore:
                 return _shown(raw)
         return None
 
+    def failed_records_of(self, ids: Iterable[bytes | str], chunk: int = CHUNK) -> list[dict]:
+        """The failed records of these ids, whatever their queues: per known queue one
+        HMGET per chunk of the ids not found yet (not shown: for retry_failed_many)."""
+        left = [i if isinstance(i, bytes) else _raw(i) for i in ids]
+        records: list[dict] = []
+        for queue in self.known_queues():
+            if not left:
+                break
+            k = self.keys(queue)
+            missing: list[bytes] = []
+            for at in range(0, len(left), chunk):
+                part = left[at:at + chunk]
+                for job_id, raw in zip(part, self.client.hmget(k.failed_records, part),
+                                       strict=True):
+                    record = _parse(raw)
+                    if record is None:
+                        missing.append(job_id)
+                    else:
+                        records.append(record)
+            left = missing
+        return records
+
     def retry_failed_many(self, records: Iterable[dict], chunk: int = CHUNK) -> int:
         """Queue failed jobs again, chunk by chunk per queue (one script call per chunk);
         returns how many were still failed (and are queued now)."""

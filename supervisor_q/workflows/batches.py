@@ -20,20 +20,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from supervisor_q.jobs import bulk, dispatching
 from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.middleware import Call
-from supervisor_q.jobs.registry import Job, Signature, build_for, signature
+from supervisor_q.jobs.registry import Job, Signature, find_job, signature
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.batchack import Counted
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
-from supervisor_q.queue.payload import Payload
+from supervisor_q.queue.payload import Payload, to_json
 from supervisor_q.workflows import chains
 from supervisor_q.workflows.chains import BATCH, CATCH, CHAIN, Chain, remaining
 
@@ -44,6 +44,8 @@ CALLBACKS = ("before", "progress", "then", "catch", "finally")
 
 
 def _as_chain(item: Item) -> Chain:
+    if isinstance(item, Signature):  # the common case, without chain()'s checks
+        return Chain([item], None, None)
     made = item if isinstance(item, Chain) else chains.chain(
         item if isinstance(item, list) else [item])
     if not all(isinstance(s, Signature) for s in made.jobs):
@@ -126,6 +128,8 @@ class Batch:
         pipe.hincrby(_keys(self.id)[0], "total", count)
         pipe.hincrby(_keys(self.id)[0], "pending", count)
         pipe.execute()
+        if all(c.jobs and isinstance(c.jobs[0], Signature) for c in chains):
+            return [str(i) for i in _queue_jobs(chains, self.id, None)]
         return [str(c.dispatch(extra={BATCH: self.id})) for c in chains]
 
 
@@ -195,21 +199,31 @@ class PendingBatch:
         return handle
 
 
-def _queue_jobs(chains: list[Chain], batch_id: str, connection: str | None) -> None:
+def _queue_jobs(chains: list[Chain], batch_id: str,
+               connection: str | None) -> list[str | None]:
     """Queue each chain's first job (carrying the rest), in chunks per queue
-    (jobs/bulk.py): a batch of 10,000 jobs is ten script calls, not 10,000."""
-    def built() -> Iterator[tuple[Payload, float, Job | None]]:
+    (jobs/bulk.py): a batch of 10,000 jobs is ten script calls, not 10,000. Each job
+    name is looked up once per call; their ids, in order."""
+    sender = bulk.Sender(connection)
+    known: dict[str, Job | None] = {}
+    lone = {BATCH: batch_id, CHAIN: []}  # the extra of a one-job chain without catch
+    lone_json = to_json(lone, "batch")
+    try:
         for c in chains:
             if not c.jobs:
                 raise ValueError("a chain needs at least one job")
             first = c.jobs[0] if c.jobs[0].queue or not c.queue else c.jobs[0].on(c.queue)
-            payload, known = build_for(first.job, first.args, first.kwargs,
-                                       queue_name=first.queue,
-                                       extra=c.first_payload_extra({BATCH: batch_id}),
-                                       connection=connection)
-            yield payload, first.delay, known
-
-    bulk.send_all(built(), connection=connection)
+            if first.job not in known:
+                known[first.job] = find_job(first.job, connection)
+            alone = len(c.jobs) == 1 and c.catch is None
+            sender.add_call(known[first.job], first.job, first.args, first.kwargs,
+                            queue=first.queue, delay=first.delay,
+                            extra=lone if alone else c.first_payload_extra({BATCH: batch_id}),
+                            extra_json=lone_json if alone else None)
+    except Exception:
+        sender.close()
+        raise
+    return sender.close()
 
 
 def _chain_state(extra: dict | None, progress: bool) -> dict[str, str]:
@@ -348,12 +362,8 @@ def _chain_after(progress: Progress, rest: dict[str, Any]) -> None:
 
 def retry_batch(queue: RedisQueue, batch_id: str) -> int:
     """Queue every failed job of the batch again; returns how many."""
-    count = 0
-    for job_id in queue.client.smembers(_keys(batch_id)[2]):
-        record = queue.find_failed(_text(job_id))
-        if record is not None and queue.retry_failed(record):
-            count += 1
-    return count
+    ids = list(queue.client.smembers(_keys(batch_id)[2]))
+    return queue.retry_failed_many(queue.failed_records_of(ids))
 
 
 def prune(queue: RedisQueue, older_than: float, *, unfinished: bool = False) -> int:

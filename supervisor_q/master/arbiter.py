@@ -249,8 +249,8 @@ class Arbiter:
                 except (ProcessLookupError, PermissionError):
                     pass
                 self.guardian.forget(child.pgid)
-            if back is not None and isinstance(pool.program, WorkerProgram):
-                self.handbacks.add(child.name, pool.program, back)
+            if isinstance(pool.program, WorkerProgram):  # its job (all it held, if fenced)
+                self.handbacks.reaped(child.name, child.pid, pool.program, back, status)
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.

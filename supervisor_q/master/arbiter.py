@@ -65,7 +65,7 @@ class Arbiter:
         self.guardian = Guardian()
         self.spawner = ForkSpawner(redis_url, guardian=self.guardian)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=REDIS_TIMEOUT,
-                                        connect_timeout=REDIS_TIMEOUT))
+                                        connect_timeout=REDIS_TIMEOUT, retries=False))
         dispatching.bind(self.queue)  # periodic firings: the same bounded client
         self.redis = Gate()  # probed on the slow tick (read_restart_signal); see its doc
         self.fleet = FleetMember(self.queue, gate=self.redis)  # heartbeat, dead masters

@@ -61,8 +61,10 @@ class SentinelUrl:
 
 
 def connect(url: str, *, socket_timeout: float | None = 30.0,
-            connect_timeout: float = 5.0) -> redis.Redis:
-    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
+            connect_timeout: float = 5.0, retries: bool = True) -> redis.Redis:
+    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block.
+    retries=False (the master's client): a cluster client retries no call by itself
+    (redis-py's RedisCluster tries 3 more times), so one call stays within its timeout."""
     options: dict[str, Any] = {"socket_timeout": socket_timeout,
                                "socket_connect_timeout": connect_timeout,
                                "health_check_interval": 30, "retry_on_timeout": False}
@@ -72,6 +74,8 @@ def connect(url: str, *, socket_timeout: float | None = 30.0,
     if scheme in SENTINEL_SCHEMES:
         return sentinel_client(parse_sentinel_url(url), **options)
     if scheme in CLUSTER_SCHEMES:
+        if not retries:
+            options["retry"] = Retry(NoBackoff(), 0)
         return cluster_client(url, **options)
     if scheme not in PLAIN_SCHEMES:
         known = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)

@@ -107,7 +107,7 @@ class FleetMember:
         self.next_beat = now + BEAT
         try:
             self.paused_queues = paused_queues(self.queue.client)
-            sent_at = time.monotonic()  # the real clock the children read, not the arbiter's
+            sent_at = fence.now()  # the real clock the children read, not the arbiter's
             if not registry.beat(self.queue.client, self.id, self.record(status()),
                                  jobs, self.lease):
                 self.fenced(arbiter)

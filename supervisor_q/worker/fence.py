@@ -5,7 +5,8 @@ from Redis while the others still reach it -- is claimed by another master one l
 after its last heartbeat, and its children's jobs run elsewhere. Its children must not
 go on running them. So the master keeps, in memory shared with its children (an
 anonymous shared mmap made before the first fork; inherited across fork), one number:
-"my lease holds until T" (CLOCK_MONOTONIC seconds, system-wide), renewed after every
+"my lease holds until T" (CLOCK_BOOTTIME seconds where there is one: system-wide, and
+counting a suspended host's sleep, which CLOCK_MONOTONIC skips), renewed after every
 heartbeat that Redis accepted, from the time the heartbeat was *sent* minus a margin.
 A claim needs the heartbeat's server time plus the lease, so it comes no earlier than
 that send time plus the lease (claims are also only looked for every BEAT); the margin
@@ -43,6 +44,12 @@ log = logging.getLogger("supervisor_q.worker")
 PERIOD = 0.1  # seconds between the watchdog's looks at the deadline
 IDLE_WAIT = 0.5  # an idle fenced worker looks again this often
 _FORMAT = struct.Struct("d")
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def now() -> float:
+    """The fence's clock, the same in every process of the host."""
+    return time.clock_gettime(_CLOCK)
 
 
 def fence_margin(lease: float) -> float:
@@ -58,7 +65,7 @@ class Lease:
         self._map = mmap.mmap(-1, _FORMAT.size)  # MAP_SHARED | MAP_ANONYMOUS on Unix
 
     def renew(self, until: float) -> None:
-        """The lease holds until `until` (time.monotonic() seconds)."""
+        """The lease holds until `until` (now() seconds)."""
         _FORMAT.pack_into(self._map, 0, until)
 
     def until(self) -> float:
@@ -70,7 +77,7 @@ class Lease:
 
     def expired(self) -> bool:
         until = self.until()
-        return until > 0 and time.monotonic() >= until
+        return until > 0 and now() >= until
 
 
 _shared: Lease | None = None

@@ -24,13 +24,13 @@ def test_a_forked_child_reads_the_deadline_its_parent_renews_later() -> None:
         os.read(go_r, 1)
         os.write(write_fd, f"{lease.until()} {lease.expired()}".encode())
         os._exit(0)
-    until = time.monotonic() - 1.0  # already past, so expired
+    until = fence.now() - 1.0  # already past, so expired
     lease.renew(until)
     os.write(go_w, b"x")
     seen = os.read(read_fd, 100).decode().split()
     os.waitpid(pid, 0)
     assert float(seen[0]) == until and seen[1] == "True"
-    lease.renew(time.monotonic() + 60)
+    lease.renew(fence.now() + 60)
     assert not lease.expired()
     for fd in (read_fd, write_fd, go_r, go_w):
         os.close(fd)
@@ -38,7 +38,7 @@ def test_a_forked_child_reads_the_deadline_its_parent_renews_later() -> None:
 
 def test_a_held_job_past_the_fence_ends_its_worker_and_the_jobs_subprocesses() -> None:
     lease = fence.Lease()
-    lease.renew(time.monotonic() + 0.3)
+    lease.renew(fence.now() + 0.3)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # a worker child: its own group, a job with a subprocess, held

@@ -36,10 +36,11 @@ class Handbacks:
     def reaped(self, name: str, pid: int | None, program: WorkerProgram,
                back: handback.Handback | None, status: int) -> None:
         """A reaped worker child: its job (back), or for a fenced child all it held."""
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.FENCED:
+        fenced = os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.FENCED
+        if fenced and os.environ.get(MASTER_ID_ENV):  # (never empty in a fleet master)
             # Its holder name as the master id it was forked under; after a fence of
             # ours (a new id) the old id's jobs are handed back by fleet/member.py.
-            holder = f"{os.environ.get(MASTER_ID_ENV, '')}|{pid}."
+            holder = f"{os.environ[MASTER_ID_ENV]}|{pid}."
             job = back.job if back is not None else handback.LostJob("", "")
             back = handback.Handback(job, back.attempts if back else 0, "fenced",
                                      "stopped at its fleet lease's end", holder)

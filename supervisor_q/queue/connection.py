@@ -26,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, parse_url
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from supervisor_q.paths import BadRedisUrl, check_database, redact
 from supervisor_q.queue.cluster import cluster_client
@@ -124,8 +124,17 @@ def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
     if parsed.query.get("sentinel_password"):
         sentinel_options["password"] = parsed.query["sentinel_password"]
     manager = _Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
+    if parsed.tls:  # the TLS handshake bounded by the connect timeout, as for rediss://
+        for sentinel in manager.sentinels:
+            sentinel.connection_pool.connection_class = BoundedHandshakeSSLConnection
+        tls.pop("ssl")
+        options["connection_class"] = _BoundedSentinelSSLConnection
     return manager.master_for(parsed.service, db=parsed.db, username=parsed.username,
                               password=parsed.password, **tls, **options)
+
+
+class _BoundedSentinelSSLConnection(SentinelManagedConnection, BoundedHandshakeSSLConnection):
+    """redis-py's SentinelManagedSSLConnection, with the bounded TLS handshake."""
 
 
 class _Sentinel(Sentinel):

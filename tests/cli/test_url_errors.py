@@ -95,3 +95,21 @@ def test_rediss_to_a_server_without_tls_fails_within_seconds(short_tmp: Path) ->
         server.stop()
     assert f"no TLS handshake from 127.0.0.1:{server.port} within 5 s" in err
     assert elapsed < 15, elapsed
+
+
+def test_rediss_sentinel_to_a_sentinel_without_tls_fails_within_seconds(
+        short_tmp: Path) -> None:
+    """rediss+sentinel:// to a plain sentinel: the handshake with each sentinel is bounded
+    by the 5 s connect timeout (it was the 30 s socket timeout, ~32 s in all), one line,
+    exit 1."""
+    sentinel = Node(short_tmp, "sentinel", [], sentinel=True)
+    sentinel.start()
+    try:
+        started = time.monotonic()
+        err = assert_one_line(cli(f"rediss+sentinel://127.0.0.1:{sentinel.port}/mymaster/0",
+                                  timeout=60), 1)
+        elapsed = time.monotonic() - started
+    finally:
+        sentinel.stop()
+    assert f"no Sentinel at 127.0.0.1:{sentinel.port} named a primary" in err
+    assert elapsed < 15, elapsed

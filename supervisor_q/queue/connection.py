@@ -76,7 +76,9 @@ def connect(url: str, *, socket_timeout: float | None = 30.0,
     if scheme in CLUSTER_SCHEMES:
         if not retries:
             options["retry"] = Retry(NoBackoff(), 0)
-        return cluster_client(url, **options)
+        # rediss+cluster: each node's TLS handshake bounded as for rediss:// (below)
+        return cluster_client(url, tls_connection_class=BoundedHandshakeSSLConnection,
+                              **options)
     if scheme not in PLAIN_SCHEMES:
         known = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
         raise _bad(url, f"unknown scheme {scheme[:20] + '://' if scheme else '(none)'}; "

@@ -64,9 +64,11 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
     tls_class = options.pop("tls_connection_class", None)
     if SCHEMES[scheme.lower()] and tls_class is None:
         options["ssl"] = True
-    elif SCHEMES[scheme.lower()]:  # redis-py takes a node connection class only this way:
-        options.update(connection_class=tls_class,  # the first node as a URL (plain: its
-                       url=f"redis://{_url_host(nodes[0].host)}:{nodes[0].port}")  # class
+    elif SCHEMES[scheme.lower()]:
+        # RedisCluster takes a node connection class only with a `url` (a plain one here,
+        # so the class given is kept): the bounded TLS handshake of connection.py.
+        options.update(connection_class=tls_class,
+                       url=f"redis://{_url_host(nodes[0].host)}:{nodes[0].port}")
     options.pop("retry_on_timeout", None)  # RedisCluster retries timeouts by itself
     try:
         return LazyCluster(startup_nodes=nodes, **options)

@@ -9,8 +9,9 @@ MAX_TIME = 11  # --max-time reached
 MEMORY = 12  # --memory (RSS) exceeded after a job
 RESTART = 13  # the deploy restart signal (restart-workers) is newer than the worker
 TIMEOUT = 14  # a job hit its timeout; the interpreter may be in a bad state, start fresh
+FENCED = 15  # the master's fleet lease ran out mid-job (worker/fence.py): the job was stopped
 
-EXPECTED = frozenset({OK, MAX_JOBS, MAX_TIME, MEMORY, RESTART, TIMEOUT})
+EXPECTED = frozenset({OK, MAX_JOBS, MAX_TIME, MEMORY, RESTART, TIMEOUT, FENCED})
 
 DESCRIPTIONS = {
     OK: "stopped on request",
@@ -21,4 +22,5 @@ DESCRIPTIONS = {
     MEMORY: "memory limit exceeded",
     RESTART: "restart signal",
     TIMEOUT: "job timed out",
+    FENCED: "fenced: the master's fleet lease ran out mid-job",
 }

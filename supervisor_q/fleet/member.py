@@ -24,9 +24,11 @@ Lease and fencing (the decisions, ARCHITECTURE.md "Fleet"):
   (SUPERVISOR_Q_MASTER_ID), each reservation records its holder's token (queue/fencing.py),
   and the claimer also hands back every job held under the dead master's id.
 - Fencing: a child of a stalled master that finishes a job after the claim cannot ack,
-  release or fail it (its token no longer holds the job); it logs the stale ack. The
-  job's own effects are not undone: a stalled master kills its children at its first
-  beat after it runs again, so only a job that ends in that window ran twice.
+  release or fail it (its token no longer holds the job); it logs the stale ack. And it
+  does not run on past the claim: after each accepted beat the master renews, in memory
+  its children share (worker/fence.py), "my lease holds until the beat's send time plus
+  the lease, less fence_margin"; a child stops its job hard once that has passed and
+  reserves nothing more, before any claimer may hand the job back.
 Imports the queue and the registry; never the master (which it is handed).
 """
 
@@ -50,6 +52,7 @@ from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.faults import Gate
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.pauses import paused_queues
+from supervisor_q.worker import fence
 
 if TYPE_CHECKING:
     from supervisor_q.master.arbiter import Arbiter
@@ -90,6 +93,7 @@ class FleetMember:
         self.beating_since: float | None = None  # monotonic start of unbroken good beats
         self.last_ok = 0.0  # monotonic time of the last good beat
         self.orphaned: list[str] = []  # our fenced ids whose held jobs are to hand back
+        self.fence = fence.shared()  # made before any child is forked: they inherit it
 
     def tick(self, now: float, arbiter: Arbiter, status: Callable[[], dict[str, Any]]) -> None:
         """Beat, then look for dead masters, every BEAT seconds (now: monotonic); beat
@@ -103,10 +107,12 @@ class FleetMember:
         self.next_beat = now + BEAT
         try:
             self.paused_queues = paused_queues(self.queue.client)
+            sent_at = fence.now()  # the real clock the children read, not the arbiter's
             if not registry.beat(self.queue.client, self.id, self.record(status()),
                                  jobs, self.lease):
                 self.fenced(arbiter)
                 return
+            self.fence.renew(sent_at + self.lease - fence.fence_margin(self.lease))
             self.redis_error, self.sent = None, jobs
             self.hand_back_orphans()
             if self.beating_since is None or now - self.last_ok > self.lease:

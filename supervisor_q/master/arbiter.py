@@ -65,7 +65,7 @@ class Arbiter:
         self.guardian = Guardian()
         self.spawner = PreloadSpawner(redis_url, guardian=self.guardian, wakeup=self.wakeup)
         self.queue = RedisQueue(connect(redis_url, socket_timeout=REDIS_TIMEOUT,
-                                        connect_timeout=REDIS_TIMEOUT))
+                                        connect_timeout=REDIS_TIMEOUT, retries=False))
         dispatching.bind(self.queue)  # periodic firings: the same bounded client
         self.redis = Gate()  # probed on the slow tick (read_restart_signal); see its doc
         self.fleet = FleetMember(self.queue, gate=self.redis)  # heartbeat, dead masters
@@ -249,8 +249,8 @@ class Arbiter:
                 except (ProcessLookupError, PermissionError):
                     pass
                 self.guardian.forget(child.pgid)
-            if back is not None and isinstance(pool.program, WorkerProgram):
-                self.handbacks.add(child.name, pool.program, back)
+            if isinstance(pool.program, WorkerProgram):  # its job (all it held, if fenced)
+                self.handbacks.reaped(child.name, child.pid, pool.program, back, status)
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.

@@ -2,18 +2,23 @@
 at once while Redis answers, else kept until the master's probe finds it back, so a
 Redis that hangs never stalls the loop on a dead child's job. Kept ones are bounded
 (MAX_KEPT); one left over waits for its reservation to expire, as before.
+A child that stopped itself at its fleet lease's end (exit FENCED, worker/fence.py) gets
+every job it held handed back by its holder name, attempt given back.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 
 import redis
 
+from supervisor_q import exitcodes
 from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.faults import Gate
+from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.payload import loggable
 from supervisor_q.worker import handback
 
@@ -27,6 +32,20 @@ class Handbacks:
         self.queue = queue
         self.gate = gate
         self.kept: deque[tuple[str, WorkerProgram, handback.Handback]] = deque()
+
+    def reaped(self, name: str, pid: int | None, program: WorkerProgram,
+               back: handback.Handback | None, status: int) -> None:
+        """A reaped worker child: its job (back), or for a fenced child all it held."""
+        fenced = os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.FENCED
+        if fenced and os.environ.get(MASTER_ID_ENV):  # (never empty in a fleet master)
+            # Its holder name as the master id it was forked under; after a fence of
+            # ours (a new id) the old id's jobs are handed back by fleet/member.py.
+            holder = f"{os.environ[MASTER_ID_ENV]}|{pid}."
+            job = back.job if back is not None else handback.LostJob("", "")
+            back = handback.Handback(job, back.attempts if back else 0, "fenced",
+                                     "stopped at its fleet lease's end", holder)
+        if back is not None:
+            self.add(name, program, back)
 
     def add(self, name: str, program: WorkerProgram, back: handback.Handback) -> None:
         """A reaped child's job: settled now, or once Redis answers again."""

@@ -198,7 +198,7 @@ class Metering:
         try:
             if self.client is None:
                 self.client = RedisQueue(connect(self.redis_url, socket_timeout=1.0,
-                                                 connect_timeout=1.0))
+                                                 connect_timeout=1.0, retries=False))
             buckets.flush(self.client.client, pending, self.settings.retention)
         except redis.RedisError as exc:
             if outage is not None:

@@ -33,6 +33,7 @@ from supervisor_q.queue.restart import read_generation
 
 # The worker's own modules are imported here, in the master, so every child shares them
 # copy-on-write and starts faster; the program's job modules are imported in the child only.
+from supervisor_q.worker import fence
 from supervisor_q.worker.boot import BootError, import_job_modules, run_setup
 from supervisor_q.worker.joblog import JobLog
 from supervisor_q.worker.loop import MAX_BLOCK, Worker, WorkerSettings
@@ -277,7 +278,8 @@ def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pa
     if program.log_jobs:  # a line at each job's start and end (worker/joblog.py)
         reporter = JobLog(reporter, label)
     worker = Worker(settings, queue, reporter=reporter, started_with=generation,
-                    parent_pid=master_pid, follows_restart=not preloaded)
+                    parent_pid=master_pid, follows_restart=not preloaded,
+                    fence=fence.inherited())
     worker.paused = paused
     worker.install_signals()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -61,8 +61,14 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         options.setdefault("password", unquote(password) or None)
     for key, value in parse_qsl(parts.query):
         options.setdefault(key, value)
-    if SCHEMES[scheme.lower()]:
+    tls_class = options.pop("tls_connection_class", None)
+    if SCHEMES[scheme.lower()] and tls_class is None:
         options["ssl"] = True
+    elif SCHEMES[scheme.lower()]:
+        # RedisCluster takes a node connection class only with a `url` (a plain one here,
+        # so the class given is kept): the bounded TLS handshake of connection.py.
+        options.update(connection_class=tls_class,
+                       url=f"redis://{_url_host(nodes[0].host)}:{nodes[0].port}")
     options.pop("retry_on_timeout", None)  # RedisCluster retries timeouts by itself
     try:
         return LazyCluster(startup_nodes=nodes, **options)
@@ -111,6 +117,10 @@ class LazyCluster(RedisCluster):
 def _bad(url: str, why: str) -> BadRedisUrl:
     """One line naming url, its password and secret options masked (paths.redact)."""
     return BadRedisUrl(f"bad Redis Cluster URL {redact(url)!r}: {redact(url, why)}")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _node(url: str, item: str) -> ClusterNode:

@@ -28,7 +28,7 @@ import redis.utils
 from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, parse_url
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from supervisor_q.paths import BadRedisUrl, check_database, redact
 from supervisor_q.queue.cluster import cluster_client
@@ -69,8 +69,10 @@ redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
 def connect(url: str, *, socket_timeout: float | None = 30.0,
-            connect_timeout: float = 5.0) -> redis.Redis:
-    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block."""
+            connect_timeout: float = 5.0, retries: bool = True) -> redis.Redis:
+    """A client for url; callers that block (BLPOP) pass a socket_timeout above the block.
+    retries=False (the master's client): a cluster client retries no call by itself
+    (redis-py's RedisCluster tries 3 more times), so one call stays within its timeout."""
     options: dict[str, Any] = {"socket_timeout": socket_timeout,
                                "socket_connect_timeout": connect_timeout,
                                "health_check_interval": 30, "retry_on_timeout": False}
@@ -80,7 +82,11 @@ def connect(url: str, *, socket_timeout: float | None = 30.0,
     if scheme in SENTINEL_SCHEMES:
         return sentinel_client(parse_sentinel_url(url), **options)
     if scheme in CLUSTER_SCHEMES:
-        return cluster_client(url, **options)
+        if not retries:
+            options["retry"] = Retry(NoBackoff(), 0)
+        # rediss+cluster: each node's TLS handshake bounded as for rediss:// (below)
+        return cluster_client(url, tls_connection_class=BoundedHandshakeSSLConnection,
+                              **options)
     if scheme not in PLAIN_SCHEMES:
         known = (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
         raise _bad(url, f"unknown scheme {scheme[:20] + '://' if scheme else '(none)'}; "
@@ -128,8 +134,17 @@ def sentinel_client(parsed: SentinelUrl, **options: Any) -> redis.Redis:
     if parsed.query.get("sentinel_password"):
         sentinel_options["password"] = parsed.query["sentinel_password"]
     manager = _Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_options)
+    if parsed.tls:  # the TLS handshake bounded by the connect timeout, as for rediss://
+        for sentinel in manager.sentinels:
+            sentinel.connection_pool.connection_class = BoundedHandshakeSSLConnection
+        tls.pop("ssl")
+        options["connection_class"] = _BoundedSentinelSSLConnection
     return manager.master_for(parsed.service, db=parsed.db, username=parsed.username,
                               password=parsed.password, **tls, **options)
+
+
+class _BoundedSentinelSSLConnection(SentinelManagedConnection, BoundedHandshakeSSLConnection):
+    """redis-py's SentinelManagedSSLConnection, with the bounded TLS handshake."""
 
 
 class _Sentinel(Sentinel):

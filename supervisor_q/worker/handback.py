@@ -44,8 +44,10 @@ class Handback:
 
     job: LostJob
     attempts: int  # the attempt the worker reported
-    why: str  # "timeout", "memory", "lost" (died) or "stopped" (shut down while busy)
+    why: str  # "timeout", "memory", "lost" (died), "stopped" (shut down while busy) or
+    # "fenced" (stopped itself: its master's fleet lease ran out; worker/fence.py)
     how: str  # "killed by signal 9", "timeout", ...
+    holder: str = ""  # fenced: "<master id>|<pid>.", the prefix of its reservations' tokens
 
 
 class Program(Protocol):
@@ -70,6 +72,9 @@ def attempt(queue: RedisQueue, program: Program, back: Handback) -> str:
     """settle(), raising a RedisError for the caller to decide (the master tries again
     once Redis answers). Safe to repeat: it acts only on the attempt back names."""
     job = back.job
+    if back.why == "fenced":  # every job it held, by token: not one another worker holds now
+        held = queue.hand_back_held(back.holder)
+        return f"fenced: {held} job(s) it held handed back, attempt given back"
     if not job.id:  # its start report was unreadable: the reservation brings it back
         return "left to reservation expiry (unreadable start report)"
     found = queue.reserved_job(job.queue, job.id)

@@ -34,6 +34,7 @@ from supervisor_q.queue.jobinfo import Done
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import jobrecord, lifecycle, outcome
+from supervisor_q.worker.fence import Fenced, Lease
 from supervisor_q.worker.memory import current_rss
 from supervisor_q.worker.outages import RedisRetry
 from supervisor_q.worker.report import NullReporter, Reporter
@@ -61,7 +62,7 @@ class _Pending:
 
 
 @dataclass
-class Worker(SignalFlags, RedisRetry):
+class Worker(SignalFlags, RedisRetry, Fenced):
     settings: WorkerSettings
     queue: RedisQueue
     registry: Registry = field(default_factory=lambda: REGISTRY)
@@ -69,6 +70,7 @@ class Worker(SignalFlags, RedisRetry):
     started_with: float | None = None  # restart generation seen at start
     parent_pid: int | None = None  # exit when the master is gone
     follows_restart: bool = True  # False: a zygote's child, replaced by the master on deploy
+    fence: Lease | None = None  # the master's fleet lease (fence.py); None: standalone
 
     def __post_init__(self) -> None:
         self.jobs_done = 0
@@ -96,6 +98,7 @@ class Worker(SignalFlags, RedisRetry):
         # Declared options for dispatch by name in processes that cannot import the jobs.
         self.with_redis(lambda: publish_registry(self.queue, self.registry))
         self.reporter.ready(self.started_with)
+        self.start_fence()
         self.title("idle")
         code = exitcodes.OK
         while True:
@@ -153,6 +156,8 @@ class Worker(SignalFlags, RedisRetry):
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
+        if self.fence_closed():  # the master's lease ran out: take no job
+            return None
         if self.prefetched:
             if time.monotonic() - self.prefetched_at < PREFETCH_HOLD:
                 return self.prefetched.pop(0)
@@ -223,6 +228,13 @@ class Worker(SignalFlags, RedisRetry):
 
     def process(self, job: Reserved) -> bool:
         """Run one reserved job to its outcome. Returns True if it timed out."""
+        self.hold(True)  # past the master's lease it stops here, or mid-job (fence.py)
+        try:
+            return self._process(job)
+        finally:
+            self.hold(False)
+
+    def _process(self, job: Reserved) -> bool:
         ready = self.ready_to_run(job)
         if ready is None:
             return False

@@ -95,3 +95,37 @@ def test_rediss_to_a_server_without_tls_fails_within_seconds(short_tmp: Path) ->
         server.stop()
     assert f"no TLS handshake from 127.0.0.1:{server.port} within 5 s" in err
     assert elapsed < 15, elapsed
+
+
+def test_rediss_sentinel_to_a_sentinel_without_tls_fails_within_seconds(
+        short_tmp: Path) -> None:
+    """rediss+sentinel:// to a plain sentinel: the handshake with each sentinel is bounded
+    by the 5 s connect timeout (it was the 30 s socket timeout, ~32 s in all), one line,
+    exit 1."""
+    sentinel = Node(short_tmp, "sentinel", [], sentinel=True)
+    sentinel.start()
+    try:
+        started = time.monotonic()
+        err = assert_one_line(cli(f"rediss+sentinel://127.0.0.1:{sentinel.port}/mymaster/0",
+                                  timeout=60), 1)
+        elapsed = time.monotonic() - started
+    finally:
+        sentinel.stop()
+    assert f"no Sentinel at 127.0.0.1:{sentinel.port} named a primary" in err
+    assert elapsed < 15, elapsed
+
+
+def test_rediss_cluster_to_a_server_without_tls_fails_within_seconds(short_tmp: Path) -> None:
+    """rediss+cluster:// (with a query option) to a plain server: each node's handshake is
+    bounded by the 5 s connect timeout (it took ~62 s), one line, exit 1."""
+    server = RedisServer(data_dir=short_tmp / "plain", port=free_port(), persistent=False)
+    server.start()
+    try:
+        started = time.monotonic()
+        err = assert_one_line(cli(f"rediss+cluster://127.0.0.1:{server.port}?ssl_cert_reqs=none",
+                                  timeout=90), 1)
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert f"no TLS handshake from 127.0.0.1:{server.port} within 5 s" in err
+    assert elapsed < 20, elapsed

@@ -46,17 +46,20 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.parametrize("preload", [False, True], ids=["forked", "preloaded"])
 def test_a_stalled_masters_child_stops_its_job_before_another_master_runs_it(
-        short_tmp: Path, redis_url: str) -> None:
+        short_tmp: Path, redis_url: str, preload: bool) -> None:
     """SIGSTOP only the master whose child runs a 7 s job; the child runs on. Its lease
     runs out: the child kills its job (and the job's subprocess) by itself, the other
     master claims the stalled one and runs the job, attempts unchanged, starting after
-    the first run's last mark. SIGCONT: the master rejoins with a fresh child, no FATAL."""
+    the first run's last mark. SIGCONT: the master rejoins with a fresh child, no FATAL.
+    A preloaded program's children (forked by its zygote) share the master's lease too."""
+    program = PROGRAM + ("preload: true\n" if preload else "")
     out = short_tmp / "marks.log"
     (short_tmp / "a").mkdir()
     (short_tmp / "b").mkdir()
-    with Master(short_tmp / "a", redis_url, {"p": PROGRAM}, extra_env=ENV) as one, \
-            Master(short_tmp / "b", redis_url, {"p": PROGRAM}, extra_env=ENV) as two:
+    with Master(short_tmp / "a", redis_url, {"p": program}, extra_env=ENV) as one, \
+            Master(short_tmp / "b", redis_url, {"p": program}, extra_env=ENV) as two:
         one.wait_running("p", 1)
         two.wait_running("p", 1)
         dispatch("fleet.marked", str(out), 70, queue="leaseq")

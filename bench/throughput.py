@@ -13,6 +13,11 @@ against Huey's (bench/.venv-peers, as bench/run.py makes it) and against the
 one-round-trip loop of bench/limit.py (cycle x1); a master's child against the
 standalone drain; 1 process with --prefetch 16; and 10 ms jobs on 8 standalone
 processes against the ideal 800 jobs/s. It prints the ratios the targets name.
+
+--cpu prints the CPU time per no-op job (user + system, from /proc) of the worker
+process and, for a master's child, of the master: steadier than rates on a shared
+machine. SQ_BENCH_PATH=DIR runs another checkout's supervisor_q (bench/common.py), for
+a before/after in one run.
 """
 
 from __future__ import annotations
@@ -25,8 +30,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psutil  # noqa: E402
+import redis  # noqa: E402
+
 from bench import limit  # noqa: E402
-from bench.common import PEERS_PY, SYSTEMS, drain, drain_warm, start_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    PEERS_PY,
+    SYSTEMS,
+    Pool,
+    agent,
+    drain,
+    drain_warm,
+    start_server,
+    wait_marks,
+)
 from supervisor_q.queue.backend import connect  # noqa: E402
 
 
@@ -67,6 +84,32 @@ def targets(url: str, jobs: int, rounds: int, logs: Path) -> None:
           "(target >= 95%)")
 
 
+def cpu_per_job(name: str, url: str, jobs: int, logs: Path) -> tuple[float, float]:
+    """(worker, master) CPU microseconds per no-op job, one worker process, timed from
+    an idle pool to the drain's end (start-up excluded); master 0 without one."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    pool = Pool(SYSTEMS[name], url, 1, logs)
+    try:
+        pool.wait_idle()
+        masters, workers = pool.processes()
+        if not SYSTEMS[name].has_master:  # `work`: the guard is a parent, not the worker
+            masters = []
+
+        def cpu(procs: list[psutil.Process]) -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+        before = cpu(workers), cpu(masters)
+        agent(SYSTEMS[name], url, "fill", "noop", str(jobs), "1")
+        wait_marks(client, 1, pool, 300)
+        after = cpu(workers), cpu(masters)
+    finally:
+        pool.stop()
+        client.flushall()
+        client.close()
+    return tuple(1e6 * (a - b) / jobs for a, b in zip(after, before, strict=True))  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -74,6 +117,7 @@ def main() -> None:
     parser.add_argument("--prefetch", action="store_true", help="workers use --prefetch 16")
     parser.add_argument("--targets", action="store_true", help="the hot path's targets")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="CPU per job, `work` and master")
     args = parser.parse_args()
     system = SYSTEMS["sq-prefetch" if args.prefetch else "sq"]
     server, tmp = start_server()
@@ -81,6 +125,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="sq-bench-logs-") as logs:
             if args.targets:
                 targets(server.url, args.jobs, args.rounds, Path(logs))
+                return
+            if args.cpu:
+                for _ in range(args.rounds):
+                    for name in ("sq", "sq-master", "sq-prefetch"):
+                        worker, master = cpu_per_job(name, server.url, args.jobs, Path(logs))
+                        print(f"{SYSTEMS[name].label}: {worker:.0f} µs of worker CPU per job"
+                              + (f", {master:.0f} µs of the master's" if master else ""),
+                              flush=True)
                 return
             for procs in (int(p) for p in args.procs.split(",")):
                 r = drain(system, server.url, "noop", args.jobs, procs, Path(logs))

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
+import tests.jobmods.hotpath  # noqa: F401
 from supervisor_q import procid
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
@@ -106,7 +107,7 @@ def test_a_finish_rides_with_the_next_start_only_far_from_its_deadline() -> None
 
 WORKER = """\
 queues: [default]
-import: [tests.jobmods.basic]
+import: [tests.jobmods.basic, tests.jobmods.hotpath]
 numprocs: 1
 startsecs: 0.2
 timeout: 120
@@ -133,4 +134,36 @@ def test_the_master_sees_a_held_finish_once_the_child_waits(
         # once-a-second checks, which flush a held finish too.
         wait_until(lambda: _idle_after_one(m), timeout=0.8,
                    message="the master saw the job finish")
+    queue.close()
+
+
+def test_a_child_killed_with_its_finish_held_settles_the_job_once(
+        short_tmp: Path, redis_url: str) -> None:
+    """SIGKILL of a child whose finish is held (its ack waits on a paused server): the
+    master hands the job back as it would any job of a dead child, once the server
+    answers: the job is neither lost nor left reserved nor run again here, and the next
+    job runs."""
+    queue = RedisQueue(connect(redis_url))
+    with Master(short_tmp, redis_url, {"w": WORKER}) as m:
+        [pid] = m.wait_running("w", 1)
+        built = payloads.build("tests.record_then_pause_writes", "default", [1500], {})
+        queue.push("default", built.id, payloads.encode(built))
+        wait_until(lambda: results(queue.client), timeout=10, message="the job ran")
+        time.sleep(0.2)  # the child is in its ack + reserve, which the pause holds
+        assert m.program("w")["processes"][0]["job"]["id"] == built.id, "finish held"
+        os.kill(pid, 9)
+        wait_until(lambda: not queue.client.zcard("sq:{default}:reserved")
+                   and not queue.client.llen("sq:{default}:ready"), timeout=15,
+                   message=f"the job settled; log: {m.tail()}")
+        # Its ack never landed (the connection died with it unsent): the job is not done,
+        # and the master settled it as the job of a dead child (tries 1: failed; with
+        # tries left it would be released and run once more), not after its
+        # reservation's expiry two minutes on.
+        [record] = queue.failed_records()
+        assert record["id"] == built.id and "killed by signal 9" in record["reason"], record
+        assert [r["id"] for r in results(queue.client)] == [built.id], "ran once"
+        nxt = payloads.build("tests.record", "default", ["next"], {})
+        queue.push("default", nxt.id, payloads.encode(nxt))
+        wait_until(lambda: len(results(queue.client)) == 2, timeout=10,
+                   message="the next job ran")
     queue.close()

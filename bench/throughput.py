@@ -2,21 +2,112 @@
 processes, print enqueue and drain jobs/s.
 
     .venv/bin/python bench/throughput.py [--jobs 20000] [--procs 1,2] [--prefetch N]
+    .venv/bin/python bench/throughput.py --targets [--rounds 3] [--jobs 20000]
 
 Workers are `supervisor-q work` processes (bench/common.py has the exact command); the
 server is a private valkey/redis-server on a free loopback port.
+
+--targets measures the hot path's targets in one run, on one server, rounds
+interleaved, best of the rounds for each figure: the standalone 1-process no-op drain
+against Huey's (bench/.venv-peers, as bench/run.py makes it) and against the
+one-round-trip loop of bench/limit.py (cycle x1); a master's child against the
+standalone drain; 1 process with --prefetch 16; and 10 ms jobs on 8 standalone
+processes against the ideal 800 jobs/s. It prints the ratios the targets name.
+
+--cpu prints the CPU time per no-op job (user + system, from /proc) of the worker
+process and, for a master's child, of the master: steadier than rates on a shared
+machine. SQ_BENCH_PATH=DIR runs another checkout's supervisor_q (bench/common.py), for
+a before/after in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SYSTEMS, drain, start_server  # noqa: E402
+import psutil  # noqa: E402
+import redis  # noqa: E402
+
+from bench import limit  # noqa: E402
+from bench.common import (  # noqa: E402
+    PEERS_PY,
+    SYSTEMS,
+    Pool,
+    agent,
+    drain,
+    drain_warm,
+    start_server,
+    wait_marks,
+)
+from supervisor_q.queue.backend import connect  # noqa: E402
+
+
+def targets(url: str, jobs: int, rounds: int, logs: Path) -> None:
+    best: dict[str, float] = {}
+
+    def keep(name: str, value: float) -> None:
+        best[name] = max(best.get(name, 0.0), value)
+        print(f"  {name}: {value:,.0f}", flush=True)
+
+    with_huey = PEERS_PY.exists()
+    if not with_huey:
+        print(f"no {PEERS_PY}: Huey skipped (bench/run.py makes that environment)")
+    for n in range(rounds):
+        print(f"round {n + 1}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        client = connect(url)
+        keep("one-round-trip loop (cycle x1)", limit.cycle_one(client, jobs))
+        client.close()
+        for name in ("sq", "sq-master", "sq-prefetch") + (("huey",) if with_huey else ()):
+            keep(SYSTEMS[name].label, drain(SYSTEMS[name], url, "noop", jobs, 1, logs)
+                 ["drain_rate"])
+        keep("10 ms jobs, 8 processes", drain_warm(SYSTEMS["sq"], url, "sleep10", 2000, 8,
+                                                   logs)["drain_rate"])
+    sq = best["supervisor-q"]
+    print(f"\nbest of {rounds} round(s), {jobs:,} no-op jobs per drain; load average now "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for name, value in best.items():
+        print(f"  {name}: {value:,.0f} jobs/s")
+    if with_huey:
+        print(f"standalone / Huey: {sq / best['Huey']:.2f}x (target >= 2.0x)")
+    print(f"standalone / one-round-trip loop: {sq / best['one-round-trip loop (cycle x1)']:.0%}"
+          " (target >= 80%)")
+    print(f"master child / standalone: {best['supervisor-q (master)'] / sq:.2f}x "
+          "(target >= 0.95x)")
+    print(f"prefetch 16, 1 process: {best['supervisor-q prefetch 16']:,.0f} jobs/s "
+          "(target >= 15,000)")
+    print(f"10 ms jobs, 8 processes: {best['10 ms jobs, 8 processes'] / 800:.1%} of 800/s "
+          "(target >= 95%)")
+
+
+def cpu_per_job(name: str, url: str, jobs: int, logs: Path) -> tuple[float, float]:
+    """(worker, master) CPU microseconds per no-op job, one worker process, timed from
+    an idle pool to the drain's end (start-up excluded); master 0 without one."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    pool = Pool(SYSTEMS[name], url, 1, logs)
+    try:
+        pool.wait_idle()
+        masters, workers = pool.processes()
+        if not SYSTEMS[name].has_master:  # `work`: the guard is a parent, not the worker
+            masters = []
+
+        def cpu(procs: list[psutil.Process]) -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+        before = cpu(workers), cpu(masters)
+        agent(SYSTEMS[name], url, "fill", "noop", str(jobs), "1")
+        wait_marks(client, 1, pool, 300)
+        after = cpu(workers), cpu(masters)
+    finally:
+        pool.stop()
+        client.flushall()
+        client.close()
+    return tuple(1e6 * (a - b) / jobs for a, b in zip(after, before, strict=True))  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -24,11 +115,25 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--procs", default="1,2")
     parser.add_argument("--prefetch", action="store_true", help="workers use --prefetch 16")
+    parser.add_argument("--targets", action="store_true", help="the hot path's targets")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="CPU per job, `work` and master")
     args = parser.parse_args()
     system = SYSTEMS["sq-prefetch" if args.prefetch else "sq"]
     server, tmp = start_server()
     try:
         with tempfile.TemporaryDirectory(prefix="sq-bench-logs-") as logs:
+            if args.targets:
+                targets(server.url, args.jobs, args.rounds, Path(logs))
+                return
+            if args.cpu:
+                for _ in range(args.rounds):
+                    for name in ("sq", "sq-master", "sq-prefetch"):
+                        worker, master = cpu_per_job(name, server.url, args.jobs, Path(logs))
+                        print(f"{SYSTEMS[name].label}: {worker:.0f} µs of worker CPU per job"
+                              + (f", {master:.0f} µs of the master's" if master else ""),
+                              flush=True)
+                return
             for procs in (int(p) for p in args.procs.split(",")):
                 r = drain(system, server.url, "noop", args.jobs, procs, Path(logs))
                 print(f"{system.label}: {args.jobs} no-op jobs, {procs} worker process(es): "

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import redis
 from redis.commands.core import Script
 
+from supervisor_q import procid
 from supervisor_q.queue import lua
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.jobinfo import Done
@@ -44,7 +45,7 @@ class Fencing:
 
     def holder(self) -> str:
         """This process's holder name (made once per process)."""
-        pid = os.getpid()
+        pid = procid.pid()
         if self._holder[0] != pid:
             self._tokens = {}
             self._holder = (pid, f"{os.environ.get(MASTER_ID_ENV, '')}|{pid}."

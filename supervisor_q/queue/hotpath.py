@@ -6,7 +6,9 @@ a blocking wait from another connection (CLIENT UNBLOCK). A mixin of RedisQueue
 
 from __future__ import annotations
 
-import os
+import socket
+import ssl
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +17,28 @@ from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
+from supervisor_q import procid
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, TopologyChanged, is_cluster
 from supervisor_q.queue.slotwait import SlotWaits, await_sockets, unblock
+
+
+def kernel_timeouts(sock: socket.socket) -> socket.socket:
+    """Move sock's timeout into the kernel (SO_RCVTIMEO, SO_SNDTIMEO) and make the socket
+    blocking: a Python socket with a timeout polls before every send and every recv, two
+    system calls per job more. A timed-out read or write then fails with EAGAIN, which
+    redis-py raises as a ConnectionError (the hot path handles it as it does a
+    TimeoutError). TLS sockets are left as they are. Returns sock."""
+    timeout = sock.gettimeout()
+    if timeout is None or isinstance(sock, ssl.SSLSocket) or timeout <= 0:
+        return sock
+    value = struct.pack("@ll", int(timeout), int(timeout % 1 * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except OSError:  # not supported here: keep Python's timeout
+        return sock
+    sock.settimeout(None)
+    return sock
 
 
 class HotPath:
@@ -27,7 +49,8 @@ class HotPath:
     def _init_hot_path(self, client: redis.Redis) -> None:
         self._conn: Connection | None = None  # the hot path's own connection (see _eval)
         self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
-        self._pid = os.getpid()
+        self._pid = procid.pid()
+        self._tuned: socket.socket | None = None  # the socket kernel_timeouts last saw
         self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
         # On Redis Cluster: one hot-path connection per node, picked by the key's slot.
         self._nodes = NodeConnections(client) if is_cluster(client) else None  # type: ignore[arg-type]
@@ -42,14 +65,16 @@ class HotPath:
             self._conn = conn
             return conn
         conn = self._conn
-        if conn is None or self._pid != os.getpid():  # never use a connection across fork
+        if conn is None or self._pid != procid.pid():  # never use a connection across fork
             conn = self._conn = self.client.connection_pool.make_connection()
-            self._pid = os.getpid()
+            self._pid = procid.pid()
             self._owed = []
         if conn._sock is None:
             # send_packed_command connects by itself, but past SentinelManagedConnection's
             # connect(), which asks the sentinels for the primary: connect explicitly.
             conn.connect()
+        if conn._sock is not self._tuned:
+            self._tuned = kernel_timeouts(conn._sock)
         return conn
 
     def _eval(self, script: Script, keys: list[str], args: list) -> Any:

@@ -94,6 +94,12 @@ class SlotReporter:
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         _HEAD.pack_into(self.slot, 0, 0.0, self.serial)
 
+    def hold_finishes(self, margin: float | None) -> None:
+        pass  # memory writes, no system call: nothing to gain
+
+    def flush(self) -> None:
+        pass
+
 
 def read_slot(slot: mmap.mmap) -> SlotJob | None:
     """The running job with a deadline, or None; a consistent snapshot."""

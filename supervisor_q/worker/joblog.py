@@ -32,6 +32,12 @@ class JobLog:
                  extra={"job_id": job_id, "job": name, "queue": queue})
         self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
 
+    def hold_finishes(self, margin: float | None) -> None:
+        self.inner.hold_finishes(margin)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         self.inner.job_finished(job_id, outcome)
         if self.job is None or self.job[0] != job_id:

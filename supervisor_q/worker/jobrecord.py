@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any
 
+from supervisor_q import procid
 from supervisor_q.queue.backend import RedisQueue, Reserved
 from supervisor_q.queue.jobinfo import Done, result_fields, who
 from supervisor_q.queue.payload import Payload
@@ -35,7 +36,7 @@ def failed_entry(job: Reserved, reason: str, trace: str | None) -> dict:
     record = failed_record(job, reason, trace)
     record["exceptions"] = job.exceptions + (1 if trace is not None else 0)
     if _running is not None and _running[0] is job:
-        record.update(started_at=_running[1], host=_host, pid=os.getpid(),
+        record.update(started_at=_running[1], host=_host, pid=procid.pid(),
                       runtime=max(0.0, record["failed_at"] - _running[1]))
     return record
 
@@ -58,7 +59,7 @@ def done_entry(job: Reserved, decoded: Payload, started: float, value: Any, keep
     record: dict[str, Any] = {
         "job": decoded.job, "attempts": job.attempts, "dispatched_at": decoded.dispatched_at,
         "started_at": started, "ended_at": now, "host": _host,
-        "pid": os.getpid()}
+        "pid": procid.pid()}
     chain = decoded.extra.get("chain")
     if isinstance(chain, list):
         record["chain"] = [s.get("job") or next(iter(s), None) for s in chain

@@ -8,13 +8,10 @@ rides in the same Redis round trip as the reserve of the next one.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import traceback
 from dataclasses import dataclass, field
-
-import redis
 
 from supervisor_q import exitcodes
 from supervisor_q.jobs.context import (
@@ -31,11 +28,9 @@ from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
 from supervisor_q.queue.batchack import BatchCount
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.jobinfo import Done
-from supervisor_q.queue.pauses import paused_queues
-from supervisor_q.queue.restart import read_generation, should_restart
 from supervisor_q.worker import jobrecord, lifecycle, outcome
+from supervisor_q.worker.checks import Checks
 from supervisor_q.worker.fence import Fenced, Lease
-from supervisor_q.worker.memory import current_rss
 from supervisor_q.worker.outages import RedisRetry
 from supervisor_q.worker.report import NullReporter, Reporter
 from supervisor_q.worker.settings import WorkerSettings
@@ -46,7 +41,6 @@ log = logging.getLogger("supervisor_q.worker")
 
 # Longest single blocking wait, so SIGTERM and the restart signal are seen within a second.
 MAX_BLOCK = 1.0
-RESTART_CHECK_INTERVAL = 1.0
 # A prefetched job not started within this long goes back to the queue: well inside
 # the reservation margin (backend.RESERVATION_MARGIN), so it can never run twice.
 PREFETCH_HOLD = 1.0
@@ -62,7 +56,7 @@ class _Pending:
 
 
 @dataclass
-class Worker(SignalFlags, RedisRetry, Fenced):
+class Worker(SignalFlags, Checks, RedisRetry, Fenced):
     settings: WorkerSettings
     queue: RedisQueue
     registry: Registry = field(default_factory=lambda: REGISTRY)
@@ -76,7 +70,7 @@ class Worker(SignalFlags, RedisRetry, Fenced):
         self.jobs_done = 0
         self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
-        self.next_restart_check = 0.0
+        self._init_checks()
         self.outage = Outage()  # Redis faults: one log line per episode
         self.prefetched: list[Reserved] = []
         self.prefetched_at = 0.0  # monotonic time the prefetched jobs were reserved
@@ -98,6 +92,7 @@ class Worker(SignalFlags, RedisRetry, Fenced):
         # Declared options for dispatch by name in processes that cannot import the jobs.
         self.with_redis(lambda: publish_registry(self.queue, self.registry))
         self.reporter.ready(self.started_with)
+        self.reporter.hold_finishes(self.hold_margin())
         self.start_fence()
         self.title("idle")
         code = exitcodes.OK
@@ -124,12 +119,14 @@ class Worker(SignalFlags, RedisRetry, Fenced):
                 code = reason
                 break
             if self.settings.rest:
+                self.reporter.flush()
                 time.sleep(self.settings.rest)
         self.shutdown()
         return code
 
     def shutdown(self) -> None:
         """Hand back prefetched jobs and send the pending ack before exiting."""
+        self.reporter.flush()
         self.hand_back_prefetched()
         self.flush_pending()
         self.title("exiting")
@@ -163,8 +160,10 @@ class Worker(SignalFlags, RedisRetry, Fenced):
                 return self.prefetched.pop(0)
             # Jobs waiting behind a slow one must not outlive their reservation (its
             # margin is only a few seconds): hand them back untouched and reserve afresh.
+            self.reporter.flush()
             self.hand_back_prefetched()
         if self.paused or not self.queues:
+            self.reporter.flush()
             self.flush_pending()
             self.title("paused")
             self.sleep_interruptibly(MAX_BLOCK)
@@ -181,6 +180,7 @@ class Worker(SignalFlags, RedisRetry, Fenced):
         if self.settings.stop_when_empty:
             return None
         self.title("idle")
+        self.reporter.flush()  # a blocking wait: the last finish goes now
         return self.wait_for_jobs(wait)
 
     def wait_for_jobs(self, seconds: float) -> Reserved | None:
@@ -276,6 +276,7 @@ class Worker(SignalFlags, RedisRetry, Fenced):
         if decoded.timeout is None and limits.timeout > s.timeout:
             # reserve computed the deadline from the program's timeout: make it cover
             # the declared one, or another worker would take the job while it runs.
+            self.reporter.flush()
             held = self.with_redis(lambda: self.queue.extend(job.queue, job.id, limits.timeout,
                                                              job.attempts))
             if not held:
@@ -350,45 +351,13 @@ class Worker(SignalFlags, RedisRetry, Fenced):
 
     def fail(self, job: Reserved, decoded: payloads.Payload | None, reason: str,
              trace: str | None) -> None:
+        self.reporter.flush()
         record, self.outcome = jobrecord.failed_entry(job, reason, trace), "failed"
         log.warning("%s: job %s failed: %s", self.settings.label,
                     payloads.loggable(job.id, 100), payloads.loggable(reason, 400))
         moved = self.with_redis(lambda: self.queue.fail(job.queue, job.id, record))
         if moved:
             lifecycle.failed(decoded, reason)
-
-    # -- recycling -------------------------------------------------------------
-
-    def recycle_reason(self) -> int | None:
-        """Checked after every job: max_jobs, max_time, memory, restart signal."""
-        if self.max_jobs and self.jobs_done >= self.max_jobs:
-            return exitcodes.MAX_JOBS
-        return self.idle_checks(after_job=True)
-
-    def idle_checks(self, after_job: bool = False) -> int | None:
-        if self.max_time and time.monotonic() - self.started >= self.max_time:
-            return exitcodes.MAX_TIME
-        if after_job and self.settings.memory:
-            if current_rss() > self.settings.memory * 1024 * 1024:
-                return exitcodes.MEMORY
-        now = time.monotonic()
-        if now >= self.next_restart_check:
-            self.next_restart_check = now + RESTART_CHECK_INTERVAL
-            try:
-                current = read_generation(self.queue.client)
-                paused = paused_queues(self.queue.client)
-            except redis.RedisError as exc:
-                if not is_topology_fault(exc):
-                    raise
-                return None  # unknown is not "restart": read again in a second
-            self.queues = [q for q in self.settings.queues if q not in paused]
-            if self.follows_restart and should_restart(self.started_with, current):
-                return exitcodes.RESTART
-        return None
-
-    def parent_alive(self) -> bool:
-        # Belt and braces beside PR_SET_PDEATHSIG: if the master is gone we were reparented.
-        return self.parent_pid is None or os.getppid() == self.parent_pid
 
     def title(self, state: str) -> None:
         set_title(f"supervisor-q {self.settings.label} {state}")

@@ -10,13 +10,15 @@ import os
 
 import psutil
 
+from supervisor_q import procid
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _statm: dict[int, int] = {}  # pid -> fd, so a forked child opens its own
 
 
 def current_rss() -> int:
     """Bytes of resident memory of the calling process."""
-    pid = os.getpid()
+    pid = procid.pid()
     fd = _statm.get(pid)
     try:
         if fd is None:

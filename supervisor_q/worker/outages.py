@@ -18,6 +18,7 @@ from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue
+    from supervisor_q.worker.report import Reporter
     from supervisor_q.worker.settings import WorkerSettings
 
 log = logging.getLogger("supervisor_q.worker")
@@ -30,6 +31,7 @@ class RedisRetry:
 
     settings: WorkerSettings
     queue: RedisQueue
+    reporter: Reporter
     outage: Outage
     stopping: bool
     pending: list
@@ -59,6 +61,7 @@ class RedisRetry:
                     return None
                 if not self.parent_alive():
                     return None
+                self.reporter.flush()  # a finish held back goes before any wait
                 self.sleep_interruptibly(self.outage.backoff())
 
     def reclaim_unknown(self) -> None:

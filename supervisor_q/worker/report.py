@@ -3,8 +3,9 @@ finished (with its outcome).
 
 One short line per event: a kind letter, numbers, then the strings (job id, queue,
 name) as JSON, escaped to ASCII: an id may hold spaces, newlines or any bytes and
-still cannot break the line. Written with one os.write, so the hot path costs two
-small syscalls per job. The master reads the lines to know each child's current job
+still cannot break the line. A job's finish may be held back (hold_finishes) and
+written with the next job's start, in one os.write: one small syscall per job, and one
+wake-up of the master, instead of two. The master reads the lines to know each child's current job
 and deadline, and counts the outcomes for metrics (observe/). Lines of the older shape
 (a start without the wait, a finish without the outcome) still parse: wait 0, outcome
 "done". Imports nothing else from the package.
@@ -32,6 +33,8 @@ class Reporter(Protocol):
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int, wait: float = 0.0) -> None: ...
     def job_finished(self, job_id: str, outcome: str = "done") -> None: ...
+    def hold_finishes(self, margin: float | None) -> None: ...
+    def flush(self) -> None: ...
 
 
 class NullReporter:
@@ -47,16 +50,41 @@ class NullReporter:
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         pass
 
+    def hold_finishes(self, margin: float | None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
 
 class PipeReporter:
     """Writes events to the master's end of a pipe; a dead master is ignored here
-    (the parent-death signal ends the child)."""
+    (the parent-death signal ends the child).
+
+    With hold_finishes(margin), a finish is held back and written with the next start,
+    or at flush(), which the worker calls before anything that may take long (a blocking
+    wait, a sleep, a backoff, a call other than the reserve, its exit). Only a job whose
+    deadline is more than margin seconds away is held, margin being longer than the
+    worker's Redis calls before the next start can take: the master, which kills a
+    child whose job runs past its deadline, never sees a finished job run late. The
+    finish carries its own time, so runtimes and metrics are unchanged."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.margin: float | None = None  # hold a finish this far from its deadline
+        self.held = ""  # a finish line not written yet
+        self.deadline = 0.0  # the running job's deadline, monotonic; 0: none
+
+    def hold_finishes(self, margin: float | None) -> None:
+        self.margin = margin
+
+    def flush(self) -> None:
+        if self.held:
+            self._send("")
 
     def _send(self, line: str) -> None:
-        data = line.encode()
+        data = (self.held + line).encode()
+        self.held = ""
         try:
             while data:  # a line past PIPE_BUF may be written in parts: never lose a part
                 data = data[os.write(self.fd, data):]
@@ -71,11 +99,18 @@ class PipeReporter:
         # CLOCK_MONOTONIC is one clock for every process of the machine, so the master
         # gets the exact start even when it reads the pipe a little later (and the
         # runtime of a job is the difference of its two report times).
-        self._send(f"S {timeout!r} {attempts} {time.monotonic()!r} "
+        now = time.monotonic()
+        self.deadline = now + timeout if timeout > 0 else 0.0
+        self._send(f"S {timeout!r} {attempts} {now!r} "
                    f"[{_quote(job_id)},{_quote(queue)},{_quote(name)},{max(0.0, wait):.3f}]\n")
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
-        self._send(f"E {time.monotonic()!r} {outcome} {_quote(job_id)}\n")
+        now = time.monotonic()
+        line = f"E {now!r} {outcome} {_quote(job_id)}\n"
+        if self.margin is not None and (not self.deadline or self.deadline - now > self.margin):
+            self.held += line
+        else:
+            self._send(line)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from the arbiter's loop), and so does the guard process of `supervisor-q work`
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+from supervisor_q import procid
 
 
 class JobTimeout(BaseException):
@@ -57,9 +58,9 @@ def alarm(seconds: float) -> Iterator[Timer]:
     # The handler is installed once per process and stays between jobs (two fewer
     # syscalls per job). A job that replaces it only loses this first layer: the
     # master (or the guard) still enforces the deadline.
-    if _installed_in[0] != os.getpid():
+    if _installed_in[0] != procid.pid():
         signal.signal(signal.SIGALRM, _raise_timeout)
-        _installed_in[0] = os.getpid()
+        _installed_in[0] = procid.pid()
     _running[0] = timer
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:

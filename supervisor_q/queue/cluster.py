@@ -29,6 +29,9 @@ from supervisor_q.paths import BadRedisUrl, redact
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 _EXAMPLE = "(e.g. redis+cluster://HOST:7000,HOST:7001)"
+# RedisCluster's exception when no node answered a slot-map refresh. It is no RedisError
+# (and the class is also raised for misuse), so it is told by its message.
+UNREACHABLE = "Redis Cluster cannot be connected"
 
 
 def is_cluster_url(url: str) -> bool:
@@ -70,8 +73,9 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         options.update(connection_class=tls_class,
                        url=f"redis://{_url_host(nodes[0].host)}:{nodes[0].port}")
     options.pop("retry_on_timeout", None)  # RedisCluster retries timeouts by itself
+    bounded = options.pop("bounded_refresh", False)
     try:
-        return LazyCluster(startup_nodes=nodes, **options)
+        return LazyCluster(bounded=bounded, startup_nodes=nodes, **options)
     except TypeError as exc:  # an unknown query option
         raise _bad(url, str(exc)) from None
 
@@ -80,10 +84,13 @@ class LazyCluster(RedisCluster):
     """A RedisCluster that may be made while no node answers (a master or `work`
     started before its cluster). RedisCluster reads the slot map when it is made; if
     that fails, this one is made again on first use, and until it succeeds every use
-    raises redis.ConnectionError (a topology fault: callers retry with backoff)."""
+    raises redis.ConnectionError (a topology fault: callers retry with backoff).
+    bounded=True (the master's client, which must not block): each remade try and each
+    slot-map refresh asks one listed node, the next in turn (bound_refreshes)."""
 
-    def __init__(self, **options: Any) -> None:
-        self.__dict__.update(_sq_options=options, _sq_state="new", _sq_error="")
+    def __init__(self, bounded: bool = False, **options: Any) -> None:
+        self.__dict__.update(_sq_options=options, _sq_state="new", _sq_error="",
+                             _sq_bounded=bounded, _sq_turn=0)
         self.encoder = Encoder(options.get("encoding", "utf-8"),  # enough for Script
                                options.get("encoding_errors", "strict"),
                                options.get("decode_responses", False))
@@ -92,13 +99,73 @@ class LazyCluster(RedisCluster):
     def _sq_build(self) -> bool:
         state = self.__dict__
         state["_sq_state"] = "building"
+        options = state["_sq_options"]
+        if state["_sq_bounded"] and state["_sq_turn"]:  # not the first try: one node
+            nodes = options["startup_nodes"]
+            options = {**options, "startup_nodes": [nodes[state["_sq_turn"] % len(nodes)]]}
+        state["_sq_turn"] += 1
         try:
-            RedisCluster.__init__(self, **state["_sq_options"])
+            RedisCluster.__init__(self, **options)
         except RedisClusterException as exc:
             state.update(_sq_state="down", _sq_error=str(exc).splitlines()[0])
             return False
         state["_sq_state"] = "up"
+        if state.get("_sq_bounded"):
+            self.bound_refreshes()
         return True
+
+    def bound_refreshes(self) -> None:
+        """For a caller that must not block (the master): redis-py re-reads the slot map
+        inline after a failed call, asking every startup node in turn, each up to the
+        socket timeout (7 s for a hung 6-node cluster). Here that refresh waits for the
+        next call, which asks one node (the next in turn) before it goes on: a call then
+        costs one node's timeout at most, and a failed refresh is a ConnectionError (a
+        topology fault) that the next call tries again with the next node."""
+        state, manager = self.__dict__, self.nodes_manager
+        real = manager.initialize
+
+        def initialize(*args: Any, **kwargs: Any) -> None:
+            if state.get("_sq_refreshing"):
+                real(*args, **kwargs)
+            else:
+                state["_sq_refresh_due"] = True
+
+        manager.initialize = initialize
+        state.update(_sq_real_initialize=real, _sq_refresh_due=False)
+
+    def _sq_refresh_one(self) -> None:
+        state, manager = self.__dict__, self.nodes_manager
+        known = dict(manager.startup_nodes)
+        node = list(known.values())[state["_sq_turn"] % len(known)]
+        state["_sq_turn"] += 1
+        manager.startup_nodes = {node.name: node}
+        state["_sq_refreshing"] = True
+        try:
+            state["_sq_real_initialize"]()
+        except RedisClusterException as exc:
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise redis.ConnectionError(f"cluster slot map not read from {node.name}: "
+                                        f"{first}") from None
+        finally:
+            state["_sq_refreshing"] = False
+            for name, known_node in known.items():
+                manager.startup_nodes.setdefault(name, known_node)
+        state["_sq_refresh_due"] = False
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get("_sq_refresh_due"):
+            self._sq_refresh_one()
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:  # not a RedisError: callers would miss it
+            if not str(exc).startswith(UNREACHABLE):
+                raise
+            raise redis.ConnectionError(str(exc).splitlines()[0][:300]) from None
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get("_sq_refresh_due"):
+            self._sq_refresh_one()
+        return super().pipeline(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         # Only for attributes the made client would have (RedisCluster has no pool).

@@ -82,8 +82,8 @@ def connect(url: str, *, socket_timeout: float | None = 30.0,
     if scheme in SENTINEL_SCHEMES:
         return sentinel_client(parse_sentinel_url(url), **options)
     if scheme in CLUSTER_SCHEMES:
-        if not retries:
-            options["retry"] = Retry(NoBackoff(), 0)
+        if not retries:  # and a slot-map refresh asks one node per call (cluster.py)
+            options.update(retry=Retry(NoBackoff(), 0), bounded_refresh=True)
         # rediss+cluster: each node's TLS handshake bounded as for rediss:// (below)
         return cluster_client(url, tls_connection_class=BoundedHandshakeSSLConnection,
                               **options)

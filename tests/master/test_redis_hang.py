@@ -129,7 +129,7 @@ def test_status_shows_a_hanging_redis_as_unavailable(short_tmp: Path,
                               env={**os.environ, "SUPERVISOR_Q_SOCKET": str(master.socket)},
                               capture_output=True, text=True, timeout=30).stdout
         assert "redis: unavailable since " in text, text
-        assert time.monotonic() - began < 5, "status answered slowly"
+        assert time.monotonic() - began < 8, "status answered slowly"  # CLI start included
         began = time.monotonic()
         with pytest.raises(ControlError, match="Redis unavailable since"):
             request(master.socket, "periodic", timeout=5, action="list")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from supervisor_q.jobs import dispatching
 from supervisor_q.master.deadlines import KILL_GRACE, TERM_GRACE
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.faults import is_topology_fault
 from supervisor_q.queue.keys import RESTART_KEY
 from tests.clusters import LocalCluster, running_cluster
 from tests.helpers import wait_until
@@ -106,3 +108,52 @@ def test_a_hanging_sentinel_primary_does_not_freeze_the_master(
     slowest, late = stall_and_measure(short_tmp, sentinels.url, node)
     assert late < 1.5, f"SIGKILL {late:.2f}s after it was due (the master stalled)"
     assert slowest < BOUND, f"a control command took {slowest:.2f}s"
+
+
+def test_a_whole_cluster_away_is_one_outage_shown_in_status(
+        short_tmp: Path, cluster: LocalCluster) -> None:
+    """Every node SIGSTOPped: control commands still answer within the bound and `status`
+    says Redis is unavailable; continued, the master is back. Every node SIGKILLed:
+    the same, with no traceback in the master's log (RedisCluster's "cannot be
+    connected" is an outage, not a failed loop turn)."""
+    master = Master(short_tmp, cluster.url, {"w": WORKER})
+    nodes = [psutil.Process(proc.pid) for proc in cluster.procs.values()]
+    try:
+        master.start()
+        master.wait_running("w", 1)
+        for node in nodes:
+            node.send_signal(signal.SIGSTOP)
+        slowest = 0.0
+
+        def shown_down() -> bool:
+            nonlocal slowest
+            took, answer = timed(master, "status")
+            slowest = max(slowest, took)
+            return not answer["master"]["redis"]["ok"]
+
+        wait_until(shown_down, timeout=10, message="status to show Redis unavailable")
+        for _ in range(10):
+            shown_down()
+        assert slowest < BOUND, f"a control command took {slowest:.2f}s"
+        for node in nodes:
+            node.send_signal(signal.SIGCONT)
+        wait_until(lambda: master.status()["master"]["redis"]["ok"], timeout=20,
+                   message="Redis back")
+        worker_client = connect(cluster.url, socket_timeout=1, connect_timeout=1)
+        worker_client.get("sq:restart")  # a worker's client (redis-py's own retries)
+        for port in list(cluster.procs):
+            cluster.kill(port)
+        with pytest.raises(redis.ConnectionError) as raised:  # a RedisError callers catch
+            worker_client.get("sq:restart")
+        assert is_topology_fault(raised.value), repr(raised.value)  # retried, not a failure
+        wait_until(lambda: not master.status()["master"]["redis"]["ok"], timeout=10,
+                   message="status to show the killed cluster unavailable")
+        log_mark = len(master.tail(100_000))
+        time.sleep(3)  # three slow ticks of the master against the dead cluster
+        later = master.tail(100_000)[log_mark:]
+        assert "Traceback" not in later and "iteration failed" not in later, later[-2000:]
+    finally:
+        for node in nodes:
+            if node.is_running():
+                node.send_signal(signal.SIGCONT)
+        master.stop()

@@ -66,13 +66,15 @@ def format_fleet(masters: list[dict[str, Any]], format_status: Callable[[dict], 
         return "no masters in the fleet"
     blocks = []
     for m in masters:
+        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_at"]))
+                   if isinstance(m.get("started_at"), int | float) else "?")
         if m["state"] == "gone" or "programs" not in m:
-            blocks.append(f"master {m['id']} GONE")
+            who = (f" (host {m['host']}, pid {m.get('pid', '?')}, started {started})"
+                   if m.get("host") else "")
+            blocks.append(f"master {m['id']} GONE{who}")
             continue
         paused = ", ".join(m.get("paused_queues") or []) or "none"
         error = f" redis error: {m['redis_error']}" if m.get("redis_error") else ""
-        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_at"]))
-                   if isinstance(m.get("started_at"), int | float) else "?")
         head = (f"master {m['id']} alive (host {m['host']}, pid {m['pid']}, "
                 f"version {m['version']}, started {started}) paused queues: {paused}{error}")
         blocks.append(head + "\n" + "\n".join(

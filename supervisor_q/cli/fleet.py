@@ -7,12 +7,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from supervisor_q.paths import resolve_redis_url
+from supervisor_q.queue.keys import check_queue_name
+
+# C0/C1 controls and the Unicode line/paragraph separators: a value held in Redis may
+# carry them (anyone who can write Redis can write the fleet keys), and printed raw
+# they would split or forge lines of `status --all`.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def queue_arg(value: str) -> str:
+    """argparse type of `pause/continue --queue`: the rule every other --queue follows."""
+    try:
+        return check_queue_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def printable(value: Any) -> Any:
+    """value with every control character in its strings (keys and nested values
+    included) shown as an escape (\\n, \\x1b, \\u2028), so one value stays on one line."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
 
 
 def _client(args: argparse.Namespace):  # noqa: ANN202 - a redis.Redis
@@ -29,7 +56,7 @@ def cmd_status_all(args: argparse.Namespace, format_status: Callable[[dict], str
     if args.json:
         print(json.dumps({"masters": found}, indent=1))
     else:
-        print(format_fleet(found, format_status))
+        print(format_fleet([printable(m) for m in found], format_status))
     return 0
 
 
@@ -39,13 +66,15 @@ def format_fleet(masters: list[dict[str, Any]], format_status: Callable[[dict], 
         return "no masters in the fleet"
     blocks = []
     for m in masters:
+        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_at"]))
+                   if isinstance(m.get("started_at"), int | float) else "?")
         if m["state"] == "gone" or "programs" not in m:
-            blocks.append(f"master {m['id']} GONE")
+            who = (f" (host {m['host']}, pid {m.get('pid', '?')}, started {started})"
+                   if m.get("host") else "")
+            blocks.append(f"master {m['id']} GONE{who}")
             continue
         paused = ", ".join(m.get("paused_queues") or []) or "none"
         error = f" redis error: {m['redis_error']}" if m.get("redis_error") else ""
-        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["started_at"]))
-                   if isinstance(m.get("started_at"), int | float) else "?")
         head = (f"master {m['id']} alive (host {m['host']}, pid {m['pid']}, "
                 f"version {m['version']}, started {started}) paused queues: {paused}{error}")
         blocks.append(head + "\n" + "\n".join(
@@ -57,10 +86,7 @@ def cmd_pause_queue(args: argparse.Namespace) -> int:
     """pause/continue --queue Q: every worker of Q on every host, through Redis."""
     from supervisor_q.queue.pauses import pause, resume
 
-    queue = args.queue.strip()
-    if not queue:
-        print(f"supervisor-q {args.control}: --queue needs a queue name", file=sys.stderr)
-        return 2
+    queue = args.queue  # checked by queue_arg
     client = _client(args)
     if args.control == "pause":
         changed = pause(client, queue)

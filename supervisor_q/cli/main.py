@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
@@ -18,7 +19,7 @@ from supervisor_q.cli.periodic import add_periodic_parser
 from supervisor_q.cli.signals import add_signal_parsers
 from supervisor_q.cli.tail import add_tail_parser
 from supervisor_q.cli.top import add_top_parser
-from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked
+from supervisor_q.paths import BadRedisUrl, RuntimeDirLocked, redact
 
 # Exit codes of the command itself: 2 = it could not run as given (bad arguments, a
 # malformed URL, a runtime dir or socket this user cannot read); 1 = it ran and failed
@@ -95,9 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a clear one-line error instead of a traceback
         from redis import RedisError
 
+        from supervisor_q.queue.faults import cluster_node_hint
+
+        hint = cluster_node_hint(exc, _shown_url(args))
+        if hint:
+            return _one_line(args, hint, FAILED)
         if isinstance(exc, RedisError):
             return _one_line(args, f"Redis error: {exc}", FAILED)
         raise
+
+
+def _shown_url(args: argparse.Namespace) -> str:
+    """The Redis URL the command used, as it may be shown (password masked)."""
+    url = getattr(args, "redis_url", None) or os.environ.get("SUPERVISOR_Q_REDIS_URL")
+    return redact(url)[:200] if url else "the Redis URL"
 
 
 def _one_line(args: argparse.Namespace, message: str, code: int) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor_q import paths
+from supervisor_q.cli.fleet import queue_arg
 from supervisor_q.ctl.protocol import ControlError, request
 from supervisor_q.logs import configure_logging
 
@@ -71,7 +72,8 @@ def _add_control_parsers(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("program", nargs="?",
                        help=TARGET_HELP + " (default: every worker program)")
-        p.add_argument("--queue", help="a queue, on every host and worker (through Redis)")
+        p.add_argument("--queue", type=queue_arg,
+                       help="a queue, on every host and worker (through Redis)")
         p.set_defaults(handler=cmd_simple, control=name)
     sub.add_parser("reload", help="re-read the config dir and apply the difference") \
         .set_defaults(handler=cmd_simple, control="reload")

@@ -21,7 +21,10 @@ short.maxlevel = 2
 def translate(error: ValidationError, model: type) -> list[tuple[str, str]]:
     """pydantic errors -> (dotted key, problem) pairs, never pydantic's default text."""
     out = []
-    for item in error.errors(include_url=False):
+    items = error.errors(include_url=False)
+    for item in items:
+        if _follows_item_errors(item, items):
+            continue
         loc = [str(part) for part in item["loc"] if part != "[key]"]
         key = ".".join(loc) or "(program)"
         cause = (item.get("ctx") or {}).get("error")
@@ -29,6 +32,15 @@ def translate(error: ValidationError, model: type) -> list[tuple[str, str]]:
             key = cause.key
         out.append((key, _problem(item, model)))
     return out
+
+
+def _follows_item_errors(item: Mapping[str, Any], items: list[Any]) -> bool:
+    """A list whose every item failed is also "too short" to pydantic (it counts the items
+    that passed): a follow-up of the item errors, not a problem of its own."""
+    loc = tuple(item["loc"])
+    return item["type"] == "too_short" and any(
+        len(other["loc"]) > len(loc) and tuple(other["loc"][:len(loc)]) == loc
+        for other in items)
 
 
 _FIXED = {

@@ -7,6 +7,8 @@ standalone Redis and on Redis Cluster alike (all its keys are declared and in on
     sq:{fleet}:gone             zset  master id -> when it was claimed (ms)
     sq:{fleet}:hb:<id>          JSON  the master's status, expires after the lease
     sq:{fleet}:inflight:<id>    JSON  [[queue, job id, attempts], ...] it runs now
+    sq:{fleet}:who:<id>         JSON  its host, pid, version, start: kept 24 h after its
+                                      last beat, so a gone master stays recognisable
 
 A master's id carries its epoch (a random token taken at start and again after it was
 fenced), so a master that comes back after being claimed is a new member. Imports only
@@ -37,19 +39,27 @@ def inflight_key(master_id: str) -> str:
     return f"{TAG}:inflight:{master_id}"
 
 
+def who_key(master_id: str) -> str:
+    return f"{TAG}:who:{master_id}"
+
+
+WHO_FIELDS = ("host", "pid", "version", "started_at")  # of the status, kept in who
+
+
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: 1 hb, 2 inflight, 3 masters, 4 gone
-# ARGV: 1 id, 2 status JSON, 3 in-flight JSON, 4 lease ms
+# KEYS: 1 hb, 2 inflight, 3 masters, 4 gone, 5 who
+# ARGV: 1 id, 2 status JSON, 3 in-flight JSON, 4 lease ms, 5 who JSON
 # Returns: 1, or 0 when the id was claimed as dead (the caller is fenced: it writes nothing)
 HEARTBEAT = _NOW + """
 if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 0 end
 local lease = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', lease)
 redis.call('SET', KEYS[2], ARGV[3], 'PX', 86400000)
+redis.call('SET', KEYS[5], ARGV[5], 'PX', 86400000)
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 return 1
 """
@@ -75,11 +85,11 @@ redis.call('DEL', KEYS[2])
 return inflight
 """
 
-# KEYS: 1 hb, 2 inflight, 3 masters
+# KEYS: 1 hb, 2 inflight, 3 masters, 4 who
 # ARGV: 1 id
 # An orderly exit: the master leaves the fleet (its children's jobs are settled already).
 LEAVE = """
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
@@ -92,13 +102,16 @@ def _keys(master_id: str) -> list[str]:
 def beat(client: redis.Redis, master_id: str, status: dict[str, Any],
          inflight: list[tuple[str, str, int]], lease: float) -> bool:
     """Write one heartbeat; False when this id was claimed as dead (fenced)."""
+    who = {k: status[k] for k in WHO_FIELDS if k in status}
     return bool(client.register_script(HEARTBEAT)(
-        keys=_keys(master_id),
-        args=[master_id, json.dumps(status), json.dumps(inflight), int(lease * 1000)]))
+        keys=[*_keys(master_id), who_key(master_id)],
+        args=[master_id, json.dumps(status), json.dumps(inflight), int(lease * 1000),
+              json.dumps(who)]))
 
 
 def leave(client: redis.Redis, master_id: str) -> None:
-    client.register_script(LEAVE)(keys=_keys(master_id)[:3], args=[master_id])
+    client.register_script(LEAVE)(keys=[*_keys(master_id)[:3], who_key(master_id)],
+                                  args=[master_id])
 
 
 def stale(client: redis.Redis, lease: float) -> list[str]:
@@ -127,10 +140,11 @@ class Member:
     state: str  # "alive" or "gone"
     seen_ms: int  # last heartbeat, or when it was claimed (server ms)
     status: dict[str, Any] | None  # its last heartbeat (None once expired)
+    who: dict[str, Any] | None = None  # a gone master's host, pid, version, started_at
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "seen_ms": self.seen_ms,
-                **(self.status or {})}
+                **(self.status or self.who or {})}
 
 
 def members(client: redis.Redis, gone_within: float = 600.0) -> list[Member]:
@@ -148,7 +162,18 @@ def members(client: redis.Redis, gone_within: float = 600.0) -> list[Member]:
         state = "alive" if status is not None else "gone"
         found.append(Member(_text(raw_id), state, int(score), status))
     found += [Member(_text(i), "gone", int(s), None) for i, s in gone]
-    return found
+    return _with_who(client, found)
+
+
+def _with_who(client: redis.Redis, found: list[Member]) -> list[Member]:
+    """Gone members with what their who record kept (host, pid, version, started_at)."""
+    gone = [m for m in found if m.status is None]
+    if not gone:
+        return found
+    whos = dict(zip([m.id for m in gone], client.mget([who_key(m.id) for m in gone]),
+                    strict=True))
+    return [Member(m.id, m.state, m.seen_ms, None, _parse(whos[m.id]))
+            if m.status is None else m for m in found]
 
 
 def _parse(record: bytes | None) -> dict[str, Any] | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import Connection, Encoder
+from redis.connection import Connection, Encoder, parse_url
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -51,7 +51,7 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
     if not sep or scheme.lower() not in SCHEMES:
         raise _bad(url, f"the scheme must be "
                           f"redis+cluster:// or rediss+cluster:// {_EXAMPLE}")
-    parts = urlsplit("redis://" + rest)
+    parts = _split(url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     nodes = [_node(url, item) for item in hostlist.split(",") if item.strip()]
     if not nodes:
@@ -62,8 +62,7 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         user, _, password = userinfo.partition(":")
         options.setdefault("username", unquote(user) or None)
         options.setdefault("password", unquote(password) or None)
-    for key, value in parse_qsl(parts.query):
-        options.setdefault(key, value)
+    options.update(_query_options(url))  # the URL's word wins, as for a plain URL
     tls_class = options.pop("tls_connection_class", None)
     if SCHEMES[scheme.lower()] and tls_class is None:
         options["ssl"] = True
@@ -181,6 +180,32 @@ class LazyCluster(RedisCluster):
             super().close()
 
 
+def cluster_twin(url: str) -> str:
+    """The plain redis:// (rediss://) URL carrying url's query: its options are read (and
+    checked, connection.py) by the plain URL's rules."""
+    scheme = url.partition("://")[0].lower()
+    query = _split(url).query
+    return f"{'rediss' if SCHEMES.get(scheme) else 'redis'}://localhost/?{query}"
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit("redis://" + url.partition("://")[2])
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise _bad(url, f"{exc} (an IPv6 address goes in brackets, [ADDRESS]:PORT)") from None
+
+
+def _query_options(url: str) -> dict[str, Any]:
+    """url's query options typed as for a plain URL (?socket_timeout=5 -> 5.0)."""
+    try:
+        parsed = parse_url(cluster_twin(url))
+    except ValueError as exc:
+        raise _bad(url, str(exc)) from None
+    for key in ("host", "port", "db", "connection_class"):
+        parsed.pop(key, None)
+    return parsed
+
+
 def _bad(url: str, why: str) -> BadRedisUrl:
     """One line naming url, its password and secret options masked (paths.redact)."""
     return BadRedisUrl(f"bad Redis Cluster URL {redact(url)!r}: {redact(url, why)}")
@@ -192,6 +217,9 @@ def _url_host(host: str) -> str:
 
 def _node(url: str, item: str) -> ClusterNode:
     host, _, port = item.strip().rpartition(":")
+    if host.startswith("[") != host.endswith("]") or "[" in host[1:] or "]" in host[:-1]:
+        raise _bad(url, f"{item.strip()[:60]!r}: an IPv6 address goes in brackets, "
+                        f"[ADDRESS]:PORT {_EXAMPLE}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise _bad(url, f"{item.strip()!r} is not "
                           f"host:port {_EXAMPLE}")

@@ -31,7 +31,7 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from supervisor_q.paths import BadRedisUrl, check_database, redact
-from supervisor_q.queue.cluster import cluster_client
+from supervisor_q.queue.cluster import cluster_client, cluster_twin
 
 __all__ = ["BadRedisUrl", "SentinelUrl", "connect", "parse_sentinel_url"]
 
@@ -82,6 +82,7 @@ def connect(url: str, *, socket_timeout: float | None = 30.0,
     if scheme in SENTINEL_SCHEMES:
         return sentinel_client(parse_sentinel_url(url), **options)
     if scheme in CLUSTER_SCHEMES:
+        _check_options(url, cluster_twin(url))
         if not retries:  # and a slot-map refresh asks one node per call (cluster.py)
             options.update(retry=Retry(NoBackoff(), 0), bounded_refresh=True)
         # rediss+cluster: each node's TLS handshake bounded as for rediss:// (below)
@@ -200,6 +201,9 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
 
 def _host_port(url: str, part: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' (port 26379 if absent) of one sentinel."""
+    if part.startswith("[") != ("]" in part):
+        raise _bad(url, f"sentinel {part[:60]!r}: an IPv6 address goes in brackets, "
+                        "[ADDRESS]:PORT")
     if part.startswith("["):
         host, _, tail = part[1:].partition("]")
         port_text = tail[1:] if tail.startswith(":") else (tail or "26379")
@@ -221,10 +225,14 @@ def _query(url: str, text: str) -> dict[str, str]:
     return found
 
 
-def _check_options(url: str) -> None:
+def _check_options(url: str, twin: str | None = None) -> None:
     """A query option the connection does not take (redis-py would raise TypeError at
-    the first command) is a user's typo: BadRedisUrl now, naming it."""
-    parsed = parse_url(url)
+    the first command, or a cluster ignore it) or a value it cannot read is a user's
+    typo: BadRedisUrl now, naming it. twin: the plain URL whose query is url's (cluster)."""
+    try:
+        parsed = parse_url(twin or url)
+    except ValueError as exc:  # a value of the wrong type, e.g. ?socket_timeout=abc
+        raise _bad(url, str(exc)) from None
     kind = parsed.pop("connection_class", Connection)
     unknown = sorted(set(parsed) - _known_options(kind))
     if unknown:

@@ -16,7 +16,9 @@ import time
 
 import redis
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
+    MovedError,
     ReadOnlyError,
     RedisClusterException,
     TryAgainError,
@@ -52,7 +54,21 @@ def is_topology_fault(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """One bounded line naming the fault."""
     text = " ".join(str(exc).split())[:200]
+    hint = cluster_node_hint(exc)
+    if hint:
+        return hint
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def cluster_node_hint(exc: BaseException, url: str = "the Redis URL") -> str | None:
+    """For a MOVED or ASK reply (a plain client talking to a Redis Cluster node; a
+    cluster client follows them itself): one line telling the user which URL to use."""
+    if not isinstance(exc, MovedError | AskError):
+        return None
+    reply = "MOVED" if isinstance(exc, MovedError) else "ASK"
+    text = " ".join(str(exc).split())[:80]
+    return (f"{url} is a Redis Cluster node: use redis+cluster://HOST:PORT "
+            f"(it answered {reply} {text})")
 
 
 class Outage:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisor_q.cli.main import main
+from supervisor_q.queue.connection import connect
 from supervisor_q.queue.server import RedisServer
 from tests.cli.test_cli import assert_one_line, clean_env
 from tests.sentinels import Node
@@ -43,6 +44,16 @@ def free_port() -> int:
     (f"redis://u:{SECRET}@127.0.0.1:1/x", "is not a number"),
     (f"unix://u:{SECRET}@/tmp/x.sock?db=0&token={SECRET}&bogus=1", "unknown option 'bogus'"),
     (f"foo://u:{SECRET}@h:1?auth_token={SECRET}", "unknown scheme foo://"),
+    (f"redis+cluster://u:{SECRET}@127.0.0.1:21531?foo=1", "unknown option 'foo'"),
+    (f"redis+cluster://u:{SECRET}@127.0.0.1:21531?socket_timeout=abc",
+     "Invalid value for 'socket_timeout'"),
+    (f"rediss+cluster://u:{SECRET}@127.0.0.1:1?ssl_cert_reqs=none&password={SECRET}2&bogus=1",
+     "unknown option 'bogus' for rediss+cluster://"),
+    (f"redis+sentinel://u:{SECRET}@127.0.0.1:1/m/0?socket_timeout=abc",
+     "unknown option 'socket_timeout'"),
+    (f"redis+sentinel://u:{SECRET}@[::1:41011/m/0", "an IPv6 address goes in brackets"),
+    (f"redis+sentinel://u:{SECRET}@h,::1]:41011/m/0", "an IPv6 address goes in brackets"),
+    (f"redis+cluster://u:{SECRET}@[::1:41011", "an IPv6 address goes in brackets"),
 ])
 def test_a_bad_url_error_masks_every_secret(url: str, says: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,3 +140,19 @@ def test_rediss_cluster_to_a_server_without_tls_fails_within_seconds(short_tmp: 
         server.stop()
     assert f"no TLS handshake from 127.0.0.1:{server.port} within 5 s" in err
     assert elapsed < 20, elapsed
+
+
+def test_a_cluster_url_with_an_unknown_option_is_refused_as_a_process() -> None:
+    """As the user met it: `?foo=1` on a cluster URL exits 2 naming the option, like a
+    plain URL does, before any connection (nothing listens at the port)."""
+    err = assert_one_line(cli(f"redis+cluster://127.0.0.1:{free_port()}?foo=1"), 2)
+    assert "unknown option 'foo' for redis+cluster://" in err
+
+
+def test_a_cluster_url_option_is_typed_and_wins_as_for_a_plain_url() -> None:
+    """?socket_timeout=7 reaches the cluster client as 7.0 (it was the string '7', and
+    lost to the caller's default); no node needs to answer (LazyCluster keeps options)."""
+    client = connect(f"redis+cluster://127.0.0.1:{free_port()}?socket_timeout=7"
+                     "&health_check_interval=3")
+    options = client.__dict__["_sq_options"]
+    assert options["socket_timeout"] == 7.0 and options["health_check_interval"] == 3

@@ -90,6 +90,12 @@ ERROR_CASES = [
         ["conf.d/x.yaml: queues.1: must match [A-Za-z0-9_.:-]+, got 'b c'"],
     ),
     ("x.yaml", "queues: [a, b, a]\n", ["conf.d/x.yaml: queues: duplicate queue 'a'"]),
+    (  # every item bad: those errors only, not also "must not be empty"
+        "x.yaml",
+        "queues: ['{app}high', '{app}low']\n",
+        ["conf.d/x.yaml: queues.0: must match [A-Za-z0-9_.:-]+, got '{app}high'",
+         "conf.d/x.yaml: queues.1: must match [A-Za-z0-9_.:-]+, got '{app}low'"],
+    ),
     (
         "x.yaml",
         "queues: [q]\nimport: [myapp.jobs, 'my-app']\n",

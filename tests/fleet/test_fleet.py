@@ -93,8 +93,12 @@ def test_status_all_lists_every_master_and_a_dead_ones_job_runs_elsewhere(
         again = wait_until(lambda: len(starts(redis_url, "long")) >= 2 and starts(
             redis_url, "long"), timeout=30, interval=0.1, message="the job ran elsewhere")
         handed_over = time.monotonic() - killed_at
-        gone = {m["id"] for m in fleet(redis_url) if m["state"] == "gone"}
+        gone = {m["id"]: m for m in fleet(redis_url) if m["state"] == "gone"}
         assert victim_id in gone
+        # which one died stays readable: its host, pid and start
+        assert gone[victim_id]["pid"] == victim.proc.pid and gone[victim_id]["host"]
+        assert isinstance(gone[victim_id]["started_at"], float)
+        assert f"master {victim_id} GONE (host " in cli(redis_url, "status", "--all").stdout
         assert again[1]["attempts"] == first["attempts"] == 1  # no attempt spent
         assert again[1]["pid"] not in (first["pid"],)
         assert handed_over < 30

@@ -82,7 +82,16 @@ def url(tls: TlsCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_nodes_announce_the_proxies(tls: TlsCluster) -> None:
     direct = redis.Redis(port=tls.cluster.ports[0], socket_timeout=2)
     named = {int(shard[2][1]) for shard in direct.execute_command("CLUSTER SLOTS")}
-    assert len(named) == 3 and named <= {p.port for p in tls.proxies.values()}, named
+    proxied = {p.port for p in tls.proxies.values()}
+    assert len(named) == 3 and named <= proxied, named
+    shards = direct.execute_command("CLUSTER SHARDS")
+    assert {int(node[b"port"]) for shard in shards for node in shard[b"nodes"]} == proxied, \
+        "every node, replicas too, is named by its proxy"
+    owner = tls.proxy_of("k")
+    wrong = next(port for port, p in tls.proxies.items() if p is not owner)
+    with pytest.raises(redis.exceptions.MovedError) as moved:
+        redis.Redis(port=wrong, socket_timeout=2).get("k")
+    assert moved.value.port == owner.port, "MOVED names the owner's proxy"
 
 
 @pytest.mark.slow

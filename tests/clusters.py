@@ -41,11 +41,17 @@ def free_ports(count: int) -> list[int]:
 
 
 class LocalCluster:
-    """Six cluster-enabled servers in a temp dir: start(), url, client(), kill(port), stop()."""
+    """Six cluster-enabled servers in a temp dir: start(), url, client(), kill(port), stop().
 
-    def __init__(self, root: Path, nodes: int = 6) -> None:
+    announce: {node port: port to announce} (e.g. a proxy's in front of it): the node
+    then names 127.0.0.1:<that port> in CLUSTER SLOTS/SHARDS/NODES and MOVED replies,
+    its bus port staying direct (node port + 10000)."""
+
+    def __init__(self, root: Path, nodes: int = 6, ports: list[int] | None = None,
+                 announce: dict[int, int] | None = None) -> None:
         self.root = root
-        self.ports = free_ports(nodes)
+        self.ports = ports or free_ports(nodes)
+        self.announce = announce or {}
         self.procs: dict[int, subprocess.Popen] = {}
         server = find_server_binary()
         self.server = server
@@ -61,7 +67,8 @@ class LocalCluster:
         for port in self.ports:
             wait_until(lambda p=port: self._pings(p), timeout=10, message=f"node {port} up")
         subprocess.run(
-            [self.cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+            [self.cli, "--cluster", "create",
+             *[f"127.0.0.1:{self.announce.get(p, p)}" for p in self.ports],
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, capture_output=True, timeout=30)
         wait_until(self.healthy, timeout=20, message="cluster state ok on every node")
@@ -69,11 +76,15 @@ class LocalCluster:
     def _start_node(self, port: int) -> None:
         node_dir = self.root / str(port)
         node_dir.mkdir(exist_ok=True)
+        announce = [] if port not in self.announce else [
+            "--cluster-announce-ip", "127.0.0.1",
+            "--cluster-announce-port", str(self.announce[port]),
+            "--cluster-announce-bus-port", str(port + 10000)]
         self.procs[port] = subprocess.Popen(
             [self.server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
              "--dir", str(node_dir), "--appendonly", "yes", "--save", "",
-             "--logfile", "server.log", "--protected-mode", "no"],
+             "--logfile", "server.log", "--protected-mode", "no", *announce],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _pings(self, port: int) -> bool:

@@ -98,3 +98,18 @@ def test_deploy_restart_stops_then_starts_one_process_at_a_time(short_tmp: Path,
     first, second = sorted((1, 2), key=lambda s: at[("term", old[s])])
     # one at a time: the second was asked to stop only after the first's successor started
     assert at[("start", new[first])] < at[("term", old[second])], rows
+
+
+def test_a_key_of_the_other_kind_of_program_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "w.yaml").write_text("queues: [q]\nimport: [json]\nrestart_on_deploy: true\n")
+    (tmp_path / "c.yaml").write_text("command: sleep 1\nbalance: simple\n")
+    (tmp_path / "a.yaml").write_text("queues: [q]\nimport: [json]\nautorestart: false\n")
+    done = subprocess.run([sys.executable, "-m", "supervisor_q", "check-config", str(tmp_path)],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode != 0
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert sorted(lines) == [
+        f"{tmp_path}/a.yaml: autorestart: applies to command programs (command:) only",
+        f"{tmp_path}/c.yaml: balance: applies to worker programs (queues:) only",
+        f"{tmp_path}/w.yaml: restart_on_deploy: only command programs can restart on deploy "
+        "(workers always do)"], lines

@@ -113,3 +113,27 @@ def test_a_key_of_the_other_kind_of_program_says_so_in_one_line(tmp_path: Path) 
         f"{tmp_path}/c.yaml: balance: applies to worker programs (queues:) only",
         f"{tmp_path}/w.yaml: restart_on_deploy: only command programs can restart on deploy "
         "(workers always do)"], lines
+
+
+@pytest.mark.slow
+def test_a_successor_that_fails_to_start_halts_the_deploy_roll(short_tmp: Path,
+                                                               redis_url: str) -> None:
+    flag = short_tmp / "broken"
+    program = (f"command: sh -c 'test -e {flag} && exit 1; exec sleep 600'\n"
+               "numprocs: 2\nstartsecs: 0.5\nstartretries: 1\nstopwaitsecs: 2\n"
+               "restart_on_deploy: true\n")
+    with Master(short_tmp, redis_url, {"broken": program}) as master:
+        before = master.wait_running("broken", 2)
+        flag.touch()  # the "new release" cannot start
+        done = subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", redis_url,
+                               "restart-workers"], capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: any(p["state"] == "fatal"
+                               for p in master.program("broken")["processes"]),
+            timeout=15, message=f"the successor FATAL; log: {master.tail()}")
+        kept = master.pids("broken")
+        assert len(kept) == 1 and kept[0] in before  # the other old process still serves
+        seen = master.status()["master"]["restart_seen_ago"]
+        wait_until(lambda: master.status()["master"]["restart_seen_ago"] > seen + 2.5,
+                   timeout=10, message="a few more restart-signal reads")
+        assert master.pids("broken") == kept  # still: the roll stopped at the failure

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from supervisor_q.config.loading import ConfigError, load_config_dir
@@ -124,6 +125,8 @@ def test_a_successor_that_fails_to_start_halts_the_deploy_roll(short_tmp: Path,
                "restart_on_deploy: true\n")
     with Master(short_tmp, redis_url, {"broken": program}) as master:
         before = master.wait_running("broken", 2)
+        wait_until(lambda: all(psutil.Process(pid).name() == "sleep" for pid in before),
+                   message="both past the flag test")  # (exec'd: running for good)
         flag.touch()  # the "new release" cannot start
         done = subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", redis_url,
                                "restart-workers"], capture_output=True, text=True, timeout=20)
@@ -132,7 +135,7 @@ def test_a_successor_that_fails_to_start_halts_the_deploy_roll(short_tmp: Path,
                                for p in master.program("broken")["processes"]),
             timeout=15, message=f"the successor FATAL; log: {master.tail()}")
         kept = master.pids("broken")
-        assert len(kept) == 1 and kept[0] in before  # the other old process still serves
+        assert len(kept) == 1 and kept[0] in before, master.tail(60)  # the other still serves
         seen = master.status()["master"]["restart_seen_ago"]
         wait_until(lambda: master.status()["master"]["restart_seen_ago"] > seen + 2.5,
                    timeout=10, message="a few more restart-signal reads")

@@ -276,6 +276,17 @@ def _without_scale(program: ProgramConfig) -> dict[str, Any]:
     return program.model_dump(exclude=set(SCALE_FIELDS))
 
 
+def _other_kinds_key(key: str, model: type) -> str:
+    """"unknown key", or what is wrong when the key belongs to the other kind of program."""
+    if model is WorkerProgram and key == "restart_on_deploy":
+        return "only command programs can restart on deploy (workers always do)"
+    if model is WorkerProgram and key in CommandProgram.model_fields:
+        return "applies to command programs (command:) only"
+    if model is CommandProgram and key in WorkerProgram.model_fields:
+        return "applies to worker programs (queues:) only"
+    return "unknown key"
+
+
 def _load(path: Path, budget: Budget | None = None) -> tuple[ProgramConfig | None, list[str]]:
     """Parse and validate one file: (program or None, problems)."""
     raw, problems = _read_mapping(path, budget)
@@ -309,6 +320,8 @@ def _load(path: Path, budget: Budget | None = None) -> tuple[ProgramConfig | Non
                 continue  # a command-only key is not the problem; the mix of kinds is
             if key == "name" and name_from_file:
                 problem += " (taken from the file name; rename the file or set name:)"
+            if problem == "unknown key" and not both:
+                problem = _other_kinds_key(key, model)
             problems.append(f"{path}: {key}: {problem}")
         return None, problems
     return (None if problems else program), problems

@@ -15,10 +15,11 @@ Lease and fencing (the decisions, ARCHITECTURE.md "Fleet"):
   attempts unchanged, because the host failed, not the job. A job another worker has
   reserved since (a different attempt) is left alone.
 - A master that was only slow finds its id claimed at its next heartbeat: it SIGKILLs
-  every child's process group at once, without handing their jobs back (the claimer
-  did), and rejoins under a new epoch; its pools start fresh children. Jobs its
-  children reserved after the claim (still under the old id) are handed back at once
-  with their attempt given back (registry's claimer could not see them).
+  every worker child's process group at once (command programs keep running), without
+  handing their jobs back (the claimer did), and rejoins under a new epoch; its worker
+  pools start fresh children. Jobs its children reserved after the claim (still under
+  the old id) are handed back at once with their attempt given back (registry's
+  claimer could not see them).
 - A job a child reserved but had not reported yet (or prefetched) is not in the
   in-flight list: the master's id is in the environment of every child it forks
   (SUPERVISOR_Q_MASTER_ID), each reservation records its holder's token (queue/fencing.py),
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from supervisor_q import __version__
-from supervisor_q.config.schema import ProgramConfig
+from supervisor_q.config.schema import ProgramConfig, WorkerProgram
 from supervisor_q.fleet import registry, shares
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.faults import Gate
@@ -156,11 +157,14 @@ class FleetMember:
                                   undo_attempt=True)
 
     def fenced(self, arbiter: Arbiter) -> None:
-        """Our id was claimed while we were silent: our children's jobs belong to others
-        now. Kill every child's group at once (no hand-back), rejoin as a new epoch."""
+        """Our id was claimed while we were silent: our worker children's jobs belong to
+        others now. Kill each worker child's group at once (no hand-back), rejoin as a
+        new epoch. Command programs hold no jobs: they are left running."""
         log.error("fleet: this master (%s) was declared dead by another; killing its "
-                  "children and rejoining", self.id)
+                  "worker children and rejoining", self.id)
         for pool in arbiter.pools.values():
+            if not isinstance(pool.program, WorkerProgram):
+                continue  # a command program's processes are no part of the fleet's work
             for child in pool.children:
                 child.job = None  # settled by the claimer: reaped() must not hand it back
                 if child.signallable and child.pgid and child.pgid > 0:

@@ -250,7 +250,7 @@ class Arbiter:
                     pass
                 self.guardian.forget(child.pgid)
             if isinstance(pool.program, WorkerProgram):  # its job (all it held, if fenced)
-                self.handbacks.reaped(child.name, child.pid, pool.program, back, status)
+                self.handbacks.reaped(child, pool.program, back, status)
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.

@@ -153,22 +153,36 @@ def pause_or_continue(arbiter: Arbiter, command: str, name: object) -> str:
 
 
 def restart_commands_on_deploy(arbiter: Arbiter, now: float) -> None:
-    """`restart-workers` for command programs with `restart_on_deploy: true`: a child
-    started before the master saw the current restart signal is stopped, and the pool
-    starts its replacement at once (as `restart PROGRAM` would). A child started
-    between the signal and the master's read of it (at most a second) is replaced
-    too, needlessly but harmlessly."""
+    """`restart-workers` for command programs with `restart_on_deploy: true`: as
+    `restart PROGRAM` does for a command program, a child started before the master saw
+    the current restart signal is stopped and its successor, in the same slot, starts
+    once it has exited (a port it holds is free again). With numprocs > 1 one process
+    at a time: the next is stopped once the previous one's successor is RUNNING, so
+    a successor that fails to start leaves the others running. A child started between
+    the signal and the master's read of it (at most a second) is replaced too,
+    needlessly but harmlessly."""
     arbiter.spawner.generation = arbiter.restart_generation  # preload zygotes' key
     seen = arbiter.restart_seen_at
     if seen is None or arbiter.restart_generation is None:
         return
     for pool in arbiter.pools.values():
-        if not getattr(pool.program, "restart_on_deploy", False) or pool.mode != "running":
-            continue
-        for child in list(pool.children):
-            if (child.state in ACTIVE_STATES and child.started_at is not None
-                    and child.started_at < seen):
-                pool.stop_child(child, now, "restart-workers (restart_on_deploy)")
+        if getattr(pool.program, "restart_on_deploy", False) and pool.mode == "running":
+            _roll_one(pool, seen, now)
+
+
+def _roll_one(pool: Pool, seen: float, now: float) -> None:
+    """Stop the next pre-signal child unless a replacement is still under way."""
+    under_way = any(c.replaced or (c.state is not State.RUNNING and c.started_at is not None
+                                   and c.started_at >= seen) for c in pool.children
+                    if c.state is not State.EXITED or c.replaced)
+    if under_way:
+        return
+    for child in pool.children:
+        if (child.state in ACTIVE_STATES and child.started_at is not None
+                and child.started_at < seen):
+            child.replaced = True  # Pool.active() counts it until it exits: same slot
+            pool.stop_child(child, now, "restart-workers (restart_on_deploy)")
+            return
 
 
 def _pool(arbiter: Arbiter, name: object) -> Pool:

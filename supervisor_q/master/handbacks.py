@@ -8,6 +8,7 @@ every job it held handed back by its holder name, attempt given back.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import deque
@@ -16,9 +17,9 @@ import redis
 
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import WorkerProgram
+from supervisor_q.master.process import ChildProcess
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.faults import Gate
-from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.payload import loggable
 from supervisor_q.worker import handback
 
@@ -33,19 +34,22 @@ class Handbacks:
         self.gate = gate
         self.kept: deque[tuple[str, WorkerProgram, handback.Handback]] = deque()
 
-    def reaped(self, name: str, pid: int | None, program: WorkerProgram,
+    def reaped(self, child: ChildProcess, program: WorkerProgram,
                back: handback.Handback | None, status: int) -> None:
-        """A reaped worker child: its job (back), or for a fenced child all it held."""
+        """A reaped worker child: its job (back), or for a fenced child all it held.
+        Either is settled only while the child's own reservation holds it (its holder
+        name: the master id it was forked under and its pid), never a job a fleet claim
+        handed back and another worker reserved since."""
+        holder = f"{child.master_id}|{child.pid}."
         fenced = os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.FENCED
-        if fenced and os.environ.get(MASTER_ID_ENV):  # (never empty in a fleet master)
-            # Its holder name as the master id it was forked under; after a fence of
-            # ours (a new id) the old id's jobs are handed back by fleet/member.py.
-            holder = f"{os.environ[MASTER_ID_ENV]}|{pid}."
+        if fenced and child.master_id:  # (never empty in a fleet master)
             job = back.job if back is not None else handback.LostJob("", "")
             back = handback.Handback(job, back.attempts if back else 0, "fenced",
                                      "stopped at its fleet lease's end", holder)
+        elif back is not None:
+            back = dataclasses.replace(back, holder=holder)
         if back is not None:
-            self.add(name, program, back)
+            self.add(child.name, program, back)
 
     def add(self, name: str, program: WorkerProgram, back: handback.Handback) -> None:
         """A reaped child's job: settled now, or once Redis answers again."""

@@ -148,6 +148,7 @@ class ChildProcess:
     failures: int = 0  # consecutive failed starts, for backoff and FATAL
     replaced: bool = False  # stopped by a restart: its successor takes this slot
     queues: tuple[str, ...] | None = None  # `balance:`'s pick at the last fork (None: all)
+    master_id: str = ""  # the fleet id it was forked under (its reservations' holder)
 
     @property
     def name(self) -> str:
@@ -174,6 +175,9 @@ class ChildProcess:
         if State.STARTING not in ALLOWED[self.state]:
             raise InvalidTransition(self.name, self.state, State.STARTING)
         self.pid, self.pgid, self.generation = pid, pgid, generation
+        # queue/fencing.py's MASTER_ID_ENV, as the child inherited it (a zygote's child is
+        # handed it with each fork request)
+        self.master_id = os.environ.get("SUPERVISOR_Q_MASTER_ID", "")
         self.started_at = now
         self.jobs_done = 0
         self.job = None

@@ -38,6 +38,7 @@ from supervisor_q.master import capture
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.spawn import ForkSpawner, Spawned, _fork_deferring_signals, _widen_pipe
 from supervisor_q.master.zygotechild import zygote_main
+from supervisor_q.queue.fencing import MASTER_ID_ENV
 
 if TYPE_CHECKING:
     from supervisor_q.master.guardian import Guardian
@@ -232,7 +233,8 @@ class PreloadSpawner(ForkSpawner):
         read_fd, write_fd = os.pipe()
         _widen_pipe(write_fd)
         pipes = capture.make_pipes(program)
-        request = {"slot": child.slot, "queues": list(child.queues or ()), "paused": paused}
+        request = {"slot": child.slot, "queues": list(child.queues or ()), "paused": paused,
+                   "master_id": os.environ.get(MASTER_ID_ENV, "")}  # it may have changed
         fds = [write_fd] + [write for _read, write in pipes.values()]
         try:
             zygote.sock.settimeout(REPLY_TIMEOUT)

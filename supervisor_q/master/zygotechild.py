@@ -35,6 +35,7 @@ from supervisor_q.master.spawn import (
     start_worker,
 )
 from supervisor_q.proctitle import set_title
+from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.worker.boot import BootError
 
 log = logging.getLogger("supervisor_q.zygote")
@@ -179,6 +180,8 @@ def _work(program: WorkerProgram, request: dict, report_fd: int,
     number = program.process_num(child.slot)
     os.environ.update({key: substitute(value, program.name, number)
                        for key, value in program.environment.items()})
+    if isinstance(request.get("master_id"), str):  # the master's fleet id now, not at preload
+        os.environ[MASTER_ID_ENV] = request["master_id"]
     set_title(f"supervisor-q {child.name} starting")
     return start_worker(program, child, report_fd, bool(request.get("paused")), redis_url,
                         master_pid, preloaded=True, generation=generation)

@@ -55,6 +55,20 @@ class Fencing:
     def remember(self, queue: str, job_id: str, attempts: int) -> None:
         self._tokens[(queue, job_id)] = f"{self.holder()}|{attempts}"
 
+    def adopt(self, queue: str, job_id: str, holder: str) -> bool:
+        """Take over the token of a dead worker's reservation of job_id, named by its
+        holder ("<master id>|<pid>."), so this process's release or fail of the job is
+        fenced as the worker's own would be. False when another holder's token holds it
+        now; True, adopting nothing, when the job carries no token."""
+        token = self.client.hget(self.keys(queue).holders, _raw(job_id))
+        if token is None:
+            return True
+        text = token.decode() if isinstance(token, bytes) else str(token)
+        if not text.startswith(holder):
+            return False
+        self._tokens[(queue, job_id)] = text
+        return True
+
     def token(self, queue: str, job_id: str) -> str:
         """The token of our reservation of job_id ('' when we did not reserve it)."""
         return self._tokens.get((queue, job_id), "")

@@ -83,6 +83,20 @@ def attempt(queue: RedisQueue, program: Program, back: Handback) -> str:
     raw, attempts, exceptions = found
     if attempts != back.attempts:
         return "a later attempt holds it"
+    # The same attempt number is not enough: a fleet claim hands a job back with its
+    # attempt given back. With the dead worker's holder name, its token is adopted, so
+    # the release or fail below does nothing unless that very reservation still holds it.
+    if back.holder and not queue.adopt(job.queue, job.id, back.holder):
+        return "another worker holds it (handed back meanwhile)"
+    try:
+        return _settle_held(queue, program, back, raw, attempts, exceptions)
+    finally:
+        queue.forget(job.queue, job.id)
+
+
+def _settle_held(queue: RedisQueue, program: Program, back: Handback, raw: str,
+                 attempts: int, exceptions: int) -> str:
+    job = back.job
     if back.why == "stopped":
         queue.release(job.queue, job.id, 0, expected_attempts=attempts, undo_attempt=True)
         return "handed back (shutdown)"

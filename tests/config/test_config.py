@@ -238,7 +238,8 @@ ERROR_CASES = [
         "command: /bin/true\nautoscale: {max: 3}\n",
         ["conf.d/x.yaml: autoscale: only worker programs (queues:) can autoscale"],
     ),
-    ("x.yaml", "command: /bin/true\ntimeout: 30\n", ["conf.d/x.yaml: timeout: unknown key"]),
+    ("x.yaml", "command: /bin/true\ntimeout: 30\n",
+     ["conf.d/x.yaml: timeout: applies to worker programs (queues:) only"]),
     # process counts are capped (MAX_NUMPROCS): a typo must not fork the host to its knees
     ("x.yaml", "queues: [q]\nnumprocs: 100000\n",
      ["conf.d/x.yaml: numprocs: must be <= 1000, got 100000"]),

@@ -1,0 +1,69 @@
+"""The master settles a reaped child's job only while that child's reservation holds
+it: a job a fleet claim handed back (attempt given back, so the next holder's attempt
+number equals the dead child's) and another worker reserved is left to that worker."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from supervisor_q.config.loading import load_program_file
+from supervisor_q.master.handbacks import Handbacks
+from supervisor_q.master.process import ChildProcess
+from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.faults import Gate
+from supervisor_q.queue.fencing import MASTER_ID_ENV
+from supervisor_q.queue.keys import QueueKeys
+from supervisor_q.worker.handback import Handback, LostJob
+from tests.queue.test_fencing import push, worker_of
+
+OLD, NEW = "hostA:10:aaaa", "hostB:20:bbbb"
+
+
+def _reaped_child(queue: RedisQueue, master_id: str) -> ChildProcess:
+    """The master's record of the child that held the queue's reservations: forked
+    under master_id with the pid the queue's holder names (this test process's)."""
+    child = ChildProcess("w", 1)
+    child.spawned(int(queue.holder().split("|")[1].split(".")[0]), 1, None, 0.0)
+    assert child.master_id == master_id
+    return child
+
+
+def _settle(tmp_path: Path, redis_url: str, child: ChildProcess, job_id: str) -> None:
+    (tmp_path / "w.yaml").write_text("queues: [fq]\nimport: [tests.jobmods.fleetjobs]\n"
+                                     "tries: 1\n")
+    program = load_program_file(tmp_path / "w.yaml")
+    master = Handbacks(RedisQueue(connect(redis_url)), Gate())
+    back = Handback(LostJob(job_id, "fq", "tests.noop"), 1, "lost", "killed by signal 9")
+    master.reaped(child, program, back, signal.SIGKILL)  # raw waitpid status of a KILL
+    assert not master.kept
+
+
+def test_a_handed_back_job_another_worker_holds_is_not_failed_by_the_master(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = worker_of(redis_url, OLD, monkeypatch)
+    child = _reaped_child(dead, OLD)
+    other = worker_of(redis_url, NEW, monkeypatch)
+    job_id = push(dead)
+    [mine] = dead.reserve("fq", default_timeout=60)[1].jobs
+    assert dead.hand_back_held(f"{OLD}|") == 1  # the claim: attempt given back
+    [theirs] = other.reserve("fq", default_timeout=60)[1].jobs
+    assert theirs.attempts == mine.attempts == 1
+    _settle(tmp_path, redis_url, child, job_id)  # tries: 1 would fail it
+    assert other.counts("fq") == {"ready": 0, "delayed": 0, "reserved": 1, "failed": 0}
+    assert other.ack("fq", job_id) == 1  # still the other worker's: its ack counts
+
+
+def test_the_dead_childs_own_reservation_is_still_settled(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = worker_of(redis_url, OLD, monkeypatch)
+    child = _reaped_child(dead, OLD)
+    job_id = push(dead)
+    dead.reserve("fq", default_timeout=60)
+    monkeypatch.setenv(MASTER_ID_ENV, NEW)  # the master rejoined under a new id since
+    _settle(tmp_path, redis_url, child, job_id)
+    counts = dead.counts("fq")  # (a ready one: its failure callbacks, for a worker)
+    assert counts["reserved"] == 0 and counts["failed"] == 1, counts
+    assert not dead.client.hexists(QueueKeys("fq").holders, job_id)

@@ -1,0 +1,98 @@
+"""Fetch-ahead: the next job's reserve is sent before a short job runs, so the next job
+is there when it ends, without a round trip in between.
+
+A mixin of the Worker (loop.py), split out for size. Before running a job, with nothing
+else in hand, the worker sends the ack of the jobs it finished and the reserve of the
+next ones without waiting for the reply (RedisQueue.reserve_ahead) when:
+- the job's name ran shorter than AHEAD_BELOW on average (a moving average of its
+  runtimes in this process; a name never run here is not short yet);
+- the job came from the first of the worker's queues (a reserve from that queue is what
+  the next round would send first: priorities hold);
+- no finished job waits with a batch count (that ack needs its reply read first), and
+  nothing says the worker stops after this job (--once, max_jobs, a stop, a pause).
+
+The reply is read when the next job is wanted (collect_ahead). The jobs it reserved count
+as prefetched from the moment the reserve was *sent*: the PREFETCH_HOLD rule applies to
+them (started within a second, or handed back untouched, their attempt given back), so
+a job reserved ahead loses at most that second of its reservation, which
+RESERVATION_MARGIN (5 s) covers, and its own timeout starts with it. A SIGTERM hands
+them back with the prefetched ones; after a SIGKILL they are held under the dead
+worker's name like prefetched jobs (the master hands them back at once; a standalone
+worker's come back when their reservation expires) and run again, once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor_q.queue.backend import RedisQueue, Reserved
+    from supervisor_q.worker.settings import WorkerSettings
+
+AHEAD_BELOW = 0.05  # seconds: jobs whose average runtime is below this are fetched ahead
+WEIGHT = 0.2  # the moving average's weight of the newest runtime
+
+
+class FetchAhead:
+    """The Worker's fetch-ahead (mixed in); the Worker provides the attributes below."""
+
+    settings: WorkerSettings
+    queue: RedisQueue
+    queues: list[str]
+    prefetched: list[Reserved]
+    prefetched_at: float
+    pending: list[Any]  # loop._Pending
+    stopping: bool
+    paused: bool
+    max_jobs: int
+    jobs_done: int
+
+    def _init_ahead(self) -> None:
+        self.runtimes: dict[str, float] = {}  # job name -> moving average of its runtimes
+        self.ahead_sent_at = 0.0  # monotonic time the reserve in flight was sent; 0: none
+
+    def ran(self, name: str, seconds: float) -> None:
+        """Record a job's runtime in its name's moving average."""
+        average = self.runtimes.get(name)
+        self.runtimes[name] = seconds if average is None else average + WEIGHT * (
+            seconds - average)
+
+    def fetch_ahead(self, job: Reserved, name: str) -> None:
+        """Send the ack of the finished jobs and the reserve of the next ones now, without
+        waiting, if job (named name) is short and nothing else is in hand."""
+        if not self._ahead_fits(job, name):
+            return
+        mine = [p for p in self.pending if p.queue == job.queue]
+        if any(p.count is not None for p in mine):
+            return
+        self.with_redis(lambda: self.queue.reserve_ahead(
+            job.queue, default_timeout=self.settings.timeout, ack_ids=[p.id for p in mine],
+            count=self.settings.prefetch))
+        self.pending = [p for p in self.pending if p.queue != job.queue]
+        self.ahead_sent_at = time.monotonic()
+
+    def _ahead_fits(self, job: Reserved, name: str) -> bool:
+        s = self.settings
+        if self.prefetched or self.ahead_sent_at or s.once or s.rest or not self.queues:
+            return False
+        if self.stopping or self.paused or job.queue != self.queues[0]:
+            return False
+        if self.max_jobs and self.jobs_done + 1 >= self.max_jobs:
+            return False
+        average = self.runtimes.get(name)
+        return average is not None and average < AHEAD_BELOW
+
+    def collect_ahead(self) -> None:
+        """Read the reply of a reserve sent ahead (if one is in flight): its jobs join
+        the prefetched ones, held since the reserve was sent."""
+        if not self.ahead_sent_at:
+            return
+        result = self.with_redis(self.queue.ahead_result)
+        if result is not None and result.jobs:
+            self.prefetched.extend(result.jobs)
+            self.prefetched_at = self.ahead_sent_at
+        self.ahead_sent_at = 0.0
+
+    def with_redis(self, action: Any) -> Any:  # the Worker's (outages.RedisRetry)
+        raise NotImplementedError

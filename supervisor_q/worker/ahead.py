@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue, Reserved
     from supervisor_q.worker.settings import WorkerSettings
 
+# Finished jobs' acks wait for the next reserve while jobs in hand run (prefetch) only
+# when the job about to start is this short on average and the oldest waited no longer:
+# a SIGKILL can then only run again jobs that finished about this recently.
+ACK_HOLD = 0.005
 AHEAD_BELOW = 0.05  # seconds: jobs whose average runtime is below this are fetched ahead
 WEIGHT = 0.2  # the moving average's weight of the newest runtime
 
@@ -83,6 +87,24 @@ class FetchAhead:
         average = self.runtimes.get(name)
         return average is not None and average < AHEAD_BELOW
 
+    def hold_acks(self, queue: str, name: str) -> None:
+        """Before a job (of queue, named name) starts: send the acks of queue's finished
+        jobs now, in one call whose reply is read later, unless that job is known to be
+        shorter than ACK_HOLD and they finished less than ACK_HOLD ago (they then ride
+        with the next reserve)."""
+        mine = [p for p in self.pending if p.queue == queue]
+        if not mine:
+            return
+        average = self.runtimes.get(name)
+        if (average is not None and average < ACK_HOLD
+                and mine[0].at > time.monotonic() - ACK_HOLD):
+            return
+        if any(p.count is not None for p in mine):  # a batch count: read its reply now
+            self.with_redis(lambda: self._ack(queue, mine))
+        else:
+            self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
+        self.pending = [p for p in self.pending if p.queue != queue]
+
     def collect_ahead(self) -> None:
         """Read the reply of a reserve sent ahead (if one is in flight): its jobs join
         the prefetched ones, held since the reserve was sent."""
@@ -95,4 +117,7 @@ class FetchAhead:
         self.ahead_sent_at = 0.0
 
     def with_redis(self, action: Any) -> Any:  # the Worker's (outages.RedisRetry)
+        raise NotImplementedError
+
+    def _ack(self, queue: str, pending: list[Any]) -> None:  # the Worker's
         raise NotImplementedError

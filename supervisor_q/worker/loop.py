@@ -45,10 +45,6 @@ MAX_BLOCK = 1.0
 # A prefetched job not started within this long goes back to the queue: well inside
 # the reservation margin (backend.RESERVATION_MARGIN), so it can never run twice.
 PREFETCH_HOLD = 1.0
-# With prefetched jobs in hand, finished jobs' acks wait for the next reserve, but at
-# most this long (then they go in one call, its reply read later): a SIGKILL can only
-# run again a job that finished this recently, as without prefetch.
-ACK_HOLD = 0.005
 
 
 @dataclass
@@ -249,6 +245,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
             return False
         decoded, target, limits = ready
         self.fetch_ahead(job, decoded.job)  # a short job's successor: reserved meanwhile
+        self.hold_acks(job.queue, decoded.job)  # or are the finished jobs' acks sent first?
         held = time.monotonic() - self.prefetched_at  # reserved, then held until now
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
                                   job.waited + max(0.0, held))
@@ -347,22 +344,9 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         count = lifecycle.succeeded(decoded, count_batch=False)
         if count is not None and self.prefetched:  # ack and count now, in one round trip
             self.with_redis(lambda: self._ack(job.queue, [_Pending(job.queue, done, count)]))
-        else:  # the ack (and the batch count) rides with the next reserve
+        else:  # the ack (and the batch count) rides with the next reserve (or see
+            # FetchAhead.hold_acks when the next job is already here)
             self.pending.append(_Pending(job.queue, done, count, time.monotonic()))
-            if self.prefetched:  # ... which may be a while: send them if ACK_HOLD old
-                self.send_held_acks(job.queue)
-
-    def send_held_acks(self, queue: str) -> None:
-        """Ack queue's finished jobs in one call, its reply read later, once the oldest
-        waited ACK_HOLD (the next jobs are here: no reserve to ride with yet)."""
-        mine = [p for p in self.pending if p.queue == queue]
-        if mine[0].at > time.monotonic() - ACK_HOLD:
-            return
-        if any(p.count is not None for p in mine):  # a batch count: read the reply now
-            self.with_redis(lambda: self._ack(queue, mine))
-        else:
-            self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
-        self.pending = [p for p in self.pending if p.queue != queue]
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

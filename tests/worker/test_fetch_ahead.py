@@ -1,0 +1,116 @@
+"""Fetch-ahead (worker/ahead.py): a short job's successor is reserved while it runs, and
+is never lost or run twice, whatever stops the worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
+from supervisor_q.jobs.registry import dispatch
+from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.worker.ahead import AHEAD_BELOW
+from tests.helpers import wait_until
+from tests.worker.test_worker import BASIC, results
+
+
+@pytest.fixture
+def queue(redis_url: str) -> RedisQueue:
+    return RedisQueue(connect(redis_url))
+
+
+def start(redis_url: str, *flags: str) -> subprocess.Popen:
+    """`work` in its own session, so a SIGKILL reaches the guard and the worker alike."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
+         "--queue", "default", "--import", BASIC, "--sleep", "0.2", *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def runs(queue: RedisQueue, value: str, phase: str | None = None) -> list[dict]:
+    return [r for r in results(queue) if r.get("value") == value
+            and (phase is None or r.get("phase") == phase)]
+
+
+def learn_then_block(queue: RedisQueue, seconds: float) -> None:
+    """Three short tests.sleep jobs (the name is short on average), then one of the same
+    name that runs `seconds`, then a tests.record job: reserved ahead while it runs."""
+    for i in range(3):
+        dispatch("tests.sleep", 0.001, f"warm-{i}")
+    dispatch("tests.sleep", seconds, "long")
+    dispatch("tests.record", "next")
+
+
+def test_a_short_jobs_successor_is_reserved_while_it_runs(
+        redis_url: str, queue: RedisQueue) -> None:
+    assert 0.001 < AHEAD_BELOW
+    learn_then_block(queue, 1.5)
+    worker = start(redis_url)
+    try:
+        wait_until(lambda: runs(queue, "long", "start"), timeout=15)
+        # The running job and its successor: reserved ahead, before the long one ended.
+        assert queue.counts("default")["reserved"] == 2
+        assert not runs(queue, "next")
+        wait_until(lambda: runs(queue, "next"), timeout=15)
+        wait_until(lambda: queue.counts("default")["reserved"] == 0, timeout=10)
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    assert len(runs(queue, "next")) == 1
+    assert [r["attempts"] for r in runs(queue, "next")] == [1]
+
+
+def test_sigkill_mid_job_runs_the_job_and_its_fetched_ahead_successor_again_once(
+        redis_url: str, queue: RedisQueue) -> None:
+    learn_then_block(queue, 1.5)
+    # tries 3: a standalone worker's reservations come back counted (its attempt spent).
+    first = start(redis_url, "--timeout", "2", "--tries", "3")
+    try:
+        wait_until(lambda: runs(queue, "long", "start"), timeout=15)
+        wait_until(lambda: queue.counts("default")["reserved"] == 2, timeout=5)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    assert not runs(queue, "next") and not runs(queue, "long", "end")
+    # Both come back when their reservation expires (timeout 2 s + the 5 s margin).
+    second = start(redis_url, "--timeout", "2", "--tries", "3")
+    try:
+        wait_until(lambda: runs(queue, "next") and runs(queue, "long", "end"), timeout=20)
+        wait_until(lambda: queue.counts("default")["reserved"] == 0, timeout=10)
+    finally:
+        second.terminate()
+        second.wait(10)
+    assert len(runs(queue, "next")) == 1, "the fetched-ahead job ran once"
+    assert len(runs(queue, "long", "start")) == 2, "the killed job ran again"
+    assert len(runs(queue, "long", "end")) == 1, "... once"
+    assert [r["attempts"] for r in runs(queue, "next")] == [2]
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
+
+
+def test_sigterm_hands_back_the_fetched_ahead_job_uncounted(
+        redis_url: str, queue: RedisQueue) -> None:
+    learn_then_block(queue, 1.0)
+    worker = start(redis_url)
+    wait_until(lambda: runs(queue, "long", "start"), timeout=15)
+    wait_until(lambda: queue.counts("default")["reserved"] == 2, timeout=5)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert len(runs(queue, "long", "end")) == 1, "the running job finished"
+    assert not runs(queue, "next")
+    assert queue.counts("default") == {"ready": 1, "delayed": 0, "reserved": 0, "failed": 0}
+    _, again = queue.reserve("default", default_timeout=60)
+    assert [j.attempts for j in again.jobs] == [1], "handing back did not spend an attempt"
+
+
+def test_prefetch_acks_ride_with_the_reserve_and_every_job_runs_once(
+        redis_url: str, queue: RedisQueue) -> None:
+    for i in range(200):
+        dispatch("tests.record", i)
+    worker = start(redis_url, "--prefetch", "16", "--stop-when-empty")
+    assert worker.wait(60) == 0, worker.stderr.read() if worker.stderr else ""
+    assert sorted(r["value"] for r in results(queue)) == list(range(200))
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}

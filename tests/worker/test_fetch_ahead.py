@@ -114,3 +114,24 @@ def test_prefetch_acks_ride_with_the_reserve_and_every_job_runs_once(
     assert worker.wait(60) == 0, worker.stderr.read() if worker.stderr else ""
     assert sorted(r["value"] for r in results(queue)) == list(range(200))
     assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
+
+
+def test_prefetched_jobs_acks_are_sent_before_a_job_not_known_short(
+        redis_url: str, queue: RedisQueue) -> None:
+    """Finished prefetched jobs' acks wait for the next reserve only behind jobs known to
+    be short (ACK_HOLD): before a job of a name never run here, they go. A SIGKILL in
+    that job then cannot run the finished ones again."""
+    for i in range(3):
+        dispatch("tests.record", f"quick-{i}")
+    dispatch("tests.sleep", 30, "long")
+    worker = start(redis_url, "--prefetch", "4", "--tries", "3")
+    try:
+        wait_until(lambda: runs(queue, "long", "start"), timeout=15)
+        wait_until(lambda: queue.counts("default")["reserved"] == 1, timeout=5,
+                   message="the three finished jobs acked while the long one runs")
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 1, "failed": 0}
+    assert sorted(r["value"] for r in results(queue) if r.get("phase") is None) == [
+        "quick-0", "quick-1", "quick-2"]

@@ -135,3 +135,21 @@ def test_prefetched_jobs_acks_are_sent_before_a_job_not_known_short(
     assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 1, "failed": 0}
     assert sorted(r["value"] for r in results(queue) if r.get("phase") is None) == [
         "quick-0", "quick-1", "quick-2"]
+
+
+def test_a_reserve_sent_ahead_is_kept_when_another_call_reads_its_reply(
+        queue: RedisQueue) -> None:
+    first = dispatch("tests.record", "a")
+    dispatch("tests.record", "b")
+    queue.client.script_flush()  # a server that does not know the scripts yet
+    queue.reserve_ahead("default", default_timeout=60, count=1)
+    _, now = queue.reserve("default", default_timeout=60)  # reads the owed reply first
+    ahead = queue.ahead_result()
+    assert ahead is not None and [j.id for j in ahead.jobs] == [first]
+    assert [j.payload for j in now.jobs] != [] and now.jobs[0].id != first
+    assert queue.ahead_result() is None, "a reply is handed out once"
+    queue.reserve_ahead("default", default_timeout=60, ack_ids=[first])
+    queue.drop_connection()  # its reply lost with the connection: None, not a stale one
+    assert queue.ahead_result() is None
+    wait_until(lambda: queue.counts("default")["reserved"] == 1,
+               message="the ack sent all the same (b still reserved, a acked)")

@@ -16,9 +16,9 @@ as prefetched from the moment the reserve was *sent*: the PREFETCH_HOLD rule app
 them (started within a second, or handed back untouched, their attempt given back), so
 a job reserved ahead loses at most that second of its reservation, which
 RESERVATION_MARGIN (5 s) covers, and its own timeout starts with it. A SIGTERM hands
-them back with the prefetched ones; after a SIGKILL they are held under the dead
-worker's name like prefetched jobs (the master hands them back at once; a standalone
-worker's come back when their reservation expires) and run again, once.
+them back with the prefetched ones; after a SIGKILL they are reserved under the dead
+worker's name like prefetched jobs: they come back when their reservation expires (a
+fenced child's at once, handed back by its master by holder name) and run again, once.
 """
 
 from __future__ import annotations

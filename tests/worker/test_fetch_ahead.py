@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.worker.ahead import AHEAD_BELOW
 from tests.helpers import wait_until
+from tests.masters import Master
 from tests.worker.test_worker import BASIC, results
 
 
@@ -153,3 +155,32 @@ def test_a_reserve_sent_ahead_is_kept_when_another_call_reads_its_reply(
     assert queue.ahead_result() is None
     wait_until(lambda: queue.counts("default")["reserved"] == 1,
                message="the ack sent all the same (b still reserved, a acked)")
+
+
+AHEAD_PROGRAM = """\
+queues: [default]
+import: [tests.jobmods.basic]
+numprocs: 1
+startsecs: 0.2
+timeout: 2
+tries: 3
+"""
+
+
+def test_a_master_child_killed_mid_job_runs_both_jobs_again_once(
+        short_tmp: Path, redis_url: str, queue: RedisQueue) -> None:
+    """SIGKILL of a master's child while a short-named job runs long: the master settles
+    the running job (released, tries left); the job fetched ahead comes back when its
+    reservation expires (timeout 2 s + the margin). Each runs again once."""
+    learn_then_block(queue, 1.5)
+    with Master(short_tmp, redis_url, {"w": AHEAD_PROGRAM}) as m:
+        [pid] = m.wait_running("w", 1)
+        wait_until(lambda: runs(queue, "long", "start"), timeout=15)
+        wait_until(lambda: queue.counts("default")["reserved"] == 2, timeout=5)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: runs(queue, "next") and runs(queue, "long", "end"), timeout=20,
+                   message=f"both ran again; log: {m.tail()}")
+        wait_until(lambda: queue.counts("default")["reserved"] == 0, timeout=10)
+    assert len(runs(queue, "next")) == 1, "the fetched-ahead job ran once"
+    assert len(runs(queue, "long", "start")) == 2 and len(runs(queue, "long", "end")) == 1
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}

@@ -1,9 +1,10 @@
 """Fetch-ahead: the next job's reserve is sent before a short job runs, so the next job
 is there when it ends, without a round trip in between.
 
-A mixin of the Worker (loop.py), split out for size. Before running a job, with nothing
-else in hand, the worker sends the ack of the jobs it finished and the reserve of the
-next ones without waiting for the reply (RedisQueue.reserve_ahead) when:
+A mixin of the Worker (loop.py), split out for size. Before running a job, with no other
+job in hand (with prefetch N: at most N // 2), the worker sends the ack of the jobs it
+finished and the reserve of the next ones without waiting for the reply
+(RedisQueue.reserve_ahead) when:
 - the job's name ran shorter than AHEAD_BELOW on average (a moving average of its
   runtimes in this process; a name never run here is not short yet);
 - the job came from the first of the worker's queues (a reserve from that queue is what
@@ -11,7 +12,8 @@ next ones without waiting for the reply (RedisQueue.reserve_ahead) when:
 - no finished job waits with a batch count (that ack needs its reply read first), and
   nothing says the worker stops after this job (--once, max_jobs, a stop, a pause).
 
-The reply is read when the next job is wanted (collect_ahead). The jobs it reserved count
+The reply is read when the next job is wanted and none is left in hand (collect_ahead);
+another call on the hot connection may read it first and keep it. The jobs it reserved count
 as prefetched from the moment the reserve was *sent*: the PREFETCH_HOLD rule applies to
 them (started within a second, or handed back untouched, their attempt given back), so
 a job reserved ahead loses at most that second of its reservation, which
@@ -78,7 +80,10 @@ class FetchAhead:
 
     def _ahead_fits(self, job: Reserved, name: str) -> bool:
         s = self.settings
-        if self.prefetched or self.ahead_sent_at or s.once or s.rest or not self.queues:
+        # With prefetch N, the next N are asked for once half of those in hand are started.
+        if len(self.prefetched) > s.prefetch // 2 or self.ahead_sent_at:
+            return False
+        if s.once or s.rest or not self.queues:
             return False
         if self.stopping or self.paused or job.queue != self.queues[0]:
             return False
@@ -106,8 +111,8 @@ class FetchAhead:
         self.pending = [p for p in self.pending if p.queue != queue]
 
     def collect_ahead(self) -> None:
-        """Read the reply of a reserve sent ahead (if one is in flight): its jobs join
-        the prefetched ones, held since the reserve was sent."""
+        """Read the reply of a reserve sent ahead (if one is in flight): its jobs become
+        the prefetched ones (none are left: see next_job), held since it was sent."""
         if not self.ahead_sent_at:
             return
         result = self.with_redis(self.queue.ahead_result)

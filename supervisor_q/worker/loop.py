@@ -136,7 +136,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
 
     def hand_back_prefetched(self) -> None:
         """Release reserved-but-unstarted jobs at once, their attempt not counted."""
-        self.collect_ahead()
+        self.collect_ahead()  # those fetched ahead too
         for job in self.prefetched:
             self.with_redis(lambda j=job: self.queue.release(j.queue, j.id, undo_attempt=True))
         self.prefetched.clear()
@@ -157,7 +157,8 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
-        self.collect_ahead()
+        if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
+            self.collect_ahead()
         if self.fence_closed():  # the master's lease ran out: take no job
             return None
         if self.prefetched:

@@ -93,10 +93,11 @@ def test_sigkill_mid_job_runs_the_job_and_its_fetched_ahead_successor_again_once
     assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
 
 
+@pytest.mark.parametrize("prefetch", ["1", "2"])
 def test_sigterm_hands_back_the_fetched_ahead_job_uncounted(
-        redis_url: str, queue: RedisQueue) -> None:
+        redis_url: str, queue: RedisQueue, prefetch: str) -> None:
     learn_then_block(queue, 1.0)
-    worker = start(redis_url)
+    worker = start(redis_url, "--prefetch", prefetch)
     wait_until(lambda: runs(queue, "long", "start"), timeout=15)
     wait_until(lambda: queue.counts("default")["reserved"] == 2, timeout=5)
     worker.send_signal(signal.SIGTERM)

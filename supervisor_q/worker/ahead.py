@@ -28,6 +28,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import redis
+
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
+from supervisor_q.queue.faults import is_topology_fault
+
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue, Reserved
     from supervisor_q.worker.settings import WorkerSettings
@@ -57,6 +62,7 @@ class FetchAhead:
     def _init_ahead(self) -> None:
         self.runtimes: dict[str, float] = {}  # job name -> moving average of its runtimes
         self.ahead_sent_at = 0.0  # monotonic time the reserve in flight was sent; 0: none
+        self.ahead_acks: list[Any] = []  # the finished jobs acked with it
 
     def ran(self, name: str, seconds: float) -> None:
         """Record a job's runtime in its name's moving average."""
@@ -76,6 +82,7 @@ class FetchAhead:
             job.queue, default_timeout=self.settings.timeout, ack_ids=[p.id for p in mine],
             count=self.settings.prefetch))
         self.pending = [p for p in self.pending if p.queue != job.queue]
+        self.ahead_acks = mine  # sent again if the reply is lost
         self.ahead_sent_at = time.monotonic()
 
     def _ahead_fits(self, job: Reserved, name: str) -> bool:
@@ -115,11 +122,28 @@ class FetchAhead:
         the prefetched ones (none are left: see next_job), held since it was sent."""
         if not self.ahead_sent_at:
             return
-        result = self.with_redis(self.queue.ahead_result)
-        if result is not None and result.jobs:
+        sent_at, acks = self.ahead_sent_at, self.ahead_acks
+        self.ahead_sent_at, self.ahead_acks = 0.0, []
+        try:
+            result = self.queue.ahead_result()
+        except redis.RedisError as exc:
+            if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
+                raise
+            result = None
+        if result is None:  # the reply was lost with the connection
+            self.lost_ahead(acks)
+        elif result.jobs:
             self.prefetched.extend(result.jobs)
-            self.prefetched_at = self.ahead_sent_at
-        self.ahead_sent_at = 0.0
+            self.prefetched_at = sent_at
+
+    def lost_ahead(self, acks: list[Any]) -> None:
+        """The reply of a reserve sent ahead was lost with its connection: its acks may
+        not have run (they ride with the next reserve again: a second ack of a job is a
+        logged no-op), and a job it reserved is held under this worker's name without it
+        knowing: hand such jobs back, their attempt given back, as soon as Redis answers
+        (else they would wait for their reservation to expire and lose an attempt)."""
+        self.pending = acks + self.pending
+        self.with_redis(lambda: self.queue.reclaim_unknown(list(self.settings.queues)))
 
     def with_redis(self, action: Any) -> Any:  # the Worker's (outages.RedisRetry)
         raise NotImplementedError

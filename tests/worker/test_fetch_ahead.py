@@ -185,3 +185,30 @@ def test_a_master_child_killed_mid_job_runs_both_jobs_again_once(
     assert len(runs(queue, "next")) == 1, "the fetched-ahead job ran once"
     assert len(runs(queue, "long", "start")) == 2 and len(runs(queue, "long", "end")) == 1
     assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
+
+
+def test_a_lost_fetch_ahead_reply_hands_its_job_back_and_sends_its_acks_again(
+        redis_url: str, queue: RedisQueue) -> None:
+    """The connection drops before the reply of a reserve sent ahead is read: the job it
+    reserved goes back at once, its attempt given back (not after its reservation
+    expires, an attempt spent), and the acks it carried are sent again."""
+    from supervisor_q.worker.loop import Worker, WorkerSettings, _Pending
+
+    first = dispatch("tests.record", "a")
+    second = dispatch("tests.record", "b")
+    worker = Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
+    _, got = worker.queue.reserve("default", default_timeout=60)
+    assert [j.id for j in got.jobs] == [first]
+    worker.pending = [_Pending("default", first)]  # a finished
+    worker.ran("tests.record", 0.001)
+    worker.fetch_ahead(got.jobs[0], "tests.record")
+    assert worker.ahead_sent_at and not worker.pending, "sent ahead, with a's ack"
+    wait_until(lambda: queue.counts("default")["ready"] == 0, message="b reserved ahead")
+    worker.queue.drop_connection()  # the reply is lost
+    worker.collect_ahead()
+    assert worker.prefetched == []
+    assert [p.id for p in worker.pending] == [first], "a's ack goes again"
+    assert queue.counts("default") == {"ready": 1, "delayed": 0, "reserved": 0, "failed": 0}
+    worker.flush_pending()  # a second ack of a: a logged no-op
+    _, again = queue.reserve("default", default_timeout=60)
+    assert [(j.id, j.attempts) for j in again.jobs] == [(second, 1)], "attempt given back"

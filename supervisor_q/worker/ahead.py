@@ -107,13 +107,14 @@ class FetchAhead:
         mine = [p for p in self.pending if p.queue == queue]
         if not mine:
             return
-        average = self.runtimes.get(name)
-        if (average is not None and average < ACK_HOLD
-                and mine[0].at > time.monotonic() - ACK_HOLD):
-            return
-        if any(p.count is not None for p in mine):  # a batch count: read its reply now
+        if any(p.count is not None for p in mine):  # a batch count: now, its reply read
+            # (its callbacks see the batch as this count left it, as without prefetch)
             self.with_redis(lambda: self._ack(queue, mine))
         else:
+            average = self.runtimes.get(name)
+            if (average is not None and average < ACK_HOLD
+                    and mine[0].at > time.monotonic() - ACK_HOLD):
+                return
             self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
         self.pending = [p for p in self.pending if p.queue != queue]
 

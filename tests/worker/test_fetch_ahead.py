@@ -192,11 +192,16 @@ def test_a_lost_fetch_ahead_reply_hands_its_job_back_and_sends_its_acks_again(
     """The connection drops before the reply of a reserve sent ahead is read: the job it
     reserved goes back at once, its attempt given back (not after its reservation
     expires, an attempt spent), and the acks it carried are sent again."""
+    from supervisor_q.jobs import dispatching
     from supervisor_q.worker.loop import Worker, WorkerSettings, _Pending
 
     first = dispatch("tests.record", "a")
     second = dispatch("tests.record", "b")
-    worker = Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
+    bound = dispatching._state.bound
+    try:
+        worker = Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
+    finally:  # a worker binds its queue for dispatch in this process: not for later tests
+        dispatching._state.bound = bound
     _, got = worker.queue.reserve("default", default_timeout=60)
     assert [j.id for j in got.jobs] == [first]
     worker.pending = [_Pending("default", first)]  # a finished

@@ -102,8 +102,8 @@ class FetchAhead:
     def hold_acks(self, queue: str, name: str) -> None:
         """Before a job (of queue, named name) starts: send the acks of queue's finished
         jobs now, in one call whose reply is read later, unless that job is known to be
-        shorter than ACK_HOLD and they finished less than ACK_HOLD ago (they then ride
-        with the next reserve)."""
+        shorter than ACK_HOLD, they finished less than ACK_HOLD ago and no reserve sent
+        ahead is in flight (they then ride with the next reserve)."""
         mine = [p for p in self.pending if p.queue == queue]
         if not mine:
             return
@@ -112,9 +112,9 @@ class FetchAhead:
             self.with_redis(lambda: self._ack(queue, mine))
         else:
             average = self.runtimes.get(name)
-            if (average is not None and average < ACK_HOLD
+            if (average is not None and average < ACK_HOLD and not self.ahead_sent_at
                     and mine[0].at > time.monotonic() - ACK_HOLD):
-                return
+                return  # (a reserve sent ahead already left: none to ride with soon)
             self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
         self.pending = [p for p in self.pending if p.queue != queue]
 

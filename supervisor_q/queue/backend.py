@@ -76,6 +76,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self._key_lists: dict[str, list[str]] = {}
         self._known_queues: set[str] = set()
         self._init_hot_path(client)
+        self._ahead: ReserveResult | None = None  # reserve_ahead's reply, once read
         self._tokens: dict[tuple[str, str], str] = {}  # fencing.py
         self._holder: tuple[int, str] = (0, "")
         # Job lookup (jobinfo.py): the worker as a JSON fragment, recorded at each reserve
@@ -221,17 +222,43 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self.stale_acks(queue, job_ids, acked)
         return acked, counted(counts, replies)
 
-    def ack_nowait(self, queue: str, job_id: str | Done) -> None:
-        """Delete a finished job without waiting for the reply (prefetch: the next job
+    def ack_nowait(self, queue: str, *job_ids: str | Done) -> None:
+        """Delete finished jobs without waiting for the reply (prefetch: the next job
         is already here, and its ack must not wait behind it)."""
         self._eval_nowait(self._ack, self._job_keys(queue),
-                          [self.done_cap, *self.ack_args(queue, [job_id])])
+                          [self.done_cap, *self.ack_args(queue, job_ids)])
+
+    def reserve_ahead(self, queue: str, *, default_timeout: float,
+                      ack_ids: Sequence[str | Done] = (), count: int = 1) -> None:
+        """reserve() without batch counts, sent without waiting for its reply (the
+        worker's fetch-ahead: the server reserves now, while the current job runs).
+        ahead_result() reads the reply; any other call on the hot connection reads it
+        first and keeps it for ahead_result()."""
+        self._ahead = None
+        self._eval_nowait(self._reserve, self._job_keys(queue),
+                          [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
+                           self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+
+    def ahead_result(self) -> ReserveResult | None:
+        """What the last reserve_ahead() reserved; None if its reply was lost with the
+        connection (the worker's reclaim_unknown, or their deadline, brings those back)."""
+        try:
+            if self._conn is not None and any(s is self._reserve for s, _, _ in self._owed):
+                self._collect_owed(self._conn)
+        except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
+            self._lost(exc)
+        found, self._ahead = self._ahead, None
+        return found
 
     def _owed_reply(self, item: tuple[Script, list[str], list], reply: Any) -> None:
         script, keys, args = item
-        if script is self._ack and args:
-            queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
-            self.stale_acks(queue, [_text(args[1])], int(reply))  # args: cap, id, ...
+        queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
+        if script is self._ack and args:  # args: cap, then 4 per job (id first)
+            self.stale_acks(queue, [_text(a) for a in args[1::4]], int(reply))
+        elif script is self._reserve:  # reserve_ahead; args: 6, then 4 per acked job
+            acked, self._ahead = self._parse_reserve(queue, reply)
+            if len(args) > 6:
+                self.stale_acks(queue, [_text(a) for a in args[6::4]], acked)
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,

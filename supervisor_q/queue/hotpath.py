@@ -49,6 +49,7 @@ class HotPath:
     def _init_hot_path(self, client: redis.Redis) -> None:
         self._conn: Connection | None = None  # the hot path's own connection (see _eval)
         self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
+        self._loaded: set[str] = set()  # scripts loaded before a call sent without waiting
         self._pid = procid.pid()
         self._tuned: socket.socket | None = None  # the socket kernel_timeouts last saw
         self._id_of: tuple[Any, int | None] = (None, None)  # (socket, CLIENT ID) of _conn
@@ -131,7 +132,12 @@ class HotPath:
 
     def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
         """Send EVALSHA and read its reply later (before the next call): the server acts
-        on it at once, and the worker does not wait a round trip for it."""
+        on it at once, and the worker does not wait a round trip for it. The script is
+        loaded first (once per connection): a NOSCRIPT reply read only later would leave
+        the call undone until then."""
+        if script.sha not in self._loaded:
+            self.client.script_load(script.script)
+            self._loaded.add(script.sha)
         conn = self._connection(keys[0])
         try:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -206,6 +212,7 @@ class HotPath:
             self._conn.disconnect()
         self._conn = None
         self._owed = []
+        self._loaded = set()  # a new server may not know them
         self._id_of = (None, None)
         if self._nodes is not None:
             self._nodes.drop()

@@ -19,17 +19,24 @@ class JobLog:
     def __init__(self, inner: Reporter, label: str) -> None:
         self.inner = inner
         self.label = label
-        self.job: tuple[str, str, str, int, float] | None = None
+        # the running job: id, shown id, name, shown name, queue, attempt, start
+        self.job: tuple[str, str, str, str, str, int, float] | None = None
+        self.names: dict[str, str] = {}  # job name -> as shown (made once per name)
 
     def ready(self, generation: float | None) -> None:
         self.inner.ready(generation)
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int, wait: float = 0.0) -> None:
-        self.job = (job_id, name, queue, attempts, time.monotonic())
-        log.info("job %s %s on %s: started (attempt %d)", loggable(job_id, 100),
-                 loggable(name, 200), queue, attempts,
-                 extra={"job_id": job_id, "job": name, "queue": queue})
+        shown_name = self.names.get(name)
+        if shown_name is None:
+            shown_name = self.names[name] = loggable(name, 200)
+            if len(self.names) > 1000:  # names come from payloads: keep it bounded
+                self.names.clear()
+        shown_id = loggable(job_id, 100)
+        self.job = (job_id, shown_id, name, shown_name, queue, attempts, time.monotonic())
+        log.info("job %s %s on %s: started (attempt %d)", shown_id, shown_name, queue,
+                 attempts, extra={"job_id": job_id, "job": name, "queue": queue})
         self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
 
     def hold_finishes(self, margin: float | None) -> None:
@@ -42,8 +49,9 @@ class JobLog:
         self.inner.job_finished(job_id, outcome)
         if self.job is None or self.job[0] != job_id:
             return
-        _, name, queue, attempts, started = self.job
+        _, shown_id, name, shown_name, queue, attempts, started = self.job
         self.job = None
-        log.info("job %s %s on %s: %s in %.3fs (attempt %d)", loggable(job_id, 100),
-                 loggable(name, 200), queue, outcome, time.monotonic() - started, attempts,
-                 extra={"job_id": job_id, "job": name, "queue": queue, "outcome": outcome})
+        log.info("job %s %s on %s: %s in %.3fs (attempt %d)", shown_id, shown_name, queue,
+                 outcome, time.monotonic() - started, attempts,
+                 extra={"job_id": job_id, "job": name, "queue": queue,
+                        "outcome": outcome})

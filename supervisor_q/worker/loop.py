@@ -29,6 +29,7 @@ from supervisor_q.queue.batchack import BatchCount
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.jobinfo import Done
 from supervisor_q.worker import jobrecord, lifecycle, outcome
+from supervisor_q.worker.ahead import FetchAhead
 from supervisor_q.worker.checks import Checks
 from supervisor_q.worker.fence import Fenced, Lease
 from supervisor_q.worker.outages import RedisRetry
@@ -53,10 +54,11 @@ class _Pending:
     queue: str
     id: str | Done  # with its done record for job lookup
     count: BatchCount | None = None  # its batch count, sent with the ack (batchack.py)
+    at: float = 0.0  # monotonic time it finished
 
 
 @dataclass
-class Worker(SignalFlags, Checks, RedisRetry, Fenced):
+class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
     settings: WorkerSettings
     queue: RedisQueue
     registry: Registry = field(default_factory=lambda: REGISTRY)
@@ -71,6 +73,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced):
         self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
         self._init_checks()
+        self._init_ahead()
         self.outage = Outage()  # Redis faults: one log line per episode
         self.prefetched: list[Reserved] = []
         self.prefetched_at = 0.0  # monotonic time the prefetched jobs were reserved
@@ -133,6 +136,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced):
 
     def hand_back_prefetched(self) -> None:
         """Release reserved-but-unstarted jobs at once, their attempt not counted."""
+        self.collect_ahead()  # those fetched ahead too
         for job in self.prefetched:
             self.with_redis(lambda j=job: self.queue.release(j.queue, j.id, undo_attempt=True))
         self.prefetched.clear()
@@ -153,6 +157,8 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced):
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
+        if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
+            self.collect_ahead()
         if self.fence_closed():  # the master's lease ran out: take no job
             return None
         if self.prefetched:
@@ -239,6 +245,8 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced):
         if ready is None:
             return False
         decoded, target, limits = ready
+        self.fetch_ahead(job, decoded.job)  # a short job's successor: reserved meanwhile
+        self.hold_acks(job.queue, decoded.job)  # or are the finished jobs' acks sent first?
         held = time.monotonic() - self.prefetched_at  # reserved, then held until now
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
                                   job.waited + max(0.0, held))
@@ -249,11 +257,13 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced):
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)
+        began = time.monotonic()
         try:
             timed_out = self.run_job(job, decoded, target, limits)
         finally:
             reset_current_job(token)
             self.reporter.job_finished(job.id, self.outcome)
+        self.ran(decoded.job, time.monotonic() - began)
         self.jobs_done += 1
         return timed_out
 
@@ -335,10 +345,9 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced):
         count = lifecycle.succeeded(decoded, count_batch=False)
         if count is not None and self.prefetched:  # ack and count now, in one round trip
             self.with_redis(lambda: self._ack(job.queue, [_Pending(job.queue, done, count)]))
-        elif self.prefetched:  # the next job is already here: ack now, read the reply later
-            self.with_redis(lambda: self.queue.ack_nowait(job.queue, done))
-        else:  # the ack (and the batch count) rides with the next reserve
-            self.pending.append(_Pending(job.queue, done, count))
+        else:  # the ack (and the batch count) rides with the next reserve (or see
+            # FetchAhead.hold_acks when the next job is already here)
+            self.pending.append(_Pending(job.queue, done, count, time.monotonic()))
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

@@ -1,0 +1,153 @@
+"""Fetch-ahead: the next job's reserve is sent before a short job runs, so the next job
+is there when it ends, without a round trip in between.
+
+A mixin of the Worker (loop.py), split out for size. Before running a job, with no other
+job in hand (with prefetch N: at most N // 2), the worker sends the ack of the jobs it
+finished and the reserve of the next ones without waiting for the reply
+(RedisQueue.reserve_ahead) when:
+- the job's name ran shorter than AHEAD_BELOW on average (a moving average of its
+  runtimes in this process; a name never run here is not short yet);
+- the job came from the first of the worker's queues (a reserve from that queue is what
+  the next round would send first: priorities hold);
+- no finished job waits with a batch count (that ack needs its reply read first), and
+  nothing says the worker stops after this job (--once, max_jobs, a stop, a pause).
+
+The reply is read when the next job is wanted and none is left in hand (collect_ahead);
+another call on the hot connection may read it first and keep it. The jobs it reserved count
+as prefetched from the moment the reserve was *sent*: the PREFETCH_HOLD rule applies to
+them (started within a second, or handed back untouched, their attempt given back), so
+a job reserved ahead loses at most that second of its reservation, which
+RESERVATION_MARGIN (5 s) covers, and its own timeout starts with it. A SIGTERM hands
+them back with the prefetched ones; after a SIGKILL they are reserved under the dead
+worker's name like prefetched jobs: they come back when their reservation expires (a
+fenced child's at once, handed back by its master by holder name) and run again, once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
+from supervisor_q.queue.faults import is_topology_fault
+
+if TYPE_CHECKING:
+    from supervisor_q.queue.backend import RedisQueue, Reserved
+    from supervisor_q.worker.settings import WorkerSettings
+
+# Finished jobs' acks wait for the next reserve while jobs in hand run (prefetch) only
+# when the job about to start is this short on average and the oldest waited no longer:
+# a SIGKILL can then only run again jobs that finished about this recently.
+ACK_HOLD = 0.005
+AHEAD_BELOW = 0.05  # seconds: jobs whose average runtime is below this are fetched ahead
+WEIGHT = 0.2  # the moving average's weight of the newest runtime
+
+
+class FetchAhead:
+    """The Worker's fetch-ahead (mixed in); the Worker provides the attributes below."""
+
+    settings: WorkerSettings
+    queue: RedisQueue
+    queues: list[str]
+    prefetched: list[Reserved]
+    prefetched_at: float
+    pending: list[Any]  # loop._Pending
+    stopping: bool
+    paused: bool
+    max_jobs: int
+    jobs_done: int
+
+    def _init_ahead(self) -> None:
+        self.runtimes: dict[str, float] = {}  # job name -> moving average of its runtimes
+        self.ahead_sent_at = 0.0  # monotonic time the reserve in flight was sent; 0: none
+        self.ahead_acks: list[Any] = []  # the finished jobs acked with it
+
+    def ran(self, name: str, seconds: float) -> None:
+        """Record a job's runtime in its name's moving average."""
+        average = self.runtimes.get(name)
+        self.runtimes[name] = seconds if average is None else average + WEIGHT * (
+            seconds - average)
+
+    def fetch_ahead(self, job: Reserved, name: str) -> None:
+        """Send the ack of the finished jobs and the reserve of the next ones now, without
+        waiting, if job (named name) is short and nothing else is in hand."""
+        if not self._ahead_fits(job, name):
+            return
+        mine = [p for p in self.pending if p.queue == job.queue]
+        if any(p.count is not None for p in mine):
+            return
+        self.with_redis(lambda: self.queue.reserve_ahead(
+            job.queue, default_timeout=self.settings.timeout, ack_ids=[p.id for p in mine],
+            count=self.settings.prefetch))
+        self.pending = [p for p in self.pending if p.queue != job.queue]
+        self.ahead_acks = mine  # sent again if the reply is lost
+        self.ahead_sent_at = time.monotonic()
+
+    def _ahead_fits(self, job: Reserved, name: str) -> bool:
+        s = self.settings
+        # With prefetch N, the next N are asked for once half of those in hand are started.
+        if len(self.prefetched) > s.prefetch // 2 or self.ahead_sent_at:
+            return False
+        if s.once or s.rest or not self.queues:
+            return False
+        if self.stopping or self.paused or job.queue != self.queues[0]:
+            return False
+        if self.max_jobs and self.jobs_done + 1 >= self.max_jobs:
+            return False
+        average = self.runtimes.get(name)
+        return average is not None and average < AHEAD_BELOW
+
+    def hold_acks(self, queue: str, name: str) -> None:
+        """Before a job (of queue, named name) starts: send the acks of queue's finished
+        jobs now, in one call whose reply is read later, unless that job is known to be
+        shorter than ACK_HOLD, they finished less than ACK_HOLD ago and no reserve sent
+        ahead is in flight (they then ride with the next reserve)."""
+        mine = [p for p in self.pending if p.queue == queue]
+        if not mine:
+            return
+        if any(p.count is not None for p in mine):  # a batch count: now, its reply read
+            # (its callbacks see the batch as this count left it, as without prefetch)
+            self.with_redis(lambda: self._ack(queue, mine))
+        else:
+            average = self.runtimes.get(name)
+            if (average is not None and average < ACK_HOLD and not self.ahead_sent_at
+                    and mine[0].at > time.monotonic() - ACK_HOLD):
+                return  # (a reserve sent ahead already left: none to ride with soon)
+            self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
+        self.pending = [p for p in self.pending if p.queue != queue]
+
+    def collect_ahead(self) -> None:
+        """Read the reply of a reserve sent ahead (if one is in flight): its jobs become
+        the prefetched ones (none are left: see next_job), held since it was sent."""
+        if not self.ahead_sent_at:
+            return
+        sent_at, acks = self.ahead_sent_at, self.ahead_acks
+        self.ahead_sent_at, self.ahead_acks = 0.0, []
+        try:
+            result = self.queue.ahead_result()
+        except redis.RedisError as exc:
+            if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
+                raise
+            result = None
+        if result is None:  # the reply was lost with the connection
+            self.lost_ahead(acks)
+        elif result.jobs:
+            self.prefetched.extend(result.jobs)
+            self.prefetched_at = sent_at
+
+    def lost_ahead(self, acks: list[Any]) -> None:
+        """The reply of a reserve sent ahead was lost with its connection: its acks may
+        not have run (they ride with the next reserve again: a second ack of a job is a
+        logged no-op), and a job it reserved is held under this worker's name without it
+        knowing: hand such jobs back, their attempt given back, as soon as Redis answers
+        (else they would wait for their reservation to expire and lose an attempt)."""
+        self.pending = acks + self.pending
+        self.with_redis(lambda: self.queue.reclaim_unknown(list(self.settings.queues)))
+
+    def with_redis(self, action: Any) -> Any:  # the Worker's (outages.RedisRetry)
+        raise NotImplementedError
+
+    def _ack(self, queue: str, pending: list[Any]) -> None:  # the Worker's
+        raise NotImplementedError

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import sys
 
 import uvicorn
 
@@ -22,4 +24,8 @@ def serve(sock: socket.socket, token: str | None, queue: RedisQueue, redis_url: 
     app = build_app(queue, Guard(token), redis_url=redis_url)
     config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False,
                             server_header=False)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the
+    # handler it found: with the default one the process would die of it ("killed by
+    # signal 15" in a master's log) after a clean stop. Exit 0 instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.Server(config).run(sockets=[sock])

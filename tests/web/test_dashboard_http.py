@@ -3,13 +3,17 @@ token, CSRF, escaping, and the actions' effect in Redis."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 
 from supervisor_q.fleet import inbox
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.web.security import BindRefused, check_bind
+from tests.helpers import wait_until
 from tests.web.dashboard import client_for, csrf_of, failed_job, fake_master
 
 TOKEN = "t0ken-for-the-tests-0123456789"
@@ -185,3 +189,28 @@ def test_batches_and_job_search(redis_url: str) -> None:
     assert client.get(found.headers["location"]).status_code == 200
     assert client.get("/jobs/no-such-id").status_code == 404
     assert client.get("/batches").status_code == 200
+
+
+def test_sigterm_stops_the_dashboard_with_exit_code_0(redis_url: str) -> None:
+    """uvicorn shuts down on SIGTERM and then raises the signal again with the handler it
+    found: the dashboard's exit is clean (0), not "killed by signal 15" in a master's log."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor_q", "--redis-url", redis_url,
+                             "dashboard", "--bind", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def serving() -> bool:
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status > 0
+            except OSError:
+                return proc.poll() is not None  # ends the wait; the assertion below says why
+        wait_until(serving, timeout=20, message="the dashboard serves")
+        assert proc.poll() is None, proc.stderr.read()
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

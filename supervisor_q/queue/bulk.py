@@ -20,11 +20,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from supervisor_q.queue import lua
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, is_cluster
 from supervisor_q.queue.keys import QUEUES_KEY
+
+PIPELINES = (redis.client.Pipeline, ClusterPipeline)
 
 if TYPE_CHECKING:
     from redis.commands.core import Script
@@ -97,7 +100,10 @@ class BulkPush:
             raise ChunkLost(f"{type(exc).__name__}: {exc}", landed, marker) from exc
 
     def push_kept(self, keys: list[str], args: list) -> Any:
-        """PUSH (one job) over this thread's kept connection."""
+        """PUSH (one job) over this thread's kept connection; into the pipeline when this
+        queue wraps one (queued with the rest, sent at its execute)."""
+        if isinstance(self.client, PIPELINES):
+            return self.script(lua.PUSH)(keys=keys, args=args, client=self.client)
         kept = self._kept()
         for attempt in (0, 1):
             conn = self._kept_connection(kept, keys[0])

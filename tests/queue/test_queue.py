@@ -226,3 +226,20 @@ def test_ack_without_waiting_survives_a_script_flush(queue: RedisQueue) -> None:
     assert result.jobs == []
     assert queue.counts("default")["reserved"] == 1, "the ack was redone, not lost"
     assert queue.ack("default", second) == 1
+
+
+def test_a_queue_over_a_pipeline_queues_its_pushes_until_execute(queue: RedisQueue) -> None:
+    """RedisQueue(pipeline).push is part of the pipeline (a fast fill, as bench/limit.py
+    does), not sent at once over a kept connection; on a fresh server too (NOSCRIPT)."""
+    queue.client.script_flush()
+    pipe = queue.client.pipeline(transaction=False)
+    piped = RedisQueue(pipe)
+    ids = []
+    for _ in range(3):
+        built = payloads.build("tests.noop", "piped", [], {})
+        piped.push("piped", built.id, payloads.encode(built))
+        ids.append(built.id)
+    assert queue.client.llen(QueueKeys("piped").ready) == 0  # nothing sent yet
+    pipe.execute()
+    ready = [x.decode() for x in queue.client.lrange(QueueKeys("piped").ready, 0, -1)]
+    assert ready == ids

@@ -75,10 +75,14 @@ def format_fleet(masters: list[dict[str, Any]], format_status: Callable[[dict], 
             continue
         paused = ", ".join(m.get("paused_queues") or []) or "none"
         error = f" redis error: {m['redis_error']}" if m.get("redis_error") else ""
-        head = (f"master {m['id']} alive (host {m['host']}, pid {m['pid']}, "
-                f"version {m['version']}, started {started}) paused queues: {paused}{error}")
-        blocks.append(head + "\n" + "\n".join(
-            "  " + line for line in format_status(m).splitlines()))
+        head = (f"master {m['id']} alive (host {m.get('host', '?')}, pid {m.get('pid', '?')}, "
+                f"version {m.get('version', '?')}, started {started}) "
+                f"paused queues: {paused}{error}")
+        try:
+            body = format_status(m)
+        except (KeyError, TypeError, ValueError, AttributeError):  # written by anyone
+            body = "(its heartbeat is malformed: see status --all --json)"
+        blocks.append(head + "\n" + "\n".join("  " + line for line in body.splitlines()))
     return "\n".join(blocks)
 
 

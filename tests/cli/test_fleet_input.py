@@ -64,3 +64,20 @@ def test_status_all_text_escapes_control_characters_held_in_redis(redis_url: str
     assert "version 1\\x1b[2J" in lines[0] and "paused queues: x\\ny" in lines[0]
     assert lines[1] == "  ALERT a\\rFORGED\\u2028b"
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
+
+
+def test_status_all_text_survives_a_malformed_heartbeat(redis_url: str) -> None:
+    """A heartbeat without the fields a master writes (no `master`, odd programs) is
+    shown as malformed; the other masters are still listed; no traceback."""
+    client = redis.Redis.from_url(redis_url)
+    assert beat(client, "odd", {"programs": [{"name": 1}]}, [], 30.0)
+    good = {"host": "h2", "pid": 8, "version": "1", "started_at": 1.0, "paused_queues": [],
+            "master": {}, "programs": []}
+    assert beat(client, "good", good, [], 30.0)
+    result = subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", redis_url,
+                             "status", "--all"], env=clean_env(), capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "master odd alive (host ?, pid ?" in result.stdout, result.stdout
+    assert "(its heartbeat is malformed" in result.stdout
+    assert "master good alive (host h2, pid 8" in result.stdout

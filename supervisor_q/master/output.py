@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 from supervisor_q.config.loading import ProgramConfig
@@ -167,8 +168,8 @@ class OutputCapture:
         if not self.as_json:  # no terminal escapes or fake lines in a text log (JSON escapes)
             text = text.translate(_ESCAPED)
         program, _, name = stream.key
-        record = log.makeRecord(f"{stream.label} {name}", _child_level(text), __file__, 0,
-                                text, None, None)
+        level, text = _child_level(text, strip=not self.as_json)
+        record = log.makeRecord(f"{stream.label} {name}", level, __file__, 0, text, None, None)
         record.process, record.program, record.label, record.stream = (
             stream.pid, program, stream.label, name)
         if self.as_json and text.startswith("{"):
@@ -221,8 +222,18 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARN
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 
 
-def _child_level(text: str) -> int:
+def _child_level(text: str, strip: bool) -> tuple[int, str]:
     """The level of a worker's own log line (logs.CHILD_FORMAT: "LEVEL name: message"),
-    so a child's WARNING stays a WARNING in the master's log; INFO for any other line."""
-    word = text.split(" ", 1)[0]
-    return _LEVELS.get(word, logging.INFO)
+    so a child's WARNING stays a WARNING in the master's log; INFO for any other line.
+    With strip, such a line loses its level word (the master's record shows the level:
+    `INFO [pid] w#1 stderr: supervisor_q.jobs: ...`, not `... stderr: INFO supervisor_q...`)."""
+    word, _, rest = text.partition(" ")
+    level = _LEVELS.get(word)
+    if level is None:
+        return logging.INFO, text
+    if strip and _LOGGER_PREFIX.match(rest):
+        return level, rest
+    return level, text
+
+
+_LOGGER_PREFIX = re.compile(r"[\w.]+: ")  # "name: " of logs.CHILD_FORMAT

@@ -168,6 +168,8 @@ def test_job_lines_at_start_and_end_and_job_fields_on_records(master_factory,
                 in log)
         [inside] = [ln for ln in log.splitlines() if "app: inside A" in ln]
         assert " WARNING [" in inside, inside  # the child's level, not the master's INFO
+        assert "stderr: app: inside A" in inside, inside  # its level word shown once
+        assert f"stderr: supervisor_q.jobs: job {job_id}" in log
         assert "w#1 stdout: printed A" in log
         assert f"job {quiet_id}" not in log  # log_jobs: false
 

@@ -233,6 +233,10 @@ def test_command_program_is_supervised(master_factory, short_tmp: Path) -> None:
     wait_until(lambda: len(marker.read_text().split()) >= 3, timeout=20,
                message="the replacement ran the command")
     assert len(marker.read_text().split()) == 3, (marker.read_text(), master.tail(2000))
+    log = master.tail(2000)
+    # Each start of a fresh process record reads "new -> starting", not "exited -> starting"
+    # (which looked like a crash): the two first starts and the replacement.
+    assert log.count("new -> starting") == 3 and "exited -> starting" not in log, log
     master.call("stop", program="sleeper")
     wait_until(lambda: master.pids("sleeper") == [], timeout=20)
 

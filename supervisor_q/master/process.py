@@ -165,7 +165,7 @@ class ChildProcess:
         if new_state not in ALLOWED[old]:
             raise InvalidTransition(self.name, old, new_state)
         # A slot that never had a process is logged "new", not "exited" (it did not crash).
-        shown = "new" if self.state_changed_at is None else old
+        shown = "new" if old is State.EXITED and self.state_changed_at is None else old
         self.state = new_state
         self.state_changed_at = now
         log.info("%s pid=%s %s -> %s (%s)", self.name, self.pid, shown, new_state, reason)

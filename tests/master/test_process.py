@@ -45,7 +45,17 @@ FORBIDDEN_EDGES = [pair for pair in ALL_PAIRS if pair not in EXPECTED_EDGES]
 
 
 def _child(state: State) -> ChildProcess:
-    return ChildProcess(program="emails", slot=3, pid=812, pgid=812, state=state)
+    """A record that has been through some state before (a fresh one: test below)."""
+    return ChildProcess(program="emails", slot=3, pid=812, pgid=812, state=state,
+                        state_changed_at=0.0)
+
+
+def test_a_fresh_records_first_start_is_logged_as_new(caplog: pytest.LogCaptureFixture) -> None:
+    child = ChildProcess(program="emails", slot=3)
+    with caplog.at_level(logging.INFO, logger="supervisor_q.process"):
+        child.spawned(812, 812, None, now=1.0, reason="start")
+    assert [r.getMessage() for r in caplog.records] == [
+        "emails#3 pid=812 new -> starting (start)"]
 
 
 def test_enum_values_are_the_status_strings() -> None:

@@ -6,7 +6,7 @@ left out. A function-local import that only hides a cycle is still a cycle.
 
 Layers, lowest first; a module may import its own layer's modules and lower layers only:
 
-    base       top-level helpers: clock, paths, logs, exitcodes, proctitle, procid
+    base       top-level helpers: clock, paths, logs, exitcodes, proctitle, procid, forked
     config     program files               ctl   the control socket (a transport)
     queue      Redis: keys, Lua, backend, payloads, restart signal, embedded server
     jobs       the job API: context, registry, dispatch, unique, middleware/controls,

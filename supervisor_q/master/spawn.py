@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import CommandProgram, ProgramConfig, WorkerProgram
 from supervisor_q.config.substitute import substitute
+from supervisor_q.forked import exit_with
 from supervisor_q.master import capture
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
@@ -162,20 +163,12 @@ class ForkSpawner:
                         threading.active_count())
         pid, pipes = _fork_capturing(program)
         if pid == 0:  # child: never return into the master's code
-            code = exitcodes.ERROR
-            try:
+            def child_body() -> int:
                 os.close(read_fd)
                 capture.in_child(pipes, program)
-                code = self._child_main(program, child, write_fd, paused)
-            except BaseException:  # noqa: BLE001 - report and exit, whatever it was
-                try:
-                    import traceback
+                return self._child_main(program, child, write_fd, paused)
 
-                    traceback.print_exc()
-                except BaseException:  # noqa: BLE001
-                    pass
-            finally:
-                os._exit(code)
+            exit_with(child_body)
         os.close(write_fd)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins

@@ -24,6 +24,7 @@ import time
 from supervisor_q import exitcodes
 from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.config.substitute import substitute
+from supervisor_q.forked import exit_with
 from supervisor_q.master import capture
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
@@ -140,8 +141,7 @@ def _fork_worker(program: WorkerProgram, request: dict, fds: list[int], sock: so
 def _worker_process(program: WorkerProgram, request: dict, fds: list[int],
                     sock: socket.socket, run: tuple[str, int, float | None]) -> None:
     """The worker forked by the zygote: never returns."""
-    code = exitcodes.ERROR
-    try:
+    def body() -> int:
         os.setpgid(0, 0)
         report_fd, out = fds[0], fds[1]
         err = fds[2] if len(fds) > 2 else out
@@ -149,16 +149,9 @@ def _worker_process(program: WorkerProgram, request: dict, fds: list[int],
         sock.close()
         for fd in {out, err}:
             os.close(fd)
-        code = _work(program, request, report_fd, run)
-    except BaseException:  # noqa: BLE001 - report and exit, whatever it was
-        try:
-            import traceback
+        return _work(program, request, report_fd, run)
 
-            traceback.print_exc()
-        except BaseException:  # noqa: BLE001
-            pass
-    finally:
-        os._exit(code)
+    exit_with(body)
 
 
 def _work(program: WorkerProgram, request: dict, report_fd: int,

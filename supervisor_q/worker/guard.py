@@ -24,12 +24,12 @@ import signal
 import struct
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
 from supervisor_q import exitcodes
+from supervisor_q.forked import exit_with
 
 log = logging.getLogger("supervisor_q.guard")
 
@@ -122,14 +122,7 @@ def run_guarded(work: Callable[[SlotReporter], int],
     _flush()  # nothing buffered before the fork is written twice
     pid = os.fork()
     if pid == 0:  # the worker: never return into the caller's code
-        code = exitcodes.ERROR
-        try:
-            code = _child(guard_pid, slot, work)
-        except BaseException:  # noqa: BLE001 - report and exit, whatever it was
-            traceback.print_exc()
-        finally:
-            _flush()
-            os._exit(code)
+        exit_with(lambda: _child(guard_pid, slot, work), before_exit=_flush)
     try:
         os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
     except OSError:

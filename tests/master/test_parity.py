@@ -245,8 +245,13 @@ def test_signal_by_name_then_the_master_replaces_the_child(master_factory) -> No
     master = master_factory({"s": SLEEPER}).start()
     [pid] = master.wait_running("s", 1)
     assert master.call("signal", signal="TERM", program="s") == f"SIGTERM sent to s#1 ({pid})"
-    wait_until(lambda: not psutil.pid_exists(pid) or
-               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    def gone() -> bool:  # reaped between the two questions counts as gone too
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(gone, timeout=10)
     wait_until(lambda: master.pids("s") and master.pids("s") != [pid], timeout=15)
 
 

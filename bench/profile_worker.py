@@ -67,7 +67,8 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         agent(SYSTEMS["sq"], url, "fill", "noop", str(args.jobs), "1")
         cmd = [str(PEERS_VENV / "bin" / "py-spy"), "record", "-r", str(args.rate), "-f", "raw",
-               "-o", str(out), "--nonblocking", "--", str(MAIN_PY), "-m", "supervisor_q",
+               "-o", str(out), "--nonblocking", "--subprocesses",  # the guard forks the worker
+               "--", str(MAIN_PY), "-m", "supervisor_q",
                "--redis-url", url, "work", "--queue", "bench", "--import", "bench.sq_jobs",
                "--memory", "0", "--sleep", "1", "--prefetch", str(args.prefetch)]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env_for(url), start_new_session=True,

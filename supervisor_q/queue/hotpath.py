@@ -41,6 +41,36 @@ def kernel_timeouts(sock: socket.socket) -> socket.socket:
     return sock
 
 
+# EVALSHA sha numkeys keys..., in the protocol's bytes, per (sha, keys): a reserve names
+# 13 keys, and packing them anew for every job cost more than the rest of the command.
+_heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
+
+
+def _bulk(value: Any) -> bytes:
+    """One argument as a protocol bulk string, as redis-py encodes it (str as UTF-8)."""
+    kind = type(value)
+    if kind is bytes:
+        data = value
+    elif kind is str:
+        data = value.encode()
+    elif kind is int or kind is float:
+        data = repr(value).encode()
+    else:
+        raise redis.DataError(f"Invalid input of type: {kind.__name__!r}")
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack_evalsha(sha: str, keys: list[str], args: list) -> bytes:
+    """The command EVALSHA sha len(keys) *keys *args, ready to send."""
+    key = (sha, tuple(keys))
+    head = _heads.get(key)
+    if head is None:
+        if len(_heads) > 256:  # key lists come from a few queues and scripts
+            _heads.clear()
+        head = _heads[key] = b"".join(map(_bulk, ["EVALSHA", sha, len(keys), *keys]))
+    return b"".join([b"*%d\r\n" % (3 + len(keys) + len(args)), head, *map(_bulk, args)])
+
+
 class HotPath:
     """Connection handling for RedisQueue's per-job calls."""
 
@@ -86,11 +116,11 @@ class HotPath:
             conn = self._connection(keys[0])
             if self._owed:
                 self._collect_owed(conn)
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command([pack_evalsha(script.sha, keys, args)])
             return conn.read_response()
         except NoScriptError:  # the server restarted or flushed its scripts
             self.client.script_load(script.script)
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command([pack_evalsha(script.sha, keys, args)])
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
             self._lost(exc)  # unknown whether owed calls ran: reservations expire and retry
@@ -140,7 +170,7 @@ class HotPath:
             self._loaded.add(script.sha)
         conn = self._connection(keys[0])
         try:
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command([pack_evalsha(script.sha, keys, args)])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._lost(exc)
         self._owed.append((script, keys, args))

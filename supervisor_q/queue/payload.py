@@ -152,12 +152,18 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every payload: json.loads(..., parse_constant=...) builds a new one
+# per call, which cost as much as parsing a small payload.
+_decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
 def _loads(raw: str | bytes) -> Any:
     """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), and
     nesting too deep for the parser is a ValueError too, not a RecursionError."""
     try:
         if isinstance(raw, str):  # bytes that were not UTF-8 arrive surrogate-escaped
             raw.encode("utf-8")
+            return _decode_json(raw)
         return json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
         raise ValueError("nested too deeply") from None
@@ -243,6 +249,8 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r
 def loggable(value: object, limit: int = 200) -> str:
     """A job id, name, queue or reason from a payload, for a log line: printable(), cut
     at limit, and on one line (control characters escaped)."""
+    if isinstance(value, str) and len(value) <= limit and value.isascii() and value.isprintable():
+        return value  # (a usual id or name: nothing to escape, checked in C)
     text = printable(value, limit) if isinstance(value, str) else str(value)
     return text.translate(_CONTROLS)
 

@@ -1,12 +1,18 @@
 """One INFO line when a job starts and one when it ends (id, name, queue, attempt,
 outcome, runtime), as Laravel's worker prints: a reporter that logs, then passes each
-report on. A program's `log_jobs: false` or `work --quiet` leaves it out."""
+report on. A program's `log_jobs: false` or `work --quiet` leaves it out.
+
+The lines go through logs.info_line (no LogRecord, unless the application's logging
+would see them); an end line is held back and written with the next start line, or
+when the worker flushes its reports before anything that may take long (a blocking
+wait, its exit): one write per job."""
 
 from __future__ import annotations
 
 import logging
 import time
 
+from supervisor_q.logs import info_line, release_lines
 from supervisor_q.queue.payload import loggable
 from supervisor_q.worker.report import Reporter
 
@@ -35,8 +41,9 @@ class JobLog:
                 self.names.clear()
         shown_id = loggable(job_id, 100)
         self.job = (job_id, shown_id, name, shown_name, queue, attempts, time.monotonic())
-        log.info("job %s %s on %s: started (attempt %d)", shown_id, shown_name, queue,
-                 attempts, extra={"job_id": job_id, "job": name, "queue": queue})
+        message = f"job {shown_id} {shown_name} on {queue}: started (attempt {attempts})"
+        if not info_line(log, message, (job_id, name, queue)):
+            log.info("%s", message, extra={"job_id": job_id, "job": name, "queue": queue})
         self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
 
     def hold_finishes(self, margin: float | None) -> None:
@@ -44,6 +51,7 @@ class JobLog:
 
     def flush(self) -> None:
         self.inner.flush()
+        release_lines()
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         self.inner.job_finished(job_id, outcome)
@@ -51,7 +59,8 @@ class JobLog:
             return
         _, shown_id, name, shown_name, queue, attempts, started = self.job
         self.job = None
-        log.info("job %s %s on %s: %s in %.3fs (attempt %d)", shown_id, shown_name, queue,
-                 outcome, time.monotonic() - started, attempts,
-                 extra={"job_id": job_id, "job": name, "queue": queue,
-                        "outcome": outcome})
+        message = (f"job {shown_id} {shown_name} on {queue}: {outcome} in "
+                   f"{time.monotonic() - started:.3f}s (attempt {attempts})")
+        if not info_line(log, message, (job_id, name, queue), hold=True):
+            log.info("%s", message, extra={"job_id": job_id, "job": name, "queue": queue,
+                                           "outcome": outcome})

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+from json.encoder import encode_basestring_ascii as _quote  # json.dumps's own
 from typing import Any
 
 from supervisor_q import procid
@@ -56,6 +57,12 @@ def done_entry(job: Reserved, decoded: Payload, started: float, value: Any, keep
     if keep <= 0 and not keep_result:
         return job.id
     now = time.time()
+    kept = max(keep, keep_result or 0.0)
+    if not decoded.extra and not keep_result:  # the common record, as json.dumps writes it
+        return Done(job.id, int(kept * 1000), (
+            f'{{"job":{_quote(decoded.job)},"attempts":{job.attempts},"dispatched_at":'
+            f'{decoded.dispatched_at!r},"started_at":{started!r},"ended_at":{now!r},'
+            f'"host":{_quote(_host)},"pid":{procid.pid()}}}'))
     record: dict[str, Any] = {
         "job": decoded.job, "attempts": job.attempts, "dispatched_at": decoded.dispatched_at,
         "started_at": started, "ended_at": now, "host": _host,
@@ -68,5 +75,4 @@ def done_entry(job: Reserved, decoded: Payload, started: float, value: Any, keep
         record["batch"] = decoded.extra["batch"]
     if keep_result:
         record.update(result_fields(value, keep_result, now))
-    kept = max(keep, keep_result or 0.0)
     return Done(job.id, int(kept * 1000), json.dumps(record, separators=(",", ":")))

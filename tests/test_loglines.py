@@ -1,0 +1,154 @@
+"""A worker's job lines written without a LogRecord (logs.info_line): the same bytes a
+record would give, records seen by the application's logging when it has any, lines
+held back kept in order, and the hot path's own command packing."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.connection import Connection
+
+from supervisor_q import procid
+from supervisor_q.logs import (
+    CHILD_FORMAT,
+    TEXT_FORMAT,
+    JobFilter,
+    JsonFormatter,
+    LineHandler,
+    TextFormatter,
+    info_line,
+    iso_time,
+    release_lines,
+)
+from supervisor_q.queue.hotpath import pack_evalsha
+from supervisor_q.worker.joblog import JobLog
+from supervisor_q.worker.report import NullReporter
+
+JOB = ("j-1", "app.send", "mail")
+ISO_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
+
+
+@pytest.fixture
+def root_handler() -> Iterator[tuple[LineHandler, io.StringIO]]:
+    """The root logger as configure_logging sets it up, writing into a StringIO (set
+    again by _alone() inside the test: pytest adds its capture handler for the call)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    handler = LineHandler(stream)
+    handler.addFilter(JobFilter())
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    yield handler, stream
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+
+
+def _alone(handler: LineHandler) -> None:
+    logging.getLogger().handlers[:] = [handler]
+
+
+def _as_record(formatter: logging.Formatter, message: str) -> str:
+    record = logging.LogRecord("supervisor_q.jobs", logging.INFO, __file__, 1, "%s",
+                               (message,), None)
+    record.job_id, record.job, record.queue = JOB
+    return formatter.format(record)
+
+
+@pytest.mark.parametrize("make", [lambda: TextFormatter(TEXT_FORMAT),
+                                  lambda: TextFormatter(CHILD_FORMAT), JsonFormatter],
+                         ids=["text", "child", "json"])
+def test_a_job_line_reads_as_the_record_would(root_handler, make) -> None:
+    handler, stream = root_handler
+    _alone(handler)
+    handler.setFormatter(make())
+    message = "job j-1 app.send on mail: started (attempt 1)"
+    assert info_line(logging.getLogger("supervisor_q.jobs"), message, JOB)
+    fast = stream.getvalue()
+    slow = _as_record(handler.formatter, message) + "\n"
+    def timeless(line: str) -> str:
+        return re.sub(ISO_MS, "T", line)
+    if isinstance(handler.formatter, JsonFormatter):
+        fast_body, slow_body = json.loads(fast), json.loads(slow)
+        assert fast_body.pop("time") and slow_body.pop("time")
+        assert fast_body == slow_body and list(fast_body) == list(slow_body)
+    else:
+        assert timeless(fast) == timeless(slow)
+    assert str(procid.pid()) in fast or handler.formatter._fmt == CHILD_FORMAT
+
+
+def test_the_applications_handler_sees_the_job_lines(root_handler) -> None:
+    """A handler of the application's on the jobs logger (or a second root handler, or
+    a filter) gets real records: the fast path steps aside."""
+    handler, stream = root_handler
+    _alone(handler)
+    handler.setFormatter(TextFormatter(TEXT_FORMAT))
+    seen: list[logging.LogRecord] = []
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+    jobs = logging.getLogger("supervisor_q.jobs")
+    mine = Keep()
+    jobs.addHandler(mine)
+    try:
+        joblog = JobLog(NullReporter(), "w")
+        joblog.job_started("j-1", "app.send", "mail", 60, 1)
+        joblog.job_finished("j-1")
+    finally:
+        jobs.removeHandler(mine)
+    assert [r.getMessage().split(": ")[-1][:7] for r in seen] == ["started", "done in"]
+    assert seen[0].job_id == "j-1" and seen[1].outcome == "done"
+    assert stream.getvalue().count("\n") == 2  # the root's handler wrote them as well
+    root_also = Keep()
+    logging.getLogger().addHandler(root_also)
+    try:
+        assert not info_line(jobs, "x", JOB)
+    finally:
+        logging.getLogger().removeHandler(root_also)
+
+
+def test_an_end_line_is_held_until_the_next_line_and_order_is_kept(root_handler) -> None:
+    handler, stream = root_handler
+    _alone(handler)
+    handler.setFormatter(TextFormatter(CHILD_FORMAT))
+    joblog = JobLog(NullReporter(), "w")
+    joblog.job_started("a", "app.send", "mail", 60, 1)
+    joblog.job_finished("a")
+    assert "done in" not in stream.getvalue()  # held: one write with the next line
+    logging.getLogger("app").warning("between")
+    joblog.job_started("b", "app.send", "mail", 60, 1)
+    joblog.job_finished("b")
+    joblog.flush()  # what the worker calls before a blocking wait
+    lines = stream.getvalue().splitlines()
+    assert [line.split(": ", 1)[1][:12] for line in lines] == [
+        "job a app.se", "job a app.se", "between", "job b app.se", "job b app.se"]
+    assert "done in" in lines[1] and "done in" in lines[4]
+    for _ in range(LineHandler.HOLD_LINES + 1):
+        info_line(logging.getLogger("supervisor_q.jobs"), "held", JOB, hold=True)
+    assert stream.getvalue().count("held") >= LineHandler.HOLD_LINES  # bounded
+    release_lines()
+    assert stream.getvalue().count("held") == LineHandler.HOLD_LINES + 1
+
+
+def test_iso_time_matches_datetime_across_seconds() -> None:
+    from datetime import datetime
+    for at in (0.0, 0.9995, 1_700_000_000.0, 1_700_000_000.999, 1_795_642_505.5384):
+        assert iso_time(at) == datetime.fromtimestamp(at).astimezone().isoformat(
+            timespec="milliseconds")
+
+
+@pytest.mark.parametrize("args", [[1, "two", b"\xff\x00three", 4.5, -7, ""],
+                                  [], ["\u00e9t\u00e9", 2**70]])
+def test_the_packed_command_is_redis_pys(args) -> None:
+    keys = ["sq:{q}:ready", "sq:{q}:notify"]
+    expected = Connection().pack_command("EVALSHA", "a" * 40, len(keys), *keys, *args)
+    assert pack_evalsha("a" * 40, keys, args) == b"".join(expected)
+    for bad in (None, True, object()):
+        with pytest.raises(redis.DataError):
+            pack_evalsha("a" * 40, keys, [bad])

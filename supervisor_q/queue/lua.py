@@ -90,6 +90,9 @@ local function trim_done(cap)
     redis.call('HDEL', KEYS[12], unpack(old))
   end
   local over = redis.call('ZCARD', KEYS[11]) - tonumber(cap)
+  if over > 0 then  -- a hundredth of the cap more: the next acks need not trim each
+    over = over + math.floor(tonumber(cap) / 100)
+  end
   if over > 1000 then over = 1000 end  -- a lowered cap is reached over several calls
   if over > 0 then
     local drop = redis.call('ZRANGE', KEYS[13], 0, over - 1)
@@ -102,10 +105,10 @@ local function trim_done(cap)
     redis.call('ZREM', KEYS[13], unpack(drop))
     redis.call('HDEL', KEYS[12], unpack(drop))
   end
-  for _, i in ipairs({11, 12, 13}) do
-    if redis.call('PTTL', KEYS[i]) < recorded_keep then
-      redis.call('PEXPIRE', KEYS[i], recorded_keep)
-    end
+  -- The three keys are written together: when the first would expire before this
+  -- call's longest keep, all three get twice that, so this is not redone at every ack.
+  if redis.call('PTTL', KEYS[11]) < recorded_keep then
+    for _, i in ipairs({11, 12, 13}) do redis.call('PEXPIRE', KEYS[i], 2 * recorded_keep) end
   end
 end
 -- <<< job lookup

@@ -26,6 +26,7 @@ from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.config.substitute import substitute
 from supervisor_q.forked import exit_with
 from supervisor_q.master import capture
+from supervisor_q.master.holes import fill_holes
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.spawn import (
@@ -35,6 +36,7 @@ from supervisor_q.master.spawn import (
     boot_program,
     start_worker,
 )
+from supervisor_q.master.warm import warm_zygote
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.worker.boot import BootError
@@ -71,6 +73,10 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
     except (BootError, CannotSwitch, OSError) as exc:
         send(sock, {"error": str(exc)[:500]})
         return exitcodes.BOOT_ERROR
+    if os.environ.get("SUPERVISOR_Q_PRELOAD_WARM") != "0":  # 0: bench/preload_memory.py
+        warm_zygote()  # what a child's first jobs would build lazily, built once here
+    if os.environ.get("SUPERVISOR_Q_PRELOAD_FILL") != "0":  # 0: bench/preload_memory.py
+        fill_holes()  # a child's new objects go to fresh pools, not the shared pages
     if freeze:
         gc.freeze()  # the collector never walks these objects: their pages stay shared
     send(sock, {"ready": True})

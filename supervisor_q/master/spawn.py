@@ -248,10 +248,11 @@ def boot_program(program: WorkerProgram) -> None:
 
 def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
                  redis_url: str, master_pid: int, preloaded: bool = False,
-                 generation: float | None = None) -> int:
+                 generation: float | None = None, queue: RedisQueue | None = None) -> int:
     """Run the worker loop of a child whose modules are imported. A preloaded child
     (forked by a zygote) started with the zygote's `generation`: it does not follow the
-    restart signal itself, the master replaces it from a new zygote."""
+    restart signal itself, the master replaces it from a new zygote; it may get `queue`,
+    built (never connected) by the zygote for redis_url (prepared_queue)."""
     label = child.name
     settings = WorkerSettings(
         queues=child.queues or program.queues, imports=program.imports, setup=program.setup,
@@ -260,8 +261,8 @@ def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pa
         max_jobs=program.max_jobs, max_time=program.max_time, memory=program.memory,
         prefetch=program.prefetch, keep_jobs=program.keep_jobs,
         keep_jobs_max=program.keep_jobs_max, label=label)
-    queue = RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
-                       margin=reservation_margin(program))
+    if queue is None:
+        queue = prepared_queue(program, redis_url)
     if not preloaded:
         try:
             generation = read_generation(queue.client)
@@ -277,6 +278,12 @@ def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pa
     worker.install_signals()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return worker.run()
+
+
+def prepared_queue(program: WorkerProgram, redis_url: str) -> RedisQueue:
+    """The worker's queue and client; no connection is made until its first command."""
+    return RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
+                      margin=reservation_margin(program))
 
 
 def reservation_margin(program: WorkerProgram) -> float:

@@ -1,6 +1,6 @@
 """Which pages a preloaded child copies from its zygote, and what lives on them.
 
-    .venv/bin/python bench/preload_pages.py [--jobs 25] [--setup django:setup]
+    .venv/bin/python bench/preload_pages.py [--jobs 25] [--setup django:setup] [--job diag.noop]
 
 A diagnostic for bench/preload_memory.py (Linux, root: /proc/PID/pagemap's frame
 numbers): one master runs a `preload: true` program on the same Django app with 2
@@ -41,6 +41,22 @@ from supervisor_q import job
 from supervisor_q.jobs.dispatching import queue_for
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+CODES = {}  # --profile: the code objects a child ran, from its fork on
+
+
+def _called(frame, event, arg):
+    if event == "call":
+        CODES[id(frame.f_code)] = frame.f_code
+
+
+def _profile():
+    import threading
+    sys.setprofile(_called)
+    threading.setprofile(_called)
+
+
+if os.environ.get("DIAG_PROFILE"):
+    os.register_at_fork(after_in_child=_profile)
 
 
 def maps(pid):
@@ -81,8 +97,15 @@ def group(name):
     return "lib:" + os.path.basename(name)
 
 
+@job(name="diag.noop")
+def noop(n):
+    queue_for().client.incr("touched")
+
+
 @job(name="diag.pages")
 def pages(zygote):
+    sys.setprofile(None)
+    ran = list(CODES.values())
     me = os.getpid()
     present, copied, new = 1 << 63, set(), set()
     per_map = collections.Counter()
@@ -122,15 +145,24 @@ def pages(zygote):
                                 key=lambda r: -r[2]),
               "copied": len(copied), "new": len(new), "with_objects": len(pages_of),
               "by_type": by_type.most_common(25), "by_mod": by_mod.most_common(20),
+              "ran": collections.Counter(c.co_filename.split("site-packages/")[-1]
+                                         for c in ran).most_common(40),
+              "ran_total": len(ran),
               "modules": len(sys.modules), "last": list(sys.modules)[-45:]}
     queue_for().client.set("diag", json.dumps(result))
 '''
+
+
+PROFILE = ", DIAG_PROFILE: '1'"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=25)
     parser.add_argument("--setup", default="django:setup")
+    parser.add_argument("--job", default="shop.touch", help="or diag.noop")
+    parser.add_argument("--profile", action="store_true",
+                        help="list the code a child ran since its fork, per file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sqpp-", dir="/tmp") as tmp_name:
         tmp = Path(tmp_name)
@@ -145,7 +177,8 @@ def main() -> None:
         text = (f"queues: [pre]\nimport: [shop_jobs, sq_diag]\nsetup: {args.setup}\n"
                 f"numprocs: 1\ntimeout: 600\nstartsecs: 0\nmemory: 0\ndirectory: {app}\n"
                 "preload: true\n"
-                "environment: {DJANGO_SETTINGS_MODULE: benchsite.settings}\n")
+                "environment: {DJANGO_SETTINGS_MODULE: benchsite.settings"
+                f"{PROFILE if args.profile else ''}}}\n")
         master = Master(tmp / "m", server.url, {"pre": text})
         try:
             master.start()
@@ -153,7 +186,7 @@ def main() -> None:
             zygote = wait_until(lambda: master.program("pre")["preload"]["zygote_pid"],
                                 timeout=30)
             for i in range(args.jobs):
-                dispatch("shop.touch", i, queue="pre")
+                dispatch(args.job, i, queue="pre")
             wait_until(lambda: int(client.get("touched") or 0) >= args.jobs, timeout=60)
             dispatch("diag.pages", zygote, queue="pre")
             result = json.loads(wait_until(lambda: client.get("diag"), timeout=60))
@@ -172,6 +205,10 @@ def main() -> None:
     print("objects on copied pages, by type:", result["by_type"])
     print("by module:", result["by_mod"])
     print("the last modules imported:", " ".join(result["last"]))
+    if args.profile:
+        print(f"{result['ran_total']} functions ran in the child; per file:")
+        for name, count in result["ran"]:
+            print(f"  {count:5}  {name}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ handlers, inherited fds closed, its own Redis connection, its own proctitle.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
+import functools
 import gc
 import logging
 import os
@@ -63,11 +63,18 @@ class Spawner(Protocol):
     def ready(self, pool: Pool, now: float) -> bool: ...
 
 
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library (prctl), through the process's own symbols: once per process, and
+    inherited by its forks. ctypes.util.find_library ran `ldconfig -p` (a subprocess)
+    in every child, copying pages of a preloaded child's zygote as well."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _set_parent_death_signal() -> None:
     """Ask Linux to SIGKILL us when the master dies, even by SIGKILL."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the worker's parent check remains
         pass
 
@@ -139,6 +146,10 @@ class ForkSpawner:
         self.redis_url = redis_url
         self.master_pid = master_pid or os.getpid()
         self.guardian = guardian  # told every child's group, to kill should the master die
+        try:
+            libc()  # loaded once here: every child inherits it
+        except OSError:
+            pass
 
     def kill(self, pgid: int, sig: int) -> None:
         """Signal a child's whole process group (its job's subprocesses too)."""

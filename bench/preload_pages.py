@@ -148,6 +148,8 @@ def pages(zygote):
               "ran": collections.Counter(c.co_filename.split("site-packages/")[-1]
                                          for c in ran).most_common(40),
               "ran_total": len(ran),
+              "ran_names": sorted(f"{c.co_filename.split('/')[-1]}:{c.co_qualname}"
+                                  for c in ran),
               "modules": len(sys.modules), "last": list(sys.modules)[-45:]}
     queue_for().client.set("diag", json.dumps(result))
 '''
@@ -209,6 +211,7 @@ def main() -> None:
         print(f"{result['ran_total']} functions ran in the child; per file:")
         for name, count in result["ran"]:
             print(f"  {count:5}  {name}")
+        print("functions:", " ".join(result["ran_names"]))
 
 
 if __name__ == "__main__":

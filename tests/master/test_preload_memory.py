@@ -1,6 +1,7 @@
 """What a `preload: true` zygote does for its children's memory (bench/preload_memory.py
 measures it): it warms what the first jobs build lazily, builds the children's Redis
-client, and fills its allocator's holes, so that a child copies fewer of its pages."""
+client, and fills its allocator's holes, so that a child copies fewer of its pages; a
+child drops the master's log ring it inherited."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates",
 
 # What the child holds when its first job starts, before the job does anything.
 JOBS = '''\
-import json, os, sys
+import json, logging, os, sys
 from supervisor_q import job
 from supervisor_q.jobs.dispatching import queue_for
 
@@ -43,7 +44,9 @@ def probe() -> None:
              "tags": "django.templatetags.l10n" in sys.modules,
              "engines": engines._engines != {},
              "formats": "django.conf.locale.en.formats" in sys.modules,
-             "prepared": queue is not None}
+             "prepared": queue is not None,
+             "ring": [type(h).__name__ for h in logging.getLogger().handlers
+                      if type(h).__name__ == "RingHandler"]}
     queue_for().client.rpush("facts", json.dumps(facts))
 '''
 
@@ -73,6 +76,7 @@ def test_the_zygote_warms_django_so_a_child_does_not_import_it_again(
     assert facts["engines"], "the template engines were built in the zygote"
     assert facts["formats"], "the locale's formats came from the zygote"
     assert facts["prepared"], "the zygote built the children's queue"
+    assert facts["ring"] == [], "a child does not log into the master's ring it inherited"
 
 
 def test_without_warming_a_child_builds_them_itself(short_tmp: Path, redis_url: str) -> None:

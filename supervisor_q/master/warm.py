@@ -1,12 +1,12 @@
 """Warm a `preload: true` zygote: build once what every child would build lazily.
 
 After `setup:` and `import:`, a child's first jobs still import and build things on
-first use (Django's template engines and their tag libraries, the translation catalogs,
-the locale's formats, each model's field caches; redis-py's and json's encoders). Built
-in each child, they are private copies; built here, before the fork, the children share
-them. Every step is optional and best effort: one that fails leaves that piece lazy, as
-it was, and never fails the zygote. Nothing here opens a connection (no database, no
-Redis: a child must not share a socket).
+first use (json's codecs; Django's template engines and their tag libraries, the
+translation catalogs, the locale's formats, a form's validation, each model's field
+caches, the URL resolver). Built in each child, they are private copies; built here,
+before the fork, the children share them. Every step is optional and best effort: one
+that fails leaves that piece lazy, as it was, and never fails the zygote. Nothing here
+opens a connection (no database, no Redis: a child must not share a socket).
 
 `SUPERVISOR_Q_PRELOAD_WARM=0` skips it (bench/preload_memory.py measures both).
 """
@@ -28,6 +28,7 @@ def warm_zygote() -> list[str]:
         steps += [("django.templates", _django_templates),
                   ("django.translation", _django_translation),
                   ("django.formats", _django_formats),
+                  ("django.forms", _django_forms),
                   ("django.models", _django_models),
                   ("django.urls", _django_urls)]
     for name, step in steps:
@@ -73,6 +74,22 @@ def _django_formats() -> None:
         for name in ("DATE_INPUT_FORMATS", "DATETIME_INPUT_FORMATS", "DECIMAL_SEPARATOR",
                      "THOUSAND_SEPARATOR", "NUMBER_GROUPING"):
             formats.get_format(name)
+
+
+def _django_forms() -> None:
+    """A form's validation: fields, widgets, validators, error messages (lazy text)."""
+    from django import forms
+
+    class Warm(forms.Form):
+        text = forms.CharField(max_length=10)
+        number = forms.DecimalField(max_digits=5, decimal_places=2)
+        when = forms.DateTimeField(required=False)
+        email = forms.EmailField(required=False)
+
+    form = Warm(data={"text": "x" * 11, "number": "1.5", "when": "2024-01-02 03:04",
+                      "email": "a@b.c"})
+    form.is_valid()
+    str(form.errors)
 
 
 def _django_models() -> None:

@@ -13,6 +13,7 @@ import sys
 
 from supervisor_q.config.loading import ProgramConfig
 from supervisor_q.logs import use_child_format
+from supervisor_q.master.logfile import drop_master_ring
 
 Pipes = dict[str, tuple[int, int]]  # stream -> (read end, write end)
 
@@ -53,6 +54,7 @@ def onto_stdio(out: int, err: int, program: ProgramConfig) -> None:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     except (AttributeError, ValueError):
         pass
+    drop_master_ring()  # the master's in-memory log: a child's lines reach it by the pipe
     if program.logfile("stderr") is None:
         use_child_format()
 

@@ -66,6 +66,15 @@ class RingHandler(logging.Handler):
             self.handleError(record)
 
 
+def drop_master_ring() -> None:
+    """In a forked child: stop logging into the master's ring it inherited. Its copy
+    is dead (the master never sees it) and each line appended there shifted 64 KiB,
+    copying the master's pages into the child."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, RingHandler)]:
+        root.removeHandler(handler)
+
+
 class LogFile:
     def __init__(self, path: str, maxbytes: int, backups: int) -> None:
         self.path = path

@@ -10,8 +10,8 @@ handlers, inherited fds closed, its own Redis connection, its own proctitle.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
+import functools
 import gc
 import logging
 import os
@@ -63,11 +63,18 @@ class Spawner(Protocol):
     def ready(self, pool: Pool, now: float) -> bool: ...
 
 
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library (prctl), through the process's own symbols: once per process, and
+    inherited by its forks. ctypes.util.find_library ran `ldconfig -p` (a subprocess)
+    in every child, copying pages of a preloaded child's zygote as well."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _set_parent_death_signal() -> None:
     """Ask Linux to SIGKILL us when the master dies, even by SIGKILL."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the worker's parent check remains
         pass
 
@@ -139,6 +146,10 @@ class ForkSpawner:
         self.redis_url = redis_url
         self.master_pid = master_pid or os.getpid()
         self.guardian = guardian  # told every child's group, to kill should the master die
+        try:
+            libc()  # loaded once here: every child inherits it
+        except OSError:
+            pass
 
     def kill(self, pgid: int, sig: int) -> None:
         """Signal a child's whole process group (its job's subprocesses too)."""
@@ -248,10 +259,11 @@ def boot_program(program: WorkerProgram) -> None:
 
 def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
                  redis_url: str, master_pid: int, preloaded: bool = False,
-                 generation: float | None = None) -> int:
+                 generation: float | None = None, queue: RedisQueue | None = None) -> int:
     """Run the worker loop of a child whose modules are imported. A preloaded child
     (forked by a zygote) started with the zygote's `generation`: it does not follow the
-    restart signal itself, the master replaces it from a new zygote."""
+    restart signal itself, the master replaces it from a new zygote; it may get `queue`,
+    built (never connected) by the zygote for redis_url (prepared_queue)."""
     label = child.name
     settings = WorkerSettings(
         queues=child.queues or program.queues, imports=program.imports, setup=program.setup,
@@ -260,8 +272,8 @@ def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pa
         max_jobs=program.max_jobs, max_time=program.max_time, memory=program.memory,
         prefetch=program.prefetch, keep_jobs=program.keep_jobs,
         keep_jobs_max=program.keep_jobs_max, label=label)
-    queue = RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
-                       margin=reservation_margin(program))
+    if queue is None:
+        queue = prepared_queue(program, redis_url)
     if not preloaded:
         try:
             generation = read_generation(queue.client)
@@ -277,6 +289,12 @@ def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pa
     worker.install_signals()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return worker.run()
+
+
+def prepared_queue(program: WorkerProgram, redis_url: str) -> RedisQueue:
+    """The worker's queue and client; no connection is made until its first command."""
+    return RedisQueue(connect(redis_url, socket_timeout=MAX_BLOCK + 10),
+                      margin=reservation_margin(program))
 
 
 def reservation_margin(program: WorkerProgram) -> float:

@@ -23,8 +23,6 @@ workers are reparented to the master (PR_SET_CHILD_SUBREAPER) and reaped by its 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -36,7 +34,13 @@ from supervisor_q import exitcodes
 from supervisor_q.config.loading import ProgramConfig, WorkerProgram
 from supervisor_q.master import capture
 from supervisor_q.master.process import ChildProcess
-from supervisor_q.master.spawn import ForkSpawner, Spawned, _fork_deferring_signals, _widen_pipe
+from supervisor_q.master.spawn import (
+    ForkSpawner,
+    Spawned,
+    _fork_deferring_signals,
+    _widen_pipe,
+    libc,
+)
 from supervisor_q.master.zygotechild import zygote_main
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 
@@ -59,8 +63,7 @@ def preloading(program: ProgramConfig) -> bool:
 def become_subreaper() -> bool:
     """Orphaned descendants (a zygote's workers) are reparented to this process."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 

@@ -26,6 +26,7 @@ from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.config.substitute import substitute
 from supervisor_q.forked import exit_with
 from supervisor_q.master import capture
+from supervisor_q.master.holes import fill_holes
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.spawn import (
@@ -33,15 +34,20 @@ from supervisor_q.master.spawn import (
     _reset_signals,
     _set_parent_death_signal,
     boot_program,
+    prepared_queue,
     start_worker,
 )
+from supervisor_q.master.warm import warm_zygote
 from supervisor_q.proctitle import set_title
+from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.connection import PLAIN_SCHEMES
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.worker.boot import BootError
 
 log = logging.getLogger("supervisor_q.zygote")
 
 REPARENT_WAIT = 5.0  # seconds a new worker waits for the master to become its parent
+_PREPARED: RedisQueue | None = None  # the children's queue, built unconnected (_prepare_queue)
 
 
 def send(sock: socket.socket, message: dict) -> None:
@@ -71,10 +77,29 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
     except (BootError, CannotSwitch, OSError) as exc:
         send(sock, {"error": str(exc)[:500]})
         return exitcodes.BOOT_ERROR
+    if os.environ.get("SUPERVISOR_Q_PRELOAD_WARM") != "0":  # 0: bench/preload_memory.py
+        warm_zygote()  # what a child's first jobs would build lazily, built once here
+        _prepare_queue(program, redis_url)
+    if os.environ.get("SUPERVISOR_Q_PRELOAD_FILL") != "0":  # 0: bench/preload_memory.py
+        fill_holes()  # a child's new objects go to fresh pools, not the shared pages
     if freeze:
         gc.freeze()  # the collector never walks these objects: their pages stay shared
     send(sock, {"ready": True})
     return _serve(program, sock, redis_url, master_pid, generation)
+
+
+def _prepare_queue(program: WorkerProgram, redis_url: str) -> None:
+    """Build the children's RedisQueue and client here, unconnected: building a client
+    touches hundreds of redis-py objects (its response callbacks), a page copied for
+    each in every child that builds its own. Plain URLs only: a Sentinel or Cluster
+    client asks its servers as it is built, and a child must not share a socket."""
+    global _PREPARED
+    if redis_url.split("://", 1)[0].lower() not in PLAIN_SCHEMES:
+        return
+    try:
+        _PREPARED = prepared_queue(program, redis_url)
+    except Exception:  # noqa: BLE001 - a bad URL: each child reports it as it would
+        _PREPARED = None
 
 
 def _enter(program: WorkerProgram) -> None:
@@ -177,4 +202,4 @@ def _work(program: WorkerProgram, request: dict, report_fd: int,
         os.environ[MASTER_ID_ENV] = request["master_id"]
     set_title(f"supervisor-q {child.name} starting")
     return start_worker(program, child, report_fd, bool(request.get("paused")), redis_url,
-                        master_pid, preloaded=True, generation=generation)
+                        master_pid, preloaded=True, generation=generation, queue=_PREPARED)

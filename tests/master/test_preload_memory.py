@@ -1,0 +1,110 @@
+"""What a `preload: true` zygote does for its children's memory (bench/preload_memory.py
+measures it): it warms what the first jobs build lazily, builds the children's Redis
+client, and fills its allocator's holes, so that a child copies fewer of its pages; a
+child drops the master's log ring it inherited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from supervisor_q.jobs.registry import dispatch
+from supervisor_q.master.holes import available_blocks, fill_holes
+from tests.helpers import wait_until
+from tests.masters import Master
+
+pytest.importorskip("django")
+
+SETTINGS = '''\
+SECRET_KEY = "tests-only"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates",
+              "APP_DIRS": True, "OPTIONS": {}}]
+'''
+
+# What the child holds when its first job starts, before the job does anything.
+JOBS = '''\
+import json, logging, os, sys
+from supervisor_q import job
+from supervisor_q.jobs.dispatching import queue_for
+
+@job(name="warm.probe")
+def probe() -> None:
+    from django.template import engines
+    from supervisor_q.master import zygotechild
+    queue = zygotechild._PREPARED
+    facts = {"pid": os.getpid(),
+             "tags": "django.templatetags.l10n" in sys.modules,
+             "engines": engines._engines != {},
+             "formats": "django.conf.locale.en.formats" in sys.modules,
+             "prepared": queue is not None,
+             "ring": [type(h).__name__ for h in logging.getLogger().handlers
+                      if type(h).__name__ == "RingHandler"]}
+    queue_for().client.rpush("facts", json.dumps(facts))
+'''
+
+
+def probe(short_tmp: Path, redis_url: str, env: str = "") -> dict:
+    code = short_tmp / "code"
+    code.mkdir()
+    (code / "warmsite.py").write_text(SETTINGS)
+    (code / "warm_jobs.py").write_text(JOBS)
+    text = (f"queues: [warm]\nsetup: django:setup\nimport: [warm_jobs]\nnumprocs: 1\n"
+            f"startsecs: 0\ndirectory: {code}\npreload: true\n"
+            f"environment: {{DJANGO_SETTINGS_MODULE: warmsite{env}}}\n")
+    client = redis.Redis.from_url(redis_url)
+    with Master(short_tmp, redis_url, {"warm": text}) as master:
+        [pid] = master.wait_running("warm", 1)
+        dispatch("warm.probe", queue="warm")
+        facts = json.loads(wait_until(lambda: client.lindex("facts", 0), timeout=20,
+                                      message="the probe ran"))
+        assert facts["pid"] == pid
+        return facts
+
+
+def test_the_zygote_warms_django_so_a_child_does_not_import_it_again(
+        short_tmp: Path, redis_url: str) -> None:
+    facts = probe(short_tmp, redis_url)
+    assert facts["tags"], "the template tag libraries came from the zygote"
+    assert facts["engines"], "the template engines were built in the zygote"
+    assert facts["formats"], "the locale's formats came from the zygote"
+    assert facts["prepared"], "the zygote built the children's queue"
+    assert facts["ring"] == [], "a child does not log into the master's ring it inherited"
+
+
+def test_without_warming_a_child_builds_them_itself(short_tmp: Path, redis_url: str) -> None:
+    facts = probe(short_tmp, redis_url, ", SUPERVISOR_Q_PRELOAD_WARM: '0'")
+    assert not facts["tags"] and not facts["engines"] and not facts["formats"]
+    assert not facts["prepared"]
+
+
+def test_fill_holes_leaves_no_free_block_in_the_pools_it_found() -> None:
+    # A fresh interpreter: 20,000 objects of one size class, every other one freed,
+    # leave ~10,000 holes; after fill_holes only the newest pool of the class may have
+    # free blocks (a 16 KiB pool holds 113 blocks of 144 bytes).
+    script = (
+        "import json, sys\n"
+        "from supervisor_q.master.holes import available_blocks, fill_holes\n"
+        "objs = [bytes(100 + i % 2) for i in range(20000)]\n"  # 133/134 bytes: class 144
+        "del objs[::2]\n"
+        "before = available_blocks().get(144, 0)\n"
+        "kept = fill_holes()\n"
+        "print(json.dumps([before, available_blocks().get(144, 0), kept]))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=30)
+    before, after, kept = json.loads(out.stdout)
+    assert before >= 9000
+    assert after < 16384 // 144 and kept >= before
+
+
+def test_available_blocks_reads_the_allocator_statistics() -> None:
+    blocks = available_blocks()
+    assert sorted(blocks)[:3] == [16, 32, 48] and max(blocks) == 512
+    assert fill_holes(rounds=0) == 0

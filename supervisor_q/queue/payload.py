@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,6 +220,19 @@ def _check_limits(body: dict[str, Any]) -> None:
         value = body.get(name)
         if value is not None and not math.isfinite(value):
             raise MalformedPayload(f"payload field '{name}' must be a finite number")
+
+
+# The first "job" key of a payload: the job's name in every payload encode() writes (it
+# comes before args, kwargs and extra), found without parsing. Inside a JSON string a
+# quote is always escaped, so the pattern only meets keys.
+_JOB_NAME = re.compile(r'"job":"([^"\\]*)"')
+
+
+def job_name_of(raw: str) -> str | None:
+    """The job's name read off the raw payload, or None (none there, or escaped): a hint
+    for the worker before decode(), which alone is authoritative."""
+    found = _JOB_NAME.search(raw)
+    return found.group(1) if found else None
 
 
 def peek(raw: str | bytes) -> dict[str, Any]:

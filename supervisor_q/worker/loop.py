@@ -241,11 +241,17 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
             self.hold(False)
 
     def _process(self, job: Reserved) -> bool:
+        # A short job's successor is reserved meanwhile: asked for first, so the server
+        # works on it while this job is decoded too (by the name the payload shows).
+        hinted = payloads.job_name_of(job.payload)
+        if hinted is not None:
+            self.fetch_ahead(job, hinted)
         ready = self.ready_to_run(job)
         if ready is None:
             return False
         decoded, target, limits = ready
-        self.fetch_ahead(job, decoded.job)  # a short job's successor: reserved meanwhile
+        if hinted != decoded.job:
+            self.fetch_ahead(job, decoded.job)
         self.hold_acks(job.queue, decoded.job)  # or are the finished jobs' acks sent first?
         held = time.monotonic() - self.prefetched_at  # reserved, then held until now
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,

@@ -133,3 +133,16 @@ def test_a_failed_record_with_its_own_arguments_keeps_them(queue: RedisQueue) ->
     assert with_arguments(older) == {"payload": compact, "args": [], "kwargs": {}}
     assert with_arguments({"payload": "not json"}) == {"payload": "not json", "args": None,
                                                        "kwargs": None}
+
+
+def test_the_job_name_hint_is_the_top_level_name_or_none() -> None:
+    """job_name_of (the worker's hint before decode) reads the payload's own "job" key:
+    an id or argument holding the same text cannot stand in for it."""
+    build, encode, encode_v1 = payloads.build, payloads.encode, payloads.encode_v1
+    job_name_of = payloads.job_name_of
+    tricky = build("app.real", "q", [{"job": "app.fake"}], {"job": "app.fake"},
+                   job_id='x","job":"app.fake')
+    assert job_name_of(encode(tricky)) == "app.real"
+    assert job_name_of(encode_v1(tricky)) == "app.real"
+    assert job_name_of(encode(build("caf\u00e9.\u00e9t\u00e9", "q", [], {}))) is None  # escaped
+    assert job_name_of('{"id": "a", "job": "spaced"}') is None  # not encode()'s form

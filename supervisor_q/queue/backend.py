@@ -229,10 +229,11 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         """Delete finished jobs without waiting for the reply (prefetch: the next job
         is already here, and its ack must not wait behind it); with counts, those are
         counted first the same way (their answers: take_counted)."""
+        call = (self._ack, self._job_keys(queue), [self.done_cap, *self.ack_args(queue, job_ids)])
         if counts:
-            self.counts_nowait(queue, counts)
-        self._eval_nowait(self._ack, self._job_keys(queue),
-                          [self.done_cap, *self.ack_args(queue, job_ids)])
+            self.counts_nowait(queue, counts, call)
+        else:
+            self._eval_nowait(*call)
 
     def reserve_ahead(self, queue: str, *, default_timeout: float,
                       ack_ids: Sequence[str | Done] = (), count: int = 1,
@@ -243,11 +244,13 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         counts' answers: take_counted); any other call on the hot connection reads it
         first and keeps it for ahead_result()."""
         self._ahead = None
+        call = (self._reserve, self._job_keys(queue),
+                [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
+                 self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
         if counts:
-            self.counts_nowait(queue, counts)
-        self._eval_nowait(self._reserve, self._job_keys(queue),
-                          [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
-                           self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+            self.counts_nowait(queue, counts, call)
+        else:
+            self._eval_nowait(*call)
 
     def ahead_result(self) -> ReserveResult | None:
         """What the last reserve_ahead() reserved; None if its reply was lost with the

@@ -50,7 +50,9 @@ class Counted:
 class BatchAck:
     """Builds the BATCH_SUCCEEDED calls that ride with an ack; reads their replies."""
 
+    client: redis.Redis
     _owed: list[Call]  # hotpath.py's: calls sent, their reply not read yet
+    _loaded: set[str]  # hotpath.py's: scripts loaded on the hot connection
     _nodes: Any  # hotpath.py's: None unless on Redis Cluster
     _counted_owed: list[Counted]  # replies of counts sent without waiting, read
     _counts_unread: int  # counts sent without waiting whose reply is not read yet
@@ -64,10 +66,13 @@ class BatchAck:
     def token(self, queue: str, job_id: str) -> str:
         raise NotImplementedError
 
-    def _eval_nowait(self, script: Script, keys: list[str], args: list) -> None:
+    def _collect_owed(self, conn: Any) -> None:
         raise NotImplementedError
 
-    def _collect_owed(self, conn: Any) -> None:
+    def _connection(self, key: str = "") -> Any:
+        raise NotImplementedError
+
+    def _lost(self, exc: Exception) -> None:
         raise NotImplementedError
 
     def count_calls(self, queue: str, counts: Sequence[BatchCount]) -> list[Call]:
@@ -84,19 +89,33 @@ class BatchAck:
         there would first wait for the replies owed by the queue's node)."""
         return self._nodes is None
 
-    def counts_nowait(self, queue: str, counts: Sequence[BatchCount]) -> None:
-        """Send the counts' BATCH_SUCCEEDED without waiting, ahead of the ack (or reserve)
-        the caller sends next the same way: the server runs them in that order. Their
-        replies are read with any later reply on the connection (owed_count) and taken
-        with take_counted."""
-        for script, keys, args in self.count_calls(queue, counts):
-            self._eval_nowait(script, keys, args)
-            self._counts_unread += 1  # (a send lost with its connection stays unread)
+    def counts_nowait(self, queue: str, counts: Sequence[BatchCount], then: Call) -> None:
+        """Send the counts' BATCH_SUCCEEDED, then the call then (an ACK or RESERVE acking
+        their jobs) without waiting, in one write: the server runs them in that order.
+        Their replies are read with any later reply on the connection (owed_count) and
+        taken with take_counted."""
+        self.send_nowait([*self.count_calls(queue, counts), then])
+
+    def send_nowait(self, calls: list[Call]) -> None:
+        """_eval_nowait (hotpath.py) for several calls to one node, in one write."""
+        for script, _, _ in calls:
+            if script.sha not in self._loaded:
+                self.client.script_load(script.script)
+                self._loaded.add(script.sha)
+        conn = self._connection(calls[0][1][0])
+        try:
+            conn.send_packed_command(conn.pack_commands(
+                [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._lost(exc)
+        self._owed += calls
+        # (a count sent on a connection lost later stays unread: take_counted)
+        self._counts_unread += sum(s.script is lua_limits.BATCH_SUCCEEDED for s, _, _ in calls)
 
     def owed_count(self, item: Call, reply: Any) -> bool:
         """Keep the reply of a count sent without waiting; False if the call was none."""
         script, keys, args = item
-        if script.sha != self.script(lua_limits.BATCH_SUCCEEDED).sha:
+        if script.script is not lua_limits.BATCH_SUCCEEDED:
             return False
         batch_id = keys[0].partition("{batch:")[2].rpartition("}")[0]
         job_id = args[0].decode() if isinstance(args[0], bytes) else str(args[0])

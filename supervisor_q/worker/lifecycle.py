@@ -95,12 +95,15 @@ def succeeded(payload: Payload, *, count_batch: bool = True) -> BatchCount | Non
     """After the job returned, before its ack: free the unique lock, queue the next
     job of its chain, count it in its batch. With count_batch False the batch count is
     returned instead, for the caller to send with the job's ack (then batch_counted)."""
-    if not payload.extra:  # no unique lock, chain or batch rides with this job
+    extra = payload.extra
+    if not extra:  # no unique lock, chain or batch rides with this job
         return None
-    queue = dispatching.queue()
-    _guarded("unique unlock", payload,
-             lambda: unique.release_unique(queue, payload, "finished"))
-    _guarded("chain", payload, lambda: chains.continue_chain(payload))
+    if unique.UNIQUE in extra:
+        queue = dispatching.queue()
+        _guarded("unique unlock", payload,
+                 lambda: unique.release_unique(queue, payload, "finished"))
+    if chains.remaining(payload):  # (a lone batch job carries an empty chain)
+        _guarded("chain", payload, lambda: chains.continue_chain(payload))
     if count_batch:
         _guarded("batch", payload, lambda: batches.job_succeeded(payload))
         return None

@@ -117,12 +117,17 @@ class FetchAhead:
         """Before a job (of queue, named name) starts: send the acks of queue's finished
         jobs now, in one call whose reply is read later, unless that job is known to be
         shorter than ACK_HOLD, they finished less than ACK_HOLD ago and no reserve sent
-        ahead is in flight (they then ride with the next reserve)."""
+        ahead is in flight (they then ride with the next reserve). A batch count goes
+        with its ack, its answer read before the next job (collect_counts; on Redis
+        Cluster, or before a job not known to be short, read now); one of a batch known
+        to have no progress callback may be held as plain acks are."""
         mine = [p for p in self.pending if p.queue == queue]
         if not mine:
             return
         average = self.runtimes.get(name)
         counts = [p.count for p in mine if p.count is not None]
+        if counts and all(lifecycle.without_progress(c.batch_id) for c in counts):
+            counts = []  # held as a plain job's ack is (below), to ride with a reserve
         if counts and not (self.queue.counts_ride_ahead and average is not None
                            and average < AHEAD_BELOW):
             # now, its reply read: the callbacks it won wait for no long job
@@ -135,7 +140,13 @@ class FetchAhead:
             if (average is not None and average < ACK_HOLD and not self.ahead_sent_at
                     and mine[0].at > time.monotonic() - ACK_HOLD):
                 return  # (a reserve sent ahead already left: none to ride with soon)
-            self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
+            held = [p for p in mine if p.count is not None]
+            if held and not self.queue.counts_ride_ahead:
+                self.with_redis(lambda: self._ack(queue, mine))
+            else:
+                self.with_redis(lambda: self.queue.ack_nowait(
+                    queue, *[p.id for p in mine], counts=[p.count for p in held]))
+                self.counting += held
         self.pending = [p for p in self.pending if p.queue != queue]
 
     def collect_counts(self) -> None:

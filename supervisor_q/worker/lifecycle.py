@@ -111,9 +111,26 @@ def succeeded(payload: Payload, *, count_batch: bool = True) -> BatchCount | Non
     return BatchCount(batch_id, payload.id) if batch_id else None
 
 
+# Batch id -> whether it has a progress callback, as its counts in this process answered
+# (bounded: forgotten wholesale past PROGRESS_KNOWN ids).
+_has_progress: dict[str, bool] = {}
+PROGRESS_KNOWN = 1000
+
+
+def without_progress(batch_id: str) -> bool:
+    """Whether the batch is known here to have no progress callback: its counts' answers
+    then need not be read before the next job (only then/finally, which the last count
+    wins, remain, and a later count cannot change what they see)."""
+    return _has_progress.get(batch_id) is False
+
+
 def batch_counted(results: Sequence[Counted]) -> None:
     """After an ack that carried batch counts: dispatch the callbacks they won."""
     for result in results:
+        if result.counted:
+            if len(_has_progress) >= PROGRESS_KNOWN:
+                _has_progress.clear()
+            _has_progress[result.batch_id] = result.has_progress
         if not (result.fire_then or result.fire_finally
                 or (result.counted and result.has_progress)):
             continue  # nothing won: no callback to dispatch

@@ -63,27 +63,32 @@ def test_counts_sent_without_waiting_are_answered_and_a_lost_reply_gets_the_same
     queue.close()
 
 
-@pytest.mark.parametrize("prefetch", [1, 4])
+@pytest.mark.parametrize(("prefetch", "progress"), [(1, True), (4, True), (16, False)])
 def test_a_worker_riding_its_counts_fires_each_callback_once_with_the_right_progress(
-        redis_url: str, prefetch: int) -> None:
+        redis_url: str, prefetch: int, progress: bool) -> None:
+    """Without a progress callback (known after the batch's first count) the counts of
+    prefetched jobs are held, as plain acks are, to ride with a later reserve."""
     jobs = 12
     made = batch([bjob.s(i) for i in range(jobs)], then=then_cb.s(), finally_=finally_cb.s(),
-                 progress=progress_cb.s()).dispatch()
+                 progress=progress_cb.s() if progress else None).dispatch()
     queue = CountingQueue(connect(redis_url))
     bound = dispatching._state.bound
     try:
-        worker = Worker(WorkerSettings(queues=("default",), stop_when_empty=True, sleep=0.1,
-                                       prefetch=prefetch), queue)
-        worker.run()
+        for _ in range(3):  # a callback dispatched by the reserve that found the queue
+            # empty is left for the next run (stop_when_empty)
+            Worker(WorkerSettings(queues=("default",), stop_when_empty=True, sleep=0.1,
+                                  prefetch=prefetch), queue).run()
+            if not queue.counts("default")["ready"]:
+                break
     finally:  # a worker binds its queue for dispatch in this process: not for later tests
         dispatching._state.bound = bound
         queue.close()
-    assert queue.sent_nowait >= jobs // 2, "most counts rode without waiting"
+    assert queue.sent_nowait >= jobs // 2 or not progress, "most rode without waiting"
     assert len(results(redis_url, "bjob")) == jobs
     assert len(results(redis_url, "then")) == 1, "then exactly once"
     assert len(results(redis_url, "finally")) == 1, "finally exactly once"
     seen = sorted(r["info"]["processed"] for r in results(redis_url, "progress"))
-    assert seen == list(range(1, jobs + 1)), \
+    assert seen == (list(range(1, jobs + 1)) if progress else []), \
         "one progress per job, each seeing the batch as its own count left it"
     p = made.progress()
     assert p is not None and (p.total, p.pending, p.processed, p.finished) == (

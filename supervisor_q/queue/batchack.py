@@ -123,6 +123,11 @@ class BatchAck:
         self._counts_unread -= 1
         return True
 
+    @property
+    def counts_unread(self) -> int:
+        """How many counts sent without waiting have their reply still unread."""
+        return self._counts_unread
+
     def take_counted(self) -> list[Counted] | None:
         """The answers of the counts sent without waiting (their replies read now if still
         owed), all of them, each once; None if a reply was lost with the connection

@@ -149,12 +149,17 @@ class FetchAhead:
                 self.counting += held
         self.pending = [p for p in self.pending if p.queue != queue]
 
-    def collect_counts(self) -> None:
+    def collect_counts(self, *, wait: bool = True) -> None:
         """Read the answers of the batch counts sent without waiting (with a reserve sent
         ahead or held acks) and dispatch the callbacks they won; if a reply was lost with
         the connection, their jobs' acks and counts are sent again (a repeated count gets
-        the first answer, a repeated ack is a logged no-op)."""
+        the first answer, a repeated ack is a logged no-op). With wait False, counts of
+        batches without a progress callback whose replies are not read yet are left for
+        a later call (the next reserve reads them)."""
         if not self.counting:
+            return
+        if not wait and self.queue.counts_unread and all(
+                lifecycle.without_progress(p.count.batch_id) for p in self.counting):
             return
         sent, self.counting = self.counting, []
         try:

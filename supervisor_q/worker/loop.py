@@ -160,7 +160,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         lifecycle.looping()
         if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
             self.collect_ahead()
-        self.collect_counts()  # the callbacks the last counts won, before the next job
+        self.collect_counts(wait=False)  # the callbacks the last counts won
         if self.fence_closed():  # the master's lease ran out: take no job
             return None
         if self.prefetched:

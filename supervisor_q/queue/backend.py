@@ -77,6 +77,8 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self._known_queues: set[str] = set()
         self._init_hot_path(client)
         self._ahead: ReserveResult | None = None  # reserve_ahead's reply, once read
+        self._counted_owed: list[Counted] = []  # batchack.py: counts sent without waiting
+        self._counts_unread = 0
         self._tokens: dict[tuple[str, str], str] = {}  # fencing.py
         self._holder: tuple[int, str] = (0, "")
         # Job lookup (jobinfo.py): the worker as a JSON fragment, recorded at each reserve
@@ -222,22 +224,33 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self.stale_acks(queue, job_ids, acked)
         return acked, counted(counts, replies)
 
-    def ack_nowait(self, queue: str, *job_ids: str | Done) -> None:
+    def ack_nowait(self, queue: str, *job_ids: str | Done,
+                   counts: Sequence[BatchCount] = ()) -> None:
         """Delete finished jobs without waiting for the reply (prefetch: the next job
-        is already here, and its ack must not wait behind it)."""
-        self._eval_nowait(self._ack, self._job_keys(queue),
-                          [self.done_cap, *self.ack_args(queue, job_ids)])
+        is already here, and its ack must not wait behind it); with counts, those are
+        counted first the same way (their answers: take_counted)."""
+        call = (self._ack, self._job_keys(queue), [self.done_cap, *self.ack_args(queue, job_ids)])
+        if counts:
+            self.counts_nowait(queue, counts, call)
+        else:
+            self._eval_nowait(*call)
 
     def reserve_ahead(self, queue: str, *, default_timeout: float,
-                      ack_ids: Sequence[str | Done] = (), count: int = 1) -> None:
-        """reserve() without batch counts, sent without waiting for its reply (the
-        worker's fetch-ahead: the server reserves now, while the current job runs).
-        ahead_result() reads the reply; any other call on the hot connection reads it
+                      ack_ids: Sequence[str | Done] = (), count: int = 1,
+                      counts: Sequence[BatchCount] = ()) -> None:
+        """reserve(), sent without waiting for its reply (the worker's fetch-ahead: the
+        server reserves now, while the current job runs), its counts sent first the same
+        way (not on Redis Cluster: counts_ride_ahead). ahead_result() reads the reply (the
+        counts' answers: take_counted); any other call on the hot connection reads it
         first and keeps it for ahead_result()."""
         self._ahead = None
-        self._eval_nowait(self._reserve, self._job_keys(queue),
-                          [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
-                           self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+        call = (self._reserve, self._job_keys(queue),
+                [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
+                 self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+        if counts:
+            self.counts_nowait(queue, counts, call)
+        else:
+            self._eval_nowait(*call)
 
     def ahead_result(self) -> ReserveResult | None:
         """What the last reserve_ahead() reserved; None if its reply was lost with the
@@ -252,6 +265,8 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
 
     def _owed_reply(self, item: tuple[Script, list[str], list], reply: Any) -> None:
         script, keys, args = item
+        if self.owed_count(item, reply):
+            return
         queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
         if script is self._ack and args:  # args: cap, then 4 per job (id first)
             self.stale_acks(queue, [_text(a) for a in args[1::4]], int(reply))

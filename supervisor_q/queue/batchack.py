@@ -1,9 +1,13 @@
 """A batch job's bookkeeping in the round trip of its ack: BATCH_SUCCEEDED (lua_limits)
 sent with the ACK or RESERVE that acks the job, in one pipeline on plain Redis and
-Sentinel; on Redis Cluster the batch's keys (sq:{batch:<id>}:...) live in another slot
-than the queue's, so each call goes to its own node's connection, all sent before any
-reply is read (one round trip of waiting, not two). A mixin of RedisQueue (backend.py).
-Imports keys and lua_limits (the connections are hotpath.py's: RedisQueue._eval_many).
+Sentinel, or sent without waiting ahead of an ack or reserve sent without waiting
+(counts_nowait: the worker's fetch-ahead and held acks; the replies are read with the
+reserve's, or before the next job, and kept here until the worker takes them). On Redis
+Cluster the batch's keys (sq:{batch:<id>}:...) live in another slot than the queue's,
+so each call goes to its own node's connection, all sent before any reply is read (one
+round trip of waiting, not two), and counts are not sent without waiting. A mixin of
+RedisQueue (backend.py). Imports keys, cluster and lua_limits (the connections are
+hotpath.py's: RedisQueue._eval_many, _eval_nowait).
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from redis.commands.core import Script
 
 from supervisor_q.queue import lua_limits
+from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.keys import batch_keys
 
 Call = tuple[Script, list[str], list]
@@ -44,6 +50,13 @@ class Counted:
 class BatchAck:
     """Builds the BATCH_SUCCEEDED calls that ride with an ack; reads their replies."""
 
+    client: redis.Redis
+    _owed: list[Call]  # hotpath.py's: calls sent, their reply not read yet
+    _loaded: set[str]  # hotpath.py's: scripts loaded on the hot connection
+    _nodes: Any  # hotpath.py's: None unless on Redis Cluster
+    _counted_owed: list[Counted]  # replies of counts sent without waiting, read
+    _counts_unread: int  # counts sent without waiting whose reply is not read yet
+
     def script(self, source: str) -> Script:
         raise NotImplementedError
 
@@ -53,12 +66,88 @@ class BatchAck:
     def token(self, queue: str, job_id: str) -> str:
         raise NotImplementedError
 
+    def _collect_owed(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _connection(self, key: str = "") -> Any:
+        raise NotImplementedError
+
+    def _lost(self, exc: Exception) -> None:
+        raise NotImplementedError
+
     def count_calls(self, queue: str, counts: Sequence[BatchCount]) -> list[Call]:
         """One BATCH_SUCCEEDED per job, with its reservation's token (read before the
         ack forgets it), so a retried call after a lost reply is recognised."""
         script = self.script(lua_limits.BATCH_SUCCEEDED)
         return [(script, batch_keys(c.batch_id),
                  [c.job_id, self.holder(), self.token(queue, c.job_id)]) for c in counts]
+
+    @property
+    def counts_ride_ahead(self) -> bool:
+        """Whether counts can be sent without waiting on the hot connection: not on Redis
+        Cluster, where a batch's keys live on another node than the queue's (sending
+        there would first wait for the replies owed by the queue's node)."""
+        return self._nodes is None
+
+    def counts_nowait(self, queue: str, counts: Sequence[BatchCount], then: Call) -> None:
+        """Send the counts' BATCH_SUCCEEDED, then the call then (an ACK or RESERVE acking
+        their jobs) without waiting, in one write: the server runs them in that order.
+        Their replies are read with any later reply on the connection (owed_count) and
+        taken with take_counted."""
+        self.send_nowait([*self.count_calls(queue, counts), then])
+
+    def send_nowait(self, calls: list[Call]) -> None:
+        """_eval_nowait (hotpath.py) for several calls to one node, in one write."""
+        for script, _, _ in calls:
+            if script.sha not in self._loaded:
+                self.client.script_load(script.script)
+                self._loaded.add(script.sha)
+        conn = self._connection(calls[0][1][0])
+        try:
+            conn.send_packed_command(conn.pack_commands(
+                [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._lost(exc)
+        self._owed += calls
+        # (a count sent on a connection lost later stays unread: take_counted)
+        self._counts_unread += sum(s.script is lua_limits.BATCH_SUCCEEDED for s, _, _ in calls)
+
+    def owed_count(self, item: Call, reply: Any) -> bool:
+        """Keep the reply of a count sent without waiting; False if the call was none."""
+        script, keys, args = item
+        if script.script is not lua_limits.BATCH_SUCCEEDED:
+            return False
+        batch_id = keys[0].partition("{batch:")[2].rpartition("}")[0]
+        job_id = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        self._counted_owed.append(Counted(batch_id, job_id, *(bool(int(v)) for v in reply)))
+        self._counts_unread -= 1
+        return True
+
+    @property
+    def counts_unread(self) -> int:
+        """How many counts sent without waiting have their reply still unread."""
+        return self._counts_unread
+
+    def take_counted(self) -> list[Counted] | None:
+        """The answers of the counts sent without waiting (their replies read now if still
+        owed), all of them, each once; None if a reply was lost with the connection
+        (whether those counts ran is unknown: the caller sends every count sent this way
+        since it last took them again, with its ack; BATCH_SUCCEEDED answers a repeated
+        call as it did the first)."""
+        conn = getattr(self, "_conn", None)
+        if self._counts_unread and self._owed and conn is not None:
+            try:
+                self._collect_owed(conn)
+            except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS):
+                self.drop_connection()  # replies may be left unread on it
+        if self._counts_unread:  # the connection went, and those replies with it
+            self._counts_unread, self._counted_owed = 0, []
+            return None
+        found, self._counted_owed = self._counted_owed, []
+        return found
+
+    def drop_connection(self) -> None:  # hotpath.py's
+        raise NotImplementedError
 
 
 def counted(counts: Sequence[BatchCount], replies: Sequence[Any]) -> list[Counted]:

@@ -9,8 +9,17 @@ finished and the reserve of the next ones without waiting for the reply
   runtimes in this process; a name never run here is not short yet);
 - the job came from the first of the worker's queues (a reserve from that queue is what
   the next round would send first: priorities hold);
-- no finished job waits with a batch count (that ack needs its reply read first), and
-  nothing says the worker stops after this job (--once, max_jobs, a stop, a pause).
+- nothing says the worker stops after this job (--once, max_jobs, a stop, a pause);
+- no finished job waits with a batch count, or counts can ride (not on Redis Cluster).
+
+Batch counts ride too (queue/batchack.py): each finished batch job's BATCH_SUCCEEDED is
+sent just before its ack, without waiting, with the reserve sent ahead or (held acks,
+the next job already here and short) with the ack alone. Their answers are read when
+the next job is wanted, before the counts of the job that ran meanwhile are sent
+(collect_counts), and the callbacks they won (progress, then, finally, a chain's next
+step) are dispatched then: each sees the batch as its count left it, one short job
+later. A SIGKILL in that short job leaves the count and the ack done but the callbacks
+it won undispatched, as a SIGKILL between a reply and its dispatch always did.
 
 The reply is read when the next job is wanted and none is left in hand (collect_ahead);
 another call on the hot connection may read it first and keep it. The jobs it reserved count
@@ -32,6 +41,7 @@ import redis
 
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.faults import is_topology_fault
+from supervisor_q.worker import lifecycle
 
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue, Reserved
@@ -63,6 +73,7 @@ class FetchAhead:
         self.runtimes: dict[str, float] = {}  # job name -> moving average of its runtimes
         self.ahead_sent_at = 0.0  # monotonic time the reserve in flight was sent; 0: none
         self.ahead_acks: list[Any] = []  # the finished jobs acked with it
+        self.counting: list[Any] = []  # finished jobs sent with a count, answer unread
 
     def ran(self, name: str, seconds: float) -> None:
         """Record a job's runtime in its name's moving average."""
@@ -76,13 +87,16 @@ class FetchAhead:
         if not self._ahead_fits(job, name):
             return
         mine = [p for p in self.pending if p.queue == job.queue]
-        if any(p.count is not None for p in mine):
+        counts = [p.count for p in mine if p.count is not None]
+        if counts and not self.queue.counts_ride_ahead:
             return
         self.with_redis(lambda: self.queue.reserve_ahead(
             job.queue, default_timeout=self.settings.timeout, ack_ids=[p.id for p in mine],
-            count=self.settings.prefetch))
+            count=self.settings.prefetch, counts=counts))
         self.pending = [p for p in self.pending if p.queue != job.queue]
-        self.ahead_acks = mine  # sent again if the reply is lost
+        # sent again if the reply is lost (those counted: by collect_counts)
+        self.ahead_acks = [p for p in mine if p.count is None]
+        self.counting += [p for p in mine if p.count is not None]
         self.ahead_sent_at = time.monotonic()
 
     def _ahead_fits(self, job: Reserved, name: str) -> bool:
@@ -103,20 +117,59 @@ class FetchAhead:
         """Before a job (of queue, named name) starts: send the acks of queue's finished
         jobs now, in one call whose reply is read later, unless that job is known to be
         shorter than ACK_HOLD, they finished less than ACK_HOLD ago and no reserve sent
-        ahead is in flight (they then ride with the next reserve)."""
+        ahead is in flight (they then ride with the next reserve). A batch count goes
+        with its ack, its answer read before the next job (collect_counts; on Redis
+        Cluster, or before a job not known to be short, read now); one of a batch known
+        to have no progress callback may be held as plain acks are."""
         mine = [p for p in self.pending if p.queue == queue]
         if not mine:
             return
-        if any(p.count is not None for p in mine):  # a batch count: now, its reply read
-            # (its callbacks see the batch as this count left it, as without prefetch)
+        average = self.runtimes.get(name)
+        counts = [p.count for p in mine if p.count is not None]
+        if counts and all(lifecycle.without_progress(c.batch_id) for c in counts):
+            counts = []  # held as a plain job's ack is (below), to ride with a reserve
+        if counts and not (self.queue.counts_ride_ahead and average is not None
+                           and average < AHEAD_BELOW):
+            # now, its reply read: the callbacks it won wait for no long job
             self.with_redis(lambda: self._ack(queue, mine))
+        elif counts:  # its answer is read before the next job (collect_counts)
+            self.with_redis(lambda: self.queue.ack_nowait(
+                queue, *[p.id for p in mine], counts=counts))
+            self.counting += mine
         else:
-            average = self.runtimes.get(name)
             if (average is not None and average < ACK_HOLD and not self.ahead_sent_at
                     and mine[0].at > time.monotonic() - ACK_HOLD):
                 return  # (a reserve sent ahead already left: none to ride with soon)
-            self.with_redis(lambda: self.queue.ack_nowait(queue, *[p.id for p in mine]))
+            held = [p for p in mine if p.count is not None]
+            if held and not self.queue.counts_ride_ahead:
+                self.with_redis(lambda: self._ack(queue, mine))
+            else:
+                self.with_redis(lambda: self.queue.ack_nowait(
+                    queue, *[p.id for p in mine], counts=[p.count for p in held]))
+                self.counting += held
         self.pending = [p for p in self.pending if p.queue != queue]
+
+    def collect_counts(self, *, wait: bool = True) -> None:
+        """Read the answers of the batch counts sent without waiting (with a reserve sent
+        ahead or held acks) and dispatch the callbacks they won; if a reply was lost with
+        the connection, their jobs' acks and counts are sent again (a repeated count gets
+        the first answer, a repeated ack is a logged no-op). With wait False, counts of
+        batches without a progress callback whose replies are not read yet are left for
+        a later call (the next reserve reads them)."""
+        if not self.counting:
+            return
+        if not wait and self.queue.counts_unread and all(
+                lifecycle.without_progress(p.count.batch_id) for p in self.counting):
+            return
+        sent, self.counting = self.counting, []
+        try:
+            answers = self.queue.take_counted()
+        except redis.RedisError:  # e.g. READONLY after a failover: whether they ran is
+            answers = None  # unknown, as after a lost reply
+        if answers is None:
+            self.pending = sent + self.pending
+            return
+        lifecycle.batch_counted(answers)
 
     def collect_ahead(self) -> None:
         """Read the reply of a reserve sent ahead (if one is in flight): its jobs become

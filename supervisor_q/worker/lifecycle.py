@@ -95,12 +95,15 @@ def succeeded(payload: Payload, *, count_batch: bool = True) -> BatchCount | Non
     """After the job returned, before its ack: free the unique lock, queue the next
     job of its chain, count it in its batch. With count_batch False the batch count is
     returned instead, for the caller to send with the job's ack (then batch_counted)."""
-    if not payload.extra:  # no unique lock, chain or batch rides with this job
+    extra = payload.extra
+    if not extra:  # no unique lock, chain or batch rides with this job
         return None
-    queue = dispatching.queue()
-    _guarded("unique unlock", payload,
-             lambda: unique.release_unique(queue, payload, "finished"))
-    _guarded("chain", payload, lambda: chains.continue_chain(payload))
+    if unique.UNIQUE in extra:
+        queue = dispatching.queue()
+        _guarded("unique unlock", payload,
+                 lambda: unique.release_unique(queue, payload, "finished"))
+    if chains.remaining(payload):  # (a lone batch job carries an empty chain)
+        _guarded("chain", payload, lambda: chains.continue_chain(payload))
     if count_batch:
         _guarded("batch", payload, lambda: batches.job_succeeded(payload))
         return None
@@ -108,9 +111,26 @@ def succeeded(payload: Payload, *, count_batch: bool = True) -> BatchCount | Non
     return BatchCount(batch_id, payload.id) if batch_id else None
 
 
+# Batch id -> whether it has a progress callback, as its counts in this process answered
+# (bounded: forgotten wholesale past PROGRESS_KNOWN ids).
+_has_progress: dict[str, bool] = {}
+PROGRESS_KNOWN = 1000
+
+
+def without_progress(batch_id: str) -> bool:
+    """Whether the batch is known here to have no progress callback: its counts' answers
+    then need not be read before the next job (only then/finally, which the last count
+    wins, remain, and a later count cannot change what they see)."""
+    return _has_progress.get(batch_id) is False
+
+
 def batch_counted(results: Sequence[Counted]) -> None:
     """After an ack that carried batch counts: dispatch the callbacks they won."""
     for result in results:
+        if result.counted:
+            if len(_has_progress) >= PROGRESS_KNOWN:
+                _has_progress.clear()
+            _has_progress[result.batch_id] = result.has_progress
         if not (result.fire_then or result.fire_finally
                 or (result.counted and result.has_progress)):
             continue  # nothing won: no callback to dispatch

@@ -143,6 +143,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
 
     def flush_pending(self) -> None:
         """Ack every finished job now (a separate round trip per queue)."""
+        self.collect_counts()  # (a lost one goes back to pending)
         for queue in {p.queue for p in self.pending}:
             mine = [p for p in self.pending if p.queue == queue]
             self.with_redis(lambda q=queue, m=mine: self._ack(q, m))
@@ -159,6 +160,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         lifecycle.looping()
         if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
             self.collect_ahead()
+        self.collect_counts(wait=False)  # the callbacks the last counts won
         if self.fence_closed():  # the master's lease ran out: take no job
             return None
         if self.prefetched:
@@ -349,11 +351,9 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
 
     def succeeded(self, job: Reserved, decoded: payloads.Payload, done: str | Done) -> None:
         count = lifecycle.succeeded(decoded, count_batch=False)
-        if count is not None and self.prefetched:  # ack and count now, in one round trip
-            self.with_redis(lambda: self._ack(job.queue, [_Pending(job.queue, done, count)]))
-        else:  # the ack (and the batch count) rides with the next reserve (or see
-            # FetchAhead.hold_acks when the next job is already here)
-            self.pending.append(_Pending(job.queue, done, count, time.monotonic()))
+        # the ack (and the batch count) rides with the next reserve (or see
+        # FetchAhead.hold_acks when the next job is already here)
+        self.pending.append(_Pending(job.queue, done, count, time.monotonic()))
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

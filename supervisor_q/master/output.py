@@ -1,7 +1,9 @@
 """The children's stdout and stderr in the master: read on the arbiter's selector (the
 report reader registers and rests these fds with the child's report pipe), then written
 to the program's log file, or to the master's log one record per line tagged with the
-process (`emails#2 stdout`, JSON: program, process, pid, stream). Every process's recent
+process (`emails#2 stdout`, JSON: program, process, pid, stream); with the plain text
+log, the lines of a read are formatted at once and written with one write (childlog.py).
+Every process's recent
 output stays in a Ring for `tail`, and so does the master's own log.
 
 A read takes at most a budget of bytes per stream (less when lines become log records,
@@ -14,13 +16,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 
 from supervisor_q.config.loading import ProgramConfig
 from supervisor_q.config.substitute import substitute
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.logs import json_logging
+from supervisor_q.master.childlog import (
+    ESCAPED,
+    child_level,
+    plain_handler,
+    text_lines,
+    write_lines,
+)
 from supervisor_q.master.logfile import LogFile, Ring, RingHandler
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ChildProcess
@@ -155,6 +163,11 @@ class OutputCapture:
             return
         whole = bytes(stream.partial[:cut])
         del stream.partial[:cut + 1]
+        handler = None if self.as_json else plain_handler(log, self.ring_handler)
+        if handler is not None:  # the plain text log: the lines formatted at once
+            write_lines(handler, log, f"{stream.label} {stream.key[2]}", stream.pid,
+                        text_lines(whole, escape=True))
+            return
         for line in whole.split(b"\n"):
             self.emit(stream, line)
 
@@ -166,9 +179,9 @@ class OutputCapture:
     def emit(self, stream: Stream, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         if not self.as_json:  # no terminal escapes or fake lines in a text log (JSON escapes)
-            text = text.translate(_ESCAPED)
+            text = text.translate(ESCAPED)
         program, _, name = stream.key
-        level, text = _child_level(text, strip=not self.as_json)
+        level, text = child_level(text, strip=not self.as_json)
         record = log.makeRecord(f"{stream.label} {name}", level, __file__, 0, text, None, None)
         record.process, record.program, record.label, record.stream = (
             stream.pid, program, stream.label, name)
@@ -214,26 +227,3 @@ class OutputCapture:
             ring = self.ring((pool.name, slot, stream))
         data = ring.last_lines(lines) if after is None else ring.since(after)
         return {"data": data.decode("utf-8", "replace"), "offset": ring.end}
-
-
-# Control characters but tab and newline (lines are split there), each as \xNN.
-_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), 0x7f)}
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
-           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
-
-
-def _child_level(text: str, strip: bool) -> tuple[int, str]:
-    """The level of a worker's own log line (logs.CHILD_FORMAT: "LEVEL name: message"),
-    so a child's WARNING stays a WARNING in the master's log; INFO for any other line.
-    With strip, such a line loses its level word (the master's record shows the level:
-    `INFO [pid] w#1 stderr: supervisor_q.jobs: ...`, not `... stderr: INFO supervisor_q...`)."""
-    word, _, rest = text.partition(" ")
-    level = _LEVELS.get(word)
-    if level is None:
-        return logging.INFO, text
-    if strip and _LOGGER_PREFIX.match(rest):
-        return level, rest
-    return level, text
-
-
-_LOGGER_PREFIX = re.compile(r"[\w.]+: ")  # "name: " of logs.CHILD_FORMAT

@@ -3,8 +3,7 @@ report reader registers and rests these fds with the child's report pipe), then 
 to the program's log file, or to the master's log one record per line tagged with the
 process (`emails#2 stdout`, JSON: program, process, pid, stream); with the plain text
 log, the lines of a read are formatted at once and written with one write (childlog.py).
-Every process's recent
-output stays in a Ring for `tail`, and so does the master's own log.
+Every process's recent output stays in a Ring for `tail`, and so does the master's own log.
 
 A read takes at most a budget of bytes per stream (less when lines become log records,
 which costs more): a child writing 10 MB/s fills its pipe and waits, the master's loop

@@ -17,14 +17,15 @@ import logging
 import re
 import time
 
-from supervisor_q.logs import TEXT_FORMAT, JobFilter, TextFormatter, iso_time
+from supervisor_q.logs import JOBS_LOGGER, TEXT_FORMAT, JobFilter, TextFormatter, iso_time
 
 # Control characters but tab and newline (lines are split there), each as \xNN.
 ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), 0x7f)}
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = bytes(ESCAPED)  # as bytes: in UTF-8 these bytes are only these characters
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 _LOGGER_PREFIX = re.compile(r"[\w.]+: ")  # "name: " of logs.CHILD_FORMAT
+_JOB_LINE = f"INFO {JOBS_LOGGER}: "
 
 
 def child_level(text: str, strip: bool) -> tuple[int, str]:
@@ -47,8 +48,8 @@ def text_lines(whole: bytes, escape: bool) -> list[str]:
     as \\xNN. Decoded at once: a newline is never part of a UTF-8 sequence, so this is
     what decoding line by line gives."""
     text = whole.decode("utf-8", "replace")
-    if not _CONTROL.search(text):  # the common line: nothing to strip or escape
-        return text.split("\n")
+    if len(whole.translate(None, _CONTROL)) == len(whole):  # none (a regex takes 10x):
+        return text.split("\n")  # the common line, nothing to strip or escape
     lines = [line.rstrip("\r") for line in text.split("\n")]
     return [line.translate(ESCAPED) for line in lines] if escape else lines
 
@@ -98,7 +99,10 @@ def write_lines(handler: logging.StreamHandler, logger: logging.Logger, head: st
     prefixes: dict[int, str | None] = {}
     out = []
     for line in lines:
-        level, text = child_level(line, strip=True)
+        if line.startswith(_JOB_LINE):  # worker/joblog.py's, most lines: what child_level
+            level, text = logging.INFO, line[5:]  # gives, without its regex
+        else:
+            level, text = child_level(line, strip=True)
         prefix = prefixes.get(level, "")
         if prefix == "":
             # as Logger.handle, which output.py's records go through: the handler's

@@ -3,10 +3,11 @@
 Each line of a child is a record of the master's log (`... INFO [pid] w#1 stderr: ...`).
 Through logging, a record costs a LogRecord, a filter, a formatter with its own clock
 reading and a write(2): ~30 µs, twice per job of a worker that logs its jobs. When the
-master's logging is the plain setup (logs.configure_logging's one stderr handler with
-the text format, and the master's RingHandler, which leaves children's lines to their
-own rings), the lines of one read are formatted here instead, byte for byte as that
-handler would, with one time for the read, and written with one write. Any other setup
+master's logging is the plain setup (logs.configure_logging's one stderr handler, a
+LineHandler or a StreamHandler, with the text format, and the master's RingHandler,
+which leaves children's lines to their own rings), the lines of one read are formatted
+here instead, byte for byte as that handler would, with one time for the read, and
+written with one write (a LineHandler's, after the lines it holds). Any other setup
 (JSON, another handler, a filter, a level set on a logger on the way) returns None from
 plain_handler and the caller makes one record per line, as before.
 """
@@ -17,7 +18,14 @@ import logging
 import re
 import time
 
-from supervisor_q.logs import JOBS_LOGGER, TEXT_FORMAT, JobFilter, TextFormatter, iso_time
+from supervisor_q.logs import (
+    JOBS_LOGGER,
+    TEXT_FORMAT,
+    JobFilter,
+    LineHandler,
+    TextFormatter,
+    iso_time,
+)
 
 # Control characters but tab and newline (lines are split there), each as \xNN.
 ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), 0x7f)}
@@ -74,7 +82,8 @@ def plain_handler(logger: logging.Logger, ring: logging.Handler) -> logging.Stre
 
 def _plain(handler: logging.Handler) -> bool:
     formatter = handler.formatter
-    return (type(handler) is logging.StreamHandler and type(formatter) is TextFormatter
+    return (type(handler) in (LineHandler, logging.StreamHandler)
+            and type(formatter) is TextFormatter
             and formatter._fmt == TEXT_FORMAT and formatter.datefmt is None
             and all(type(f) is JobFilter for f in handler.filters)
             and not _job_bound(handler))
@@ -112,6 +121,9 @@ def write_lines(handler: logging.StreamHandler, logger: logging.Logger, head: st
         if prefix is not None:
             out.append(prefix + text)
     if not out:
+        return
+    if isinstance(handler, LineHandler):  # after the lines it holds, as its emit()
+        handler.write_line("\n".join(out), hold=False)
         return
     out.append("")
     data = handler.terminator.join(out)

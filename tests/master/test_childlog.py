@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from supervisor_q.logs import TEXT_FORMAT, JobFilter, TextFormatter, bind_job
+import pytest
+
+from supervisor_q.logs import TEXT_FORMAT, JobFilter, LineHandler, TextFormatter, bind_job
 from supervisor_q.master.childlog import plain_handler
 from supervisor_q.master.output import OutputCapture, Stream
 from supervisor_q.master.wakeup import Wakeup
@@ -44,12 +46,13 @@ class Writes(io.StringIO):
 
 
 @contextmanager
-def plain_logging() -> Iterator[logging.StreamHandler]:
+def plain_logging(kind: type[logging.StreamHandler] = LineHandler,
+                  ) -> Iterator[logging.StreamHandler]:
     """The root logger as configure_logging leaves it (text), writing to a Writes; in the
     test's body (pytest adds its own handlers to the root for each phase)."""
     root = logging.getLogger()
     saved = list(root.handlers)
-    handler = logging.StreamHandler(Writes())
+    handler = kind(Writes())
     handler.setFormatter(TextFormatter(TEXT_FORMAT))
     handler.addFilter(JobFilter())
     root.handlers = [handler]
@@ -92,8 +95,10 @@ def _both(handler: logging.StreamHandler) -> tuple[str, str, int]:
     return ISO_MS.sub("T ", fast), ISO_MS.sub("T ", out.getvalue()), writes
 
 
-def test_a_reads_lines_at_once_are_the_records_bytes_in_one_write() -> None:
-    with plain_logging() as handler:
+@pytest.mark.parametrize("kind", [LineHandler, logging.StreamHandler])
+def test_a_reads_lines_at_once_are_the_records_bytes_in_one_write(
+        kind: type[logging.StreamHandler]) -> None:
+    with plain_logging(kind) as handler:
         fast, slow, writes = _both(handler)
     assert fast == slow
     assert writes == 1

@@ -1,8 +1,9 @@
 """The children's stdout and stderr in the master: read on the arbiter's selector (the
 report reader registers and rests these fds with the child's report pipe), then written
 to the program's log file, or to the master's log one record per line tagged with the
-process (`emails#2 stdout`, JSON: program, process, pid, stream). Every process's recent
-output stays in a Ring for `tail`, and so does the master's own log.
+process (`emails#2 stdout`, JSON: program, process, pid, stream); with the plain text
+log, the lines of a read are formatted at once and written with one write (childlog.py).
+Every process's recent output stays in a Ring for `tail`, and so does the master's own log.
 
 A read takes at most a budget of bytes per stream (less when lines become log records,
 which costs more): a child writing 10 MB/s fills its pipe and waits, the master's loop
@@ -14,13 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 
 from supervisor_q.config.loading import ProgramConfig
 from supervisor_q.config.substitute import substitute
 from supervisor_q.ctl.protocol import ControlError
 from supervisor_q.logs import json_logging
+from supervisor_q.master.childlog import (
+    ESCAPED,
+    child_level,
+    plain_handler,
+    text_lines,
+    write_lines,
+)
 from supervisor_q.master.logfile import LogFile, Ring, RingHandler
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ChildProcess
@@ -30,6 +37,8 @@ log = logging.getLogger("supervisor_q.output")
 
 FILE_BUDGET = 1 << 20  # bytes read per stream and wake when they go to a file
 LOG_BUDGET = 32 * 1024  # ... when each line becomes a record of the master's log
+PLAIN_BUDGET = 256 * 1024  # ... when a read's lines are formatted at once (childlog.py,
+# ~10x cheaper a line: about the time 32 KiB of records took)
 MAX_LINE = 64 * 1024  # a longer line without a newline is logged in parts
 
 Key = tuple[str, int, str]  # program, slot, stream
@@ -107,7 +116,9 @@ class OutputCapture:
         for stream_name, fd in list(run.outputs.items()):
             self.fds(pool, child)
             stream = self.streams[fd]
-            budget = FILE_BUDGET if stream.sink is not None else LOG_BUDGET
+            budget = (FILE_BUDGET if stream.sink is not None else PLAIN_BUDGET
+                      if not self.as_json and plain_handler(log, self.ring_handler)
+                      else LOG_BUDGET)
             eof = self.read_fd(stream, fd, None if drain else budget)
             if eof or drain:
                 self.flush(stream)
@@ -155,6 +166,11 @@ class OutputCapture:
             return
         whole = bytes(stream.partial[:cut])
         del stream.partial[:cut + 1]
+        handler = None if self.as_json else plain_handler(log, self.ring_handler)
+        if handler is not None:  # the plain text log: the lines formatted at once
+            write_lines(handler, log, f"{stream.label} {stream.key[2]}", stream.pid,
+                        text_lines(whole, escape=True))
+            return
         for line in whole.split(b"\n"):
             self.emit(stream, line)
 
@@ -166,9 +182,9 @@ class OutputCapture:
     def emit(self, stream: Stream, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         if not self.as_json:  # no terminal escapes or fake lines in a text log (JSON escapes)
-            text = text.translate(_ESCAPED)
+            text = text.translate(ESCAPED)
         program, _, name = stream.key
-        level, text = _child_level(text, strip=not self.as_json)
+        level, text = child_level(text, strip=not self.as_json)
         record = log.makeRecord(f"{stream.label} {name}", level, __file__, 0, text, None, None)
         record.process, record.program, record.label, record.stream = (
             stream.pid, program, stream.label, name)
@@ -214,26 +230,3 @@ class OutputCapture:
             ring = self.ring((pool.name, slot, stream))
         data = ring.last_lines(lines) if after is None else ring.since(after)
         return {"data": data.decode("utf-8", "replace"), "offset": ring.end}
-
-
-# Control characters but tab and newline (lines are split there), each as \xNN.
-_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), 0x7f)}
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
-           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
-
-
-def _child_level(text: str, strip: bool) -> tuple[int, str]:
-    """The level of a worker's own log line (logs.CHILD_FORMAT: "LEVEL name: message"),
-    so a child's WARNING stays a WARNING in the master's log; INFO for any other line.
-    With strip, such a line loses its level word (the master's record shows the level:
-    `INFO [pid] w#1 stderr: supervisor_q.jobs: ...`, not `... stderr: INFO supervisor_q...`)."""
-    word, _, rest = text.partition(" ")
-    level = _LEVELS.get(word)
-    if level is None:
-        return logging.INFO, text
-    if strip and _LOGGER_PREFIX.match(rest):
-        return level, rest
-    return level, text
-
-
-_LOGGER_PREFIX = re.compile(r"[\w.]+: ")  # "name: " of logs.CHILD_FORMAT

@@ -69,7 +69,7 @@ class Pool:
         return self.program.name
 
     def run_of(self, child: ChildProcess) -> RunRecord:
-        return self.runs.setdefault(id(child), RunRecord())
+        return self.runs.get(id(child)) or self.runs.setdefault(id(child), RunRecord())
 
     # -- counting --------------------------------------------------------------
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 # done, failed, released, timeout come from the child's finish report; the master adds
 # timeout and memory (it killed the child mid-job), lost (the child died mid-job) and
@@ -63,6 +65,9 @@ class Counters:
                                      "Child-seconds spent in BACKOFF or FATAL",
                                      ["program", "state"], registry=r)
         self.series: set[tuple[str, str]] = set()
+        # labels() children by their labels, as labels() returns them (it takes a lock
+        # and builds its key on every call: twice per job, from every child's reports)
+        self.children: dict[tuple[object, ...], Any] = {}
         self.processes: dict[tuple[str, str], int] = {}  # (program, state) -> children
         self.pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.pending_fields = 0
@@ -84,10 +89,16 @@ class Counters:
             self.pending_fields += 1
         fields[field] += amount
 
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        child = self.children.get((metric, *labels))
+        if child is None:
+            child = self.children[(metric, *labels)] = metric.labels(*labels)
+        return child
+
     def started(self, queue: str, job: str, wait: float, minute: int) -> None:
         """A job started after waiting `wait` seconds; minute: its epoch minute."""
         job = self._job(queue, job)
-        self.wait.labels(queue).observe(wait)
+        self._child(self.wait, queue).observe(wait)
         self._add(queue, f"{minute}:{job}:started", 1)
         self._add(queue, f"{minute}:{job}:wait_ms", int(wait * 1000))
 
@@ -95,9 +106,9 @@ class Counters:
                  minute: int) -> None:
         """A job ended with outcome after runtime seconds."""
         job = self._job(queue, job)
-        self.jobs.labels(queue, job, outcome).inc()
+        self._child(self.jobs, queue, job, outcome).inc()
         self.totals[(queue, outcome)] += 1
-        self.duration.labels(queue, job).observe(runtime)
+        self._child(self.duration, queue, job).observe(runtime)
         self._add(queue, f"{minute}:{job}:{outcome}", 1)
         self._add(queue, f"{minute}:{job}:runtime_ms", int(runtime * 1000))
 

@@ -21,6 +21,7 @@ from json.encoder import encode_basestring_ascii as _quote  # the C escaper: ~10
 from typing import Protocol
 
 _unquote = json.JSONDecoder().decode
+_scan = json.JSONDecoder().scan_once  # the C scanner alone: one value from an index
 
 
 # What a finished job's report may say; the master adds "timeout", "memory", "lost" and
@@ -113,8 +114,8 @@ class PipeReporter:
             self._send(line)
 
 
-@dataclass(frozen=True)
-class Event:
+@dataclass(slots=True)
+class Event:  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
     kind: str  # "ready", "started", "finished", or "garbled" (a line that cannot be read)
     job_id: str = ""
     timeout: float = 0.0
@@ -141,11 +142,29 @@ def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
     return events, rest
 
 
+def _json(text: str) -> object:
+    """The JSON value text holds, as _unquote reads it; the C scanner first (a report
+    line is compact JSON), _unquote for anything else (its error, or what it allows)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else _unquote(text)
+
+
+def _id(quoted: str) -> str:
+    """A finish's quoted id: most are plain printable ASCII, taken as they are."""
+    if (len(quoted) > 1 and quoted[0] == quoted[-1] == '"' and quoted.isascii()
+            and quoted.isprintable() and "\\" not in quoted and '"' not in quoted[1:-1]):
+        return quoted[1:-1]
+    return _str(_json(quoted))
+
+
 def _parse(line: str) -> Event:
     kind, _, rest = line.partition(" ")
     if kind == "S":
         timeout, attempts, at, strings = rest.split(" ", 3)
-        values = _unquote(strings)
+        values = _json(strings)
         if not isinstance(values, list) or len(values) not in (3, 4):
             raise ValueError("a start names id, queue, name and maybe the wait")
         job_id, queue, name = values[:3]
@@ -159,7 +178,7 @@ def _parse(line: str) -> Event:
             outcome, job_id = job_id.split(" ", 1)
             if outcome not in OUTCOMES:
                 raise ValueError(f"unknown outcome {outcome[:20]!r}")
-        return Event("finished", _str(_unquote(job_id)), at=float(at), outcome=outcome)
+        return Event("finished", _id(job_id), at=float(at), outcome=outcome)
     if kind == "R":
         return Event("ready", generation=None if rest == "-" else float(rest))
     raise ValueError(f"unknown report kind {kind!r}")

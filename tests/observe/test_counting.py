@@ -116,3 +116,26 @@ def test_settings_file(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f"{path}: metrics.bind: must be a string (quote it), got int 9808",
         f"{path}: metrics.colour: unknown key"]
+
+
+def test_counts_by_label_are_right_through_the_cached_children() -> None:
+    counters = Counters()
+    for n in range(3):
+        counters.started("q", "a", 0.002, 7)
+        counters.finished("q", "a", "done" if n else "failed", 0.02, 7)
+    counters.started("r", "a", 20.0, 7)
+    counters.finished("r", "a", "done", 40.0, 8)
+    sample = counters.registry.get_sample_value
+    assert sample("supervisorq_jobs_total", {"queue": "q", "job": "a", "outcome": "done"}) == 2
+    assert sample("supervisorq_jobs_total", {"queue": "q", "job": "a", "outcome": "failed"}) == 1
+    assert sample("supervisorq_jobs_total", {"queue": "r", "job": "a", "outcome": "done"}) == 1
+    assert sample("supervisorq_job_wait_seconds_count", {"queue": "q"}) == 3
+    assert sample("supervisorq_job_wait_seconds_bucket", {"queue": "r", "le": "10.0"}) == 0
+    assert sample("supervisorq_job_wait_seconds_bucket", {"queue": "r", "le": "30.0"}) == 1
+    assert sample("supervisorq_job_duration_seconds_sum", {"queue": "q", "job": "a"}) == \
+        pytest.approx(0.06)
+    assert sample("supervisorq_job_duration_seconds_count", {"queue": "r", "job": "a"}) == 1
+    assert counters.take_pending() == {
+        "q": {"7:a:started": 3, "7:a:wait_ms": 6, "7:a:done": 2, "7:a:failed": 1,
+              "7:a:runtime_ms": 60},
+        "r": {"7:a:started": 1, "7:a:wait_ms": 20000, "8:a:done": 1, "8:a:runtime_ms": 40000}}

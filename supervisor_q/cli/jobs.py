@@ -14,6 +14,7 @@ from supervisor_q.cli import failed
 from supervisor_q.logs import configure_logging
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.ids import shown
 from supervisor_q.queue.keys import check_queue_name
 from supervisor_q.queue.payload import NotSerialisable
 from supervisor_q.worker.boot import run_standalone
@@ -212,7 +213,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     connection = resolve_redis_url(args.redis_url)
     try:
         if find_job(args.name, connection) is None:
-            print(f"supervisor-q dispatch: warning: no worker has registered {args.name}: "
+            print(f"supervisor-q dispatch: warning: no worker has registered "
+                  f"{shown(args.name)[:300]}: "
                   f"queued on {args.queue or DEFAULT_QUEUE!r} with the program's options",
                   file=sys.stderr)
         job_id = dispatch(args.name, *positional, queue=args.queue, delay=args.delay,

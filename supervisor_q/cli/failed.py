@@ -74,7 +74,8 @@ def _failed_list(queue: RedisQueue, args: argparse.Namespace) -> int:
     page, total = queue.failed_page([args.queue] if args.queue else None, start,
                                     args.per_page)
     if args.json:
-        print(json.dumps([{"row": start + n + 1, **{k: _shown(r.get(k)) for k in LIST_FIELDS}}
+        print(json.dumps([{"row": start + n + 1, **{k: _shown(r.get(k)) for k in LIST_FIELDS},
+                           "failed_at": _in_ms(r.get("failed_at"))}
                           for n, r in enumerate(page)], indent=1))
         return 0
     if not page:
@@ -94,6 +95,11 @@ def _shown(value: object) -> object:
     """A record field as `failed list --json` prints it: ids and payloads may hold any
     bytes; those that are not UTF-8 show as \\xNN, so the output is strict JSON."""
     return printable(value) if isinstance(value, str) else value
+
+
+def _in_ms(value: object) -> object:
+    """failed_at as the list is ordered by (whole milliseconds, queue/backend.py's score)."""
+    return int(value * 1000) / 1000 if isinstance(value, int | float) else value
 
 
 def _one_line(value: object) -> str:

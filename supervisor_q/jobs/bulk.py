@@ -16,6 +16,7 @@ encryption and queue.bulk (ChunkLost).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -69,18 +70,18 @@ def split(item: Any) -> tuple[list | tuple, dict]:
 
 
 def check_delay(delay: Any) -> float:
-    """A dispatch's delay: seconds as an int or float >= 0, else one clear ValueError
+    """A dispatch's delay: a real number of seconds >= 0, else one clear ValueError
     (before anything is sent)."""
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < INF:
+    if isinstance(delay, bool) or not isinstance(delay, numbers.Real) or not 0 <= delay < INF:
         raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r:.40}")
     return float(delay)
 
 
 def check_chunk(chunk: Any) -> int:
     """chunk as given to dispatch_many: a whole number >= 1, else one clear ValueError."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
         raise ValueError(f"chunk must be a whole number >= 1, not {chunk!r:.40}")
-    return chunk
+    return int(chunk)
 
 
 class Sender:

@@ -11,7 +11,7 @@ from supervisor_q.jobs import dispatching
 from supervisor_q.jobs.bulk import BulkDispatchError
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.bulk import ChunkLost
-from supervisor_q.queue.keys import QueueKeys
+from supervisor_q.queue.keys import BATCH_INDEX_KEY, QueueKeys
 from supervisor_q.queue.payload import NotSerialisable
 from supervisor_q.workflows.batches import Batch, batch
 from tests.conftest import RedisHandle
@@ -33,6 +33,9 @@ def callbacks(redis_url: str, kind: str, batch_id: str) -> list[dict]:
 
 def test_add_with_a_bad_item_counts_and_queues_nothing_and_the_batch_finishes(
         redis_url: str, queue: RedisQueue) -> None:
+    with pytest.raises(NotSerialisable):
+        batch([bjob.s(1), bjob.s(object())]).dispatch()
+    assert queue.client.zcard(BATCH_INDEX_KEY) == 0, "a bad item: no batch made at all"
     b = batch([bjob.s(0)], then=then_cb.s()).dispatch()
     with pytest.raises(NotSerialisable):
         b.add([bjob.s(1), bjob.s(object())])

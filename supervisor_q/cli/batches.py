@@ -14,6 +14,7 @@ import time
 from supervisor_q.cli.jobs import non_negative, positive
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.ids import shown
 from supervisor_q.workflows import batches
 
 
@@ -41,7 +42,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([p.to_json() for p in found], indent=1))
         for p in [] if args.json else found:
-            print(f"{p.id}  {p.name or '-'}  {p.processed}/{p.total} ({p.percent}%)  "
+            print(f"{shown(p.id)}  {shown(p.name) or '-'}  {p.processed}/{p.total} ({p.percent}%)  "
                   f"failed={p.failed}{'  cancelled' if p.cancelled else ''}"
                   f"{'  finished' if p.finished else ''}")
         return 0
@@ -53,11 +54,11 @@ def cmd_batches(args: argparse.Namespace) -> int:
     handle = batches.Batch(args.id, queue)
     progress = handle.progress()
     if progress is None:
-        print(f"no batch {args.id}", file=sys.stderr)
+        print(f"no batch {shown(args.id)[:300]}", file=sys.stderr)
         return 1
     if args.action == "cancel":
         handle.cancel()
-        print(f"cancelled batch {args.id}")
+        print(f"cancelled batch {shown(args.id)[:300]}")
         return 0
     print(json.dumps(progress.to_json(), indent=1))
     return 0

@@ -15,6 +15,7 @@ import sys
 import time
 
 from supervisor_q.queue.backend import RedisQueue
+from supervisor_q.queue.ids import shown
 from supervisor_q.queue.payload import from_printable, printable
 
 LIST_FIELDS = ("id", "job", "queue", "args", "kwargs", "attempts", "failed_at", "reason",
@@ -33,7 +34,8 @@ def row_ranges(value: str) -> list[tuple[int, int]]:
             low = high = 0
         if low < 1 or high < low or high - low >= MAX_RANGE:
             raise argparse.ArgumentTypeError(
-                f"{value[:80]!r} is not a row range like 3, 1-5 or 1-5,9 (rows from 1)")
+                f"'{shown(value[:80])}' is not a row range like 3, 1-5 or 1-5,9 (rows from 1, "
+                f"at most {MAX_RANGE:,} rows per range)")
         ranges.append((low, high))
     return ranges
 
@@ -46,7 +48,11 @@ def cmd_failed(queue: RedisQueue, args: argparse.Namespace) -> int:
     if args.action == "retry-batch":
         from supervisor_q.workflows.batches import retry_batch
 
-        print(f"queued {retry_batch(queue, args.id)} failed job(s) of batch {args.id} again")
+        count = retry_batch(queue, args.id)
+        if count is None:
+            print(f"no batch {_one_line(args.id)}", file=sys.stderr)
+            return 1
+        print(f"queued {count} failed job(s) of batch {_one_line(args.id)} again")
         return 0
     if args.action == "forget":
         record = _find_failed(queue, args.id)
@@ -68,7 +74,8 @@ def _failed_list(queue: RedisQueue, args: argparse.Namespace) -> int:
     page, total = queue.failed_page([args.queue] if args.queue else None, start,
                                     args.per_page)
     if args.json:
-        print(json.dumps([{"row": start + n + 1, **{k: _shown(r.get(k)) for k in LIST_FIELDS}}
+        print(json.dumps([{"row": start + n + 1, **{k: _shown(r.get(k)) for k in LIST_FIELDS},
+                           "failed_at": _in_ms(r.get("failed_at"))}
                           for n, r in enumerate(page)], indent=1))
         return 0
     if not page:
@@ -90,10 +97,16 @@ def _shown(value: object) -> object:
     return printable(value) if isinstance(value, str) else value
 
 
+def _in_ms(value: object) -> object:
+    """failed_at as the list is ordered by (whole milliseconds, queue/backend.py's score)."""
+    return int(value * 1000) / 1000 if isinstance(value, int | float) else value
+
+
 def _one_line(value: object) -> str:
-    """A field for the text listing: printable, on one line, at most 300 characters."""
-    text = printable(value, 300) if isinstance(value, str) else str(value)
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """A field for the text listing (and any echoed id): the shown form (queue/ids.py: no
+    control character reaches the terminal), at most 300 characters."""
+    text = shown(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 300 else text[:300] + f"... ({len(text)} characters)"
 
 
 def _find_failed(queue: RedisQueue, job_id: str) -> dict | None:

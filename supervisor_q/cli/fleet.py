@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor_q.paths import resolve_redis_url
+from supervisor_q.queue.ids import shown
 from supervisor_q.queue.keys import check_queue_name
 
 # C0/C1 controls and the Unicode line/paragraph separators: a value held in Redis may
@@ -117,5 +118,5 @@ def cmd_scale_fleet(args: argparse.Namespace) -> int:
         return 1
     for master_id in targets:
         inbox.send(client, master_id, "scale", program=args.program, numprocs=args.numprocs)
-    print(f"{args.program}: scale to {args.numprocs} sent to {len(targets)} master(s)")
+    print(f"{shown(args.program)[:300]}: scale to {args.numprocs} sent to {len(targets)} master(s)")
     return 0

@@ -11,9 +11,11 @@ from datetime import datetime
 
 from supervisor_q import exitcodes
 from supervisor_q.cli import failed
+from supervisor_q.config.schema import MAX_PREFETCH
 from supervisor_q.logs import configure_logging
 from supervisor_q.paths import resolve_redis_url
 from supervisor_q.queue.backend import RedisQueue, connect
+from supervisor_q.queue.ids import shown
 from supervisor_q.queue.keys import check_queue_name
 from supervisor_q.queue.payload import NotSerialisable
 from supervisor_q.worker.boot import run_standalone
@@ -129,9 +131,9 @@ def _import_from_cwd() -> None:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    if (args.tries < 1 or args.timeout <= 0 or args.sleep <= 0 or args.prefetch < 1
-            or args.keep_jobs_max < 1):
-        print("supervisor-q work: --tries, --prefetch, --keep-jobs-max >= 1; "
+    if (args.tries < 1 or args.timeout <= 0 or args.sleep <= 0
+            or not 1 <= args.prefetch <= MAX_PREFETCH or args.keep_jobs_max < 1):
+        print(f"supervisor-q work: --tries, --keep-jobs-max >= 1; --prefetch 1..{MAX_PREFETCH}; "
               "--timeout, --sleep > 0",
               file=sys.stderr)
         return 2
@@ -212,7 +214,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     connection = resolve_redis_url(args.redis_url)
     try:
         if find_job(args.name, connection) is None:
-            print(f"supervisor-q dispatch: warning: no worker has registered {args.name}: "
+            print(f"supervisor-q dispatch: warning: no worker has registered "
+                  f"{shown(args.name)[:300]}: "
                   f"queued on {args.queue or DEFAULT_QUEUE!r} with the program's options",
                   file=sys.stderr)
         job_id = dispatch(args.name, *positional, queue=args.queue, delay=args.delay,

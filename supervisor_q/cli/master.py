@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from supervisor_q import paths
 from supervisor_q.cli.fleet import queue_arg
+from supervisor_q.cli.preloadview import preload_lines
 from supervisor_q.ctl.protocol import ControlError, request
 from supervisor_q.logs import configure_logging
 
@@ -205,6 +206,7 @@ def format_status(status: dict) -> str:
         nxt = f", next change {program['next_transition']}" if program["next_transition"] else ""
         lines.append(f"{program['name']:<20} {program['state']:<9}{paused} "
                      f"{alive}/{program['target']} ({program['target_reason']}{nxt})")
+        lines += preload_lines(program.get("preload"))  # its zygote, a preload error
         lines += [_process_line(p, program.get("kind", "worker")) for p in program["processes"]]
     return "\n".join(lines) if lines else "no programs"
 

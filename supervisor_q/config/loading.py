@@ -31,7 +31,7 @@ Keys (W = worker programs, `queues:`; C = command programs, `command:`):
 | backoff | W | int or list of ints | [0] | retry delays, last repeats |
 | memory / memory_hard | W | MB | 128 / none | soft (between jobs) / hard limit |
 | sleep / rest | W | seconds | 3 / 0 | idle wait / pause between jobs |
-| prefetch | W | int >= 1 | 1 | jobs reserved at once |
+| prefetch | W | int 1..1000 | 1 | jobs reserved at once |
 | retry_after | W | seconds > timeout + 5 | from timeout | reservation time |
 | command | C | str (shlex) | required | program to run |
 | stopsignal | C (W: TERM) | TERM INT QUIT HUP KILL USR1 USR2 | TERM | polite stop signal |

@@ -58,6 +58,7 @@ Count = Annotated[int, Field(strict=True, ge=0)]
 Procs = Annotated[int, Field(strict=True, ge=0, le=MAX_NUMPROCS)]  # a number of children
 PositiveProcs = Annotated[int, Field(strict=True, ge=1, le=MAX_NUMPROCS)]
 PositiveCount = Annotated[int, Field(strict=True, ge=1)]
+MAX_PREFETCH = 1000  # jobs one reserve may take: more is a typo, not a setting
 Seconds = Annotated[float, Field(strict=True, ge=0)]
 PositiveSeconds = Annotated[float, Field(strict=True, gt=0)]
 Megabytes = Annotated[int, Field(strict=True, ge=0)]
@@ -217,7 +218,7 @@ class WorkerProgram(_ProgramBase):
     memory_hard: Annotated[int, Field(strict=True, gt=0)] | None = None  # MB, kill mid-job
     sleep: PositiveSeconds = 3.0  # longest idle wait for a job
     rest: Seconds = 0.0  # pause between two jobs
-    prefetch: PositiveCount = 1  # jobs reserved at once
+    prefetch: Annotated[int, Field(strict=True, ge=1, le=MAX_PREFETCH)] = 1  # reserved at once
     keep_jobs: Seconds = 3600.0  # a done job stays findable (0 = not kept)
     keep_jobs_max: PositiveCount = 10_000  # most done jobs kept per queue
     retry_after: PositiveSeconds | None = None  # reservation time; default from timeout

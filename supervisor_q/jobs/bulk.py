@@ -16,6 +16,7 @@ encryption and queue.bulk (ChunkLost).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +34,13 @@ if TYPE_CHECKING:
     from supervisor_q.queue.payload import Payload
 
 CHUNK = 1000  # jobs per script call
+INF = float("inf")
 
 
 class BulkDispatchError(redis.ConnectionError):
-    """A bulk dispatch broke off; see the module's docstring for the four fields."""
+    """A bulk dispatch broke off; see the module's docstring for the four fields.
+    batch_id: the batch the jobs were for (batch dispatch or Batch.add), else None;
+    batch: a handle on it (workflows/batches.py sets both)."""
 
     def __init__(self, message: str, landed: list[str], not_landed: list[str],
                  unknown: list[str], taken: int) -> None:
@@ -46,6 +50,9 @@ class BulkDispatchError(redis.ConnectionError):
         self.not_landed = not_landed
         self.unknown = unknown
         self.taken = taken
+        self.batch_id: str | None = None
+        self.batch: Any = None
+        self.uncounted = 0  # jobs of not_landed taken off the batch's counts
 
 
 _NO_KWARGS: dict = {}  # shared, never written: the payload builders copy what they keep
@@ -62,14 +69,32 @@ def split(item: Any) -> tuple[list | tuple, dict]:
                     f"keywords, not {type(item).__name__}")
 
 
-class Sender:
-    """Collects built payloads per (connection, queue) and pushes them chunk by chunk."""
+def check_delay(delay: Any) -> float:
+    """A dispatch's delay: a real number of seconds >= 0, else one clear ValueError
+    (before anything is sent)."""
+    if isinstance(delay, bool) or not isinstance(delay, numbers.Real) or not 0 <= delay < INF:
+        raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r:.40}")
+    return float(delay)
 
-    def __init__(self, connection: str | None = None, chunk: int = CHUNK) -> None:
-        if chunk < 1:
-            raise ValueError("chunk must be >= 1")
+
+def check_chunk(chunk: Any) -> int:
+    """chunk as given to dispatch_many: a whole number >= 1, else one clear ValueError."""
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+        raise ValueError(f"chunk must be a whole number >= 1, not {chunk!r:.40}")
+    return int(chunk)
+
+
+class Sender:
+    """Collects built payloads per (connection, queue) and pushes them chunk by chunk.
+    hold: send nothing before close() (a batch counts its jobs in between, and a bad
+    item raises before anything is counted or queued)."""
+
+    def __init__(self, connection: str | None = None, chunk: int = CHUNK, *,
+                 hold: bool = False) -> None:
         self.connection = connection
-        self.chunk = chunk
+        self.chunk = check_chunk(chunk)
+        self.hold = hold
+        self._later: list[tuple[int, Payload, float, Job | None]] = []
         self.ids: list[str | None] = []
         self.landed: list[str] = []
         self.taken = 0
@@ -86,6 +111,10 @@ class Sender:
         options = job.options if job is not None else None
         target = self._target()
         if target is None or (options is not None and options.unique_for is not None):
+            if self.hold:
+                self._later.append((len(self.ids), built, delay, job))
+                self.ids.append(built.id)
+                return
             sent = self._send_one(built, delay, job)
             self.ids.append(sent)
             if sent is not None:
@@ -135,7 +164,7 @@ class Sender:
         group = self._groups.setdefault(key, (target, []))[1]
         group.append((job_id, raw, delay))
         self.ids.append(job_id)
-        if len(group) >= self.chunk:
+        if len(group) >= self.chunk and not self.hold:
             self._flush(key)
 
     def _target(self) -> RedisQueue | None:
@@ -149,20 +178,36 @@ class Sender:
 
     def close(self) -> list[str | None]:
         """Push what is held; the ids in the order added (None: a dropped duplicate)."""
+        self.hold = False
+        later, self._later = self._later, []
+        for n, (at, built, delay, job) in enumerate(later):
+            sent = self._send_one(built, delay, job, [b.id for _, b, _, _ in later[n + 1:]])
+            self.ids[at] = sent
+            if sent is not None:
+                self.landed.append(sent)
         for key in list(self._groups):
+            while len(self._groups[key][1]) > self.chunk:  # held whole: CHUNK at a time
+                target, group = self._groups[key]
+                self._groups[key] = (target, group[self.chunk:])
+                self._push(key[1], target, group[:self.chunk])
             self._flush(key)
         return self.ids
 
-    def _send_one(self, built: Payload, delay: float, job: Job | None) -> str | None:
+    def _send_one(self, built: Payload, delay: float, job: Job | None,
+                  rest: list[str] | None = None) -> str | None:
         try:
             return dispatching.send(built, delay=delay, connection=self.connection, job=job)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self._broke(exc, [], [built.id])
+            self._broke(exc, rest or [], [built.id])
 
     def _flush(self, key: tuple[int, str]) -> None:
         target, group = self._groups.pop(key)
+        self._push(key[1], target, group)
+
+    def _push(self, queue: str, target: RedisQueue, group: list[tuple[str, str, float]]
+              ) -> None:
         try:
-            target.push_many(key[1], group)
+            target.push_many(queue, group)
         except ChunkLost as exc:
             ids = [job_id for job_id, _, _ in group]
             if exc.landed:

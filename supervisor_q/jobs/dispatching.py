@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("supervisor_q.dispatch")
 
 SYNC_ENV = "SUPERVISOR_Q_SYNC"
+# Seconds a producer waits for each Redis reply (a hung server fails a dispatch in
+# seconds, not after the 30 s socket timeout of other clients).
+TIMEOUT_ENV = "SUPERVISOR_Q_DISPATCH_TIMEOUT"
+DEFAULT_TIMEOUT = 5.0
 
 Dispatcher = Callable[[payloads.Payload], None]  # runs a payload instead of pushing it
 # Takes an action to run when the current database transaction commits (or at once, when
@@ -73,8 +77,20 @@ def queue_for(connection: str | None = None) -> RedisQueue:
     key = (url, os.getpid())
     found = _queues.get(key)
     if found is None:
-        found = _queues[key] = RedisQueue(connect(url))
+        found = _queues[key] = RedisQueue(connect(url, socket_timeout=dispatch_timeout()))
     return found
+
+
+def dispatch_timeout() -> float:
+    """SUPERVISOR_Q_DISPATCH_TIMEOUT (seconds > 0), else DEFAULT_TIMEOUT."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 3600:
+        raise ValueError(f"{TIMEOUT_ENV} must be seconds > 0 and < 3600, not {raw[:40]!r}")
+    return value
 
 
 def queue(connection: str | None = None) -> RedisQueue:

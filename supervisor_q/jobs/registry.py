@@ -74,7 +74,7 @@ class Job(Generic[P, R]):
         """Queue this job; returns its id (None: a unique job's duplicate was dropped).
         after_commit: pushed once the current database transaction commits
         (dispatching.after_commit); returns the id it will have."""
-        wait = self.options.delay if delay is None else delay
+        wait = bulk.check_delay(self.options.delay if delay is None else delay)
         if not after_commit:
             sent = bulk.send_one(self, args, kwargs, queue=queue, delay=wait,
                                  connection=connection)
@@ -106,7 +106,7 @@ class Job(Generic[P, R]):
                       chunk: int = bulk.CHUNK) -> list[str | None]:
         """Queue this job once per item (a tuple or list of arguments, or a dict of
         keywords), chunk jobs per Redis call (jobs/bulk.py); their ids in order."""
-        wait = self.options.delay if delay is None else delay
+        wait = bulk.check_delay(self.options.delay if delay is None else delay)
         return bulk.send_items(self, self.name, items, queue=queue, delay=wait,
                                connection=connection, chunk=chunk)
 
@@ -290,6 +290,7 @@ def dispatch(target: str | Job, *args: Any, queue: str | None = None,
     found = find_job(target, connection, registry)
     if found is not None:
         return found.dispatch(*args, **options, **kwargs)
+    delay = bulk.check_delay(delay or 0.0)
     built = payloads.build(target, queue or DEFAULT_QUEUE, args, kwargs)
     if after_commit:
         dispatching.after_commit(
@@ -317,7 +318,8 @@ def dispatch_many(target: str | Job, items: Iterable[Any], *, queue: str | None 
     if not isinstance(target, Job):
         found = find_job(target, connection, registry)
         if found is None:
-            return bulk.send_items(None, target, items, queue=queue, delay=delay or 0.0,
+            return bulk.send_items(None, target, items, queue=queue,
+                                   delay=bulk.check_delay(delay or 0.0),
                                    connection=connection, chunk=chunk)
         target = found
     return target.dispatch_many(items, delay=delay, queue=queue, connection=connection,

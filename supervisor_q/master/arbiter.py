@@ -254,6 +254,7 @@ class Arbiter:
             return
         # Otherwise it was the guardian (started again at once) or the embedded Redis
         # server: Popen.poll() then reports it gone and supervise_server starts it again.
+        self.spawner.reaped(pid, status)  # a preload zygote: logged with how it ended
         if not self.guardian.exited(pid):
             self.guardian.forget(pid)
 

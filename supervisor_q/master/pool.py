@@ -168,14 +168,14 @@ class Pool:
         can_fork = self.spawner.ready(self, now)  # False while a preload zygote imports
         if can_fork:
             self._retry_waiting(now)
-        self._forget_exited()  # first: a replacement takes the slot its predecessor left
+        gone = self._forget_exited()  # first: a replacement takes the slot left
         want = self.want
         active = self.active()
         missing = max(0, want - len(active)) if can_fork else 0
         self.backlog = missing > SPAWNS_PER_TURN
         if missing:
-            for _ in range(min(missing, SPAWNS_PER_TURN)):
-                self._spawn(self._free_slot(), now, "scale up" if active else "start")
+            for why in gone[:min(missing, SPAWNS_PER_TURN)]:  # one reason per spawn
+                self._spawn(self._free_slot(), now, why)
         elif len(active) > want:
             self._stop_extras(active, len(active) - want, now)
         self._kill_overdue_stops(now)
@@ -260,18 +260,19 @@ class Pool:
                     run.stop_deadline = None
                     self.signal(child, signal.SIGKILL)
 
-    def _forget_exited(self) -> None:
-        """Drop records of children that exited and are not wanted any more."""
-        keep = []
+    def _forget_exited(self) -> list[str]:
+        """Drop exited records; reasons for the next spawns (replacements of wanted first)."""
+        keep, gone = [], []
         extra = len(self.active()) - self.want
         for child in self.children:
             done = self.run_of(child).done
             if child.state is State.EXITED and (not done or extra > 0):
-                extra -= 1 if done else 0
+                extra, gone = (extra - 1, gone) if done else (extra, [*gone, child.pid])
                 self.runs.pop(id(child), None)
                 continue
             keep.append(child)
         self.children = keep
+        return [f"replaces pid={p}" for p in gone] + ["scale up" if keep else "start"] * self.want
 
     # -- signals ---------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -91,6 +92,18 @@ class PreloadSpawner(ForkSpawner):
         self.errors: dict[str, str] = {}
         self.retry_at: dict[str, tuple[tuple[int, float | None], float]] = {}  # failed key
         self.subreaper = False
+        self.ends: dict[int, str] = {}  # zygote pid -> how it ended, reaped before its EOF
+        self.dead: dict[int, str] = {}  # zygote pid -> program, its EOF read before reaping
+
+    def reaped(self, pid: int, status: int) -> None:
+        """The arbiter reaped pid, none of its pools' children: a zygote's end is logged
+        with how it ended (once both its EOF was read and it was reaped)."""
+        how = ended(status)
+        name = self.dead.pop(pid, None)
+        if name is not None:
+            _log_end(name, pid, how)
+        elif any(z.pid == pid for z in self.current.values()):
+            self.ends[pid] = how
 
     # -- the pool's side ----------------------------------------------------------
 
@@ -194,8 +207,11 @@ class PreloadSpawner(ForkSpawner):
                              now)
         current = self.current.get(name)
         if current is not None and _receive(current.sock) is not None:  # EOF: it died
-            log.error("%s: zygote pid=%d exited; starting a new one (children keep "
-                      "running)", name, current.pid)
+            how = self.ends.pop(current.pid, None)
+            if how is None:
+                self.dead[current.pid] = name  # logged when the arbiter reaps it
+            else:
+                _log_end(name, current.pid, how)
             del self.current[name]
             self._close(current)
 
@@ -276,3 +292,19 @@ def _receive(sock: socket.socket) -> dict | None:
     except ValueError:
         return {"error": "unreadable message from the zygote"}
     return message if isinstance(message, dict) else {}
+
+
+def ended(status: int) -> str:
+    """A waitpid status as "exited with 3" or "killed by SIGKILL"."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
+    return f"exited with {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else "exited"
+
+
+def _log_end(name: str, pid: int, how: str) -> None:
+    log.error("%s: zygote pid=%d %s; starting a new one (children keep running)", name,
+              pid, how)

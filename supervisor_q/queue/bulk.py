@@ -7,7 +7,8 @@ whether the chunk landed (ChunkLost.landed True / False, or None when Redis coul
 be asked). A single push goes over a connection kept per thread (and per node on Redis
 Cluster), past redis-py's per-command pool checkout, as the worker's hot path does; a
 connection error on a reused connection is retried once on a fresh one (a stale
-socket after a server restart), as redis-py's own retry would. A mixin of RedisQueue
+socket after a server restart), as redis-py's own retry would; a timeout is not (the
+job may have landed). A mixin of RedisQueue
 (backend.py). Imports lua, keys and cluster.
 """
 
@@ -109,7 +110,11 @@ class BulkPush:
             conn = self._kept_connection(kept, keys[0])
             try:
                 return _evalsha(self.client, conn, self.script(lua.PUSH), keys, args)
-            except (redis.ConnectionError, redis.TimeoutError):
+            except redis.TimeoutError:  # sent, maybe run: never sent twice
+                kept.used = False
+                self._drop_kept(kept)
+                raise
+            except redis.ConnectionError:
                 reused, kept.used = kept.used, False
                 self._drop_kept(kept)
                 if attempt or not reused:

@@ -84,6 +84,26 @@ end
 return {1, fire_then, fire_finally, progress}
 """
 
+# KEYS: 1 batch state hash, 2 succeeded ids set (unused), 3 failed ids set
+# ARGV: 1 how many counted jobs will never run (a dispatch cut off; 0 for an empty batch)
+# Returns: {fire_then, fire_finally}: takes them off total and pending, then finishes the
+# batch as BATCH_SUCCEEDED would if nothing is left pending.
+BATCH_UNCOUNT = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local gone = tonumber(ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'total', -gone)
+local pending = redis.call('HINCRBY', KEYS[1], 'pending', -gone)
+local fire_then = 0
+if pending == 0 and redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 0 then
+  fire_then = redis.call('HSETNX', KEYS[1], 'then_at', now)
+end
+local fire_finally = 0
+if pending <= redis.call('SCARD', KEYS[3]) then
+  fire_finally = redis.call('HSETNX', KEYS[1], 'finished_at', now)
+end
+return {fire_then, fire_finally}
+"""
+
 # KEYS: 1 batch state hash, 2 succeeded ids set, 3 failed ids set
 # ARGV: 1 job id, 2 jobs of its chain that will now never run (taken off the batch)
 # Returns: {counted, fire_catch, fire_finally}

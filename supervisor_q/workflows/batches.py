@@ -10,7 +10,7 @@ the rest of the chain waits in the batch's state and goes on when it finishes, n
 cancelled; a cancelled (failed) batch runs the chain's catch instead. Counters follow
 Laravel: a failed job stays pending (a retry that succeeds finishes it); finished =
 every job succeeded or failed.
-Imports dispatching, bulk, registry, context, middleware, chains, keys, lua, backend,
+Imports dispatching, bulk, registry, context, middleware, chains, batchsend, keys, lua, backend,
 batchack and payload.
 """
 
@@ -24,17 +24,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import redis
+
 from supervisor_q.jobs import bulk, dispatching
 from supervisor_q.jobs.context import current_job
 from supervisor_q.jobs.middleware import Call
-from supervisor_q.jobs.registry import Job, Signature, find_job, signature
+from supervisor_q.jobs.registry import Job, Signature, signature
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.batchack import Counted
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
-from supervisor_q.queue.payload import Payload, to_json
-from supervisor_q.workflows import chains
+from supervisor_q.queue.payload import Payload
+from supervisor_q.workflows import batchsend, chains
 from supervisor_q.workflows.chains import BATCH, CATCH, CHAIN, Chain, remaining
 
 log = logging.getLogger("supervisor_q.batches")
@@ -120,17 +122,19 @@ class Batch:
         self.queue.client.hsetnx(_keys(self.id)[0], "cancelled_at", int(time.time() * 1000))
 
     def add(self, items: Iterable[Item]) -> list[str]:
-        """Add jobs (or chains) to this running batch, e.g. from one of its jobs."""
-        chains = [_as_chain(i) for i in items]
-        count = sum(len(c.jobs) for c in chains)
-        # Count them before they are queued, so the batch cannot finish in between.
+        """Add jobs (or chains) to this running batch, e.g. from one of its jobs. All
+        are built first (a bad item raises with nothing counted or queued), then
+        counted (so the batch cannot finish in between), then queued (see _send)."""
+        made = [_as_chain(i) for i in items]
+        if not made:
+            return []
+        sender = batchsend.build(made, self.id, None)
+        count = sum(len(c.jobs) for c in made)
         pipe = self.queue.client.pipeline(transaction=True)
         pipe.hincrby(_keys(self.id)[0], "total", count)
         pipe.hincrby(_keys(self.id)[0], "pending", count)
         pipe.execute()
-        if all(c.jobs and isinstance(c.jobs[0], Signature) for c in chains):
-            return [str(i) for i in _queue_jobs(chains, self.id, None)]
-        return [str(c.dispatch(extra={BATCH: self.id})) for c in chains]
+        return [str(i) for i in _send(self, sender, made)]
 
 
 @dataclass
@@ -177,6 +181,10 @@ class PendingBatch:
             return fake.record_batch(self)  # type: ignore[no-any-return]
         batch_id = str(uuid.uuid4())
         target = dispatching.queue(connection)
+        for c in self.items:
+            if self.queue and c.queue is None:
+                c.queue = self.queue
+        sender = batchsend.build(self.items, batch_id, connection)  # a bad item: no batch at all
         total = sum(len(c.jobs) for c in self.items)
         callbacks = self.callbacks()
         state = {"id": batch_id, "name": self.name, "total": total, "pending": total,
@@ -190,40 +198,38 @@ class PendingBatch:
         handle = Batch(batch_id, target)
         if "before" in callbacks:  # queued ahead of the batch's jobs
             _fire(handle, {"before": 1}, None)
-        if total == 0:  # nothing to wait for: then and finally now, as Laravel does
-            _fire(handle, {"then": 1, "finally": 1}, None)
-        for c in self.items:
-            if self.queue and c.queue is None:
-                c.queue = self.queue
-        _queue_jobs(self.items, batch_id, connection)
+        if total == 0:  # nothing to wait for: finished now, then and finally run once
+            _uncount(handle, 0)
+        _send(handle, sender, self.items)
         return handle
 
 
-def _queue_jobs(chains: list[Chain], batch_id: str,
-               connection: str | None) -> list[str | None]:
-    """Queue each chain's first job (carrying the rest), in chunks per queue
-    (jobs/bulk.py): a batch of 10,000 jobs is ten script calls, not 10,000. Each job
-    name is looked up once per call; their ids, in order."""
-    sender = bulk.Sender(connection)
-    known: dict[str, Job | None] = {}
-    lone = {BATCH: batch_id, CHAIN: []}  # the extra of a one-job chain without catch
-    lone_json = to_json(lone, "batch")
+def _send(handle: Batch, sender: bulk.Sender, chains: list[Chain]) -> list[str | None]:
+    """Queue what sender holds (the jobs already counted); their ids in order. If the
+    connection breaks, the BulkDispatchError names the batch (batch_id, batch), and the
+    jobs that surely did not land (not_landed) are taken off its counts when Redis
+    answers (uncounted: how many), so it can still finish; unknown ones stay counted."""
     try:
-        for c in chains:
-            if not c.jobs:
-                raise ValueError("a chain needs at least one job")
-            first = c.jobs[0] if c.jobs[0].queue or not c.queue else c.jobs[0].on(c.queue)
-            if first.job not in known:
-                known[first.job] = find_job(first.job, connection)
-            alone = len(c.jobs) == 1 and c.catch is None
-            sender.add_call(known[first.job], first.job, first.args, first.kwargs,
-                            queue=first.queue, delay=first.delay,
-                            extra=lone if alone else c.first_payload_extra({BATCH: batch_id}),
-                            extra_json=lone_json if alone else None)
-    except Exception:
-        sender.close()
+        return sender.close()
+    except bulk.BulkDispatchError as exc:
+        exc.batch_id, exc.batch = handle.id, handle
+        size = dict(zip(sender.ids, (len(c.jobs) for c in chains), strict=False))
+        gone = sum(size.get(i, 1) for i in exc.not_landed)
+        if gone and _uncount(handle, gone):
+            exc.uncounted = gone
         raise
-    return sender.close()
+
+
+def _uncount(handle: Batch, gone: int) -> bool:
+    """Take gone counted jobs that will never run off the batch (0: an empty batch) and
+    run then / finally if that finished it; False if Redis could not be reached."""
+    try:
+        fire_then, fire_finally = handle.queue.script(lua_limits.BATCH_UNCOUNT)(
+            keys=_keys(handle.id), args=[gone])
+        _fire(handle, {"then": fire_then, "finally": fire_finally}, None)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    return True
 
 
 def _chain_state(extra: dict | None, progress: bool) -> dict[str, str]:
@@ -360,9 +366,12 @@ def _chain_after(progress: Progress, rest: dict[str, Any]) -> None:
 
 # -- operations ----------------------------------------------------------------
 
-def retry_batch(queue: RedisQueue, batch_id: str) -> int:
-    """Queue every failed job of the batch again; returns how many."""
-    ids = list(queue.client.smembers(_keys(batch_id)[2]))
+def retry_batch(queue: RedisQueue, batch_id: str) -> int | None:
+    """Queue every failed job of the batch again; returns how many (None: no such batch)."""
+    state_key, _, failed_key = _keys(batch_id)
+    if not queue.client.exists(state_key, failed_key):
+        return None
+    ids = list(queue.client.smembers(failed_key))
     return queue.retry_failed_many(queue.failed_records_of(ids))
 
 

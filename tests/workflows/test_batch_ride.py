@@ -76,7 +76,7 @@ def test_a_worker_riding_its_counts_fires_each_callback_once_with_the_right_prog
     try:
         for _ in range(3):  # a callback dispatched by the reserve that found the queue
             # empty is left for the next run (stop_when_empty)
-            Worker(WorkerSettings(queues=("default",), stop_when_empty=True, sleep=0.1,
+            Worker(WorkerSettings(queues=("default",), stop_when_empty=True, sleep=0.1, memory=0,
                                   prefetch=prefetch), queue).run()
             if not queue.counts("default")["ready"]:
                 break

@@ -3,7 +3,8 @@ at once while Redis answers, else kept until the master's probe finds it back, s
 Redis that hangs never stalls the loop on a dead child's job. Kept ones are bounded
 (MAX_KEPT); one left over waits for its reservation to expire, as before.
 A child that stopped itself at its fleet lease's end (exit FENCED, worker/fence.py) gets
-every job it held handed back by its holder name, attempt given back.
+every job it held handed back by its holder name, attempt given back; so does one killed
+by a signal, for the jobs it held besides the one it ran (settled first).
 """
 
 from __future__ import annotations
@@ -42,12 +43,19 @@ class Handbacks:
         handed back and another worker reserved since."""
         holder = f"{child.master_id}|{child.pid}."
         fenced = os.WIFEXITED(status) and os.WEXITSTATUS(status) == exitcodes.FENCED
+        # Killed by a signal, it handed nothing back itself: the jobs it had reserved but
+        # not started (prefetched, fetched ahead) go back at once, attempt given back,
+        # instead of waiting for their reservations to expire.
+        sweep = os.WIFSIGNALED(status) and bool(child.master_id)
         if fenced and child.master_id:  # (never empty in a fleet master)
             job = back.job if back is not None else handback.LostJob("", "")
             back = handback.Handback(job, back.attempts if back else 0, "fenced",
                                      "stopped at its fleet lease's end", holder)
         elif back is not None:
-            back = dataclasses.replace(back, holder=holder)
+            back = dataclasses.replace(back, holder=holder, sweep=sweep)
+        elif sweep:  # no job running: what it held was not started
+            back = handback.Handback(handback.LostJob("", ""), 0, "idle",
+                                     f"killed by signal {os.WTERMSIG(status)}", holder)
         if back is not None:
             self.add(child.name, program, back)
 
@@ -75,5 +83,9 @@ class Handbacks:
                     continue  # kept; the gate is closed now
                 done = "left to reservation expiry"
             self.kept.popleft()
+            if not back.job.id:  # fenced or idle: what it held, no job of its own
+                if not done.startswith(f"{back.why}: 0 "):
+                    log.warning("%s: %s (%s): %s", name, back.how, back.why, loggable(done, 400))
+                continue
             log.warning("%s: job %s (%s) interrupted (%s, %s): %s", name, loggable(back.job.id),
                         loggable(back.job.name), back.why, back.how, loggable(done, 400))

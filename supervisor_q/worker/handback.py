@@ -45,9 +45,11 @@ class Handback:
     job: LostJob
     attempts: int  # the attempt the worker reported
     why: str  # "timeout", "memory", "lost" (died), "stopped" (shut down while busy) or
-    # "fenced" (stopped itself: its master's fleet lease ran out; worker/fence.py)
+    # "fenced" (stopped itself: its master's fleet lease ran out; worker/fence.py) or
+    # "idle" (killed by a signal with no job running: what it held was not started)
     how: str  # "killed by signal 9", "timeout", ...
     holder: str = ""  # fenced: "<master id>|<pid>.", the prefix of its reservations' tokens
+    sweep: bool = False  # then hand back what else the holder held (killed: not started)
 
 
 class Program(Protocol):
@@ -72,11 +74,21 @@ def attempt(queue: RedisQueue, program: Program, back: Handback) -> str:
     """settle(), raising a RedisError for the caller to decide (the master tries again
     once Redis answers). Safe to repeat: it acts only on the attempt back names."""
     job = back.job
-    if back.why == "fenced":  # every job it held, by token: not one another worker holds now
+    if back.why in ("fenced", "idle"):  # every job it held, by token: none another holds now
         held = queue.hand_back_held(back.holder)
-        return f"fenced: {held} job(s) it held handed back, attempt given back"
+        return f"{back.why}: {held} job(s) it held handed back, attempt given back"
     if not job.id:  # its start report was unreadable: the reservation brings it back
         return "left to reservation expiry (unreadable start report)"
+    done = _settle_running(queue, program, back)
+    if back.sweep and back.holder:  # the running job is settled: not held by it any more
+        held = queue.hand_back_held(back.holder)
+        if held:
+            done += f"; {held} other job(s) it held handed back, attempt given back"
+    return done
+
+
+def _settle_running(queue: RedisQueue, program: Program, back: Handback) -> str:
+    job = back.job
     found = queue.reserved_job(job.queue, job.id)
     if found is None:
         return "already settled"

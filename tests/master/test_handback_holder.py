@@ -67,3 +67,44 @@ def test_the_dead_childs_own_reservation_is_still_settled(
     counts = dead.counts("fq")  # (a ready one: its failure callbacks, for a worker)
     assert counts["reserved"] == 0 and counts["failed"] == 1, counts
     assert not dead.client.hexists(QueueKeys("fq").holders, job_id)
+
+
+def _reap(tmp_path: Path, redis_url: str, child: ChildProcess, back: Handback | None) -> None:
+    (tmp_path / "w.yaml").write_text("queues: [fq]\nimport: [tests.jobmods.fleetjobs]\n"
+                                     "tries: 1\n")
+    master = Handbacks(RedisQueue(connect(redis_url)), Gate())
+    master.reaped(child, load_program_file(tmp_path / "w.yaml"), back, signal.SIGKILL)
+    assert not master.kept
+
+
+def test_a_killed_childs_unstarted_jobs_go_back_at_once_attempt_given_back(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILLed with one job running and three prefetched: the running one is settled
+    (tries: 1 fails it), the three are ready again at once, their attempt given back;
+    another child's reservation is not touched."""
+    dead = worker_of(redis_url, OLD, monkeypatch)
+    child = _reaped_child(dead, OLD)
+    other = worker_of(redis_url, NEW, monkeypatch)
+    ids = [push(dead) for _ in range(5)]
+    running, *prefetched = dead.reserve("fq", default_timeout=60, count=4)[1].jobs
+    [theirs] = other.reserve("fq", default_timeout=60)[1].jobs
+    back = Handback(LostJob(running.id, "fq", "tests.noop"), 1, "lost", "killed by signal 9")
+    _reap(tmp_path, redis_url, child, back)
+    counts = other.counts("fq")
+    assert (counts["reserved"], counts["failed"]) == (1, 1)  # theirs; the running one
+    ready = {x.decode() for x in other.client.lrange(QueueKeys("fq").ready, 0, -1)}
+    assert {j.id for j in prefetched} <= ready, "the prefetched ones are ready at once"
+    attempts = other.client.hmget(QueueKeys("fq").attempts, [j.id for j in prefetched])
+    assert [int(a or 0) for a in attempts] == [0, 0, 0], "their attempt was given back"
+    assert theirs.id == ids[4] and other.ack("fq", theirs.id) == 1
+
+
+def test_a_child_killed_between_jobs_hands_back_what_it_held(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = worker_of(redis_url, OLD, monkeypatch)
+    child = _reaped_child(dead, OLD)
+    for _ in range(2):
+        push(dead)
+    assert len(dead.reserve("fq", default_timeout=60, count=2)[1].jobs) == 2
+    _reap(tmp_path, redis_url, child, None)
+    assert dead.counts("fq") == {"ready": 2, "delayed": 0, "reserved": 0, "failed": 0}

@@ -4,12 +4,16 @@ number equals the dead child's) and another worker reserved is left to that work
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
+import redis as redis_py
 
 from supervisor_q.config.loading import load_program_file
+from supervisor_q.jobs.registry import dispatch
 from supervisor_q.master.handbacks import Handbacks
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.queue.backend import RedisQueue, connect
@@ -17,6 +21,8 @@ from supervisor_q.queue.faults import Gate
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.keys import QueueKeys
 from supervisor_q.worker.handback import Handback, LostJob
+from tests.helpers import wait_until
+from tests.masters import results
 from tests.queue.test_fencing import push, worker_of
 
 OLD, NEW = "hostA:10:aaaa", "hostB:20:bbbb"
@@ -108,3 +114,29 @@ def test_a_child_killed_between_jobs_hands_back_what_it_held(
     assert len(dead.reserve("fq", default_timeout=60, count=2)[1].jobs) == 2
     _reap(tmp_path, redis_url, child, None)
     assert dead.counts("fq") == {"ready": 2, "delayed": 0, "reserved": 0, "failed": 0}
+
+
+def test_a_sigkilled_child_s_prefetched_jobs_run_again_at_once(master_factory,
+                                                                redis_url: str) -> None:
+    """A real master and child: the child runs a long job with three prefetched; SIGKILL.
+    The three run on its replacement within seconds, not after their reservations' 60 s
+    timeout plus margin, and each once."""
+    program = ("queues: [default]\nimport: [tests.jobmods.basic]\nnumprocs: 1\n"
+               "startsecs: 0.2\nprefetch: 4\ntries: 1\ntimeout: 60\n")
+    dispatch("tests.sleep", 30, "long", connection=redis_url)
+    for i in range(3):
+        dispatch("tests.record", f"quick-{i}", connection=redis_url)
+    client = redis_py.Redis.from_url(redis_url)
+    with master_factory({"pf": program}) as master:
+        [pid] = master.wait_running("pf", 1)
+        wait_until(lambda: any(r.get("value") == "long" for r in results(client)), timeout=15)
+        assert not [r for r in results(client) if str(r.get("value")).startswith("quick")]
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_until(lambda: len([r for r in results(client)
+                                if str(r.get("value")).startswith("quick")]) == 3,
+                   timeout=20, message="the prefetched jobs ran on the replacement")
+        assert time.monotonic() - killed_at < 20
+        quick = sorted(r["value"] for r in results(client)
+                       if str(r.get("value")).startswith("quick"))
+        assert quick == ["quick-0", "quick-1", "quick-2"], "each once"

@@ -73,14 +73,21 @@ class TextFormatter(logging.Formatter):
             line += " ({})".format(" ".join(f"{k}={getattr(record, k)}" for k in JOB_FIELDS))
         return line
 
+    def head(self, level: str, logger: str, pid: int, created: float) -> str | None:
+        """What format() writes before a record's message ("<time> INFO [pid] name: "),
+        for records made without logging (info_line, master/childlog.py); None for a
+        format other than supervisor-q's two."""
+        if self._fmt == TEXT_FORMAT:
+            return f"{iso_time(created)} {level} [{pid}] {logger}: "
+        if self._fmt == CHILD_FORMAT:
+            return f"{level} {logger}: "
+        return None
+
     def info_line(self, logger: str, message: str) -> str | None:
         """An INFO line of logger as format() would write it (no job fields: the jobs
         logger's own); None for a format other than supervisor-q's two."""
-        if self._fmt == TEXT_FORMAT:
-            return f"{iso_time(time.time())} INFO [{procid.pid()}] {logger}: {message}"
-        if self._fmt == CHILD_FORMAT:
-            return f"INFO {logger}: {message}"
-        return None
+        head = self.head("INFO", logger, procid.pid(), time.time())
+        return None if head is None else head + message
 
 
 class JsonFormatter(logging.Formatter):
@@ -138,15 +145,16 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write(line, hold)
 
     def _write(self, line: str, hold: bool) -> None:
-        held = self.held
-        held.append(line)
-        if hold and len(held) < self.HOLD_LINES:
-            return
-        self.held = []
+        self.held.append(line)
+        if not hold or len(self.held) >= self.HOLD_LINES:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        held, self.held = self.held, []
         try:
             self.stream.write("\n".join(held) + "\n")
             self.stream.flush()
-        except (OSError, ValueError):  # a closed or broken stderr: the line is lost
+        except (OSError, ValueError):  # a closed or broken stderr: the lines are lost
             pass
 
     def release(self) -> None:
@@ -154,7 +162,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if self.held:
             with self.lock:  # type: ignore[union-attr]
                 if self.held:
-                    self._write(self.held.pop(), hold=False)
+                    self._write_held()
 
     def flush(self) -> None:
         self.release()
@@ -195,20 +203,14 @@ def info_line(logger: logging.Logger, message: str, job: tuple[str, str, str], *
     the caller logs it as a record then."""
     if not logger.isEnabledFor(logging.INFO):
         return True  # the record would be dropped too
-    handlers = logging.root.handlers
-    if len(handlers) != 1 or logging.getLogRecordFactory() is not logging.LogRecord:
+    if logging.getLogRecordFactory() is not logging.LogRecord:
         return False
-    handler = handlers[0]
+    handler = sole_handler(logger)
     if type(handler) is not LineHandler or handler.level > logging.INFO:
         return False
     for only in handler.filters:
         if type(only) is not JobFilter:
             return False
-    node: logging.Logger | None = logger
-    while node is not None and node is not logging.root:
-        if node.handlers or node.filters or not node.propagate:
-            return False
-        node = node.parent
     formatter = handler.formatter
     if type(formatter) is TextFormatter:
         line = formatter.info_line(logger.name, message)
@@ -220,6 +222,26 @@ def info_line(logger: logging.Logger, message: str, job: tuple[str, str, str], *
         return False
     handler.write_line(line, hold=hold)
     return True
+
+
+def sole_handler(logger: logging.Logger,
+                 skip: logging.Handler | None = None) -> logging.Handler | None:
+    """The one handler (skip aside) a record of logger reaches, going up the loggers
+    as Logger.callHandlers does; None if it reaches several or none, or a logger on the
+    way has a filter."""
+    found: logging.Handler | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if handler is skip:
+                continue
+            if found is not None:
+                return None
+            found = handler
+        node = node.parent if node.propagate else None
+    return found
 
 
 def release_lines() -> None:

@@ -24,7 +24,7 @@ from supervisor_q.logs import (
     JobFilter,
     LineHandler,
     TextFormatter,
-    iso_time,
+    sole_handler,
 )
 
 # Control characters but tab and newline (lines are split there), each as \xNN.
@@ -65,19 +65,10 @@ def text_lines(whole: bytes, escape: bool) -> list[str]:
 def plain_handler(logger: logging.Logger, ring: logging.Handler) -> logging.StreamHandler | None:
     """The one handler logger's records reach when that is configure_logging's text
     handler (ring being the only other one, which skips children's lines), else None."""
-    if logger.disabled or logger.filters:
+    if logger.disabled:
         return None
-    node: logging.Logger | None = logger
-    found: logging.StreamHandler | None = None
-    while node is not None:
-        for handler in node.handlers:
-            if handler is ring:
-                continue
-            if found is not None or not _plain(handler):
-                return None
-            found = handler  # type: ignore[assignment]
-        node = node.parent if node.propagate else None
-    return found
+    handler = sole_handler(logger, skip=ring)
+    return handler if handler is not None and _plain(handler) else None  # type: ignore[return-value]
 
 
 def _plain(handler: logging.Handler) -> bool:
@@ -104,7 +95,8 @@ def write_lines(handler: logging.StreamHandler, logger: logging.Logger, head: st
     """Each line as the handler's record of logger would be, `head` being the record's
     name (`w#1 stderr`), the level read from the line (child_level); one write.
     logger: for the record handleError is given if the write fails."""
-    stamp = iso_time(time.time())
+    formatter: TextFormatter = handler.formatter  # type: ignore[assignment]  (_plain)
+    now = time.time()
     prefixes: dict[int, str | None] = {}
     out = []
     for line in lines:
@@ -116,8 +108,8 @@ def write_lines(handler: logging.StreamHandler, logger: logging.Logger, head: st
         if prefix == "":
             # as Logger.handle, which output.py's records go through: the handler's
             # level only (a child's DEBUG line is shown under a master at INFO)
-            prefix = prefixes[level] = (f"{stamp} {logging.getLevelName(level)} [{pid}] "
-                                        f"{head}: " if level >= handler.level else None)
+            prefix = prefixes[level] = (formatter.head(logging.getLevelName(level), head, pid,
+                                                       now) if level >= handler.level else None)
         if prefix is not None:
             out.append(prefix + text)
     if not out:

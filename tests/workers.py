@@ -14,11 +14,15 @@ FLOWS = "tests.jobmods.flows"
 
 
 def start(redis_url: str, *flags: str, queues: str = "default",
-          env: dict[str, str] | None = None) -> subprocess.Popen:
+          env: dict[str, str] | None = None, imports: str = FLOWS,
+          new_session: bool = False) -> subprocess.Popen:
+    """`supervisor-q work --quiet` on queues; new_session: in a session of its own, so a
+    signal to its process group reaches the guard and the worker alike."""
     return subprocess.Popen(
         [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
-         "--queue", queues, "--import", FLOWS, "--sleep", "0.2", "--quiet", *flags],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+         "--queue", queues, "--import", imports, "--sleep", "0.2", "--quiet", *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=new_session)
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.worker.ahead import AHEAD_BELOW
+from tests import workers
 from tests.helpers import wait_until
 from tests.masters import Master
 from tests.worker.test_worker import BASIC, results
@@ -27,10 +27,7 @@ def queue(redis_url: str) -> RedisQueue:
 
 def start(redis_url: str, *flags: str) -> subprocess.Popen:
     """`work` in its own session, so a SIGKILL reaches the guard and the worker alike."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--quiet",
-         "--queue", "default", "--import", BASIC, "--sleep", "0.2", *flags],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return workers.start(redis_url, *flags, imports=BASIC, new_session=True)
 
 
 def runs(queue: RedisQueue, value: str, phase: str | None = None) -> list[dict]:

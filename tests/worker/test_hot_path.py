@@ -167,3 +167,27 @@ def test_a_child_killed_with_its_finish_held_settles_the_job_once(
         wait_until(lambda: len(results(queue.client)) == 2, timeout=10,
                    message="the next job ran")
     queue.close()
+
+
+def test_a_plain_jobs_done_record_is_what_the_general_path_writes() -> None:
+    """done_entry writes the record of a job without chain, batch or kept result
+    directly; it must be byte for byte the general path's json.dumps of the same fields."""
+    import dataclasses
+    import json
+
+    from supervisor_q.queue import payload as payloads
+    from supervisor_q.queue.backend import Reserved
+    from supervisor_q.worker import jobrecord
+
+    built = payloads.build("app.caf\u00e9\n\udcff", "q", [], {})
+    decoded = payloads.decode(payloads.encode(built))
+    job = Reserved("q", decoded.id, payloads.encode(built), 3, 0, 0.0)
+    fast = jobrecord.done_entry(job, decoded, 1_700_000_000.125, None, 60, None)
+    general = jobrecord.done_entry(job, dataclasses.replace(decoded, extra={"x": 1}),
+                                   1_700_000_000.125, None, 60, None)
+    assert isinstance(fast, jobrecord.Done) and isinstance(general, jobrecord.Done)
+    assert fast.keep_ms == general.keep_ms == 60_000
+    body = json.loads(fast.record)
+    body["ended_at"] = json.loads(general.record)["ended_at"]
+    assert json.dumps(body, separators=(",", ":")) == general.record
+    assert list(json.loads(fast.record)) == list(json.loads(general.record))

@@ -4,7 +4,8 @@
 reachable one is enough: redis-py discovers the rest and follows MOVED/ASK, failovers
 included); `rediss+cluster://` is the same over TLS. Query options (e.g.
 `?ssl_cert_reqs=none`) are passed on as for a plain URL. What a queue costs on a
-cluster, and which keys live where: keys.py and README.md. Imports only paths.
+cluster, and which keys live where: keys.py and README.md. Imports only paths and faults
+(the message RedisCluster gives when no node answers).
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from redis.exceptions import (
 )
 
 from supervisor_q.paths import BadRedisUrl, redact
+from supervisor_q.queue.faults import CLUSTER_UNREACHABLE
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 _EXAMPLE = "(e.g. redis+cluster://HOST:7000,HOST:7001)"
-# RedisCluster's exception when no node answered a slot-map refresh. It is no RedisError
-# (and the class is also raised for misuse), so it is told by its message.
-UNREACHABLE = "Redis Cluster cannot be connected"
 
 
 def is_cluster_url(url: str) -> bool:
@@ -157,7 +156,7 @@ class LazyCluster(RedisCluster):
         try:
             return super().execute_command(*args, **kwargs)
         except RedisClusterException as exc:  # not a RedisError: callers would miss it
-            if not str(exc).startswith(UNREACHABLE):
+            if not str(exc).startswith(CLUSTER_UNREACHABLE):
                 raise
             raise redis.ConnectionError(str(exc).splitlines()[0][:300]) from None
 

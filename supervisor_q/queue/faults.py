@@ -40,13 +40,13 @@ _RETRYABLE_REPLIES = ("NOREPLICAS",)
 # RedisCluster's own exception when no node answered its slot-map refresh (no
 # RedisError; a class it also raises for misuse, hence the message). cluster.py turns it
 # into a ConnectionError for single calls; a pipeline may still raise it.
-_CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
+CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
 
 
 def is_topology_fault(exc: BaseException) -> bool:
     if isinstance(exc, TOPOLOGY_FAULTS):
         return True
-    if isinstance(exc, RedisClusterException) and str(exc).startswith(_CLUSTER_UNREACHABLE):
+    if isinstance(exc, RedisClusterException) and str(exc).startswith(CLUSTER_UNREACHABLE):
         return True
     return isinstance(exc, redis.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)
 

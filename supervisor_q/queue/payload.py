@@ -172,12 +172,34 @@ def _loads(raw: str | bytes) -> Any:
         raise ValueError("not UTF-8") from None
 
 
+# The fields of a payload without options (what most dispatches write): such a payload
+# is checked field by field here, without the general path's look at every option.
+_PLAIN_FIELDS = frozenset(("id", "job", "queue", "args", "kwargs", "dispatched_at"))
+
+
+def _plain(body: dict[str, Any]) -> Payload | None:
+    """body as a Payload when it has only _PLAIN_FIELDS, each of its right type; None
+    for the general path (which says what is wrong, if anything)."""
+    job_id, job, queue = body.get("id"), body.get("job"), body.get("queue")
+    args, kwargs = body.get("args", []), body.get("kwargs", {})
+    at = body.get("dispatched_at", 0.0)
+    if not (type(job_id) is str and type(job) is str and type(queue) is str
+            and type(args) is list and type(kwargs) is dict
+            and (type(at) is float and math.isfinite(at) or type(at) is int)):
+        return None
+    return Payload(job_id, job, queue, args, kwargs, dispatched_at=float(at))
+
+
 def decode(raw: str | bytes) -> Payload:
     """Parse and validate; raise MalformedPayload with a reason a person can act on."""
     try:
         body = _loads(raw)
     except ValueError as exc:
         raise MalformedPayload(f"payload is not valid JSON: {exc}") from None
+    if type(body) is dict and body.keys() <= _PLAIN_FIELDS:
+        plain = _plain(body)
+        if plain is not None:
+            return plain
     if not isinstance(body, dict):
         raise MalformedPayload("payload is not a JSON object")
     missing = [name for name in ("id", "job", "queue") if not isinstance(body.get(name), str)]

@@ -116,8 +116,9 @@ class FetchAhead:
     def hold_acks(self, queue: str, name: str) -> None:
         """Before a job (of queue, named name) starts: send the acks of queue's finished
         jobs now, in one call whose reply is read later, unless that job is known to be
-        shorter than ACK_HOLD, they finished less than ACK_HOLD ago and no reserve sent
-        ahead is in flight (they then ride with the next reserve). A batch count goes
+        shorter than ACK_HOLD, they finished less than ACK_HOLD ago, and other jobs are in
+        hand or no reserve sent ahead is in flight (they then ride with the next reserve,
+        or go before a later job: with prefetch N, one call per N jobs). A batch count goes
         with its ack, its answer read before the next job (collect_counts; on Redis
         Cluster, or before a job not known to be short, read now); one of a batch known
         to have no progress callback may be held as plain acks are."""
@@ -137,9 +138,12 @@ class FetchAhead:
                 queue, *[p.id for p in mine], counts=counts))
             self.counting += mine
         else:
-            if (average is not None and average < ACK_HOLD and not self.ahead_sent_at
+            if (average is not None and average < ACK_HOLD
+                    and (self.prefetched or not self.ahead_sent_at)
                     and mine[0].at > time.monotonic() - ACK_HOLD):
-                return  # (a reserve sent ahead already left: none to ride with soon)
+                # They ride with the next reserve, or go before a later job. With a
+                # reserve sent ahead and no other job in hand, none comes soon: they go.
+                return
             held = [p for p in mine if p.count is not None]
             if held and not self.queue.counts_ride_ahead:
                 self.with_redis(lambda: self._ack(queue, mine))

@@ -62,7 +62,10 @@ class RedisRetry:
                 if not self.parent_alive():
                     return None
                 self.reporter.flush()  # a finish held back goes before any wait
-                self.sleep_interruptibly(self.outage.backoff())
+                if self.stopping:  # handing back or acking before the exit: no stop
+                    time.sleep(self.outage.backoff())  # to cut this wait short, no spin
+                else:
+                    self.sleep_interruptibly(self.outage.backoff())
 
     def reclaim_unknown(self) -> None:
         """A reserve may have run on the server while its reply was lost: such jobs are

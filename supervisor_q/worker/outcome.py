@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import Reserved
@@ -18,8 +18,6 @@ from supervisor_q.queue.payload import Payload
 
 if TYPE_CHECKING:
     from supervisor_q.jobs.registry import JobOptions
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,18 +50,20 @@ def resolve_limits(payload: Payload | None, *, tries: int, backoff: tuple[int, .
         tries = d.tries if d.tries is not None else tries
         backoff = d.backoff or backoff
         timeout = d.timeout if d.timeout is not None else timeout
+    max_exceptions, retry_until = payload.max_exceptions, payload.retry_until
+    if d is not None:
+        if max_exceptions is None:
+            max_exceptions = d.max_exceptions
+        if retry_until is None:
+            retry_until = _declared_deadline(d, payload)
     return Limits(
         tries=payload.tries if payload.tries is not None else tries,
         backoff=tuple(payload.backoff) if payload.backoff else backoff,
-        max_exceptions=_first(payload.max_exceptions, d and d.max_exceptions),
-        retry_until=_first(payload.retry_until, d and _declared_deadline(d, payload)),
+        max_exceptions=max_exceptions,
+        retry_until=retry_until,
         fail_on_timeout=payload.fail_on_timeout or bool(d and d.fail_on_timeout),
         timeout=payload.timeout if payload.timeout is not None else timeout,
     )
-
-
-def _first(*values: T | None) -> T | None:
-    return next((v for v in values if v is not None), None)
 
 
 def _declared_deadline(declared: JobOptions, payload: Payload) -> float | None:

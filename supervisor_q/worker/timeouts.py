@@ -10,8 +10,6 @@ from the arbiter's loop), and so does the guard process of `supervisor-q work`
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 
 from supervisor_q import procid
@@ -39,6 +37,7 @@ class Timer:
 
 _installed_in = [0]  # pid of the process whose SIGALRM handler is _raise_timeout
 _running: list[Timer | None] = [None]  # the alarm of the job running now, if any
+_armed_in = [0]  # pid of the process whose interval timer may still be armed
 
 
 def _raise_timeout(signum: int, frame: FrameType | None) -> None:
@@ -48,23 +47,36 @@ def _raise_timeout(signum: int, frame: FrameType | None) -> None:
     raise JobTimeout()
 
 
-@contextmanager
-def alarm(seconds: float) -> Iterator[Timer]:
-    """Raise JobTimeout in this thread once seconds have passed; 0 disables."""
-    timer = Timer()
-    if seconds <= 0:
-        yield timer
-        return
-    # The handler is installed once per process and stays between jobs (two fewer
-    # syscalls per job). A job that replaces it only loses this first layer: the
-    # master (or the guard) still enforces the deadline.
-    if _installed_in[0] != procid.pid():
-        signal.signal(signal.SIGALRM, _raise_timeout)
-        _installed_in[0] = procid.pid()
-    _running[0] = timer
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield timer
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+class alarm:  # noqa: N801  (used as a function: `with alarm(seconds) as timer`)
+    """Raise JobTimeout in this thread once seconds have passed; 0 disables.
+
+    The handler is installed once per process and stays between jobs, and the timer is
+    not cleared when the job ends: the next job's alarm replaces it (one system call
+    per job, not three). Fired between jobs, it finds no job running and does nothing.
+    A job that replaces the handler only loses this first layer: the master (or the
+    guard) still enforces the deadline."""
+
+    __slots__ = ("seconds", "timer")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.timer = Timer()
+
+    def __enter__(self) -> Timer:
+        pid = procid.pid()
+        if self.seconds <= 0:
+            if _armed_in[0] == pid:  # a job before left its timer: off, not to fire late
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                _armed_in[0] = 0
+            return self.timer
+        if _installed_in[0] != pid:
+            signal.signal(signal.SIGALRM, _raise_timeout)
+            _installed_in[0] = pid
+        _running[0] = self.timer
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        _armed_in[0] = pid
+        return self.timer
+
+    def __exit__(self, *exc: object) -> None:
         _running[0] = None
+

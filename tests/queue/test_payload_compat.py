@@ -6,6 +6,7 @@ arguments (in the payload) while every reader still shows args and kwargs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,6 +56,29 @@ def test_the_compact_payload_omits_defaults_and_decodes_to_the_same_payload() ->
     raw = payloads.encode(full)
     assert raw.startswith('{"v":2,"timeout":2.5,')  # the head the reserve script reads
     assert payloads.decode(raw) == full  # zeros and empty lists are not defaults
+
+
+def test_a_payload_without_options_decodes_as_the_general_path_does() -> None:
+    """decode() takes a payload of only id, job, queue, args, kwargs and dispatched_at
+    on a short path: it gives what the general path (a v1 payload) gives, and whatever
+    it does not accept goes to the general path's one-line reasons."""
+    for args, kwargs, at in (([], {}, 0.0), ([1, "x", None], {"k": [2]}, 1764000000.125),
+                             ([], {}, 1764000000)):
+        built = payloads.Payload(id="p-1", job="tests.record", queue="default",
+                                 args=args, kwargs=kwargs, dispatched_at=at)
+        short, general = payloads.decode(payloads.encode(built)), payloads.decode(
+            payloads.encode_v1(built))
+        assert short == general == built
+        assert type(short.dispatched_at) is float
+    for body, reason in (
+            ('{"id":"a","job":"j","queue":"q","dispatched_at":true}', "'dispatched_at'"),
+            ('{"id":"a","job":"j","queue":"q","dispatched_at":"1"}', "'dispatched_at'"),
+            ('{"id":"a","job":"j","queue":"q","args":{}}', "'args' must be a list"),
+            ('{"id":"a","job":"j","queue":"q","kwargs":[]}', "'kwargs' must be an object"),
+            ('{"id":5,"job":"j","queue":"q"}', "lacks required string field(s): id"),
+            ('{"job":"j","queue":"q"}', "lacks required string field(s): id")):
+        with pytest.raises(payloads.MalformedPayload, match=re.escape(reason)):
+            payloads.decode(body)
 
 
 def test_the_compact_payload_keeps_the_keys_a_v1_reader_takes() -> None:

@@ -339,3 +339,40 @@ def test_worker_started_while_redis_is_down_waits_for_it(redis_db, redis_url: st
     finally:
         worker.terminate()
         worker.wait(10)
+
+
+def test_a_worker_stopped_while_redis_is_down_backs_off_then_hands_back(
+        redis_db, redis_url: str, queue: RedisQueue, short_tmp) -> None:
+    """SIGTERM with prefetched jobs in hand while Redis is down: the worker waits for
+    Redis with its backoff (it once retried in a busy loop, a core at 100 % until
+    killed), then hands the jobs back and exits."""
+    import psutil
+
+    dispatch("tests.sleep", 1.0, "long")
+    for i in range(3):
+        dispatch("tests.record", i)
+    log = short_tmp / "worker.log"
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+             "--queue", "default", "--import", BASIC, "--prefetch", "4"], stderr=err)
+    try:
+        wait_until(lambda: any(r.get("phase") == "start" for r in results(queue)),
+                   timeout=15)
+        assert queue.counts("default")["reserved"] == 4
+        redis_db.stop()
+        child = wait_until(lambda: psutil.Process(worker.pid).children(), timeout=5)[0]
+        worker.send_signal(signal.SIGTERM)
+        wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=15)
+        used = sum(child.cpu_times()[:2])
+        time.sleep(2.0)  # a span of waiting, whose CPU time is the measure
+        assert sum(child.cpu_times()[:2]) - used < 0.5, "it waits, it does not spin"
+        assert worker.poll() is None, "the jobs in hand are not given up"
+        redis_db.start()
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
+    counts = queue.counts("default")
+    assert counts["reserved"] == 0 and counts["ready"] + counts["delayed"] == 4, counts

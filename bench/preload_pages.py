@@ -52,6 +52,7 @@ from supervisor_q import job
 from supervisor_q.jobs.dispatching import queue_for
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+POOL = 16384  # obmalloc's pool on 64-bit CPython 3.10+ (its 48-byte header first)
 CODES = {}  # --profile: the code objects a child ran, from its fork on
 
 
@@ -125,9 +126,6 @@ def snapshot(zygote, pages):
     return out
 
 
-STRS = []
-
-
 def writes(contents, seen, heap):
     """The words that differ on the copied pages, each given to the object holding it:
     (type, "refcnt" | "gc" (the GC header before it) | "body") -> words, and the
@@ -144,7 +142,7 @@ def writes(contents, seen, heap):
                 continue
             addr = page + 8 * i
             j = bisect.bisect_right(starts, addr + 16) - 1
-            key = ("?", "pool header" if addr % PAGE < 48 else "free/other")
+            key = ("?", "pool header" if addr % POOL < 48 else "free/other")
             if j >= 0:
                 start = starts[j]
                 obj = seen[start]
@@ -158,8 +156,6 @@ def writes(contents, seen, heap):
                     if start <= addr < start + sys.getsizeof(obj):
                         key = (type(obj).__name__, "refcnt" if addr == start else "body")
             by[key] += 1
-            if key == ("str", "refcnt") and len(STRS) < 400:
-                STRS.append([seen[addr][:30], a[i] - b[i]])
             kinds.add(key[1])
             keys.add(key)
         only_ref += kinds == {"refcnt"}
@@ -261,7 +257,7 @@ def pages(zygote):
     by_write, only_ref = writes(contents, seen, (heap_lo, heap_hi))
     patterns = by_write.pop("patterns")
     per_page = by_write.pop("per_page")
-    result = {"born": born(contents, seen), "strs": STRS,
+    result = {"born": born(contents, seen),
               "writes": [[list(k), v] for k, v in by_write.most_common(40)],
               "only_refcounts": only_ref, "patterns": patterns, "per_page": per_page,
               "same": [dict(where), on_same.most_common(12)],
@@ -375,7 +371,6 @@ def main() -> None:
           "objects on them:", result["same"])
     print("the child's own objects on copied pages:", result["born"])
     print("pages with a change of (type, field):", result["per_page"])
-    print("STRS", result["strs"])
     print("changed words by (type, field):", result["writes"])
     print("the last modules imported:", " ".join(result["last"]))
     if args.profile:

@@ -14,6 +14,7 @@ opens a connection (no database, no Redis: a child must not share a socket).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -36,6 +37,22 @@ def warm_zygote() -> list[str]:
             step()
             WARMED.append(name)
     return list(WARMED)
+
+
+def tag_types() -> int:
+    """Give every class its attribute-cache version tag now; the number of classes.
+
+    CPython tags a class the first time an attribute is looked up on it through its
+    method cache, writing the class object (and its bases): done in each child, that
+    is a copied page per class its jobs use. A lookup of a name no class has tags
+    each, and changes nothing else."""
+    tagged = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, type):
+            with contextlib.suppress(Exception):  # a metaclass's __getattr__ may raise
+                getattr(obj, "_supervisor_q_version_tag_", None)
+                tagged += 1
+    return tagged
 
 
 def _json() -> None:

@@ -37,7 +37,7 @@ from supervisor_q.master.spawn import (
     prepared_queue,
     start_worker,
 )
-from supervisor_q.master.warm import warm_zygote
+from supervisor_q.master.warm import tag_types, warm_zygote
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.connection import PLAIN_SCHEMES
@@ -80,6 +80,7 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
     if os.environ.get("SUPERVISOR_Q_PRELOAD_WARM") != "0":  # 0: bench/preload_memory.py
         warm_zygote()  # what a child's first jobs would build lazily, built once here
         _prepare_queue(program, redis_url)
+        tag_types()  # after everything that creates classes
     if os.environ.get("SUPERVISOR_Q_PRELOAD_FILL") != "0":  # 0: bench/preload_memory.py
         fill_holes()  # a child's new objects go to fresh pools, not the shared pages
     if freeze:
@@ -120,6 +121,10 @@ def _enter(program: WorkerProgram) -> None:
 
 def _serve(program: WorkerProgram, sock: socket.socket, redis_url: str, master_pid: int,
            generation: float | None) -> int:
+    """Fork a worker per request. Lean on purpose: every page the zygote writes after a
+    fork stops being shared with the children forked before, so it reads no JSON (the
+    worker parses its request), builds no file objects, and answers with plain bytes."""
+    run = (redis_url, master_pid, generation)
     while True:
         try:
             message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 3)
@@ -128,16 +133,14 @@ def _serve(program: WorkerProgram, sock: socket.socket, redis_url: str, master_p
         if not message:  # the master closed our socket: a newer zygote took over
             return exitcodes.OK
         try:
-            request = json.loads(message)
-            pid = _fork_worker(program, request, fds, sock, (redis_url, master_pid,
-                                                              generation))
+            pid = _fork_worker(program, message, fds, sock, run)
         finally:
             for fd in fds:
                 os.close(fd)
-        send(sock, {"pid": pid})
+        sock.sendall(b'{"pid": %d}' % pid)
 
 
-def _fork_worker(program: WorkerProgram, request: dict, fds: list[int], sock: socket.socket,
+def _fork_worker(program: WorkerProgram, message: bytes, fds: list[int], sock: socket.socket,
                  run: tuple[str, int, float | None]) -> int:
     """Double fork; the worker's pid, or -1 if the intermediate said nothing."""
     read_end, write_end = os.pipe()
@@ -148,7 +151,7 @@ def _fork_worker(program: WorkerProgram, request: dict, fds: list[int], sock: so
             pid = os.fork()
             if pid == 0:
                 os.close(write_end)
-                _worker_process(program, request, fds, sock, run)
+                _worker_process(program, message, fds, sock, run)
             try:
                 os.setpgid(pid, pid)  # also done in the worker: a group before its pid is out
             except OSError:
@@ -157,13 +160,13 @@ def _fork_worker(program: WorkerProgram, request: dict, fds: list[int], sock: so
         finally:
             os._exit(0)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
+    data = os.read(read_end, 32)  # one write of a few bytes, then EOF
+    os.close(read_end)
     os.waitpid(middle, 0)
     return int(data) if data.isdigit() else -1
 
 
-def _worker_process(program: WorkerProgram, request: dict, fds: list[int],
+def _worker_process(program: WorkerProgram, message: bytes, fds: list[int],
                     sock: socket.socket, run: tuple[str, int, float | None]) -> None:
     """The worker forked by the zygote: never returns."""
     def body() -> int:
@@ -174,7 +177,7 @@ def _worker_process(program: WorkerProgram, request: dict, fds: list[int],
         sock.close()
         for fd in {out, err}:
             os.close(fd)
-        return _work(program, request, report_fd, run)
+        return _work(program, json.loads(message), report_fd, run)
 
     exit_with(body)
 

@@ -5,7 +5,9 @@ child drops the master's log ring it inherited."""
 
 from __future__ import annotations
 
+import array
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import redis
 
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.master.holes import available_blocks, fill_holes
+from supervisor_q.master.warm import tag_types
 from tests.helpers import wait_until
 from tests.masters import Master
 
@@ -108,3 +111,63 @@ def test_available_blocks_reads_the_allocator_statistics() -> None:
     blocks = available_blocks()
     assert sorted(blocks)[:3] == [16, 32, 48] and max(blocks) == 512
     assert fill_holes(rounds=0) == 0
+
+
+def test_tag_types_gives_every_class_its_attribute_cache_version_tag() -> None:
+    valid = 1 << 19  # Py_TPFLAGS_VALID_VERSION_TAG: cleared when a class is changed
+
+    class Raising(type):
+        def __getattr__(cls, name: str) -> None:
+            raise RuntimeError(name)
+
+    class Odd(metaclass=Raising):
+        pass
+
+    class Plain:
+        pass
+
+    Odd.changed = Plain.changed = 1  # type: ignore[attr-defined]
+    assert not Odd.__flags__ & valid and not Plain.__flags__ & valid
+    assert tag_types() >= 2
+    assert Odd.__flags__ & valid and Plain.__flags__ & valid
+
+
+def _frames(pid: int) -> dict[int, int]:
+    """{address: physical frame} of a process's present writable pages (root only)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    out = {}
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            parts = line.split()
+            if "w" not in parts[1] or (len(parts) > 5 and parts[5].startswith("[v")):
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            pagemap.seek(lo // page * 8)
+            entries = array.array("Q", pagemap.read((hi - lo) // page * 8))
+            out.update((lo + i * page, e & ((1 << 55) - 1))
+                       for i, e in enumerate(entries) if e >> 63)
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pagemap frame numbers need root")
+def test_the_zygote_writes_few_pages_per_fork(short_tmp: Path, redis_url: str) -> None:
+    # Each page the zygote writes while it forks a child stops being shared with the
+    # children forked before (each keeps the old frame as its own). Its fork loop reads
+    # no JSON and builds no file object: ~40 pages, where it wrote ~120 before.
+    code = short_tmp / "code"
+    code.mkdir()
+    (code / "lean_jobs.py").write_text("import json, logging\n")
+    text = (f"queues: [lean]\nimport: [lean_jobs]\nnumprocs: 1\nstartsecs: 0\n"
+            f"directory: {code}\npreload: true\n")
+    with Master(short_tmp, redis_url, {"lean": text}) as master:
+        master.wait_running("lean", 1)
+        zygote = wait_until(lambda: master.program("lean")["preload"]["zygote_pid"])
+        written = []
+        for n in (2, 3, 4):
+            before = _frames(zygote)
+            master.call("scale", program="lean", numprocs=n)
+            master.wait_running("lean", n)
+            after = _frames(zygote)
+            written.append(sum(1 for addr, frame in before.items()
+                               if after.get(addr, frame) != frame))
+        assert min(written) <= 70, written

@@ -299,7 +299,8 @@ class Guard:
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: die of the same one, as the worker would have
             _flush()
-            signal.signal(-code, signal.SIG_DFL)
+            if -code != signal.SIGKILL:  # (its handler cannot be set: always default)
+                signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
             return 128 - code
         return code

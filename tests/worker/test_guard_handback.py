@@ -14,6 +14,7 @@ import pytest
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
 from supervisor_q.jobs.registry import dispatch
+from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.keys import QueueKeys
@@ -95,6 +96,26 @@ def test_sigkilled_worker_prefetched_jobs_run_at_once_on_the_replacement_each_on
     [lost] = failed(queue)  # --tries 1: the job it ran is settled (failed), not left
     assert "killed by signal 9" in lost["reason"], lost
     assert len(runs(queue, "a-long", "start")) == 1
+
+
+def test_a_worker_killed_while_stopping_is_not_replaced_but_its_jobs_are_handed_back(
+        redis_url: str, queue: RedisQueue) -> None:
+    """TERM to `work` (forwarded: the worker finishes its 30 s job first), then a SIGKILL
+    of the worker: no new worker; the guard dies of the signal once its prefetched jobs
+    are ready again, attempt given back."""
+    proc, pid = busy_worker(redis_url, queue, "a")
+    try:
+        proc.send_signal(signal.SIGTERM)
+        os.kill(pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        kill_group(proc)
+    # (a fourth ready job: the failed one's callbacks, for a worker of its queue)
+    assert queue.counts("default") == {"ready": 4, "delayed": 0, "reserved": 0, "failed": 1}
+    _, back = queue.reserve("default", default_timeout=60, count=4)
+    prefetched = {payloads.decode(j.payload).args[0]: j.attempts for j in back.jobs
+                  if payloads.decode(j.payload).job == "tests.record"}
+    assert prefetched == {"a0": 1, "a1": 1, "a2": 1}, "ready again, attempt given back"
 
 
 def test_guard_gives_up_after_quick_deaths_in_a_row(redis_url: str, queue: RedisQueue) -> None:

@@ -252,6 +252,7 @@ class Guard:
         if not (timeout or os.WIFSIGNALED(status)):
             return False
         signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        self.signal(signal.SIGKILL)  # its job's subprocesses: the job may run again now
         job = self.killed if timeout else read_slot(self.slot)
         outcome = self.settle(Death(self.pid, job, signum, timeout))
         lived = time.monotonic() - self.started_at

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import psutil
 import pytest
@@ -116,6 +117,31 @@ def test_a_worker_killed_while_stopping_is_not_replaced_but_its_jobs_are_handed_
     prefetched = {payloads.decode(j.payload).args[0]: j.attempts for j in back.jobs
                   if payloads.decode(j.payload).job == "tests.record"}
     assert prefetched == {"a0": 1, "a1": 1, "a2": 1}, "ready again, attempt given back"
+
+
+def test_a_sigkilled_workers_job_subprocesses_die_before_the_job_is_released(
+        redis_url: str, queue: RedisQueue, tmp_path: Path) -> None:
+    """The dead worker's process group is SIGKILLed too: its job's `sleep` subprocess does
+    not run on beside the job's next attempt."""
+    marks = tmp_path / "marks"
+    dispatch("fleet.marked", str(marks), 600)
+    proc = workers.start(redis_url, "--tries", "2", imports="tests.jobmods.fleetjobs",
+                         new_session=True)
+    try:
+        wait_until(lambda: marks.exists() and "start" in marks.read_text(), timeout=15)
+        _, pid, _, _, helper = marks.read_text().split("\n")[0].split()
+        os.kill(int(pid), signal.SIGKILL)
+        wait_until(lambda: not _alive(int(helper)), timeout=5, message="its subprocess died")
+        assert proc.poll() is None
+    finally:
+        kill_group(proc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_guard_gives_up_after_quick_deaths_in_a_row(redis_url: str, queue: RedisQueue) -> None:

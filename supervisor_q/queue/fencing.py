@@ -1,11 +1,12 @@
 """Reservation tokens (fencing): which reservation a worker's ack, release or fail is for.
 
 A worker names its holder at reserve: "<master id>|<pid>.<random>", where the master id
-comes from SUPERVISOR_Q_MASTER_ID (set by a fleet master for the children it forks; empty
-for a standalone `work`). RESERVE stores "<holder>|<attempts>" per job (lua._FENCE) and
-this mixin keeps the same token per reserved job, so the ack, release and fail of that
-job pass it back: once the reservation expired or a dead-declared master's jobs were
-handed back, they delete and move nothing, and the stale ack is logged. A mixin of
+comes from SUPERVISOR_Q_MASTER_ID (set by a fleet master for the children it forks, and
+to "work:<random>" by a standalone `work`'s guard for its worker: worker/boot.py).
+RESERVE stores "<holder>|<attempts>" per job (lua._FENCE) and this mixin keeps the
+same token per reserved job, so the ack, release and fail of that job pass it back: once
+the reservation expired or a dead-declared master's jobs were handed back, they delete
+and move nothing, and the stale ack is logged. A mixin of
 RedisQueue (backend.py). Imports keys, lua, ids and jobinfo.
 """
 

@@ -7,8 +7,13 @@ plain memory writes, so a job costs no extra syscall. The guard looks at the slo
 few times a second; when a job is still running half a second after its deadline (C
 code, SIGALRM blocked) it SIGTERMs the child's group, SIGKILLs it half a second
 later, settles the job like the master does (reason "timeout") and exits 14.
-Otherwise it forwards TERM, INT, USR1 and USR2 to the worker and exits as the worker
-did. The worker dies with the guard (parent-death signal plus a parent check).
+A worker that dies by a signal the guard did not send (SIGKILL, a segfault, the OOM
+killer) has its running job settled and every other job its reservations held handed
+back (Death, boot.py), then a new worker takes its place, unless a stop was forwarded or
+it is the MAX_QUICK-th in a row to die within MIN_LIFE of its start: then the guard dies
+of the same signal. Otherwise it forwards TERM, INT, USR1 and USR2 to the worker and
+exits as the worker did. The worker dies with the guard (parent-death signal plus a
+parent check).
 
 Imports only the standard library and the exit codes at module level.
 """
@@ -38,6 +43,9 @@ KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
 POLL = 0.25  # longest time between two looks at the slot (a new job may have started)
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+STOPS = (signal.SIGTERM, signal.SIGINT)  # forwarded, they end the worker: no replacement
+MIN_LIFE = 5.0  # a worker killed sooner after its start counts as a quick death ...
+MAX_QUICK = 3  # ... and this many in a row end the guard (a crash loop, not a one-off)
 
 
 def _loggable(value: object, limit: int = 200) -> str:
@@ -47,7 +55,7 @@ def _loggable(value: object, limit: int = 200) -> str:
     return loggable(value, limit)
 
 SLOT_SIZE = mmap.PAGESIZE
-_HEAD = struct.Struct("<dQ")  # deadline on CLOCK_MONOTONIC (0.0: no job), job serial
+_HEAD = struct.Struct("<dQ")  # deadline on CLOCK_MONOTONIC (0.0: no job, inf: none), serial
 _JOB = struct.Struct("<iHH")  # attempt, length of the queue name, length of the job id
 _NAMES = _HEAD.size + _JOB.size
 
@@ -56,7 +64,7 @@ _NAMES = _HEAD.size + _JOB.size
 class SlotJob:
     """The job the worker runs, as read from the slot."""
 
-    deadline: float
+    deadline: float  # inf: a job without a timeout
     serial: int
     queue: str
     id: str
@@ -88,7 +96,7 @@ class SlotReporter:
         _JOB.pack_into(slot, _HEAD.size, attempts, len(queue_name), len(names))
         slot[_NAMES:_NAMES + len(names)] = names
         self.serial += 1
-        deadline = time.monotonic() + timeout if timeout > 0 else 0.0
+        deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
         _HEAD.pack_into(slot, 0, deadline, self.serial)
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
@@ -102,7 +110,8 @@ class SlotReporter:
 
 
 def read_slot(slot: mmap.mmap) -> SlotJob | None:
-    """The running job with a deadline, or None; a consistent snapshot."""
+    """The running job (deadline inf when it has no timeout), or None; a consistent
+    snapshot."""
     while True:
         head = _HEAD.unpack_from(slot, 0)
         if head[0] == 0.0:
@@ -114,10 +123,27 @@ def read_slot(slot: mmap.mmap) -> SlotJob | None:
                            names[queue_len:].decode(errors="surrogateescape"), attempts)
 
 
+@dataclass(frozen=True)
+class Death:
+    """A worker that died by a signal: what the guard's settle callback is given."""
+
+    pid: int  # with the guard's holder tag, the prefix of its reservations' tokens
+    job: SlotJob | None  # the job it was running; None: idle
+    signum: int
+    timeout: bool  # the guard killed it: the job passed its deadline
+
+
 def run_guarded(work: Callable[[SlotReporter], int],
-                settle: Callable[[SlotJob], str]) -> int:
-    """Run work(reporter) in a guarded child; return its exit code (14 after a kill)."""
+                settle: Callable[[Death], str]) -> int:
+    """Run work(reporter) in a guarded child, replaced if killed by a signal (see the
+    module's docstring); return the exit code (14 after a timeout kill)."""
     slot = mmap.mmap(-1, SLOT_SIZE)  # anonymous and shared: the child writes, we read
+    return Guard(slot, settle, lambda: _spawn(slot, work)).run()
+
+
+def _spawn(slot: mmap.mmap, work: Callable[[SlotReporter], int]) -> int:
+    """Fork a worker into a process group of its own; its pid."""
+    _HEAD.pack_into(slot, 0, 0.0, 0)  # a dead worker's job is not the new one's
     guard_pid = os.getpid()
     _flush()  # nothing buffered before the fork is written twice
     pid = os.fork()
@@ -127,7 +153,7 @@ def run_guarded(work: Callable[[SlotReporter], int],
         os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
     except OSError:
         pass
-    return Guard(pid, slot, settle).run()
+    return pid
 
 
 def _child(guard_pid: int, slot: mmap.mmap, work: Callable[[SlotReporter], int]) -> int:
@@ -163,14 +189,23 @@ def _record_only(signum: int, frame: FrameType | None) -> None:
 class Guard:
     """The guard's loop: forward signals, watch the slot's deadline, reap the worker."""
 
-    def __init__(self, pid: int, slot: mmap.mmap,
-                 settle: Callable[[SlotJob], str]) -> None:
-        self.pid = pid
+    def __init__(self, slot: mmap.mmap, settle: Callable[[Death], str],
+                 spawn: Callable[[], int]) -> None:
         self.slot = slot
         self.settle = settle
+        self.spawn = spawn
+        self.pid = 0
+        self.started_at = 0.0
+        self.quick = 0  # workers in a row killed within MIN_LIFE of their start
+        self.stopping = False  # a TERM or INT was forwarded: the worker is not replaced
         self.killed: SlotJob | None = None  # the job the worker was killed for
         self.term_sent_at: float | None = None
         self.kill_sent = False
+
+    def start(self) -> None:
+        self.pid = self.spawn()
+        self.started_at = time.monotonic()
+        self.killed, self.term_sent_at, self.kill_sent = None, None, False
 
     def run(self) -> int:
         read_fd, write_fd = os.pipe()
@@ -179,11 +214,14 @@ class Guard:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for signum in (*FORWARDED, signal.SIGCHLD):
             signal.signal(signum, _record_only)
+        self.start()
         while True:
             self.forward(read_fd)
             status = self.reaped()
             if status is not None:
-                return self.exit_code(status)
+                if not self.replaced(status):
+                    return self.exit_code(status)
+                continue
             now = time.monotonic()
             wait = self.enforce(now)
             select.select([read_fd], [], [], wait)
@@ -196,6 +234,7 @@ class Guard:
             return
         for signum in data:
             if signum in FORWARDED:  # to the worker only: the job's own processes run on
+                self.stopping = self.stopping or signum in STOPS
                 try:
                     os.kill(self.pid, signum)
                 except ProcessLookupError:
@@ -205,6 +244,27 @@ class Guard:
         pid, status = os.waitpid(self.pid, os.WNOHANG)
         return status if pid == self.pid else None
 
+    def replaced(self, status: int) -> bool:
+        """After a death by a signal or a timeout kill: settle what it held, then start a
+        new worker unless it was a timeout kill, a stop was forwarded or it ends a crash
+        loop. True if one was started."""
+        timeout = self.killed is not None  # settled even if it exited by itself after
+        if not (timeout or os.WIFSIGNALED(status)):
+            return False
+        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        self.signal(signal.SIGKILL)  # its job's subprocesses: the job may run again now
+        job = self.killed if timeout else read_slot(self.slot)
+        outcome = self.settle(Death(self.pid, job, signum, timeout))
+        lived = time.monotonic() - self.started_at
+        self.quick = self.quick + 1 if lived < MIN_LIFE else 0
+        again = not (timeout or self.stopping or self.quick >= MAX_QUICK)
+        how = "killed after its job's timeout" if timeout else f"killed by signal {signum}"
+        name = f"job {_loggable(job.id)}" if job is not None else "no job"
+        log.warning("worker pid=%s %s (%s): %s%s", self.pid, how, name,
+                    _loggable(outcome, 400), "; starting a new worker" if again else "")
+        if again:
+            self.start()
+        return again
     def enforce(self, now: float) -> float:
         """Escalate on a job past its deadline; returns how long to wait until next look."""
         if self.term_sent_at is not None:
@@ -236,15 +296,12 @@ class Guard:
     def exit_code(self, status: int) -> int:
         """The worker's exit code; 14 after a timeout kill (the job settled first)."""
         if self.killed is not None:
-            if self.killed.id:
-                outcome = self.settle(self.killed)
-                log.warning("job %s: worker killed after its timeout; %s",
-                            _loggable(self.killed.id), _loggable(outcome, 400))
             return exitcodes.TIMEOUT
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: die of the same one, as the worker would have
             _flush()
-            signal.signal(-code, signal.SIG_DFL)
+            if -code != signal.SIGKILL:  # (its handler cannot be set: always default)
+                signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
             return 128 - code
         return code

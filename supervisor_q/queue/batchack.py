@@ -21,9 +21,15 @@ from redis.commands.core import Script
 
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
+from supervisor_q.queue.hotpath import pack_evalsha
 from supervisor_q.queue.keys import batch_keys
 
 Call = tuple[Script, list[str], list]
+
+# Batch id -> its keys (batch_keys), for the counts of the batches this process ran last
+# (bounded: forgotten wholesale past KEYS_KEPT ids).
+_keys_of: dict[str, list[str]] = {}
+KEYS_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,17 @@ class BatchCount:
 
     batch_id: str
     job_id: str
+
+
+class CountArgs(list):
+    """BATCH_SUCCEEDED's arguments (job id, holder, token), knowing the count they carry:
+    a reply read later (owed_count) is matched to its count without parsing the call."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: BatchCount, args: list[str]) -> None:
+        super().__init__(args)
+        self.count = count
 
 
 @dataclass(frozen=True)
@@ -78,9 +95,9 @@ class BatchAck:
     def count_calls(self, queue: str, counts: Sequence[BatchCount]) -> list[Call]:
         """One BATCH_SUCCEEDED per job, with its reservation's token (read before the
         ack forgets it), so a retried call after a lost reply is recognised."""
-        script = self.script(lua_limits.BATCH_SUCCEEDED)
-        return [(script, batch_keys(c.batch_id),
-                 [c.job_id, self.holder(), self.token(queue, c.job_id)]) for c in counts]
+        script, holder = self.script(lua_limits.BATCH_SUCCEEDED), self.holder()
+        return [(script, _batch_keys(c.batch_id),
+                 CountArgs(c, [c.job_id, holder, self.token(queue, c.job_id)])) for c in counts]
 
     @property
     def counts_ride_ahead(self) -> bool:
@@ -103,23 +120,23 @@ class BatchAck:
                 self.client.script_load(script.script)
                 self._loaded.add(script.sha)
         conn = self._connection(calls[0][1][0])
-        try:
-            conn.send_packed_command(conn.pack_commands(
-                [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]))
+        try:  # packed as _eval_nowait packs one call (redis-py's packer costs 3x more)
+            conn.send_packed_command([b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls])])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._lost(exc)
         self._owed += calls
         # (a count sent on a connection lost later stays unread: take_counted)
-        self._counts_unread += sum(s.script is lua_limits.BATCH_SUCCEEDED for s, _, _ in calls)
+        self._counts_unread += sum(type(a) is CountArgs for _, _, a in calls)
 
     def owed_count(self, item: Call, reply: Any) -> bool:
         """Keep the reply of a count sent without waiting; False if the call was none."""
-        script, keys, args = item
-        if script.script is not lua_limits.BATCH_SUCCEEDED:
+        args = item[2]
+        if type(args) is not CountArgs:
             return False
-        batch_id = keys[0].partition("{batch:")[2].rpartition("}")[0]
-        job_id = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        self._counted_owed.append(Counted(batch_id, job_id, *(bool(int(v)) for v in reply)))
+        c = args.count
+        self._counted_owed.append(Counted(c.batch_id, c.job_id, bool(int(reply[0])),
+                                          bool(int(reply[1])), bool(int(reply[2])),
+                                          bool(int(reply[3]))))
         self._counts_unread -= 1
         return True
 
@@ -148,6 +165,15 @@ class BatchAck:
 
     def drop_connection(self) -> None:  # hotpath.py's
         raise NotImplementedError
+
+
+def _batch_keys(batch_id: str) -> list[str]:
+    found = _keys_of.get(batch_id)
+    if found is None:
+        if len(_keys_of) >= KEYS_KEPT:
+            _keys_of.clear()
+        found = _keys_of[batch_id] = batch_keys(batch_id)
+    return found
 
 
 def counted(counts: Sequence[BatchCount], replies: Sequence[Any]) -> list[Counted]:

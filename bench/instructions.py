@@ -1,7 +1,7 @@
 """Instructions per no-op job, counted by valgrind's callgrind: repeatable whatever else
 the machine is doing (a shared 2-core VM swings drain rates 2-3x between rounds).
 
-    .venv/bin/python bench/instructions.py [--quiet] [--prefetch N] [--server]
+    .venv/bin/python bench/instructions.py [--quiet] [--prefetch N] [--server] [--batch]
 
 - worker: one worker (the `Worker` loop of `supervisor-q work`, in this process, with
   its job lines unless --quiet) drains N no-op jobs under callgrind, for two N; the
@@ -10,6 +10,10 @@ the machine is doing (a shared 2-core VM swings drain rates 2-3x between rounds)
 - --server: valkey-server itself under callgrind while a client runs the worker's
   RESERVE (the ack of the job before, with its done record, and the reserve of the
   next) over N jobs: the server's instructions per job.
+- --batch: the N jobs are one batch's (no callbacks), so each also has its count
+  (BATCH_SUCCEEDED, queue/batchack.py) sent with its ack: run with and without it for
+  what a batch job costs beyond a plain one. Under callgrind a job runs ~50x slower, so
+  acks held a few ms (worker/ahead.py ACK_HOLD) are held less often than at full speed.
 
 SQ_BENCH_PATH=DIR counts another checkout's supervisor_q (a before/after in one run).
 Kernel time (system calls) is not counted: `bench/throughput.py --cpu` has it.
@@ -38,9 +42,16 @@ RECORD = ('{"job":"bench.sq_jobs:noop","attempts":1,"dispatched_at":1795642505.5
           '"started_at":1795642505.6,"ended_at":1795642505.608,"host":"vm","pid":14411}')
 
 
-def fill(url: str, jobs: int) -> None:
+def fill(url: str, jobs: int, batched: bool = False) -> None:
     from supervisor_q.queue import payload as payloads
     from supervisor_q.queue.backend import RedisQueue, connect
+
+    if batched:
+        from bench.sq_jobs import noop
+        from supervisor_q import batch
+
+        batch([noop.s() for _ in range(jobs)]).dispatch(connection=url)
+        return
 
     pipe = connect(url).pipeline(transaction=False)
     scratch = RedisQueue(pipe)
@@ -81,7 +92,7 @@ def worker_count(args: argparse.Namespace) -> float:
     for jobs in (SMALL, LARGE):
         server, tmp = start_server()
         try:
-            fill(server.url, jobs)
+            fill(server.url, jobs, args.batch)
             cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                    sys.executable, __file__, "--child", server.url,
                    "--prefetch", str(args.prefetch)] + (["--quiet"] if args.quiet else [])
@@ -93,8 +104,9 @@ def worker_count(args: argparse.Namespace) -> float:
     return (totals[1] - totals[0]) / (LARGE - SMALL)
 
 
-def server_count(jobs: int, drain: bool) -> int:
+def server_count(jobs: int, drain: bool, batched: bool) -> int:
     from supervisor_q.queue.backend import RedisQueue, connect
+    from supervisor_q.queue.batchack import BatchCount
     from supervisor_q.queue.jobinfo import Done
     from supervisor_q.queue.server import find_server_binary
 
@@ -114,16 +126,19 @@ def server_count(jobs: int, drain: bool) -> int:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    fill(url, jobs)
+    fill(url, jobs, batched)
     if drain:
         queue = RedisQueue(connect(url))
         queue.who = '"host":"vm","pid":1'
+        batch_id = _batch_of(client) if batched else ""
         acks: list = []
+        counts: list = []
         while True:
-            _, result = queue.reserve("bench", default_timeout=60, ack_ids=acks)
+            _, result = queue.reserve("bench", default_timeout=60, ack_ids=acks, counts=counts)
             if not result.jobs:
                 break
             acks = [Done(job.id, 3_600_000, RECORD) for job in result.jobs]
+            counts = [BatchCount(batch_id, job.id) for job in result.jobs] if batched else []
     try:
         client.shutdown(nosave=True)
     except redis.ConnectionError:
@@ -131,11 +146,19 @@ def server_count(jobs: int, drain: bool) -> int:
     return collected(proc.communicate()[1])
 
 
+def _batch_of(client: redis.Redis) -> str:
+    from supervisor_q.queue.keys import BATCH_INDEX_KEY
+
+    [found] = client.zrange(BATCH_INDEX_KEY, 0, -1)
+    return found.decode()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="no job lines")
     parser.add_argument("--prefetch", type=int, default=1)
     parser.add_argument("--server", action="store_true", help="the server's instructions")
+    parser.add_argument("--batch", action="store_true", help="the jobs of one batch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -143,11 +166,12 @@ def main() -> None:
         return
     which = os.environ.get("SQ_BENCH_PATH") or "this checkout"
     if args.server:
-        per_job = (server_count(LARGE, True) - server_count(LARGE, False)) / LARGE
-        print(f"server: {per_job:,.0f} instructions per job (RESERVE + ACK with a done "
-              f"record; {which})")
+        per_job = (server_count(LARGE, True, args.batch)
+                   - server_count(LARGE, False, args.batch)) / LARGE
+        print(f"server: {per_job:,.0f} instructions per {'batch ' * args.batch}job (RESERVE "
+              f"+ ACK with a done record{' and a count' * args.batch}; {which})")
         return
-    print(f"worker: {worker_count(args):,.0f} instructions per no-op job "
+    print(f"worker: {worker_count(args):,.0f} instructions per no-op {'batch ' * args.batch}job "
           f"(prefetch {args.prefetch}, {'quiet' if args.quiet else 'job lines on'}; {which})")
 
 

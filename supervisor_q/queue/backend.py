@@ -146,7 +146,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
             self.stale_acks(queue, ack_ids, acked)
         if counts:
             result = ReserveResult(result.jobs, result.next_delayed_in,
-                                   tuple(counted(counts, replies)))
+                                   tuple(counted(calls, replies)))
         return acked, result
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
@@ -222,7 +222,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
             replies, raw = [], self._eval(*call)
         acked = int(raw)
         self.stale_acks(queue, job_ids, acked)
-        return acked, counted(counts, replies)
+        return acked, counted(calls, replies)
 
     def ack_nowait(self, queue: str, *job_ids: str | Done,
                    counts: Sequence[BatchCount] = ()) -> None:

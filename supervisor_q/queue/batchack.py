@@ -1,13 +1,14 @@
-"""A batch job's bookkeeping in the round trip of its ack: BATCH_SUCCEEDED (lua_limits)
-sent with the ACK or RESERVE that acks the job, in one pipeline on plain Redis and
+"""A batch job's bookkeeping in the round trip of its ack: BATCH_SUCCEEDED_MANY
+(lua_limits; one call for the jobs of one batch acked together) sent with the ACK or
+RESERVE that acks the jobs, in one pipeline on plain Redis and
 Sentinel, or sent without waiting ahead of an ack or reserve sent without waiting
 (counts_nowait: the worker's fetch-ahead and held acks; the replies are read with the
 reserve's, or before the next job, and kept here until the worker takes them). On Redis
 Cluster the batch's keys (sq:{batch:<id>}:...) live in another slot than the queue's,
 so each call goes to its own node's connection, all sent before any reply is read (one
 round trip of waiting, not two), and counts are not sent without waiting. A mixin of
-RedisQueue (backend.py). Imports keys, cluster and lua_limits (the connections are
-hotpath.py's: RedisQueue._eval_many, _eval_nowait).
+RedisQueue (backend.py). Imports keys, cluster, lua_limits and hotpath's packer (the
+connections are hotpath.py's: RedisQueue._eval_many, _eval_nowait).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ from redis.commands.core import Script
 
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
+from supervisor_q.queue.hotpath import pack_evalsha
 from supervisor_q.queue.keys import batch_keys
 
 Call = tuple[Script, list[str], list]
+
+# Batch id -> its keys (batch_keys), for the counts of the batches this process ran last
+# (bounded: forgotten wholesale past KEYS_KEPT ids).
+_keys_of: dict[str, list[str]] = {}
+KEYS_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,25 @@ class BatchCount:
 
     batch_id: str
     job_id: str
+
+
+class CountArgs(list):
+    """BATCH_SUCCEEDED_MANY's arguments (holder, then each job's id and token), knowing
+    the counts they carry: its reply is matched to them (answers) without parsing the call."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self, counts: list[BatchCount], args: list[str]) -> None:
+        super().__init__(args)
+        self.counts = counts
+
+    def answers(self, reply: Any) -> list[Counted]:
+        """Each count's answer in the reply: four digits per job (0 or 1)."""
+        digits = reply if isinstance(reply, bytes) else str(reply).encode()
+        one = ord("1")
+        return [Counted(c.batch_id, c.job_id, digits[n] == one, digits[n + 1] == one,
+                        digits[n + 2] == one, digits[n + 3] == one)
+                for n, c in zip(range(0, 4 * len(self.counts), 4), self.counts, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -55,7 +81,7 @@ class BatchAck:
     _loaded: set[str]  # hotpath.py's: scripts loaded on the hot connection
     _nodes: Any  # hotpath.py's: None unless on Redis Cluster
     _counted_owed: list[Counted]  # replies of counts sent without waiting, read
-    _counts_unread: int  # counts sent without waiting whose reply is not read yet
+    _counts_unread: int  # count calls sent without waiting, their reply not read yet
 
     def script(self, source: str) -> Script:
         raise NotImplementedError
@@ -76,11 +102,20 @@ class BatchAck:
         raise NotImplementedError
 
     def count_calls(self, queue: str, counts: Sequence[BatchCount]) -> list[Call]:
-        """One BATCH_SUCCEEDED per job, with its reservation's token (read before the
-        ack forgets it), so a retried call after a lost reply is recognised."""
-        script = self.script(lua_limits.BATCH_SUCCEEDED)
-        return [(script, batch_keys(c.batch_id),
-                 [c.job_id, self.holder(), self.token(queue, c.job_id)]) for c in counts]
+        """One BATCH_SUCCEEDED_MANY per batch (its jobs in counts' order; the batches in
+        the order of their first job), with each job's reservation token (read before the
+        ack forgets it), so a call sent again after a lost reply is recognised."""
+        script, holder = self.script(lua_limits.BATCH_SUCCEEDED_MANY), self.holder()
+        groups: dict[str, list[BatchCount]] = {}
+        for c in counts:
+            groups.setdefault(c.batch_id, []).append(c)
+        calls: list[Call] = []
+        for batch_id, group in groups.items():
+            args = [holder]
+            for c in group:
+                args += (c.job_id, self.token(queue, c.job_id))
+            calls.append((script, _batch_keys(batch_id), CountArgs(group, args)))
+        return calls
 
     @property
     def counts_ride_ahead(self) -> bool:
@@ -103,29 +138,26 @@ class BatchAck:
                 self.client.script_load(script.script)
                 self._loaded.add(script.sha)
         conn = self._connection(calls[0][1][0])
-        try:
-            conn.send_packed_command(conn.pack_commands(
-                [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]))
+        try:  # packed as _eval_nowait packs one call (redis-py's packer costs 3x more)
+            conn.send_packed_command([b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls])])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._lost(exc)
         self._owed += calls
         # (a count sent on a connection lost later stays unread: take_counted)
-        self._counts_unread += sum(s.script is lua_limits.BATCH_SUCCEEDED for s, _, _ in calls)
+        self._counts_unread += sum(type(a) is CountArgs for _, _, a in calls)
 
     def owed_count(self, item: Call, reply: Any) -> bool:
         """Keep the reply of a count sent without waiting; False if the call was none."""
-        script, keys, args = item
-        if script.script is not lua_limits.BATCH_SUCCEEDED:
+        args = item[2]
+        if type(args) is not CountArgs:
             return False
-        batch_id = keys[0].partition("{batch:")[2].rpartition("}")[0]
-        job_id = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        self._counted_owed.append(Counted(batch_id, job_id, *(bool(int(v)) for v in reply)))
+        self._counted_owed += args.answers(reply)
         self._counts_unread -= 1
         return True
 
     @property
     def counts_unread(self) -> int:
-        """How many counts sent without waiting have their reply still unread."""
+        """How many count calls sent without waiting have their reply still unread."""
         return self._counts_unread
 
     def take_counted(self) -> list[Counted] | None:
@@ -150,6 +182,16 @@ class BatchAck:
         raise NotImplementedError
 
 
-def counted(counts: Sequence[BatchCount], replies: Sequence[Any]) -> list[Counted]:
-    return [Counted(c.batch_id, c.job_id, *(bool(int(v)) for v in reply))
-            for c, reply in zip(counts, replies, strict=True)]
+def _batch_keys(batch_id: str) -> list[str]:
+    found = _keys_of.get(batch_id)
+    if found is None:
+        if len(_keys_of) >= KEYS_KEPT:
+            _keys_of.clear()
+        found = _keys_of[batch_id] = batch_keys(batch_id)
+    return found
+
+
+def counted(calls: Sequence[Call], replies: Sequence[Any]) -> list[Counted]:
+    """The answers of count_calls' calls from their replies, in the counts' order by batch."""
+    return [found for (_, _, args), reply in zip(calls, replies, strict=True)
+            for found in args.answers(reply)]

@@ -140,9 +140,9 @@ class HotPath:
                           for c in {id(c): c for c in conns}.values()]
             if self._owed and self._conn is not None:  # owed by the last node (_connection)
                 self._collect_owed(self._conn)
-            for conn, mine in groups:
-                conn.send_packed_command(conn.pack_commands(
-                    [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in mine]))
+            for conn, mine in groups:  # packed as _eval packs (redis-py's packer: 3x)
+                conn.send_packed_command(
+                    [b"".join([pack_evalsha(s.sha, k, a) for s, k, a in mine])])
             replies: list[Any] = []
             for conn in conns:
                 try:

@@ -74,6 +74,7 @@ class FetchAhead:
         self.ahead_sent_at = 0.0  # monotonic time the reserve in flight was sent; 0: none
         self.ahead_acks: list[Any] = []  # the finished jobs acked with it
         self.counting: list[Any] = []  # finished jobs sent with a count, answer unread
+        self.counting_waits = False  # one of them is of a batch not known without progress
 
     def ran(self, name: str, seconds: float) -> None:
         """Record a job's runtime in its name's moving average."""
@@ -96,7 +97,7 @@ class FetchAhead:
         self.pending = [p for p in self.pending if p.queue != job.queue]
         # sent again if the reply is lost (those counted: by collect_counts)
         self.ahead_acks = [p for p in mine if p.count is None]
-        self.counting += [p for p in mine if p.count is not None]
+        self._counting([p for p in mine if p.count is not None])
         self.ahead_sent_at = time.monotonic()
 
     def _ahead_fits(self, job: Reserved, name: str) -> bool:
@@ -136,7 +137,7 @@ class FetchAhead:
         elif counts:  # its answer is read before the next job (collect_counts)
             self.with_redis(lambda: self.queue.ack_nowait(
                 queue, *[p.id for p in mine], counts=counts))
-            self.counting += mine
+            self._counting(mine)
         else:
             if (average is not None and average < ACK_HOLD
                     and (self.prefetched or not self.ahead_sent_at)
@@ -150,7 +151,7 @@ class FetchAhead:
             else:
                 self.with_redis(lambda: self.queue.ack_nowait(
                     queue, *[p.id for p in mine], counts=[p.count for p in held]))
-                self.counting += held
+                self._counting(held)
         self.pending = [p for p in self.pending if p.queue != queue]
 
     def collect_counts(self, *, wait: bool = True) -> None:
@@ -162,10 +163,9 @@ class FetchAhead:
         a later call (the next reserve reads them)."""
         if not self.counting:
             return
-        if not wait and self.queue.counts_unread and all(
-                lifecycle.without_progress(p.count.batch_id) for p in self.counting):
+        if not wait and self.queue.counts_unread and not self.counting_waits:
             return
-        sent, self.counting = self.counting, []
+        sent, self.counting, self.counting_waits = self.counting, [], False
         try:
             answers = self.queue.take_counted()
         except redis.RedisError:  # e.g. READONLY after a failover: whether they ran is
@@ -174,6 +174,14 @@ class FetchAhead:
             self.pending = sent + self.pending
             return
         lifecycle.batch_counted(answers)
+
+    def _counting(self, sent: list[Any]) -> None:
+        """Note finished jobs sent with counts (and plain acks sent with them), their
+        answers unread: whether one is of a batch not known here to have no progress
+        callback is noted now, not looked up again before each job."""
+        self.counting += sent
+        self.counting_waits = self.counting_waits or not all(
+            lifecycle.without_progress(p.count.batch_id) for p in sent if p.count is not None)
 
     def collect_ahead(self) -> None:
         """Read the reply of a reserve sent ahead (if one is in flight): its jobs become

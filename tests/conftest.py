@@ -110,28 +110,3 @@ def master_factory(short_tmp: Path, redis_url: str) -> Iterator:
     yield make
     for master in started:
         master.stop()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order and group the tests for `pytest -n 2` (pyproject: --dist loadgroup).
-
-    - A module with a module-scoped fixture (a built wheel, a cluster, sentinels, a TLS
-      proxy) is one xdist group: its tests run in one process, which builds the fixture
-      once, instead of each process building its own.
-    - Modules holding `slow` tests come first (each module's tests kept together and in
-      order): the long ones start early and the short ones fill in at the end, rather
-      than one process running a long test alone at the end of the run.
-    """
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    for name, module_items in modules.items():
-        if any(fixturedef.scope == "module"
-               for item in module_items if isinstance(item, pytest.Function)
-               for defs in item._fixtureinfo.name2fixturedefs.values()
-               for fixturedef in defs):
-            for item in module_items:
-                item.add_marker(pytest.mark.xdist_group(name))
-    order = sorted(modules.values(),
-                   key=lambda group: not any(i.get_closest_marker("slow") for i in group))
-    items[:] = [item for group in order for item in group]

@@ -52,7 +52,9 @@ def test_two_masters_fire_each_due_time_once(short_tmp: Path, redis_url: str,
     try:
         for master in masters:
             master.start()
-        time.sleep(11)  # the duration under test: ~5 due times, each wanted once
+        # the window under test: both masters up through four due times, each wanted once
+        wait_until(lambda: client.llen("sq:{ptick}:ready") >= 4, timeout=20,
+                   message=f"four jobs; logs: {[m.tail() for m in masters]}")
     finally:
         for master in masters:
             master.stop()

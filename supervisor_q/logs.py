@@ -41,14 +41,25 @@ def bind_job(job_id: str | None, name: str = "", queue: str = "") -> None:
 _second: tuple[int, str, str] = (-1, "", "")  # the last whole second: date-time, offset
 
 
-def iso_time(created: float) -> str:
-    """2026-11-25T13:21:52.123+00:00: local time, milliseconds, the UTC offset."""
+def _local_second(whole: int) -> tuple[int, str, str]:
+    """The whole second's local date-time and UTC offset, worked out once per second."""
     global _second
-    whole = int(created // 1)
-    if whole != _second[0]:  # once per second: the local time and offset (DST-aware)
+    if whole != _second[0]:  # (DST-aware)
         shown = datetime.fromtimestamp(whole).astimezone().isoformat()
         _second = (whole, shown[:19], shown[19:])
-    return f"{_second[1]}.{int((created - whole) * 1000):03d}{_second[2]}"
+    return _second
+
+
+def iso_time(created: float) -> str:
+    """2026-11-25T13:21:52.123+00:00: local time, milliseconds, the UTC offset."""
+    whole = int(created // 1)
+    _, date_time, offset = _local_second(whole)
+    return f"{date_time}.{int((created - whole) * 1000):03d}{offset}"
+
+
+def clock_time(created: float) -> str:
+    """13:21:52: the local time of day (time.strftime("%H:%M:%S"), once per second)."""
+    return _local_second(int(created // 1))[1][11:]
 
 
 class JobFilter(logging.Filter):

@@ -146,3 +146,16 @@ def test_the_log_file_never_goes_missing_while_it_rotates(tmp_path, backups: int
             for x in f.read_text().splitlines()]
     first = int(kept[0].split()[1])
     assert kept == [f"line {n:05d}" for n in range(first, 4000)]
+
+
+def test_clock_time_is_strftimes_time_of_day_for_any_instant() -> None:
+    """The process title's "since HH:MM:SS" comes from the per-second cache the log
+    lines' time uses: for each instant, what time.strftime says."""
+    import time
+
+    from supervisor_q.logs import clock_time, iso_time
+
+    base = time.time()
+    for t in (base, base + 0.999, base + 1.0, base - 86_400.5, 1_700_000_000.0, base):
+        assert clock_time(t) == time.strftime("%H:%M:%S", time.localtime(t)), t
+        assert iso_time(t)[11:19] == clock_time(t)

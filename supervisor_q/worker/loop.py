@@ -22,6 +22,7 @@ from supervisor_q.jobs.context import (
     set_current_job,
 )
 from supervisor_q.jobs.registry import REGISTRY, Job, Registry, UnknownJob, publish_registry
+from supervisor_q.logs import clock_time
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
@@ -260,8 +261,8 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
                                   job.waited + max(0.0, held))
         # The start time (to the second) shows how long the job has run; the title is only
         # rewritten when it changes, so a burst of short jobs costs one write per second.
-        self.title(f"job {decoded.job} on {job.queue} since {time.strftime('%H:%M:%S')}")
         self.job_started_at = jobrecord.started(job)
+        self.title(f"job {decoded.job} on {job.queue} since {clock_time(self.job_started_at)}")
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)

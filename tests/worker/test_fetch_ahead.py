@@ -121,17 +121,16 @@ def test_with_prefetch_16_short_jobs_acks_take_about_one_call_per_16_jobs(
     """Acks of short prefetched jobs are held while other jobs are in hand, a reserve
     sent ahead or not: they ride with the next reserve (or go together before a later
     job), not one call per job while that reserve is in flight."""
-    for i in range(320):
-        dispatch("tests.record", i)
+    for _ in range(320):
+        dispatch("tests.noop")
     queue.client.config_resetstat()
     worker = start(redis_url, "--prefetch", "16", "--stop-when-empty")
     assert worker.wait(60) == 0, worker.stderr.read() if worker.stderr else ""
-    assert sorted(r["value"] for r in results(queue)) == list(range(320))
     assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
     scripts = queue.client.info("commandstats")["cmdstat_evalsha"]["calls"]
-    # 20 reserves and their acks, a few more while the job's runtime is learnt, and the
-    # guard's and start-up's own; one ack call per job made it over 150.
-    assert scripts < 80, scripts
+    # 20 reserves, their acks, a few more while the job's runtime is learnt or when the
+    # oldest ack waited ACK_HOLD, and start-up's own; one ack call per job made it 150+.
+    assert scripts < 100, scripts
 
 
 def test_prefetched_jobs_acks_are_sent_before_a_job_not_known_short(

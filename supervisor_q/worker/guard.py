@@ -265,6 +265,7 @@ class Guard:
         if again:
             self.start()
         return again
+
     def enforce(self, now: float) -> float:
         """Escalate on a job past its deadline; returns how long to wait until next look."""
         if self.term_sent_at is not None:

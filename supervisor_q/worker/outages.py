@@ -34,6 +34,8 @@ class RedisRetry:
     reporter: Reporter
     outage: Outage
     stopping: bool
+    insisted: bool  # a second stop signal (signals.py)
+    gave_up: bool = False  # said so once
     pending: list
     prefetched: list
     queues: list[str]
@@ -43,7 +45,8 @@ class RedisRetry:
 
     def with_redis(self, action: Callable[[], T]) -> T | None:
         """Run a Redis action; on a topology fault (queue/faults.py) wait with jittered
-        backoff and retry, until it succeeds or the worker is told to stop."""
+        backoff and retry, until it succeeds, or the worker is told to stop and has
+        nothing left to send, or is told to stop twice (None then)."""
         while True:
             try:
                 value = action()
@@ -58,6 +61,13 @@ class RedisRetry:
                     log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
                                 describe(exc))
                 if self.stopping and not self.pending and not self.prefetched:
+                    return None
+                if self.insisted:  # told twice to stop: what it holds comes back at expiry
+                    if not self.gave_up:
+                        log.warning("%s: stopping without Redis: the jobs in hand and the "
+                                    "acks not sent wait for their reservations to expire",
+                                    self.settings.label)
+                    self.gave_up = True
                     return None
                 if not self.parent_alive():
                     return None

@@ -17,6 +17,8 @@ class SignalFlags:
     """What the signals told the worker (the Worker dataclass inherits these flags)."""
 
     stopping: bool = field(default=False, init=False, repr=False, compare=False)
+    # a second TERM/INT: stop waiting for Redis to hand jobs back (outages.py)
+    insisted: bool = field(default=False, init=False, repr=False, compare=False)
     paused: bool = field(default=False, init=False, repr=False, compare=False)
     # a job body runs: the only place a signal may raise into
     in_job: bool = field(default=False, init=False, repr=False, compare=False)
@@ -24,7 +26,8 @@ class SignalFlags:
     wake_fd: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def install_signals(self) -> None:
-        """TERM/INT: finish the current job, then exit. A second INT interrupts the job.
+        """TERM/INT: finish the current job, then exit. A second INT interrupts the job;
+        a second TERM or INT while Redis is down gives up handing jobs back (outages.py).
 
         The handlers only record. Raising out of a handler could land in the middle of
         a Redis read (a pipelined reserve may already have run on the server, and its
@@ -43,6 +46,7 @@ class SignalFlags:
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping and signum == signal.SIGINT and self.in_job:
             raise KeyboardInterrupt  # the second Ctrl-C interrupts the job's own code only
+        self.insisted = self.stopping
         self.stopping = True
 
     def _handle_pause(self, signum: int, frame: FrameType | None) -> None:

@@ -376,3 +376,35 @@ def test_a_worker_stopped_while_redis_is_down_backs_off_then_hands_back(
             worker.wait(5)
     counts = queue.counts("default")
     assert counts["reserved"] == 0 and counts["ready"] + counts["delayed"] == 4, counts
+
+
+def test_a_second_stop_while_redis_is_down_exits_leaving_jobs_to_expiry(
+        redis_db, redis_url: str, queue: RedisQueue, short_tmp) -> None:
+    """Told to stop while Redis is down, the worker waits for Redis to hand its jobs
+    back; told again, it gives that up, says so in one line and exits: what it held
+    comes back when its reservations expire (nothing is lost)."""
+    dispatch("tests.sleep", 0.5, "long")
+    for i in range(3):
+        dispatch("tests.record", i)
+    log = short_tmp / "worker.log"
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+             "--queue", "default", "--import", BASIC, "--prefetch", "4"], stderr=err)
+    try:
+        wait_until(lambda: any(r.get("phase") == "start" for r in results(queue)),
+                   timeout=15)
+        redis_db.stop()
+        worker.send_signal(signal.SIGTERM)
+        wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=15)
+        assert worker.poll() is None, "the first stop waits for Redis"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
+        redis_db.start()
+    assert log.read_text().count("stopping without Redis") == 1, log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert queue.counts("default")["reserved"] == 4, "left to expire, not lost"

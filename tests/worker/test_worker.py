@@ -341,6 +341,21 @@ def test_worker_started_while_redis_is_down_waits_for_it(redis_db, redis_url: st
         worker.wait(10)
 
 
+def start_holding_four(redis_url: str, queue: RedisQueue, log, seconds: float
+                       ) -> subprocess.Popen:
+    """`work --prefetch 4` (stderr to log) once it runs a tests.sleep job of seconds,
+    three tests.record jobs prefetched behind it."""
+    dispatch("tests.sleep", seconds, "long")
+    for i in range(3):
+        dispatch("tests.record", i)
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+             "--queue", "default", "--import", BASIC, "--prefetch", "4"], stderr=err)
+    wait_until(lambda: any(r.get("phase") == "start" for r in results(queue)), timeout=15)
+    return worker
+
+
 def test_a_worker_stopped_while_redis_is_down_backs_off_then_hands_back(
         redis_db, redis_url: str, queue: RedisQueue, short_tmp) -> None:
     """SIGTERM with prefetched jobs in hand while Redis is down: the worker waits for
@@ -348,17 +363,9 @@ def test_a_worker_stopped_while_redis_is_down_backs_off_then_hands_back(
     killed), then hands the jobs back and exits."""
     import psutil
 
-    dispatch("tests.sleep", 1.0, "long")
-    for i in range(3):
-        dispatch("tests.record", i)
     log = short_tmp / "worker.log"
-    with open(log, "w") as err:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
-             "--queue", "default", "--import", BASIC, "--prefetch", "4"], stderr=err)
+    worker = start_holding_four(redis_url, queue, log, 1.0)
     try:
-        wait_until(lambda: any(r.get("phase") == "start" for r in results(queue)),
-                   timeout=15)
         assert queue.counts("default")["reserved"] == 4
         redis_db.stop()
         child = wait_until(lambda: psutil.Process(worker.pid).children(), timeout=5)[0]
@@ -383,17 +390,9 @@ def test_a_second_stop_while_redis_is_down_exits_leaving_jobs_to_expiry(
     """Told to stop while Redis is down, the worker waits for Redis to hand its jobs
     back; told again, it gives that up, says so in one line and exits: what it held
     comes back when its reservations expire (nothing is lost)."""
-    dispatch("tests.sleep", 0.5, "long")
-    for i in range(3):
-        dispatch("tests.record", i)
     log = short_tmp / "worker.log"
-    with open(log, "w") as err:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
-             "--queue", "default", "--import", BASIC, "--prefetch", "4"], stderr=err)
+    worker = start_holding_four(redis_url, queue, log, 0.5)
     try:
-        wait_until(lambda: any(r.get("phase") == "start" for r in results(queue)),
-                   timeout=15)
         redis_db.stop()
         worker.send_signal(signal.SIGTERM)
         wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=15)

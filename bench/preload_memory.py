@@ -23,6 +23,7 @@ running, best of --rounds rounds), with the load average.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -170,6 +171,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if importlib.util.find_spec("django") is None:  # else every program goes FATAL
+        raise SystemExit("bench/preload_memory.py measures a Django app: "
+                         ".venv/bin/pip install Django first")
     n = args.children
     with tempfile.TemporaryDirectory(prefix="sqp-", dir="/tmp") as tmp_name:
         tmp = Path(tmp_name)

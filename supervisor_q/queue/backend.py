@@ -27,7 +27,7 @@ from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.connection import connect  # noqa: F401  (re-exported for callers)
 from supervisor_q.queue.failed import FailedStore, record_json
 from supervisor_q.queue.fencing import Fencing
-from supervisor_q.queue.hotpath import HotPath
+from supervisor_q.queue.hotpath import HotPath, PlainAcks
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.inspecting import Inspecting
@@ -229,11 +229,22 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         """Delete finished jobs without waiting for the reply (prefetch: the next job
         is already here, and its ack must not wait behind it); with counts, those are
         counted first the same way (their answers: take_counted)."""
-        call = (self._ack, self._job_keys(queue), [self.done_cap, *self.ack_args(queue, job_ids)])
         if counts:
-            self.counts_nowait(queue, counts, call)
+            self.counts_nowait(queue, counts, (self._ack, self._job_keys(queue), [
+                self.done_cap, *self.ack_args(queue, job_ids)]))
         else:
-            self._eval_nowait(*call)
+            self._eval_nowait(self._ack, self._job_keys(queue), PlainAcks(
+                [self.done_cap, *self.ack_args(queue, job_ids)]))
+
+    def resend_lost_acks(self) -> None:
+        """Send again, waiting this time, the acks sent without waiting whose reply the
+        connection lost (hotpath.PlainAcks): whether they ran is unknown, and a finished
+        job left reserved would run again. An ack that did run is a no-op the second
+        time (its reservation token is gone); one that fails stays for the next try."""
+        while self.lost_acks:
+            script, keys, args = self.lost_acks[0]
+            self._eval(script, keys, list(args))
+            self.lost_acks.pop(0)
 
     def reserve_ahead(self, queue: str, *, default_timeout: float,
                       ack_ids: Sequence[str | Done] = (), count: int = 1,

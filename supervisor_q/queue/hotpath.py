@@ -71,6 +71,14 @@ def pack_evalsha(sha: str, keys: list[str], args: list) -> bytes:
     return b"".join([b"*%d\r\n" % (3 + len(keys) + len(args)), head, *map(_bulk, args)])
 
 
+
+class PlainAcks(list):
+    """The arguments of an ack sent without waiting and without batch counts: if its
+    reply is lost with the connection, it is sent again (resend_lost_acks); a count's
+    ack is sent again with its count by the worker instead."""
+
+    __slots__ = ()
+
 class HotPath:
     """Connection handling for RedisQueue's per-job calls."""
 
@@ -79,6 +87,9 @@ class HotPath:
     def _init_hot_path(self, client: redis.Redis) -> None:
         self._conn: Connection | None = None  # the hot path's own connection (see _eval)
         self._owed: list[tuple[Script, list[str], list]] = []  # sent, reply not read yet
+        # Acks sent without waiting whose connection went before their reply was read:
+        # whether they ran is unknown, so they are sent again (resend_lost_acks).
+        self.lost_acks: list[tuple[Script, list[str], list]] = []
         self._loaded: set[str] = set()  # scripts loaded before a call sent without waiting
         self._pid = procid.pid()
         self._tuned: socket.socket | None = None  # the socket kernel_timeouts last saw
@@ -192,13 +203,16 @@ class HotPath:
         owed, self._owed = self._owed, []
         redo = []
         error: redis.ResponseError | None = None
-        for item in owed:
+        for n, item in enumerate(owed):
             try:
                 self._owed_reply(item, conn.read_response())
             except NoScriptError:
                 redo.append(item)
             except redis.ResponseError as exc:  # e.g. READONLY: read every reply first
                 error = error or exc
+            except BaseException:  # the connection went: those unread are still owed
+                self._owed = owed[n:] + self._owed
+                raise
         if error is not None:
             raise error
         for script, keys, args in redo:
@@ -241,6 +255,7 @@ class HotPath:
         if self._conn is not None:
             self._conn.disconnect()
         self._conn = None
+        self.lost_acks += [call for call in self._owed if type(call[2]) is PlainAcks]
         self._owed = []
         self._loaded = set()  # a new server may not know them
         self._id_of = (None, None)

@@ -160,6 +160,9 @@ def failed(payload: Payload | None, reason: str, attempts: int | None = None) ->
 
 # The internal job that settles, in a worker, a job that handback.settle failed.
 SETTLE_FAILED = "supervisor_q:settle_failed"
+# Its attempts, whatever the program's tries: a worker killed while it held the job
+# (prefetched, unstarted) spends one, and the callbacks must still run once.
+SETTLE_TRIES = 10
 
 
 def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
@@ -170,7 +173,8 @@ def failed_elsewhere(queue: RedisQueue, job_queue: str, raw: str, reason: str,
     queues SETTLE_FAILED on the job's own queue, and a worker serving that queue (it
     has the registry) runs failed() there. Never raises."""
     try:
-        built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {})
+        built = build(SETTLE_FAILED, job_queue, [raw, reason, attempts], {},
+                      tries=SETTLE_TRIES)
         queue.push(job_queue, built.id, encode(built))
     except (RedisError, ValueError) as exc:  # ValueError: a queue name no worker may serve
         log.warning("a job of queue %s failed, but its callbacks cannot be queued: %s",

@@ -144,6 +144,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
 
     def flush_pending(self) -> None:
         """Ack every finished job now (a separate round trip per queue)."""
+        self.resend_lost_acks()
         self.collect_counts()  # (a lost one goes back to pending)
         for queue in {p.queue for p in self.pending}:
             mine = [p for p in self.pending if p.queue == queue]
@@ -159,6 +160,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
+        self.resend_lost_acks()
         if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
             self.collect_ahead()
         self.collect_counts(wait=False)  # the callbacks the last counts won
@@ -255,6 +257,9 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         decoded, target, limits = ready
         if hinted != decoded.job:
             self.fetch_ahead(job, decoded.job)
+        if self.stopping:  # told while a Redis call above waited (an outage): not begun
+            self.prefetched.insert(0, job)  # handed back with the others, uncounted
+            return False
         self.hold_acks(job.queue, decoded.job)  # or are the finished jobs' acks sent first?
         held = time.monotonic() - self.prefetched_at  # reserved, then held until now
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,

@@ -77,6 +77,11 @@ class RedisRetry:
                 else:
                     self.sleep_interruptibly(self.outage.backoff())
 
+    def resend_lost_acks(self) -> None:
+        """Send again the acks whose replies a lost connection took (queue/hotpath.py)."""
+        if self.queue.lost_acks:
+            self.with_redis(self.queue.resend_lost_acks)
+
     def reclaim_unknown(self) -> None:
         """A reserve may have run on the server while its reply was lost: such jobs are
         held under this worker's name but unknown to it. Make them ready now rather than

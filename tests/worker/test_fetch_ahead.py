@@ -12,6 +12,7 @@ import pytest
 
 import tests.jobmods.basic  # noqa: F401  (registers the jobs dispatched by name)
 from supervisor_q.jobs.registry import dispatch
+from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.worker.ahead import AHEAD_BELOW
 from tests import workers
@@ -231,3 +232,43 @@ def test_a_lost_fetch_ahead_reply_hands_its_job_back_and_sends_its_acks_again(
     worker.flush_pending()  # a second ack of a: a logged no-op
     _, again = queue.reserve("default", default_timeout=60)
     assert [(j.id, j.attempts) for j in again.jobs] == [(second, 1)], "attempt given back"
+
+
+def test_a_job_not_begun_when_a_stop_came_is_handed_back_not_run(
+        redis_url: str, queue: RedisQueue) -> None:
+    """A stop that arrives while a Redis call before the job waits (an outage: the
+    reserve sent ahead, the ack, a longer reservation) leaves the job not begun: it is
+    handed back with the other jobs in hand, its attempt given back, instead of run
+    once Redis answers."""
+    from supervisor_q.jobs import dispatching
+    from supervisor_q.worker.loop import Worker, WorkerSettings
+
+    first = dispatch("tests.record", "a")
+    bound = dispatching._state.bound
+    try:
+        worker = Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
+    finally:  # a worker binds its queue for dispatch in this process: not for later tests
+        dispatching._state.bound = bound
+    _, got = worker.queue.reserve("default", default_timeout=60)
+    worker.stopping = True  # as the signal handler sets it, here during the calls before
+    assert worker.process(got.jobs[0]) is False
+    assert runs(queue, "a") == [], "not run"
+    worker.shutdown()
+    assert queue.counts("default") == {"ready": 1, "delayed": 0, "reserved": 0, "failed": 0}
+    _, again = queue.reserve("default", default_timeout=60)
+    assert [(j.id, j.attempts) for j in again.jobs] == [(first, 1)], "attempt given back"
+
+
+def test_the_internal_settle_job_outlasts_a_program_with_one_try(
+        redis_url: str, queue: RedisQueue) -> None:
+    """The job a guard or master queues to run a failed job's callbacks carries its own
+    tries: a worker killed while holding it (its reservation expiring, an attempt
+    spent) must not send it to the failed store of a program with tries 1."""
+    from supervisor_q.worker import lifecycle
+
+    lifecycle.failed_elsewhere(queue, "default", '{"id":"x","job":"j","queue":"default"}',
+                               "killed by signal 9", 1)
+    _, got = queue.reserve("default", default_timeout=60)
+    decoded = payloads.decode(got.jobs[0].payload)
+    assert decoded.job == lifecycle.SETTLE_FAILED
+    assert decoded.tries == lifecycle.SETTLE_TRIES > 3

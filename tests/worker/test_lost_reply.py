@@ -22,10 +22,12 @@ MARKER = b"lost-reply-job"
 
 class ReplyDropper:
     """A loopback TCP proxy in front of a server that, once armed, closes the
-    connection instead of relaying the first reply containing MARKER."""
+    connection instead of relaying the first reply (or request) containing marker."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, marker: bytes = MARKER, requests: bool = False) -> None:
         self.target = target  # the server's unix socket
+        self.marker = marker
+        self.requests = requests  # drop the first request containing marker instead
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -48,7 +50,7 @@ class ReplyDropper:
     def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
-                if replies and MARKER in data and self.armed.is_set():
+                if replies != self.requests and self.marker in data and self.armed.is_set():
                     self.armed.clear()
                     self.dropped.set()
                     break
@@ -94,3 +96,29 @@ def test_a_reservation_whose_reply_was_lost_goes_back_when_redis_answers_again(
     assert "went back to their queue" in err, err
     assert runs(log) == [7], "ran once"
     queue.close()
+
+
+def test_an_ack_sent_without_waiting_whose_connection_went_is_sent_again(
+        redis_db: RedisHandle) -> None:
+    """An ack sent without waiting (prefetch) that never reached the server, its
+    connection gone: it is sent again (resend_lost_acks, which the worker calls before
+    its next reserve and before it exits), or the finished job would run again."""
+    dropper = ReplyDropper(str(redis_db.server.unix_socket), b"lost-ack-1", requests=True)
+    queue = RedisQueue(connect(f"redis://127.0.0.1:{dropper.port}/{redis_db.db}"))
+    for job_id in ("lost-ack-1", "lost-ack-2"):
+        built = payloads.build("tests.noop", "default", [], {}, job_id=job_id)
+        queue.push("default", built.id, payloads.encode(built))
+    _, got = queue.reserve("default", default_timeout=60, count=2)
+    assert [j.id for j in got.jobs] == ["lost-ack-1", "lost-ack-2"]
+    dropper.armed.set()
+    queue.ack_nowait("default", "lost-ack-1")
+    wait_until(dropper.dropped.is_set, timeout=5)
+    try:
+        queue.reserve("default", default_timeout=60)
+    except Exception as exc:  # noqa: BLE001  (the connection closed under it)
+        assert "onnection" in str(exc), exc
+    assert queue.counts("default")["reserved"] == 2, "the ack never ran"
+    assert len(queue.lost_acks) == 1
+    queue.resend_lost_acks()
+    assert queue.counts("default")["reserved"] == 1, "sent again, it ran"
+    assert queue.lost_acks == []

@@ -131,11 +131,15 @@ def _import_from_cwd() -> None:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    if (args.tries < 1 or args.timeout <= 0 or args.sleep <= 0
-            or not 1 <= args.prefetch <= MAX_PREFETCH or args.keep_jobs_max < 1):
-        print(f"supervisor-q work: --tries, --keep-jobs-max >= 1; --prefetch 1..{MAX_PREFETCH}; "
-              "--timeout, --sleep > 0",
-              file=sys.stderr)
+    wrong = [f"{flag} {value} (must be {rule})" for flag, value, fits, rule in (
+        ("--tries", args.tries, args.tries >= 1, ">= 1"),
+        ("--keep-jobs-max", args.keep_jobs_max, args.keep_jobs_max >= 1, ">= 1"),
+        ("--prefetch", args.prefetch, 1 <= args.prefetch <= MAX_PREFETCH,
+         f"1..{MAX_PREFETCH}"),
+        ("--timeout", args.timeout, args.timeout > 0, "> 0"),
+        ("--sleep", args.sleep, args.sleep > 0, "> 0")) if not fits]
+    if wrong:
+        print(f"supervisor-q work: {'; '.join(wrong)}", file=sys.stderr)
         return 2
     configure_logging(getattr(args, "log_format", "text"))
     _import_from_cwd()

@@ -264,6 +264,9 @@ class Guard:
                     _loggable(outcome, 400), "; starting a new worker" if again else "")
         if again:
             self.start()
+        elif not (timeout or self.stopping):
+            log.warning("%d workers in a row were killed within %gs of their start: "
+                        "stopping (a crash loop)", self.quick, MIN_LIFE)
         return again
 
     def enforce(self, now: float) -> float:

@@ -330,8 +330,9 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         except FailJob as exc:
             self.fail(job, decoded, exc.reason, None)
         except KeyboardInterrupt:
-            # A second Ctrl-C: hand the job back untouched and stop.
-            self.with_redis(lambda: self.queue.release(job.queue, job.id, 0))
+            # A second Ctrl-C: hand the job back untouched (its attempt too) and stop.
+            self.with_redis(lambda: self.queue.release(job.queue, job.id, 0,
+                                                       undo_attempt=True))
             self.stopping, self.outcome = True, "released"
         except Exception as exc:  # the job's own error: retry or fail, the worker goes on
             if is_topology_fault(exc):  # Redis away or moving (e.g. in middleware): not it

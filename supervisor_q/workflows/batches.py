@@ -346,7 +346,9 @@ def _fire(handle: Batch, which: dict[str, int], failure: dict | None) -> None:
             sig = sig.on(_text(queue_name))
         arg = {**info, "failed_job": failure} if kind == "catch" else info
         sig.dispatch(prepend=[arg])
-        log.info("batch %s: %s callback %s dispatched", handle.id, kind, sig.job)
+        # a progress callback goes once per job of the batch: a line each only on debug
+        (log.debug if kind == "progress" else log.info)(
+            "batch %s: %s callback %s dispatched", handle.id, kind, sig.job)
     if raw_chain and "finally" in wanted and progress is not None:
         _chain_after(progress, json.loads(raw_chain))
 

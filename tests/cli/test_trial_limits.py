@@ -30,7 +30,8 @@ def test_a_huge_prefetch_is_refused_by_check_config_and_work(tmp_path: Path,
     worked = cli("--redis-url", redis_url, "work", "--queue", "q", "--prefetch",
                  "100000000000")
     assert worked.returncode == 2 and worked.stderr.count("\n") == 1, worked
-    assert "--prefetch 1..1000" in worked.stderr
+    assert "--prefetch 100000000000 (must be 1..1000)" in worked.stderr, worked
+    assert "--tries" not in worked.stderr, "only what is wrong is named"
 
 
 def test_failed_list_json_shows_failed_at_in_the_order_of_the_list(redis_url: str) -> None:

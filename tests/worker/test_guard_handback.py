@@ -158,7 +158,14 @@ def test_guard_gives_up_after_quick_deaths_in_a_row(redis_url: str, queue: Redis
             [child] = wait_until(new_worker, timeout=10, message="a new worker")
             os.kill(child.pid, signal.SIGKILL)
             dead.append(child.pid)
-        assert proc.wait(10) == -signal.SIGKILL
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            raise AssertionError(proc.stderr.read() if proc.stderr else "") from None
+        assert code == -signal.SIGKILL
+        said = proc.stderr.read() if proc.stderr else ""
+        assert f"{MAX_QUICK} workers in a row were killed" in said, said[-2000:]
     finally:
         kill_group(proc)
 

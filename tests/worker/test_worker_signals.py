@@ -209,3 +209,5 @@ def test_a_second_interrupt_hands_the_running_job_back(redis_url: str,
         assert worker.wait(10) == 0, worker.stderr.read()
     finally:
         stop(worker)
+    _, again = queue.reserve("default", default_timeout=60)
+    assert [j.attempts for j in again.jobs] == [1], "its attempt given back"

@@ -193,6 +193,14 @@ class Sender:
             self._flush(key)
         return self.ids
 
+    def closed_on(self, error: Exception) -> None:
+        """A bad item raised error: queue the items before it, and let error say which
+        they are (error.landed: their ids, in order; error.taken: items taken from the
+        iterable, the bad one included)."""
+        self.close()
+        error.landed = list(self.landed)  # type: ignore[attr-defined]
+        error.taken = self.taken  # type: ignore[attr-defined]
+
     def _send_one(self, built: Payload, delay: float, job: Job | None,
                   rest: list[str] | None = None) -> str | None:
         try:
@@ -227,13 +235,14 @@ class Sender:
 def send_all(items: Iterable[tuple[Payload, float, Job | None]], *,
              connection: str | None = None, chunk: int = CHUNK) -> list[str | None]:
     """Queue every (payload, delay, job) in chunks; their ids, in order. If building an
-    item raises, the items before it are queued, then the error is raised."""
+    item raises, the items before it are queued, then the error is raised, carrying
+    their ids (Sender.closed_on)."""
     sender = Sender(connection, chunk)
     try:
         for built, delay, job in items:
             sender.add(built, delay, job)
-    except Exception:
-        sender.close()
+    except Exception as exc:
+        sender.closed_on(exc)
         raise
     return sender.close()
 
@@ -242,14 +251,15 @@ def send_items(job: Job | None, name: str, items: Iterable[Any], *, queue: str |
                delay: float = 0.0, connection: str | None = None,
                chunk: int = CHUNK) -> list[str | None]:
     """dispatch_many's road: one job per item (see split) through Sender.add_call; their
-    ids in order. A bad item raises after the items before it are queued."""
+    ids in order. A bad item raises after the items before it are queued, the error
+    carrying their ids (Sender.closed_on)."""
     sender = Sender(connection, chunk)
     try:
         for item in items:
             args, kwargs = split(item)
             sender.add_call(job, name, args, kwargs, queue=queue, delay=delay)
-    except Exception:
-        sender.close()
+    except Exception as exc:
+        sender.closed_on(exc)
         raise
     return sender.close()
 

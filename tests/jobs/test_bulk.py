@@ -80,6 +80,19 @@ def test_by_name_without_registration_and_bad_items(queue: RedisQueue) -> None:
     assert queue.counts("bulkq")["ready"] == 1, "items before the bad one are queued"
 
 
+def test_a_bad_item_mid_stream_says_which_jobs_before_it_were_queued(
+        queue: RedisQueue) -> None:
+    """Items before a bad one are queued, earlier chunks and the held part alike: the
+    error carries their ids (landed, in order) and how many items were taken."""
+    items = [(n,) for n in range(5)] + [(object(),)] + [(9,)]
+    with pytest.raises(payloads.NotSerialisable) as raised:
+        add.dispatch_many(items, chunk=2)
+    assert raised.value.landed == ready(queue, "bulkq")
+    assert len(raised.value.landed) == 5 and raised.value.taken == 6, "the bad one too"
+    assert [payloads.decode(queue.client.hget(QueueKeys("bulkq").payloads, i)).args
+            for i in raised.value.landed] == [[n] for n in range(5)]
+
+
 def test_unique_jobs_take_the_per_job_path_and_drop_duplicates(queue: RedisQueue) -> None:
     ids = unique_job.dispatch_many([("k1",), ("k2",), ("k1",)])
     assert ids[0] and ids[1] and ids[2] is None

@@ -146,9 +146,15 @@ def _spawn(slot: mmap.mmap, work: Callable[[SlotReporter], int]) -> int:
     _HEAD.pack_into(slot, 0, 0.0, 0)  # a dead worker's job is not the new one's
     guard_pid = os.getpid()
     _flush()  # nothing buffered before the fork is written twice
+    # The worker starts with the forwarded signals blocked, until its own handlers are
+    # in (SignalFlags.install_signals unblocks them): one sent while it boots waits for
+    # them, instead of meeting the guard's handler and wake-up pipe, inherited (lost).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     pid = os.fork()
     if pid == 0:  # the worker: never return into the caller's code
+        signal.set_wakeup_fd(-1)
         exit_with(lambda: _child(guard_pid, slot, work), before_exit=_flush)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
     except OSError:

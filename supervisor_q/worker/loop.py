@@ -124,7 +124,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
                 break
             if self.settings.rest:
                 self.reporter.flush()
-                time.sleep(self.settings.rest)
+                self.sleep_interruptibly(self.settings.rest)  # a stop ends the rest
         self.shutdown()
         return code
 

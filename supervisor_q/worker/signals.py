@@ -42,6 +42,9 @@ class SignalFlags:
         signal.signal(signal.SIGINT, self._handle_stop)
         signal.signal(signal.SIGUSR1, self._handle_pause)
         signal.signal(signal.SIGUSR2, self._handle_continue)
+        # (`work`'s guard forks its worker with these blocked: those sent meanwhile now)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT,
+                                                    signal.SIGUSR1, signal.SIGUSR2})
 
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping and signum == signal.SIGINT and self.in_job:

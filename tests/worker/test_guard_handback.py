@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -215,3 +216,24 @@ def test_a_job_without_timeout_is_named_in_the_slot() -> None:
     assert read_slot(slot) == SlotJob(float("inf"), 1, "default", "id-1", 2)
     reporter.job_finished("id-1")
     assert read_slot(slot) is None
+
+
+def test_a_stop_sent_while_the_new_worker_boots_is_not_lost(
+        redis_url: str, queue: RedisQueue) -> None:
+    """TERM to `work` just after its worker was SIGKILLed: the guard's new worker gets
+    it even while it boots (it starts with the forwarded signals blocked), so `work`
+    stops, nothing left reserved, instead of running on (it once did: the signal met
+    the guard's handler and wake-up pipe, inherited, and was lost)."""
+    dispatch("tests.record", "x")
+    proc = workers.start(redis_url, "--rest", "60", imports=BASIC, new_session=True)
+    try:
+        wait_until(lambda: runs(queue, "x"), timeout=15)
+        [child] = psutil.Process(proc.pid).children()
+        child.kill()
+        time.sleep(0.02)  # not a wait for anything: the TERM lands while the guard
+        proc.send_signal(signal.SIGTERM)  # settles the dead worker or forks the new one
+        assert proc.wait(10) == 0
+    finally:
+        kill_group(proc)
+    counts = queue.counts("default")  # ready again, or run again by the new worker and acked
+    assert counts["reserved"] == 0 and counts["failed"] == 0, counts

@@ -211,3 +211,19 @@ def test_a_second_interrupt_hands_the_running_job_back(redis_url: str,
         stop(worker)
     _, again = queue.reserve("default", default_timeout=60)
     assert [j.attempts for j in again.jobs] == [1], "its attempt given back"
+
+
+def test_a_stop_ends_the_rest_between_jobs(redis_url: str, queue: RedisQueue) -> None:
+    """`--rest 60` after a job: a TERM ends the rest, the finished job's ack goes and the
+    worker exits at once, not after the rest."""
+    dispatch("tests.record", "rested")
+    worker = start_worker(redis_url, "--rest", "60")
+    try:
+        wait_until(lambda: results(queue), timeout=15, message="the job")
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        stop(worker)
+    assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}

@@ -89,8 +89,8 @@ def test_a_lost_reply_of_the_ack_round_trip_counts_once_and_fires_once(
 @pytest.mark.slow
 def test_a_worker_killed_between_job_and_ack_is_counted_once(redis_url: str) -> None:
     b = make_batch(0.0)
-    # --rest holds the worker after the job, its ack (and batch count) not yet sent;
-    # --timeout 1: the reservation ends 6 s after the reserve, then another worker reruns.
+    # --rest holds the worker after the job, its ack (and batch count) not yet sent. The
+    # SIGKILL: `work`'s guard hands the job back at once and its new worker reruns it.
     with running(redis_url, 1, "--rest", "60", "--timeout", "1", "--tries", "3"):
         wait_until(lambda: results(redis_url, "bjob"), timeout=15, message="the job")
         [ran] = results(redis_url, "bjob")
@@ -103,7 +103,8 @@ def test_a_worker_killed_between_job_and_ack_is_counted_once(redis_url: str) -> 
                    message="the rerun to count the job")
         wait_until(lambda: callbacks(redis_url, "progress", b.id), timeout=10)
     assert [r["pid"] != ran["pid"] for r in results(redis_url, "bjob")] == [False, True], \
-        "the job ran twice: once in the killed worker, once after its reservation expired"
+        ("the job ran twice: once in the killed worker, once on the guard's new worker",
+         results(redis_url, "bjob"))
     counted_once(redis_url, b)
     assert json.loads(json.dumps(b.progress().to_json()))["finished"]  # type: ignore[union-attr]
 

@@ -72,10 +72,7 @@ class RedisRetry:
                 if not self.parent_alive():
                     return None
                 self.reporter.flush()  # a finish held back goes before any wait
-                if self.stopping:  # handing back or acking before the exit: no stop
-                    time.sleep(self.outage.backoff())  # to cut this wait short, no spin
-                else:
-                    self.sleep_interruptibly(self.outage.backoff())
+                self.sleep_interruptibly(self.outage.backoff(), by_second_stop=self.stopping)
 
     def resend_lost_acks(self) -> None:
         """Send again the acks whose replies a lost connection took (queue/hotpath.py)."""
@@ -96,9 +93,11 @@ class RedisRetry:
             log.warning("%s: %d job(s) reserved while Redis was failing went back to their "
                         "queue", self.settings.label, back)
 
-    def sleep_interruptibly(self, seconds: float) -> None:
+    def sleep_interruptibly(self, seconds: float, *, by_second_stop: bool = False) -> None:
+        """Sleep, cut short by a stop signal; by_second_stop (already stopping, handing
+        jobs back): only by a second one (signals.py: insisted), never a spin."""
         deadline = time.monotonic() + seconds
-        while not self.stopping:
+        while not (self.insisted if by_second_stop else self.stopping):
             left = deadline - time.monotonic()
             if left <= 0:
                 return

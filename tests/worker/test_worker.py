@@ -397,8 +397,11 @@ def test_a_second_stop_while_redis_is_down_exits_leaving_jobs_to_expiry(
         worker.send_signal(signal.SIGTERM)
         wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=15)
         assert worker.poll() is None, "the first stop waits for Redis"
+        time.sleep(3.0)  # an outage long enough that the retries' pauses reach seconds
         worker.send_signal(signal.SIGTERM)
+        began = time.monotonic()
         assert worker.wait(15) == 0
+        assert time.monotonic() - began < 1.0, "at once, not after the retry's pause"
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -15,6 +15,7 @@ from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.worker.ahead import AHEAD_BELOW
+from supervisor_q.worker.loop import Worker
 from tests import workers
 from tests.helpers import wait_until
 from tests.masters import Master
@@ -202,21 +203,28 @@ def test_a_master_child_killed_mid_job_runs_both_jobs_again_once(
     assert queue.counts("default") == {"ready": 0, "delayed": 0, "reserved": 0, "failed": 0}
 
 
+def in_process_worker(redis_url: str) -> Worker:
+    """A Worker in this process on queue default (its dispatch binding undone after)."""
+    from supervisor_q.jobs import dispatching
+    from supervisor_q.worker.loop import WorkerSettings
+
+    bound = dispatching._state.bound
+    try:
+        return Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
+    finally:  # a worker binds its queue for dispatch in this process: not for later tests
+        dispatching._state.bound = bound
+
+
 def test_a_lost_fetch_ahead_reply_hands_its_job_back_and_sends_its_acks_again(
         redis_url: str, queue: RedisQueue) -> None:
     """The connection drops before the reply of a reserve sent ahead is read: the job it
     reserved goes back at once, its attempt given back (not after its reservation
     expires, an attempt spent), and the acks it carried are sent again."""
-    from supervisor_q.jobs import dispatching
-    from supervisor_q.worker.loop import Worker, WorkerSettings, _Pending
+    from supervisor_q.worker.loop import _Pending
 
     first = dispatch("tests.record", "a")
     second = dispatch("tests.record", "b")
-    bound = dispatching._state.bound
-    try:
-        worker = Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
-    finally:  # a worker binds its queue for dispatch in this process: not for later tests
-        dispatching._state.bound = bound
+    worker = in_process_worker(redis_url)
     _, got = worker.queue.reserve("default", default_timeout=60)
     assert [j.id for j in got.jobs] == [first]
     worker.pending = [_Pending("default", first)]  # a finished
@@ -240,15 +248,9 @@ def test_a_job_not_begun_when_a_stop_came_is_handed_back_not_run(
     reserve sent ahead, the ack, a longer reservation) leaves the job not begun: it is
     handed back with the other jobs in hand, its attempt given back, instead of run
     once Redis answers."""
-    from supervisor_q.jobs import dispatching
-    from supervisor_q.worker.loop import Worker, WorkerSettings
 
     first = dispatch("tests.record", "a")
-    bound = dispatching._state.bound
-    try:
-        worker = Worker(WorkerSettings(queues=("default",)), RedisQueue(connect(redis_url)))
-    finally:  # a worker binds its queue for dispatch in this process: not for later tests
-        dispatching._state.bound = bound
+    worker = in_process_worker(redis_url)
     _, got = worker.queue.reserve("default", default_timeout=60)
     worker.stopping = True  # as the signal handler sets it, here during the calls before
     assert worker.process(got.jobs[0]) is False

@@ -97,10 +97,15 @@ def test_sigterm_hands_back_the_fetched_ahead_job_uncounted(
         redis_url: str, queue: RedisQueue, prefetch: str) -> None:
     learn_then_block(queue, 1.0)
     worker = start(redis_url, "--prefetch", prefetch)
-    wait_until(lambda: runs(queue, "long", "start"), timeout=15)
-    wait_until(lambda: queue.counts("default")["reserved"] == 2, timeout=5)
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(15) == 0
+    try:
+        wait_until(lambda: runs(queue, "long", "start"), timeout=15)
+        wait_until(lambda: queue.counts("default")["reserved"] == 2, timeout=5)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:  # a failed wait must not leave the worker running on
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
     assert len(runs(queue, "long", "end")) == 1, "the running job finished"
     assert not runs(queue, "next")
     assert queue.counts("default") == {"ready": 1, "delayed": 0, "reserved": 0, "failed": 0}

@@ -7,8 +7,8 @@ reserve's, or before the next job, and kept here until the worker takes them). O
 Cluster the batch's keys (sq:{batch:<id>}:...) live in another slot than the queue's,
 so each call goes to its own node's connection, all sent before any reply is read (one
 round trip of waiting, not two), and counts are not sent without waiting. A mixin of
-RedisQueue (backend.py). Imports keys, cluster, lua_limits and hotpath's packer (the
-connections are hotpath.py's: RedisQueue._eval_many, _eval_nowait).
+RedisQueue (backend.py). Imports keys, cluster and lua_limits (the connections are
+hotpath.py's: RedisQueue._eval_many, _send_nowait).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from redis.commands.core import Script
 
 from supervisor_q.queue import lua_limits
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
-from supervisor_q.queue.hotpath import pack_evalsha
 from supervisor_q.queue.keys import batch_keys
 
 Call = tuple[Script, list[str], list]
@@ -76,9 +75,7 @@ class Counted:
 class BatchAck:
     """Builds the BATCH_SUCCEEDED calls that ride with an ack; reads their replies."""
 
-    client: redis.Redis
     _owed: list[Call]  # hotpath.py's: calls sent, their reply not read yet
-    _loaded: set[str]  # hotpath.py's: scripts loaded on the hot connection
     _nodes: Any  # hotpath.py's: None unless on Redis Cluster
     _counted_owed: list[Counted]  # replies of counts sent without waiting, read
     _counts_unread: int  # count calls sent without waiting, their reply not read yet
@@ -95,10 +92,7 @@ class BatchAck:
     def _collect_owed(self, conn: Any) -> None:
         raise NotImplementedError
 
-    def _connection(self, key: str = "") -> Any:
-        raise NotImplementedError
-
-    def _lost(self, exc: Exception) -> None:
+    def _send_nowait(self, calls: list[Call]) -> None:  # hotpath.py's
         raise NotImplementedError
 
     def count_calls(self, queue: str, counts: Sequence[BatchCount]) -> list[Call]:
@@ -129,22 +123,10 @@ class BatchAck:
         their jobs) without waiting, in one write: the server runs them in that order.
         Their replies are read with any later reply on the connection (owed_count) and
         taken with take_counted."""
-        self.send_nowait([*self.count_calls(queue, counts), then])
-
-    def send_nowait(self, calls: list[Call]) -> None:
-        """_eval_nowait (hotpath.py) for several calls to one node, in one write."""
-        for script, _, _ in calls:
-            if script.sha not in self._loaded:
-                self.client.script_load(script.script)
-                self._loaded.add(script.sha)
-        conn = self._connection(calls[0][1][0])
-        try:  # packed as _eval_nowait packs one call (redis-py's packer costs 3x more)
-            conn.send_packed_command([b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls])])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self._lost(exc)
-        self._owed += calls
+        calls = self.count_calls(queue, counts)
+        self._send_nowait([*calls, then])
         # (a count sent on a connection lost later stays unread: take_counted)
-        self._counts_unread += sum(type(a) is CountArgs for _, _, a in calls)
+        self._counts_unread += len(calls)
 
     def owed_count(self, item: Call, reply: Any) -> bool:
         """Keep the reply of a count sent without waiting; False if the call was none."""

@@ -71,13 +71,13 @@ def pack_evalsha(sha: str, keys: list[str], args: list) -> bytes:
     return b"".join([b"*%d\r\n" % (3 + len(keys) + len(args)), head, *map(_bulk, args)])
 
 
-
 class PlainAcks(list):
     """The arguments of an ack sent without waiting and without batch counts: if its
     reply is lost with the connection, it is sent again (resend_lost_acks); a count's
     ack is sent again with its count by the worker instead."""
 
     __slots__ = ()
+
 
 class HotPath:
     """Connection handling for RedisQueue's per-job calls."""
@@ -176,15 +176,21 @@ class HotPath:
         on it at once, and the worker does not wait a round trip for it. The script is
         loaded first (once per connection): a NOSCRIPT reply read only later would leave
         the call undone until then."""
-        if script.sha not in self._loaded:
-            self.client.script_load(script.script)
-            self._loaded.add(script.sha)
-        conn = self._connection(keys[0])
+        self._send_nowait([(script, keys, args)])
+
+    def _send_nowait(self, calls: list[tuple[Script, list[str], list]]) -> None:
+        """_eval_nowait for several calls to one node (the first call's key's), in order
+        and in one write (batchack.py: counts ahead of the ack or reserve of their jobs)."""
+        for script, _, _ in calls:
+            if script.sha not in self._loaded:
+                self.client.script_load(script.script)
+                self._loaded.add(script.sha)
+        conn = self._connection(calls[0][1][0])
         try:
-            conn.send_packed_command([pack_evalsha(script.sha, keys, args)])
+            conn.send_packed_command([b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls])])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._lost(exc)
-        self._owed.append((script, keys, args))
+        self._owed += calls
 
     def _lost(self, exc: Exception) -> None:
         """Forget the hot connection after a connection or topology error and raise a

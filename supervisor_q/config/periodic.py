@@ -12,7 +12,6 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from croniter import CroniterBadDateError, croniter
 from pydantic import Field, field_validator, model_validator
 
 from supervisor_q.config.schema import (
@@ -23,7 +22,7 @@ from supervisor_q.config.schema import (
     _Frozen,
     _ProgramBase,
 )
-from supervisor_q.config.validators import check_timezone
+from supervisor_q.config.validators import check_timezone, croniter
 
 EVERY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 EVERY_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -56,20 +55,21 @@ def check_cron(value: str) -> str:
     must fire at least once."""
     value = " ".join(value.split())
     fields = len(value.split())
+    cron = croniter()
     if value.startswith("@") and fields == 1:
-        if not croniter.is_valid(value):
+        if not cron.croniter.is_valid(value):
             raise ValueError(f"{value[:40]!r} is not a cron nickname such as @hourly or @daily")
         return value
     if fields not in (5, 6):
         raise ValueError(f"must have 5 fields (minute hour day-of-month month day-of-week) "
                          f"or 6 with seconds first, got {fields} in {value!r}")
     seconds_first = fields == 6
-    if not croniter.is_valid(value, second_at_beginning=seconds_first):
+    if not cron.croniter.is_valid(value, second_at_beginning=seconds_first):
         raise ValueError(f"{value!r} is not a valid cron expression")
     try:
-        croniter(value, datetime(2000, 1, 1),
-                 second_at_beginning=seconds_first).get_next(datetime)
-    except CroniterBadDateError:
+        cron.croniter(value, datetime(2000, 1, 1),
+                      second_at_beginning=seconds_first).get_next(datetime)
+    except cron.CroniterBadDateError:
         raise ValueError(f"{value!r} never fires (no such date)") from None
     return value
 
@@ -78,7 +78,8 @@ def cron_gap(value: str) -> float:
     """The shortest time between two firings of a (valid) cron expression, as seen over
     its next 50 firings from 2001-01-01 (UTC)."""
     seconds_first = len(value.split()) == 6
-    times = croniter(value, datetime(2001, 1, 1), second_at_beginning=seconds_first)
+    times = croniter().croniter(value, datetime(2001, 1, 1),
+                                second_at_beginning=seconds_first)
     stamps = [times.get_next(float) for _ in range(50)]
     return min(b - a for a, b in zip(stamps, stamps[1:], strict=False))
 

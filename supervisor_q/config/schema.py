@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from supervisor_q.config.logkeys import LogKeys
 from supervisor_q.config.substitute import check_placeholders
 from supervisor_q.config.validators import (
     check_timezone,
+    croniter,
     normalise_signal,
     setup_hook,
     split_list,
@@ -96,11 +96,12 @@ class ScheduleRule(_Frozen):
                 f"must have 5 fields (minute hour day-of-month month day-of-week), "
                 f"got {len(value.split())} in {value!r}"
             )
-        if not croniter.is_valid(value):
+        cron = croniter()
+        if not cron.croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a valid cron expression")
         try:  # "0 0 31 2 *" parses but never fires; say so now rather than at 09:00.
-            croniter(value, datetime(2000, 1, 1)).get_next(datetime)
-        except CroniterBadDateError:
+            cron.croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+        except cron.CroniterBadDateError:
             raise ValueError(f"{value!r} never fires (no such date)") from None
         return value
 

@@ -8,8 +8,19 @@ Imports nothing from the supervisor_q package.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
+
+
+def croniter() -> ModuleType:
+    """The croniter module, imported at its first use: its import calls
+    platform.architecture(), which forks a `file -b <python>` child. Commands that read
+    no cron expression (`work`, `dispatch`, `status`...) then start no such process, one
+    that anyone watching the worker's process tree would take for a worker."""
+    import croniter
+
+    return croniter
 
 
 def setup_hook(value: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -237,3 +238,33 @@ def test_a_stop_sent_while_the_new_worker_boots_is_not_lost(
         kill_group(proc)
     counts = queue.counts("default")  # ready again, or run again by the new worker and acked
     assert counts["reserved"] == 0 and counts["failed"] == 0, counts
+
+
+# Runs the CLI with an audit hook that writes each process the command starts (subprocess,
+# posix_spawn, exec, fork) to the file named by argv[1].
+_AUDITED = """
+import os, runpy, sys
+path = sys.argv.pop(1)
+def hook(event, args):
+    if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "os.fork"):
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()} {event} {str(args)[:200]}\\n")
+sys.addaudithook(hook)
+sys.argv[0] = "supervisor-q"
+runpy.run_module("supervisor_q", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_work_starts_no_process_but_its_worker(redis_url: str, tmp_path: Path) -> None:
+    """`work`'s process tree is the guard and its worker only: nothing it imports runs a
+    command. croniter's import forked `file -b <python>`, which a watcher of the tree (and
+    test_guard_gives_up_after_quick_deaths_in_a_row, which SIGKILLs the guard's children)
+    took for the worker."""
+    log = tmp_path / "started.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", _AUDITED, str(log), "--redis-url", redis_url, "work",
+         "--queue", "default", "--import", BASIC, "--stop-when-empty", "--quiet"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    started = log.read_text().splitlines()
+    assert len(started) == 1 and " os.fork " in started[0], started

@@ -57,7 +57,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
+from supervisor_q.config.validators import croniter
 
 LOOKBACK = timedelta(days=366)
 # `by: size`: one more process is worth it for every this many waiting jobs.
@@ -215,7 +215,7 @@ def _walls(cron: str, start: datetime, backwards: bool) -> Iterator[datetime]:
     if backwards:  # get_prev is strictly before its start; nudge to include `start`
         base += timedelta(microseconds=1)
     # 6 fields: seconds first (periodic entries, config/periodic.py); pool rules have 5.
-    steps = croniter(cron, base, second_at_beginning=len(cron.split()) == 6)
+    steps = croniter().croniter(cron, base, second_at_beginning=len(cron.split()) == 6)
     while True:
         wall = steps.get_prev(datetime) if backwards else steps.get_next(datetime)
         yield wall.replace(tzinfo=None)
@@ -234,7 +234,7 @@ def _last_firing(cron: str, zone: tzinfo, now: datetime) -> datetime | None:
             fired = _instant(wall, zone)
             if fired <= now:  # instants only decrease from here: this is the latest
                 return fired if now - fired <= LOOKBACK else None
-    except CroniterBadDateError:
+    except croniter().CroniterBadDateError:
         return None
     return None  # pragma: no cover - the iterator is endless
 
@@ -247,7 +247,7 @@ def _next_firing(cron: str, zone: tzinfo, after: datetime) -> datetime | None:
             # Skips wall times of a repeated hour that already fired in its first pass.
             if fired > after:
                 return fired
-    except CroniterBadDateError:
+    except croniter().CroniterBadDateError:
         return None
     return None  # pragma: no cover - the iterator is endless
 

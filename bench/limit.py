@@ -11,11 +11,18 @@ server, so every drain rate can be read as a fraction of what the machine allows
 - sq reserve: supervisor-q's own RESERVE script (ack of the previous job + reserve of
   the next, one round trip), called in a loop with no job run: the worker's ceiling.
 - sq reserve x16: the same reserving 16 jobs per call (and acking the previous 16).
+
+throughput.py --targets also runs sleep_loop(): the floor of the 10 ms workload, a bare
+fetch-ahead loop in 8 processes (the next job's LMOVE and the last one's LREM sent before
+each time.sleep(0.01), their replies read after it), against which the worker's 10 ms
+figure can be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -94,6 +101,53 @@ def sq_reserve(url: str, n: int, count: int = 1) -> float:
     rate = done / (time.perf_counter() - t)
     queue.clear("limit")
     return rate
+
+
+def _sleep_worker(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    conn = client.connection_pool.get_connection("LMOVE")
+    conn.send_command("BLMOVE", "lim:sleep", "lim:slept", "LEFT", "RIGHT", 30)
+    current, previous = conn.read_response(), None
+    while current is not None:
+        calls = [("LMOVE", "lim:sleep", "lim:slept", "LEFT", "RIGHT")]
+        if previous is not None:
+            calls.insert(0, ("LREM", "lim:slept", 1, previous))
+        conn.send_packed_command(conn.pack_commands(calls))
+        json.loads(current)
+        time.sleep(0.01)
+        replies = [conn.read_response() for _ in calls]
+        previous, current = current, replies[-1]
+    ended = time.time()
+    conn.send_command("RPUSH", "lim:ends", repr(ended))
+    conn.read_response()
+    client.connection_pool.release(conn)
+    client.close()
+
+
+def sleep_loop(url: str, jobs: int = 2000, procs: int = 8) -> float:
+    """Jobs/s of 10 ms jobs drained by procs bare fetch-ahead loops (started and waiting
+    first, as drain_warm's workers are), from the push of the jobs to the last one's end."""
+    client = connect(url)
+    client.delete("lim:sleep", "lim:slept", "lim:ends")
+    workers = [multiprocessing.get_context("fork").Process(target=_sleep_worker, args=(url,))
+               for _ in range(procs)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 30
+    while len([c for c in client.client_list() if c.get("cmd") == "blmove"]) < procs:
+        if time.monotonic() > deadline:
+            raise TimeoutError("sleep_loop: the loops never started waiting")
+        time.sleep(0.01)
+    started = time.time()
+    client.rpush("lim:sleep", *(json.dumps({"job": "sleep10", "n": i}) for i in range(jobs)))
+    for w in workers:
+        w.join(60)
+    ends = [float(v) for v in client.lrange("lim:ends", 0, -1)]
+    client.delete("lim:sleep", "lim:slept", "lim:ends")
+    client.close()
+    if len(ends) < procs:
+        raise RuntimeError("sleep_loop: a loop did not finish")
+    return jobs / (max(ends) - started)
 
 
 def idle_round_trip(url: str, n: int = 200, gap: float = 0.01) -> float:

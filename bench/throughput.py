@@ -12,7 +12,10 @@ interleaved, best of the rounds for each figure: the standalone 1-process no-op 
 against Huey's (bench/.venv-peers, as bench/run.py makes it) and against the
 one-round-trip loop of bench/limit.py (cycle x1); a master's child against the
 standalone drain; 1 process with --prefetch 16; and 10 ms jobs on 8 standalone
-processes against the ideal 800 jobs/s. It prints the ratios the targets name.
+processes against the ideal 800 jobs/s. It prints the ratios the targets name, and two
+floors from the same run (bench/limit.py): the 10 ms jobs drained by 8 bare fetch-ahead
+loops (what any Python worker reaches on this machine), and the RESERVE script taking 16
+jobs a call in a loop that runs none (the ceiling of prefetch 16).
 
 --cpu prints the CPU time per no-op job (user + system, from /proc) of the worker
 process and, for a master's child, of the master: steadier than rates on a shared
@@ -67,6 +70,8 @@ def targets(url: str, jobs: int, rounds: int, logs: Path) -> None:
                  ["drain_rate"])
         keep("10 ms jobs, 8 processes", drain_warm(SYSTEMS["sq"], url, "sleep10", 2000, 8,
                                                    logs)["drain_rate"])
+        keep("10 ms jobs, 8 bare fetch-ahead loops", limit.sleep_loop(url))
+        keep("bare reserve x16 loop (no job run)", limit.sq_reserve(url, jobs, 16))
     sq = best["supervisor-q"]
     print(f"\nbest of {rounds} round(s), {jobs:,} no-op jobs per drain; load average now "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -79,9 +84,11 @@ def targets(url: str, jobs: int, rounds: int, logs: Path) -> None:
     print(f"master child / standalone: {best['supervisor-q (master)'] / sq:.2f}x "
           "(target >= 0.95x)")
     print(f"prefetch 16, 1 process: {best['supervisor-q prefetch 16']:,.0f} jobs/s "
-          "(target >= 15,000)")
+          "(target >= 15,000); the reserve x16 script alone in a loop, no job run: "
+          f"{best['bare reserve x16 loop (no job run)']:,.0f}/s")
     print(f"10 ms jobs, 8 processes: {best['10 ms jobs, 8 processes'] / 800:.1%} of 800/s "
-          "(target >= 95%)")
+          "(target >= 95%); a bare fetch-ahead loop: "
+          f"{best['10 ms jobs, 8 bare fetch-ahead loops'] / 800:.1%}")
 
 
 def cpu_per_job(name: str, url: str, jobs: int, logs: Path) -> tuple[float, float]:

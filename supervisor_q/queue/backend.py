@@ -164,7 +164,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
             found = self._reserve_heads[fixed] = (first, headed(
                 self._reserve.sha, self._job_keys(queue), first))
         args = Headed(found[0])
-        args.fixed, args.head = 6, found[1]
+        args.fixed, args.head, args.acks = 6, found[1], ack_ids
         if ack_ids:
             args += self.ack_args(queue, ack_ids)
         return args
@@ -295,7 +295,9 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         """What the last reserve_ahead() reserved; None if its reply was lost with the
         connection (the worker's reclaim_unknown, or their deadline, brings those back)."""
         try:
-            if self._conn is not None and any(s is self._reserve for s, _, _ in self._owed):
+            owed = self._owed
+            if self._conn is not None and owed and (owed[-1][0] is self._reserve or any(
+                    s is self._reserve for s, _, _ in owed)):
                 self._collect_owed(self._conn)
         except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
             self._lost(exc)
@@ -309,10 +311,10 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
         if script is self._ack and args:  # args: cap, then 4 per job (id first)
             self.stale_acks(queue, [_text(a) for a in args[1::4]], int(reply))
-        elif script is self._reserve:  # reserve_ahead; args: 6, then 4 per acked job
+        elif script is self._reserve:  # reserve_ahead; args: wire.Headed (_reserve_args)
             acked, self._ahead = self._parse_reserve(queue, reply)
-            if len(args) > 6:
-                self.stale_acks(queue, [_text(a) for a in args[6::4]], acked)
+            if type(args) is Headed and args.acks:
+                self.stale_acks(queue, args.acks, acked)
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,

@@ -159,8 +159,9 @@ class HotPath:
                 self._loaded.add(script.sha)
         conn = self._connection(calls[0][1][0])
         try:  # no health check (a PING) while replies are owed: it would read one of them
-            send(conn, b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls]),
-                 bool(self._owed))
+            data = b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls]) if len(
+                calls) > 1 else pack_evalsha(calls[0][0].sha, calls[0][1], calls[0][2])
+            send(conn, data, bool(self._owed))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._lost(exc)
         self._owed += calls

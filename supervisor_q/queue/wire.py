@@ -20,7 +20,7 @@ Imports nothing from the package.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -77,9 +77,10 @@ class Headed(list):
     head, in `head` (RedisQueue's reserve: its six constant arguments, packed once per
     queue and settings). Otherwise the list of all the arguments, as any other call's."""
 
-    __slots__ = ("fixed", "head")
+    __slots__ = ("acks", "fixed", "head")
     fixed: int
     head: bytes
+    acks: Sequence[Any]  # what the arguments after the fixed ones ack (the caller's)
 
 
 def pack_evalsha(sha: str, keys: list[str], args: list) -> bytes:
@@ -125,12 +126,16 @@ def read(conn: Connection) -> Any:
     reader = parser._reader
     push = parser._hiredis_PushNotificationType
     try:
-        if reader is None:
+        if reader is None or conn._sock is None:
             raise redis.ConnectionError("Connection closed by server.")
         reply = reader.gets()
         while reply is NOT_ENOUGH_DATA or (push is not None and type(reply) is push):
-            if reply is NOT_ENOUGH_DATA:
-                parser.read_from_socket()
+            if reply is NOT_ENOUGH_DATA:  # as parser.read_from_socket() reads, inline
+                buffer = parser._buffer
+                size = conn._sock.recv_into(buffer)
+                if not size:
+                    raise redis.ConnectionError("Connection closed by server.")
+                reader.feed(buffer, 0, size)
             else:
                 parser.handle_push_response(reply)
             reply = reader.gets()

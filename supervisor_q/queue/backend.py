@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import redis
@@ -53,8 +52,9 @@ class Reserved(NamedTuple):
     waited: float  # seconds it waited ready in the queue
 
 
-@dataclass(frozen=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
+    """What a reserve got (a named tuple, as Reserved: one per call)."""
+
     jobs: list[Reserved]
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
     counted: tuple[Counted, ...] = ()  # the batch counts that rode with the ack

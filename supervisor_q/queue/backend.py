@@ -5,8 +5,8 @@ Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
 deadline, or failed: never nowhere. Imports paths, keys, lua, ids, failed, inspecting,
 cluster, hotpath (the per-job connection), batchack (batch counts with the ack; last in
-the bases, its stubs overridden), bulk (push_many; push's kept connection) and connection
-(connect is re-exported here for its many callers).
+the bases, its stubs overridden), bulk (push_many; push's kept connection), wire (RESERVE's
+packed head) and connection (connect is re-exported here for its many callers).
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         if counts:
             self.counts_nowait(queue, counts, call)
         else:
-            self._eval_nowait(*call)
+            self._send_nowait([call])
 
     def ahead_result(self) -> ReserveResult | None:
         """What the last reserve_ahead() reserved; None if its reply was lost with the

@@ -1,7 +1,8 @@
 """The hot path's own connection: EVALSHA sent and read on one kept connection (or one
 per node on Redis Cluster), replies owed by calls sent without waiting, and the end of
 a blocking wait from another connection (CLIENT UNBLOCK). A mixin of RedisQueue
-(backend.py), split out for size. Imports cluster only.
+(backend.py), split out for size. The bytes on the wire (packing, sending, reading a
+reply) are wire.py's. Imports cluster, slotwait and wire.
 """
 
 from __future__ import annotations

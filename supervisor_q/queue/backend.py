@@ -5,16 +5,15 @@ Every state change is one Lua script over the keys of one queue (see lua.py), so
 a crash at any instant leaves a job either queued, delayed, reserved with a
 deadline, or failed: never nowhere. Imports paths, keys, lua, ids, failed, inspecting,
 cluster, hotpath (the per-job connection), batchack (batch counts with the ack; last in
-the bases, its stubs overridden), bulk (push_many; push's kept connection) and connection
-(connect is re-exported here for its many callers).
+the bases, its stubs overridden), bulk (push_many; push's kept connection), wire (RESERVE's
+packed head) and connection (connect is re-exported here for its many callers).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.commands.core import Script
@@ -34,15 +33,16 @@ from supervisor_q.queue.inspecting import Inspecting
 from supervisor_q.queue.jobinfo import DEFAULT_CAP, Done
 from supervisor_q.queue.keys import QueueKeys
 from supervisor_q.queue.slotwait import slot_groups, wait_in_slots
+from supervisor_q.queue.wire import Headed, headed
 
 # Seconds a reservation outlives the job's own timeout: time for the worker's alarm,
 # the master's SIGTERM/SIGKILL escalation and the hand-back to finish first.
 RESERVATION_MARGIN = 5.0
 
 
-@dataclass(frozen=True)
-class Reserved:
-    """One reserved job as the worker receives it."""
+class Reserved(NamedTuple):
+    """One reserved job as the worker receives it (a named tuple: cheap to build, one per
+    job; _parse_reserve builds it with tuple.__new__)."""
 
     queue: str
     id: str
@@ -52,8 +52,9 @@ class Reserved:
     waited: float  # seconds it waited ready in the queue
 
 
-@dataclass(frozen=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
+    """What a reserve got (a named tuple, as Reserved: one per call)."""
+
     jobs: list[Reserved]
     next_delayed_in: float | None  # seconds until the earliest delayed job is due
     counted: tuple[Counted, ...] = ()  # the batch counts that rode with the ack
@@ -74,6 +75,8 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self._scripts: dict[str, Script] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._key_lists: dict[str, list[str]] = {}
+        # RESERVE's six constant arguments per (queue, settings), packed after its head
+        self._reserve_heads: dict[tuple, tuple[list, bytes]] = {}
         self._known_queues: set[str] = set()
         self._init_hot_path(client)
         self._ahead: ReserveResult | None = None  # reserve_ahead's reply, once read
@@ -135,8 +138,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         trip. Returns (how many were acked, what was reserved)."""
         calls = self.count_calls(queue, counts)  # before the ack forgets the tokens
         call = (self._reserve, self._job_keys(queue),
-                [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
-                 self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+                self._reserve_args(queue, default_timeout, count, ack_ids))
         if calls:
             *replies, raw = self._eval_many([*calls, call])
         else:
@@ -148,6 +150,24 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
             result = ReserveResult(result.jobs, result.next_delayed_in,
                                    tuple(counted(calls, replies)))
         return acked, result
+
+    def _reserve_args(self, queue: str, default_timeout: float, count: int,
+                      ack_ids: Sequence[str | Done]) -> Headed:
+        """RESERVE's arguments: the six constant ones (packed once, wire.Headed), then the
+        acks' (ack_args)."""
+        fixed = (queue, default_timeout, count, self.holder(), self.who, self.done_cap)
+        found = self._reserve_heads.get(fixed)
+        if found is None:
+            if len(self._reserve_heads) >= 64:  # a few queues and counts per worker
+                self._reserve_heads.clear()
+            first = [int(default_timeout * 1000), self.margin_ms, count, *fixed[3:]]
+            found = self._reserve_heads[fixed] = (first, headed(
+                self._reserve.sha, self._job_keys(queue), first))
+        args = Headed(found[0])
+        args.fixed, args.head, args.acks = 6, found[1], ack_ids
+        if ack_ids:
+            args += self.ack_args(queue, ack_ids)
+        return args
 
     def wait_and_reserve(self, queues: Sequence[str], timeout: float, *,
                          default_timeout: float, count: int = 1, wake_fd: int | None = None,
@@ -193,17 +213,26 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         return self.keys(queue).notify
 
     def _parse_reserve(self, queue: str, raw: list) -> tuple[int, ReserveResult]:
-        acked = int(raw[0])
+        """RESERVE's reply: acked, ms to the next delayed job (nil: none), then five fields
+        per reserved job (id, payload, attempts, exceptions, ms it waited)."""
         next_ms = raw[1]
-        jobs = [
-            Reserved(queue, _text(raw[i]), _text(raw[i + 1]), int(raw[i + 2]), int(raw[i + 3]),
-                     int(raw[i + 4]) / 1000.0)
-            for i in range(2, len(raw), 5)
-        ]
-        for job in jobs:
-            self.remember(queue, job.id, job.attempts)
         next_in = None if next_ms is None else max(0.0, int(next_ms) / 1000.0)
-        return acked, ReserveResult(jobs, next_in)
+        if len(raw) == 2:
+            return int(raw[0]), ReserveResult([], next_in)
+        jobs = []
+        make = tuple.__new__
+        holder = self.holder()  # first: a forked child's makes its tokens afresh
+        tokens = self._tokens
+        for i in range(2, len(raw), 5):
+            job_id, payload, attempts = raw[i], raw[i + 1], int(raw[i + 2])
+            job_id = job_id.decode("utf-8", "surrogateescape") if type(
+                job_id) is bytes else job_id
+            payload = payload.decode("utf-8", "surrogateescape") if type(
+                payload) is bytes else payload
+            jobs.append(make(Reserved, (queue, job_id, payload, attempts, int(raw[i + 3]),
+                                        int(raw[i + 4]) / 1000.0)))
+            tokens[(queue, job_id)] = f"{holder}|{attempts}"  # as remember() keeps it
+        return int(raw[0]), ReserveResult(jobs, next_in)
 
     def ack(self, queue: str, *job_ids: str | Done) -> int:
         """Delete finished jobs (keeping their done records); returns how many were still
@@ -256,18 +285,19 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         first and keeps it for ahead_result()."""
         self._ahead = None
         call = (self._reserve, self._job_keys(queue),
-                [int(default_timeout * 1000), self.margin_ms, count, self.holder(),
-                 self.who, self.done_cap, *self.ack_args(queue, ack_ids)])
+                self._reserve_args(queue, default_timeout, count, ack_ids))
         if counts:
             self.counts_nowait(queue, counts, call)
         else:
-            self._eval_nowait(*call)
+            self._send_nowait([call])
 
     def ahead_result(self) -> ReserveResult | None:
         """What the last reserve_ahead() reserved; None if its reply was lost with the
         connection (the worker's reclaim_unknown, or their deadline, brings those back)."""
         try:
-            if self._conn is not None and any(s is self._reserve for s, _, _ in self._owed):
+            owed = self._owed
+            if self._conn is not None and owed and (owed[-1][0] is self._reserve or any(
+                    s is self._reserve for s, _, _ in owed)):
                 self._collect_owed(self._conn)
         except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
             self._lost(exc)
@@ -281,10 +311,10 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
         if script is self._ack and args:  # args: cap, then 4 per job (id first)
             self.stale_acks(queue, [_text(a) for a in args[1::4]], int(reply))
-        elif script is self._reserve:  # reserve_ahead; args: 6, then 4 per acked job
+        elif script is self._reserve:  # reserve_ahead; args: wire.Headed (_reserve_args)
             acked, self._ahead = self._parse_reserve(queue, reply)
-            if len(args) > 6:
-                self.stale_acks(queue, [_text(a) for a in args[6::4]], acked)
+            if type(args) is Headed and args.acks:
+                self.stale_acks(queue, args.acks, acked)
 
     def release(self, queue: str, job_id: str, delay: float = 0.0,
                 count_exception: bool = False, *, expected_attempts: int | None = None,

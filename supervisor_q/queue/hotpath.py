@@ -1,7 +1,8 @@
 """The hot path's own connection: EVALSHA sent and read on one kept connection (or one
 per node on Redis Cluster), replies owed by calls sent without waiting, and the end of
 a blocking wait from another connection (CLIENT UNBLOCK). A mixin of RedisQueue
-(backend.py), split out for size. Imports cluster only.
+(backend.py), split out for size. The bytes on the wire (packing, sending, reading a
+reply) are wire.py's. Imports cluster, slotwait and wire.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from redis.exceptions import NoScriptError
 from supervisor_q import procid
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, TopologyChanged, is_cluster
 from supervisor_q.queue.slotwait import SlotWaits, await_sockets, unblock
+from supervisor_q.queue.wire import pack_evalsha, read, send
+
+__all__ = ["HotPath", "PlainAcks", "kernel_timeouts", "pack_evalsha"]
 
 
 def kernel_timeouts(sock: socket.socket) -> socket.socket:
@@ -39,36 +43,6 @@ def kernel_timeouts(sock: socket.socket) -> socket.socket:
         return sock
     sock.settimeout(None)
     return sock
-
-
-# EVALSHA sha numkeys keys..., in the protocol's bytes, per (sha, keys): a reserve names
-# 13 keys, and packing them anew for every job cost more than the rest of the command.
-_heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
-
-
-def _bulk(value: Any) -> bytes:
-    """One argument as a protocol bulk string, as redis-py encodes it (str as UTF-8)."""
-    kind = type(value)
-    if kind is bytes:
-        data = value
-    elif kind is str:
-        data = value.encode()
-    elif kind is int or kind is float:
-        data = repr(value).encode()
-    else:
-        raise redis.DataError(f"Invalid input of type: {kind.__name__!r}")
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def pack_evalsha(sha: str, keys: list[str], args: list) -> bytes:
-    """The command EVALSHA sha len(keys) *keys *args, ready to send."""
-    key = (sha, tuple(keys))
-    head = _heads.get(key)
-    if head is None:
-        if len(_heads) > 256:  # key lists come from a few queues and scripts
-            _heads.clear()
-        head = _heads[key] = b"".join(map(_bulk, ["EVALSHA", sha, len(keys), *keys]))
-    return b"".join([b"*%d\r\n" % (3 + len(keys) + len(args)), head, *map(_bulk, args)])
 
 
 class PlainAcks(list):
@@ -112,8 +86,8 @@ class HotPath:
             self._pid = procid.pid()
             self._owed = []
         if conn._sock is None:
-            # send_packed_command connects by itself, but past SentinelManagedConnection's
-            # connect(), which asks the sentinels for the primary: connect explicitly.
+            # Connect here, through SentinelManagedConnection's connect() (it asks the
+            # sentinels for the primary), before the socket's timeouts are tuned.
             conn.connect()
         if conn._sock is not self._tuned:
             self._tuned = kernel_timeouts(conn._sock)
@@ -127,12 +101,12 @@ class HotPath:
             conn = self._connection(keys[0])
             if self._owed:
                 self._collect_owed(conn)
-            conn.send_packed_command([pack_evalsha(script.sha, keys, args)])
-            return conn.read_response()
+            send(conn, pack_evalsha(script.sha, keys, args), False)
+            return read(conn)
         except NoScriptError:  # the server restarted or flushed its scripts
             self.client.script_load(script.script)
-            conn.send_packed_command([pack_evalsha(script.sha, keys, args)])
-            return conn.read_response()
+            send(conn, pack_evalsha(script.sha, keys, args), False)
+            return read(conn)
         except (redis.ConnectionError, redis.TimeoutError, *TOPOLOGY_ERRORS) as exc:
             self._lost(exc)  # unknown whether owed calls ran: reservations expire and retry
 
@@ -152,12 +126,11 @@ class HotPath:
             if self._owed and self._conn is not None:  # owed by the last node (_connection)
                 self._collect_owed(self._conn)
             for conn, mine in groups:  # packed as _eval packs (redis-py's packer: 3x)
-                conn.send_packed_command(
-                    [b"".join([pack_evalsha(s.sha, k, a) for s, k, a in mine])])
+                send(conn, b"".join([pack_evalsha(s.sha, k, a) for s, k, a in mine]), False)
             replies: list[Any] = []
             for conn in conns:
                 try:
-                    replies.append(conn.read_response())
+                    replies.append(read(conn))
                 except redis.ResponseError as exc:
                     replies.append(exc)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -186,8 +159,10 @@ class HotPath:
                 self.client.script_load(script.script)
                 self._loaded.add(script.sha)
         conn = self._connection(calls[0][1][0])
-        try:
-            conn.send_packed_command([b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls])])
+        try:  # no health check (a PING) while replies are owed: it would read one of them
+            data = b"".join([pack_evalsha(s.sha, k, a) for s, k, a in calls]) if len(
+                calls) > 1 else pack_evalsha(calls[0][0].sha, calls[0][1], calls[0][2])
+            send(conn, data, bool(self._owed))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._lost(exc)
         self._owed += calls
@@ -211,7 +186,7 @@ class HotPath:
         error: redis.ResponseError | None = None
         for n, item in enumerate(owed):
             try:
-                self._owed_reply(item, conn.read_response())
+                self._owed_reply(item, read(conn))
             except NoScriptError:
                 redo.append(item)
             except redis.ResponseError as exc:  # e.g. READONLY: read every reply first

@@ -226,3 +226,22 @@ def test_job_lookup_on_a_sentinel_url(sentinels: SentinelSet, queue: RedisQueue)
     shown = subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", url, "job",
                             done, "--json"], capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0 and json.loads(shown.stdout)["result"] == {"got": "s"}
+
+
+def test_hot_path_reads_readonly_from_a_demoted_primary_as_a_lost_connection(
+        sentinels: SentinelSet, queue: RedisQueue) -> None:
+    """The hot connection's own reader (queue/wire.py) does what redis-py's
+    SentinelManagedConnection does: READONLY from the node it took for the primary (one
+    demoted by a failover) disconnects and raises ConnectionError, so the retry asks the
+    sentinels for the new primary instead of failing the call."""
+    from supervisor_q.queue.wire import pack_args, read, send
+
+    primary = sentinels.master_port()
+    replica = next(n.port for n in (sentinels.primary, sentinels.replica) if n.port != primary)
+    conn = queue.client.connection_pool.make_connection()
+    assert isinstance(conn, SentinelManagedConnection)
+    conn.connect_to(("127.0.0.1", replica))  # as if the primary had been demoted
+    send(conn, b"*3\r\n" + pack_args(["SET", "sq:wire:readonly", "1"]), False)
+    with pytest.raises(redis.ConnectionError, match="previous master"):
+        read(conn)
+    assert conn._sock is None

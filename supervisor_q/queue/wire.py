@@ -124,7 +124,7 @@ def read(conn: Connection) -> Any:
     if type(parser) is not _HiredisParser:
         return conn.read_response()
     reader = parser._reader
-    push = parser._hiredis_PushNotificationType
+    push = getattr(parser, "_hiredis_PushNotificationType", None)  # redis-py >= 5.1
     try:
         if reader is None or conn._sock is None:
             raise redis.ConnectionError("Connection closed by server.")

@@ -63,11 +63,14 @@ def iso_time(created: float) -> str:
     if lo <= created < hi:
         return text
     whole = int(created // 1)
-    _, date_time, offset = _local_second(whole)
+    second = _second
+    if whole != second[0]:
+        second = _local_second(whole)
     milli = int((created - whole) * 1000)
-    text = f"{date_time}.{milli:03d}{offset}"
+    text = f"{second[1]}.{milli:03d}{second[2]}"
     if -_EXACT < created < _EXACT:
-        _milli = (whole + milli / 1000 + 1e-5, whole + (milli + 1) / 1000 - 1e-5, text)
+        start = whole + milli / 1000
+        _milli = (start + 1e-5, start + 0.00099, text)
     return text
 
 
@@ -274,16 +277,12 @@ def _line_handler(logger: logging.Logger) -> LineHandler | None:
     application may add a handler or filter any time. (sole_handler, inlined.)"""
     if logging.getLogRecordFactory() is not _RECORD:
         return None
-    handler: logging.Handler | None = None
-    node: logging.Logger | None = logger
-    while node is not None:
-        if node.filters:
-            return None
-        for found in node.handlers:
-            if handler is not None:
-                return None
-            handler = found
-        node = node.parent if node.propagate else None
+    root = logger.parent
+    if (root is logging.root and logger.propagate and not logger.handlers
+            and not logger.filters and not root.filters and len(root.handlers) == 1):
+        handler: logging.Handler | None = root.handlers[0]  # the usual shape, at once
+    else:
+        handler = sole_handler(logger)
     if type(handler) is not LineHandler or handler.level > _INFO:
         return None
     for only in handler.filters:

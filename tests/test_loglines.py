@@ -246,3 +246,33 @@ def test_a_forked_child_writes_its_own_pid_in_a_job_line(root_handler, tmp_path)
             os._exit(0)
     os.waitpid(pid, 0)
     assert f"INFO [{pid}] supervisor_q.jobs: child" in out.read_text()
+
+
+def test_any_other_logging_on_the_way_gets_records(root_handler) -> None:
+    """A filter on the jobs logger, a handler on a logger between it and the root, a
+    filter of the application's on the root's handler, a level over INFO on it: each
+    makes info_line step aside (False: the caller logs a record); the plain setup
+    again writes the line."""
+    handler, stream = root_handler
+    _alone(handler)
+    handler.setFormatter(TextFormatter(TEXT_FORMAT))
+    jobs = logging.getLogger("sq_test_lines")  # right under the root, as the jobs logger
+    middle = logging.getLogger("sq_test_middle")
+    below = logging.getLogger("sq_test_middle.jobs")
+    keep = logging.Filter("nothing.of.ours")
+    cases = [(jobs, lambda: jobs.addFilter(keep), lambda: jobs.removeFilter(keep)),
+             (below, lambda: below.addFilter(keep), lambda: below.removeFilter(keep)),
+             (below, lambda: middle.addHandler(logging.NullHandler()),
+              lambda: middle.handlers.clear()),
+             (jobs, lambda: handler.addFilter(keep), lambda: handler.removeFilter(keep)),
+             (below, lambda: handler.setLevel(logging.WARNING),
+              lambda: handler.setLevel(logging.NOTSET))]
+    for logger, add, remove in cases:
+        add()
+        try:
+            assert not info_line(logger, "aside", JOB)
+        finally:
+            remove()
+        assert info_line(logger, "written", JOB)
+    assert "aside" not in stream.getvalue()
+    assert stream.getvalue().count("written") == len(cases)

@@ -50,11 +50,31 @@ def _local_second(whole: int) -> tuple[int, str, str]:
     return _second
 
 
+# The last millisecond's text and the instants [lo, hi) that surely read as it: that
+# millisecond less 10 µs at each end (float rounding), only where a float's step is far
+# finer than that (|created| < 2**32 s: under 0.5 µs). Job lines come many per millisecond.
+_milli: tuple[float, float, str] = (0.0, 0.0, "")
+
+
 def iso_time(created: float) -> str:
     """2026-11-25T13:21:52.123+00:00: local time, milliseconds, the UTC offset."""
+    global _milli
+    lo, hi, text = _milli
+    if lo <= created < hi:
+        return text
     whole = int(created // 1)
-    _, date_time, offset = _local_second(whole)
-    return f"{date_time}.{int((created - whole) * 1000):03d}{offset}"
+    second = _second
+    if whole != second[0]:
+        second = _local_second(whole)
+    milli = int((created - whole) * 1000)
+    text = f"{second[1]}.{milli:03d}{second[2]}"
+    if -_EXACT < created < _EXACT:
+        start = whole + milli / 1000
+        _milli = (start + 1e-5, start + 0.00099, text)
+    return text
+
+
+_EXACT = 2.0**32
 
 
 def clock_time(created: float) -> str:
@@ -75,6 +95,8 @@ class JobFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     """The text line; a record of a job ends with (job_id=... job=... queue=...)."""
 
+    _info: tuple[int, str, bool, str | None] = (-1, "", False, None)  # see info_rest
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return iso_time(record.created)
 
@@ -94,11 +116,17 @@ class TextFormatter(logging.Formatter):
             return f"{level} {logger}: "
         return None
 
-    def info_line(self, logger: str, message: str) -> str | None:
-        """An INFO line of logger as format() would write it (no job fields: the jobs
-        logger's own); None for a format other than supervisor-q's two."""
-        head = self.head("INFO", logger, procid.pid(), time.time())
-        return None if head is None else head + message
+    def info_rest(self, logger: str) -> tuple[int, str, bool, str | None]:
+        """What an INFO line of logger has after its time (" INFO [pid] name: "), or all
+        of its head for CHILD_FORMAT (timed False), None for another format; kept on the
+        formatter for info_line, made again in a forked child and for another logger."""
+        pid = procid.pid()
+        rest = self.head("INFO", logger, pid, 0.0)
+        timed = self._fmt == TEXT_FORMAT
+        if rest is not None and timed:
+            rest = rest[rest.index(" "):]  # the time has no space
+        self._info = (_forks, logger, timed, rest)
+        return self._info
 
 
 class JsonFormatter(logging.Formatter):
@@ -153,7 +181,10 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def write_line(self, line: str, *, hold: bool) -> None:
         """Write one formatted line (hold: maybe later, with the next one)."""
         with self.lock:  # type: ignore[union-attr]
-            self._write(line, hold)
+            held = self.held
+            held.append(line)
+            if not hold or len(held) >= self.HOLD_LINES:
+                self._write_held()
 
     def _write(self, line: str, hold: bool) -> None:
         self.held.append(line)
@@ -162,8 +193,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write_held(self) -> None:
         held, self.held = self.held, []
+        held.append("")  # the last line's end
         try:
-            self.stream.write("\n".join(held) + "\n")
+            self.stream.write("\n".join(held))
             self.stream.flush()
         except (OSError, ValueError):  # a closed or broken stderr: the lines are lost
             pass
@@ -212,27 +244,64 @@ def info_line(logger: logging.Logger, message: str, job: tuple[str, str, str], *
     through the root's LineHandler, held back if hold; False (nothing written) when a
     record would meet more than that handler and its JobFilter, or another formatter:
     the caller logs it as a record then."""
-    if not logger.isEnabledFor(logging.INFO):
+    if not logger.isEnabledFor(_INFO):
         return True  # the record would be dropped too
-    if logging.getLogRecordFactory() is not logging.LogRecord:
+    handler = _line_handler(logger)
+    if handler is None:
         return False
-    handler = sole_handler(logger)
-    if type(handler) is not LineHandler or handler.level > logging.INFO:
-        return False
-    for only in handler.filters:
-        if type(only) is not JobFilter:
-            return False
     formatter = handler.formatter
     if type(formatter) is TextFormatter:
-        line = formatter.info_line(logger.name, message)
+        cached = formatter._info
+        if cached[0] != _forks or cached[1] != logger.name:
+            cached = formatter.info_rest(logger.name)
+        rest = cached[3]
+        if rest is None:
+            return False
+        if cached[2]:
+            now = time.time()
+            lo, hi, stamp = _milli  # iso_time(now), inlined
+            line = f"{stamp if lo <= now < hi else iso_time(now)}{rest}{message}"
+        else:
+            line = rest + message
     elif type(formatter) is JsonFormatter:
         line = formatter.info_line(logger.name, message, job)
     else:
-        line = None
-    if line is None:
         return False
     handler.write_line(line, hold=hold)
     return True
+
+
+def _line_handler(logger: logging.Logger) -> LineHandler | None:
+    """The LineHandler a record of logger would meet alone (with only its JobFilter),
+    made by the plain LogRecord factory; None otherwise. Asked at every line: the
+    application may add a handler or filter any time. (sole_handler, inlined.)"""
+    if logging.getLogRecordFactory() is not _RECORD:
+        return None
+    root = logger.parent
+    if (root is logging.root and logger.propagate and not logger.handlers
+            and not logger.filters and not root.filters and len(root.handlers) == 1):
+        handler: logging.Handler | None = root.handlers[0]  # the usual shape, at once
+    else:
+        handler = sole_handler(logger)
+    if type(handler) is not LineHandler or handler.level > _INFO:
+        return None
+    for only in handler.filters:
+        if type(only) is not JobFilter:
+            return None
+    return handler
+
+
+_INFO = logging.INFO
+_RECORD = logging.LogRecord
+_forks = 0  # forks since import: a formatter's cached pid (info_rest) is then stale
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def sole_handler(logger: logging.Logger,

@@ -25,8 +25,9 @@ class JobLog:
     def __init__(self, inner: Reporter, label: str) -> None:
         self.inner = inner
         self.label = label
-        # the running job: id, shown id, name, shown name, queue, attempt, start
-        self.job: tuple[str, str, str, str, str, int, float] | None = None
+        # the running job: (id, name, queue), its line's "job <id> <name> on <queue>: ",
+        # attempt, start
+        self.job: tuple[tuple[str, str, str], str, int, float] | None = None
         self.names: dict[str, str] = {}  # job name -> as shown (made once per name)
 
     def ready(self, generation: float | None) -> None:
@@ -39,10 +40,15 @@ class JobLog:
             shown_name = self.names[name] = loggable(name, 200)
             if len(self.names) > 1000:  # names come from payloads: keep it bounded
                 self.names.clear()
-        shown_id = loggable(job_id, 100)
-        self.job = (job_id, shown_id, name, shown_name, queue, attempts, time.monotonic())
-        message = f"job {shown_id} {shown_name} on {queue}: started (attempt {attempts})"
-        if not info_line(log, message, (job_id, name, queue)):
+        if len(job_id) <= 100 and job_id.isascii() and job_id.isprintable():
+            shown_id = job_id  # loggable's own first test, without its call
+        else:
+            shown_id = loggable(job_id, 100)
+        head = f"job {shown_id} {shown_name} on {queue}: "
+        ident = (job_id, name, queue)
+        self.job = (ident, head, attempts, time.monotonic())
+        message = f"{head}started (attempt {attempts})"
+        if not info_line(log, message, ident):
             log.info("%s", message, extra={"job_id": job_id, "job": name, "queue": queue})
         self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
 
@@ -55,12 +61,12 @@ class JobLog:
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         self.inner.job_finished(job_id, outcome)
-        if self.job is None or self.job[0] != job_id:
+        if self.job is None or self.job[0][0] != job_id:
             return
-        _, shown_id, name, shown_name, queue, attempts, started = self.job
+        ident, head, attempts, started = self.job
         self.job = None
-        message = (f"job {shown_id} {shown_name} on {queue}: {outcome} in "
-                   f"{time.monotonic() - started:.3f}s (attempt {attempts})")
-        if not info_line(log, message, (job_id, name, queue), hold=True):
-            log.info("%s", message, extra={"job_id": job_id, "job": name, "queue": queue,
-                                           "outcome": outcome})
+        message = (f"{head}{outcome} in {time.monotonic() - started:.3f}s "
+                   f"(attempt {attempts})")
+        if not info_line(log, message, ident, hold=True):
+            log.info("%s", message, extra={"job_id": job_id, "job": ident[1],
+                                           "queue": ident[2], "outcome": outcome})

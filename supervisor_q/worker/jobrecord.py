@@ -50,19 +50,37 @@ def identify(queue: RedisQueue, keep_jobs_max: int) -> None:
     queue.done_cap = keep_jobs_max
 
 
+# The last dispatch time and its repr: jobs dispatched in the same millisecond (a
+# burst, a dispatch_many) share it, and a float's repr is a done record's dearest part.
+# 0.0 is never kept (-0.0 == 0.0, and their reprs differ).
+_last_dispatched: tuple[float, str] = (0.0, "")
+_new_done = tuple.__new__  # Done(...) without its Python-level __new__
+
+
+def _dispatched(at: float) -> str:
+    """repr(at), kept for the next job's same time."""
+    global _last_dispatched
+    if at == _last_dispatched[0] and at:
+        return _last_dispatched[1]
+    _last_dispatched = (at, repr(at))
+    return _last_dispatched[1]
+
+
 def done_entry(job: Reserved, decoded: Payload, started: float, value: Any, keep: float,
                keep_result: float | None) -> Done | str:
     """The ack of a job that returned value: its id with its done record (kept keep
     seconds, or keep_result if longer), or the bare id when nothing is kept."""
+    if not keep_result and not decoded.extra:  # the common record, as json.dumps writes it
+        if keep <= 0:
+            return job.id
+        return _new_done(Done, (job.id, int(keep * 1000), (
+            f'{{"job":{_quote(decoded.job)},"attempts":{job.attempts},"dispatched_at":'
+            f'{_dispatched(decoded.dispatched_at)},"started_at":{started!r},"ended_at":'
+            f'{time.time()!r},"host":{_quote(_host)},"pid":{procid.pid()}}}')))
     if keep <= 0 and not keep_result:
         return job.id
     now = time.time()
     kept = max(keep, keep_result or 0.0)
-    if not decoded.extra and not keep_result:  # the common record, as json.dumps writes it
-        return Done(job.id, int(kept * 1000), (
-            f'{{"job":{_quote(decoded.job)},"attempts":{job.attempts},"dispatched_at":'
-            f'{decoded.dispatched_at!r},"started_at":{started!r},"ended_at":{now!r},'
-            f'"host":{_quote(_host)},"pid":{procid.pid()}}}'))
     record: dict[str, Any] = {
         "job": decoded.job, "attempts": job.attempts, "dispatched_at": decoded.dispatched_at,
         "started_at": started, "ended_at": now, "host": _host,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
@@ -398,15 +399,18 @@ def test_a_second_stop_while_redis_is_down_exits_leaving_jobs_to_expiry(
         wait_until(lambda: "Redis unavailable" in log.read_text(), timeout=15)
         assert worker.poll() is None, "the first stop waits for Redis"
         time.sleep(3.0)  # an outage long enough that the retries' pauses reach seconds
+        began = time.time()
         worker.send_signal(signal.SIGTERM)
-        began = time.monotonic()
         assert worker.wait(15) == 0
-        assert time.monotonic() - began < 1.0, "at once, not after the retry's pause"
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait(5)
         redis_db.start()
-    assert log.read_text().count("stopping without Redis") == 1, log.read_text()
+    [line] = [x for x in log.read_text().splitlines() if "stopping without Redis" in x]
+    # When the worker gave up (its line's time), not when its process was gone: the exit
+    # itself takes a loaded machine's time.
+    said = datetime.fromisoformat(line.split()[0]).timestamp()
+    assert said - began < 1.0, "at once, not after the retry's pause"
     assert "Traceback" not in log.read_text()
     assert queue.counts("default")["reserved"] == 4, "left to expire, not lost"

@@ -238,6 +238,11 @@ def test_hot_path_reads_readonly_from_a_demoted_primary_as_a_lost_connection(
 
     primary = sentinels.master_port()
     replica = next(n.port for n in (sentinels.primary, sentinels.replica) if n.port != primary)
+    # An earlier test's failover may have left the old primary not yet turned replica.
+    node = redis.Redis(host="127.0.0.1", port=replica)
+    wait_until(lambda: node.role()[0] in (b"slave", "slave"), timeout=30,
+               message=f"port {replica} a replica")
+    node.close()
     conn = queue.client.connection_pool.make_connection()
     assert isinstance(conn, SentinelManagedConnection)
     conn.connect_to(("127.0.0.1", replica))  # as if the primary had been demoted

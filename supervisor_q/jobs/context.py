@@ -73,8 +73,10 @@ def reset_current_job(token: contextvars.Token) -> None:
 
 
 def _bind_log(context: JobContext | None) -> None:
-    """Log records written in a job carry its id, name and queue (logs.JobFilter)."""
+    """Log records written in a job carry its id, name and queue (logs.JobFilter), shown
+    as every log line shows them (loggable: a newline in an id cannot forge a line)."""
     if context is None:
         bind_job(None)
     else:
-        bind_job(context.id, context.name, context.queue)
+        bind_job(payloads.loggable(context.id, 100), payloads.loggable(context.name),
+                 context.queue)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from supervisor_q.logs import info_line, release_lines
+from supervisor_q.logs import JOB_FIELDS, info_line, release_lines
 from supervisor_q.queue.payload import loggable
 from supervisor_q.worker.report import Reporter
 
@@ -25,9 +25,9 @@ class JobLog:
     def __init__(self, inner: Reporter, label: str) -> None:
         self.inner = inner
         self.label = label
-        # the running job: (id, name, queue), its line's "job <id> <name> on <queue>: ",
-        # attempt, start
-        self.job: tuple[tuple[str, str, str], str, int, float] | None = None
+        # the running job: its id, (id, name, queue) as its lines show them, their head
+        # ("job <id> <name> on <queue>: "), attempt, start
+        self.job: tuple[str, tuple[str, str, str], str, int, float] | None = None
         self.names: dict[str, str] = {}  # job name -> as shown (made once per name)
 
     def ready(self, generation: float | None) -> None:
@@ -45,11 +45,11 @@ class JobLog:
         else:
             shown_id = loggable(job_id, 100)
         head = f"job {shown_id} {shown_name} on {queue}: "
-        ident = (job_id, name, queue)
-        self.job = (ident, head, attempts, time.monotonic())
+        ident = (shown_id, shown_name, queue)  # a JSON line's fields, shown as in the text
+        self.job = (job_id, ident, head, attempts, time.monotonic())
         message = f"{head}started (attempt {attempts})"
         if not info_line(log, message, ident):
-            log.info("%s", message, extra={"job_id": job_id, "job": name, "queue": queue})
+            log.info("%s", message, extra=dict(zip(JOB_FIELDS, ident, strict=True)))
         self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
 
     def hold_finishes(self, margin: float | None) -> None:
@@ -61,12 +61,12 @@ class JobLog:
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         self.inner.job_finished(job_id, outcome)
-        if self.job is None or self.job[0][0] != job_id:
+        if self.job is None or self.job[0] != job_id:
             return
-        ident, head, attempts, started = self.job
+        _, ident, head, attempts, started = self.job
         self.job = None
         message = (f"{head}{outcome} in {time.monotonic() - started:.3f}s "
                    f"(attempt {attempts})")
         if not info_line(log, message, ident, hold=True):
-            log.info("%s", message, extra={"job_id": job_id, "job": ident[1],
-                                           "queue": ident[2], "outcome": outcome})
+            log.info("%s", message, extra={**dict(zip(JOB_FIELDS, ident, strict=True)),
+                                           "outcome": outcome})

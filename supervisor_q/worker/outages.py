@@ -1,5 +1,6 @@
-"""The worker's way through Redis faults: retry with backoff, one log line per episode,
-and, once Redis is back, reclaim the reservations whose replies the fault swallowed.
+"""The worker's way through Redis faults (and error replies): retry with backoff, one log
+line per episode, and, once Redis is back, reclaim the reservations whose replies the
+fault swallowed.
 
 A mixin of the Worker (loop.py), like SignalFlags. Imports the queue's fault helpers.
 """
@@ -55,10 +56,15 @@ class RedisRetry:
                     self.reclaim_unknown()
                 return value
             except redis.RedisError as exc:
-                if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
+                topology = is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)
+                # An error reply (e.g. WRONGTYPE: something else wrote one of the queue's
+                # keys) is waited out as an outage is, in one line: the worker neither
+                # dies with a traceback nor drops what it holds.
+                if not (topology or isinstance(exc, redis.ResponseError)):
                     raise
                 if self.outage.failed(exc):
-                    log.warning("%s: Redis unavailable (%s); retrying", self.settings.label,
+                    log.warning("%s: Redis %s (%s); retrying", self.settings.label,
+                                "unavailable" if topology else "refused a call",
                                 describe(exc))
                 if self.stopping and not self.pending and not self.prefetched:
                     return None

@@ -18,7 +18,7 @@ from supervisor_q import exitcodes
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RESERVATION_MARGIN, RedisQueue, connect
-from supervisor_q.queue.keys import JOBS_KEY
+from supervisor_q.queue.keys import JOBS_KEY, QueueKeys
 from tests.helpers import wait_until
 from tests.workers import wait_idle
 
@@ -414,3 +414,37 @@ def test_a_second_stop_while_redis_is_down_exits_leaving_jobs_to_expiry(
     assert said - began < 1.0, "at once, not after the retry's pause"
     assert "Traceback" not in log.read_text()
     assert queue.counts("default")["reserved"] == 4, "left to expire, not lost"
+
+
+def test_an_error_reply_from_redis_is_waited_out_in_one_line(
+        redis_url: str, queue: RedisQueue, short_tmp) -> None:
+    """A queue key of the wrong type (something else wrote it) makes every reserve an
+    error reply (WRONGTYPE): the worker says so in one line and retries with backoff, as
+    through an outage, instead of dying with a traceback; once the key is mended it runs
+    the jobs."""
+    ready = QueueKeys("default").ready
+    queue.client.delete(ready)
+    queue.client.set(ready, "not a list")
+    log = short_tmp / "worker.log"
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work",
+             "--queue", "default", "--import", BASIC, "--sleep", "0.2"], stderr=err)
+    try:
+        wait_until(lambda: "Redis refused a call" in log.read_text(), timeout=15)
+        assert worker.poll() is None, log.read_text()
+        queue.client.delete(ready)
+        for i in range(3):
+            dispatch("tests.record", f"mended{i}")
+        wait_until(lambda: len([r for r in results(queue)
+                                if str(r.get("value", "")).startswith("mended")]) == 3,
+                   timeout=30, message="the jobs queued once the key was mended")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
+    said = log.read_text()
+    assert said.count("Redis refused a call") == 1 and "WRONGTYPE" in said, said
+    assert "Traceback" not in said, said

@@ -173,7 +173,7 @@ class FetchAhead:
         if answers is None:
             self.pending = sent + self.pending
             return
-        lifecycle.batch_counted(answers)
+        lifecycle.batch_counted(answers, self.with_redis)
 
     def _counting(self, sent: list[Any]) -> None:
         """Note finished jobs sent with counts (and plain acks sent with them), their

@@ -10,7 +10,7 @@ its own error handling, and a Redis hiccup in a chain or batch update must not k
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import RedisError
@@ -124,8 +124,12 @@ def without_progress(batch_id: str) -> bool:
     return _has_progress.get(batch_id) is False
 
 
-def batch_counted(results: Sequence[Counted]) -> None:
-    """After an ack that carried batch counts: dispatch the callbacks they won."""
+def batch_counted(results: Sequence[Counted],
+                  retry: Callable[[Callable[[], None]], Any] | None = None) -> None:
+    """After an ack that carried batch counts: dispatch the callbacks they won. With
+    retry (the worker's with_redis), a Redis fault on the way is waited out and the
+    dispatch tried again, rather than the callbacks lost (one sent before the fault may
+    then be sent twice: at least once, never none)."""
     for result in results:
         if result.counted:
             if len(_has_progress) >= PROGRESS_KNOWN:
@@ -135,7 +139,10 @@ def batch_counted(results: Sequence[Counted]) -> None:
                 or (result.counted and result.has_progress)):
             continue  # nothing won: no callback to dispatch
         try:
-            batches.counted(result)
+            if retry is None:
+                batches.counted(result)
+            else:
+                retry(lambda r=result: batches.counted(r))
         except Exception:
             log.exception("job %s: batch callbacks failed (the job's own outcome stands)",
                           loggable(result.job_id))

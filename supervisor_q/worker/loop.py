@@ -155,7 +155,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         """Ack pending jobs of queue, their batch counts in the same round trip."""
         counts = [p.count for p in pending if p.count is not None]
         _, done = self.queue.ack_counting(queue, [p.id for p in pending], counts)
-        lifecycle.batch_counted(done)
+        lifecycle.batch_counted(done, self.with_redis)
 
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
@@ -225,7 +225,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
                 count=count, counts=[p.count for p in mine if p.count is not None])
             if mine:
                 self.pending = [p for p in self.pending if p.queue != queue]
-                lifecycle.batch_counted(result.counted)
+                lifecycle.batch_counted(result.counted, self.with_redis)
             if result.jobs:
                 self.flush_pending()  # the ack belonged to a lower-priority queue
                 self.prefetched.extend(result.jobs[1:])

@@ -114,3 +114,28 @@ def _dead(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # until its guard reaps
     except psutil.NoSuchProcess:
         return True
+
+
+
+def test_redis_restarts_mid_batch_lose_no_progress_callback(redis_db: RedisHandle,
+                                                             redis_url: str) -> None:
+    """Redis stopped and started twice while a worker drains a batch with a progress
+    callback: every job's callback is dispatched (at least once), then and finally once,
+    and no "batch callbacks failed" traceback (each restart lost one callback)."""
+    jobs = 300
+    b = batch([bjob.s(i) for i in range(jobs)], then=then_cb.s(), finally_=finally_cb.s(),
+              progress=progress_cb.s()).dispatch()
+    with running(redis_url, 1) as [worker]:
+        for _ in range(2):
+            done = len(results(redis_url, "bjob"))
+            wait_until(lambda d=done: len(results(redis_url, "bjob")) > d + 20, timeout=30)
+            redis_db.stop()
+            redis_db.start()
+        wait_until(lambda: callbacks(redis_url, "finally", b.id), timeout=60,
+                   message="the batch to finish")
+        wait_until(lambda: len(callbacks(redis_url, "progress", b.id)) >= jobs, timeout=30,
+                   message=f"{jobs} progress callbacks")
+    err = worker.stderr.read() if worker.stderr else ""
+    assert "batch callbacks failed" not in err, err[-3000:]
+    assert len(callbacks(redis_url, "then", b.id)) == 1
+    assert len(callbacks(redis_url, "finally", b.id)) == 1

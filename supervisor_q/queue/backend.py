@@ -83,6 +83,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self._counted_owed: list[Counted] = []  # batchack.py: counts sent without waiting
         self._counts_unread = 0
         self._tokens: dict[tuple[str, str], str] = {}  # fencing.py
+        self.resent: set[tuple[str, str]] = set()  # fencing.py: acks sent again
         self._holder: tuple[int, str] = (0, "")
         # Job lookup (jobinfo.py): the worker as a JSON fragment, recorded at each reserve
         # ('' = not recorded), and the most done records kept per queue.

@@ -7,7 +7,7 @@ RESERVE stores "<holder>|<attempts>" per job (lua._FENCE) and this mixin keeps t
 same token per reserved job, so the ack, release and fail of that job pass it back: once
 the reservation expired or a dead-declared master's jobs were handed back, they delete
 and move nothing, and the stale ack is logged. A mixin of
-RedisQueue (backend.py). Imports keys, lua, ids and jobinfo.
+RedisQueue (backend.py). Imports keys, lua, ids, jobinfo and payload (loggable).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from supervisor_q.queue import lua
 from supervisor_q.queue.ids import raw as _raw
 from supervisor_q.queue.jobinfo import Done
 from supervisor_q.queue.keys import QUEUES_KEY, QueueKeys
+from supervisor_q.queue.payload import loggable
 
 log = logging.getLogger("supervisor_q.queue")
 
@@ -36,6 +37,9 @@ class Fencing:
 
     client: redis.Redis
     _tokens: dict[tuple[str, str], str]
+    # (queue, id) of acks sent again because the reply of the call that carried them was
+    # lost: finding such a job gone most likely means that first call did land.
+    resent: set[tuple[str, str]]
     _holder: tuple[int, str]  # (pid, holder) so a forked child names itself afresh
 
     def keys(self, queue: str) -> QueueKeys:
@@ -91,10 +95,17 @@ class Fencing:
         """Log acks that deleted nothing: the reservation was no longer ours. The tokens
         are kept until then, so a later release or fail of a lost job is fenced too."""
         job_ids = [item.id if isinstance(item, Done) else item for item in items]
+        again = self.resent and [j for j in job_ids if (queue, j) in self.resent]
+        if again:
+            self.resent.difference_update((queue, j) for j in again)
         if acked == len(job_ids):
             self.forget(queue, *job_ids)
+        elif again and len(again) == len(job_ids):
+            self.forget(queue, *job_ids)
+            log.info("ack of job %s sent again after a lost reply found it gone: the first "
+                     "one landed", ", ".join(loggable(j, 100) for j in job_ids[:5]))
         else:
-            shown = ", ".join(job_ids[:5])
+            shown = ", ".join(loggable(j, 100) for j in job_ids[:5])
             log.warning("stale ack ignored on queue %s (job %s): its reservation expired or "
                         "was handed back, so the job is left to the worker that holds it now",
                         queue, shown)

@@ -171,7 +171,7 @@ class FetchAhead:
         except redis.RedisError:  # e.g. READONLY after a failover: whether they ran is
             answers = None  # unknown, as after a lost reply
         if answers is None:
-            self.pending = sent + self.pending
+            self.pending = self.sent_again(sent) + self.pending
             return
         lifecycle.batch_counted(answers, self.with_redis)
 
@@ -208,10 +208,13 @@ class FetchAhead:
         logged no-op), and a job it reserved is held under this worker's name without it
         knowing: hand such jobs back, their attempt given back, as soon as Redis answers
         (else they would wait for their reservation to expire and lose an attempt)."""
-        self.pending = acks + self.pending
+        self.pending = self.sent_again(acks) + self.pending
         self.with_redis(lambda: self.queue.reclaim_unknown(list(self.settings.queues)))
 
     def with_redis(self, action: Any) -> Any:  # the Worker's (outages.RedisRetry)
+        raise NotImplementedError
+
+    def sent_again(self, acks: list[Any]) -> list[Any]:  # the Worker's (outages.RedisRetry)
         raise NotImplementedError
 
     def _ack(self, queue: str, pending: list[Any]) -> None:  # the Worker's

@@ -16,6 +16,7 @@ import redis
 
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
+from supervisor_q.queue.jobinfo import Done
 
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue
@@ -62,6 +63,7 @@ class RedisRetry:
                 # dies with a traceback nor drops what it holds.
                 if not (topology or isinstance(exc, redis.ResponseError)):
                     raise
+                self.sent_again(self.pending)  # the failed call may have carried them
                 if self.outage.failed(exc):
                     log.warning("%s: Redis %s (%s); retrying", self.settings.label,
                                 "unavailable" if topology else "refused a call",
@@ -79,6 +81,14 @@ class RedisRetry:
                     return None
                 self.reporter.flush()  # a finish held back goes before any wait
                 self.sleep_interruptibly(self.outage.backoff(), by_second_stop=self.stopping)
+
+    def sent_again(self, acks: list) -> list:
+        """acks (loop._Pending), noted as sent again after a lost reply: one that then
+        finds its job gone is not logged as a stale ack (the first one most likely landed).
+        Returns acks."""
+        for p in acks:
+            self.queue.resent.add((p.queue, p.id.id if isinstance(p.id, Done) else p.id))
+        return acks
 
     def resend_lost_acks(self) -> None:
         """Send again the acks whose replies a lost connection took (queue/hotpath.py)."""

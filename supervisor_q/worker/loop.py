@@ -95,6 +95,8 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         """Work until a stop or recycle reason; return the exit code."""
         # Declared options for dispatch by name in processes that cannot import the jobs.
         self.with_redis(lambda: publish_registry(self.queue, self.registry))
+        for queue in self.settings.queues:  # in the index (failed listing) even if jobs
+            self.with_redis(lambda q=queue: self.queue.index_queue(q))  # came round it
         self.reporter.ready(self.started_with)
         self.reporter.hold_finishes(self.hold_margin())
         self.start_fence()

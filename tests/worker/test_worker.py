@@ -448,3 +448,22 @@ def test_an_error_reply_from_redis_is_waited_out_in_one_line(
     said = log.read_text()
     assert said.count("Redis refused a call") == 1 and "WRONGTYPE" in said, said
     assert "Traceback" not in said, said
+
+
+def test_a_queue_nothing_was_dispatched_to_shows_its_failed_jobs(
+        redis_url: str, queue: RedisQueue) -> None:
+    """A job written straight into a queue's keys (not dispatched: the queue is not in
+    the index of queues yet) that fails shows in `failed list` without --queue: the
+    worker indexes the queues it serves."""
+    keys = QueueKeys("straight")
+    queue.client.hset(keys.payloads, "s1",
+                      '{"id":"s1","job":"no.such.job","queue":"straight"}')
+    queue.client.rpush(keys.ready, "s1")
+    queue.client.rpush(keys.notify, "1")
+    out = run_worker(redis_url, "--stop-when-empty", queues="straight")
+    assert out.returncode == 0, out.stderr
+    listed = subprocess.run([sys.executable, "-m", "supervisor_q", "--redis-url", redis_url,
+                             "failed", "list", "--json"], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == ["s1"], listed.stdout

@@ -21,6 +21,7 @@ import redis
 from supervisor_q.jobs.registry import declared_job
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved
+from supervisor_q.queue.faults import describe
 from supervisor_q.worker import lifecycle, outcome
 
 if TYPE_CHECKING:
@@ -65,8 +66,9 @@ def settle(queue: RedisQueue, program: Program, back: Handback) -> str:
     try:
         return attempt(queue, program, back)
     except redis.RedisError as exc:
-        log.warning("job %s: cannot settle now (%s); its reservation expires instead",
-                    payloads.loggable(back.job.id), exc)
+        what = f"job {payloads.loggable(back.job.id)}" if back.job.id else "its held jobs"
+        log.warning("%s: cannot settle now (%s); the reservations expire instead", what,
+                    describe(exc))
         return "left to reservation expiry"
 
 

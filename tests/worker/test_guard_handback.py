@@ -268,3 +268,24 @@ def test_work_starts_no_process_but_its_worker(redis_url: str, tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-2000:]
     started = log.read_text().splitlines()
     assert len(started) == 1 and " os.fork " in started[0], started
+
+
+def test_an_idle_settle_without_redis_says_so_in_words(caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """The guard's settle of an idle worker (no job) while Redis is away names what it
+    could not settle ("its held jobs"), not an empty job id, in one line."""
+    import socket
+
+    from supervisor_q.worker import handback
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    dead = RedisQueue(connect(f"redis://127.0.0.1:{port}/0"))
+    back = handback.Handback(handback.LostJob("", ""), 0, "idle", "killed by signal 9",
+                             "work:aaaa|1.")
+    settings = WorkerSettings(queues=("default",))
+    assert handback.settle(dead, settings, back) == "left to reservation expiry"
+    [line] = [r.getMessage() for r in caplog.records if "cannot settle now" in r.getMessage()]
+    assert line.startswith("its held jobs: cannot settle now (ConnectionError"), line
+    assert "\n" not in line

@@ -215,6 +215,12 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"supervisor-q dispatch: {exc}", file=sys.stderr)
         return 2
+    try:
+        args.name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes from the shell that were not UTF-8
+        print(f"supervisor-q dispatch: the job name {shown(args.name)[:300]} is not UTF-8",
+              file=sys.stderr)
+        return 2
     connection = resolve_redis_url(args.redis_url)
     try:
         if find_job(args.name, connection) is None:

@@ -193,8 +193,12 @@ class FetchAhead:
         try:
             result = self.queue.ahead_result()
         except redis.RedisError as exc:
-            if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)):
+            if not (is_topology_fault(exc) or isinstance(exc, TOPOLOGY_ERRORS)
+                    or isinstance(exc, redis.ResponseError)):
                 raise
+            # An error reply (e.g. WRONGTYPE on a key something else wrote): a script is
+            # not rolled back, so what it did before the error is as unknown as after a
+            # lost reply. The next reserve meets the error again, in with_redis.
             result = None
         if result is None:  # the reply was lost with the connection
             self.lost_ahead(acks)

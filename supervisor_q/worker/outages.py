@@ -38,6 +38,7 @@ class RedisRetry:
     stopping: bool
     insisted: bool  # a second stop signal (signals.py)
     gave_up: bool = False  # said so once
+    refused: bool = False  # the fault episode is an error reply, not Redis away
     pending: list
     prefetched: list
     queues: list[str]
@@ -53,7 +54,8 @@ class RedisRetry:
             try:
                 value = action()
                 if self.outage.down and self.outage.recovered():
-                    log.warning("%s: Redis is back", self.settings.label)
+                    log.warning("%s: Redis %s", self.settings.label, "accepts the calls again"
+                                if self.refused else "is back")
                     self.reclaim_unknown()
                 return value
             except redis.RedisError as exc:
@@ -65,6 +67,7 @@ class RedisRetry:
                     raise
                 self.sent_again(self.pending)  # the failed call may have carried them
                 if self.outage.failed(exc):
+                    self.refused = not topology
                     log.warning("%s: Redis %s (%s); retrying", self.settings.label,
                                 "unavailable" if topology else "refused a call",
                                 describe(exc))

@@ -447,6 +447,7 @@ def test_an_error_reply_from_redis_is_waited_out_in_one_line(
             worker.wait(5)
     said = log.read_text()
     assert said.count("Redis refused a call") == 1 and "WRONGTYPE" in said, said
+    assert "Redis accepts the calls again" in said and "Redis is back" not in said, said
     assert "Traceback" not in said, said
 
 
@@ -467,3 +468,20 @@ def test_a_queue_nothing_was_dispatched_to_shows_its_failed_jobs(
                             timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert [r["id"] for r in json.loads(listed.stdout)] == ["s1"], listed.stdout
+
+
+@pytest.mark.parametrize("prefetch", ["1", "16"])
+def test_a_wrong_typed_done_records_key_neither_stops_the_worker_nor_loses_jobs(
+        redis_url: str, queue: RedisQueue, prefetch: str) -> None:
+    """The done records' hash of the wrong type makes every ack that keeps a record an
+    error reply, also the replies read after a reserve sent ahead (fetch-ahead), which
+    ended `work` with a traceback: now every job still runs, in one piece of output
+    without a traceback."""
+    for i in range(20):
+        dispatch("tests.record", f"typed{i}")
+    queue.client.set(QueueKeys("default").recent_records, "not a hash")
+    out = run_worker(redis_url, "--stop-when-empty", "--prefetch", prefetch)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    ran = sorted(r["value"] for r in results(queue) if str(r.get("value")).startswith("typed"))
+    assert ran == sorted(f"typed{i}" for i in range(20)), ran

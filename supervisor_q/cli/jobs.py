@@ -246,6 +246,10 @@ RESERVED_KWARGS = ("queue", "delay", "connection")  # dispatch()'s own options
 
 def _job_arguments(args: str, kwargs: str) -> tuple[list, dict]:
     """--args and --kwargs as (list, dict); ValueError says what is wrong, in one line."""
+    try:  # bytes from the shell that were not UTF-8 would be kept as lone surrogates
+        args.encode("utf-8"), kwargs.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("--args/--kwargs are not UTF-8") from None
     try:
         positional = json.loads(args)
         keywords = json.loads(kwargs)

@@ -103,6 +103,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     (["batches", "prune", "--hours", "-1"], "'-1' is not a finite number >= 0"),
     (["failed", "list", "--page", "0"], "'0' is not a whole number >= 1"),
     (["dispatch", "tj\nobs:f\udcff"], "the job name tj\\nobs:f\\xff is not UTF-8"),
+    (["dispatch", "tests.noop", "--args", '["\udcff"]'], "--args/--kwargs are not UTF-8"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], says: str) -> None:
     err = assert_one_line(cli(*argv), 2)

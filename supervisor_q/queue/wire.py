@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
@@ -106,15 +106,8 @@ def send(conn: Connection, data: bytes, owed: bool) -> None:
         conn.check_health()
     try:
         conn._sock.sendall(data)
-    except TimeoutError:
-        conn.disconnect()
-        raise redis.TimeoutError("Timeout writing to socket") from None
-    except OSError as exc:
-        conn.disconnect()
-        raise redis.ConnectionError(f"Error while writing to socket: {exc}") from None
-    except BaseException:
-        conn.disconnect()
-        raise
+    except BaseException as exc:
+        _dropped(conn, exc, "writing to")
 
 
 def read(conn: Connection) -> Any:
@@ -139,20 +132,25 @@ def read(conn: Connection) -> Any:
             else:
                 parser.handle_push_response(reply)
             reply = reader.gets()
-    except TimeoutError:
-        conn.disconnect()
-        raise redis.TimeoutError("Timeout reading from socket") from None
-    except OSError as exc:
-        conn.disconnect()
-        raise redis.ConnectionError(f"Error while reading from socket: {exc}") from None
-    except BaseException:
-        conn.disconnect()
-        raise
+    except BaseException as exc:
+        _dropped(conn, exc, "reading from")
     if conn.health_check_interval:
         conn.next_health_check = time.monotonic() + conn.health_check_interval
     if isinstance(reply, Exception):
         _raise(conn, reply)
     return reply
+
+
+def _dropped(conn: Connection, exc: BaseException, doing: str) -> NoReturn:
+    """A write or read (doing: "writing to", "reading from") failed: conn is dropped (a
+    half-sent call or half-read reply must never meet the next one) and exc raised as
+    redis-py raises it."""
+    conn.disconnect()
+    if isinstance(exc, TimeoutError):
+        raise redis.TimeoutError(f"Timeout {doing} socket") from None
+    if isinstance(exc, OSError):
+        raise redis.ConnectionError(f"Error while {doing} socket: {exc}") from None
+    raise exc
 
 
 def _raise(conn: Connection, error: Exception) -> None:

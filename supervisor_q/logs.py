@@ -176,7 +176,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - as StreamHandler: report, never raise
             self.handleError(record)
             return
-        self._write(line, hold=False)
+        self.write_line(line, hold=False)
 
     def write_line(self, line: str, *, hold: bool) -> None:
         """Write one formatted line (hold: maybe later, with the next one)."""
@@ -185,11 +185,6 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             held.append(line)
             if not hold or len(held) >= self.HOLD_LINES:
                 self._write_held()
-
-    def _write(self, line: str, hold: bool) -> None:
-        self.held.append(line)
-        if not hold or len(self.held) >= self.HOLD_LINES:
-            self._write_held()
 
     def _write_held(self) -> None:
         held, self.held = self.held, []

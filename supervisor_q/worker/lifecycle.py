@@ -125,11 +125,11 @@ def without_progress(batch_id: str) -> bool:
 
 
 def batch_counted(results: Sequence[Counted],
-                  retry: Callable[[Callable[[], None]], Any] | None = None) -> None:
-    """After an ack that carried batch counts: dispatch the callbacks they won. With
-    retry (the worker's with_redis), a Redis fault on the way is waited out and the
-    dispatch tried again, rather than the callbacks lost (one sent before the fault may
-    then be sent twice: at least once, never none)."""
+                  retry: Callable[[Callable[[], None]], Any]) -> None:
+    """After an ack that carried batch counts: dispatch the callbacks they won, each
+    through retry (the worker's with_redis): a Redis fault on the way is waited out and
+    the dispatch tried again, rather than the callbacks lost (one sent before the fault
+    may then be sent twice: at least once, never none)."""
     for result in results:
         if result.counted:
             if len(_has_progress) >= PROGRESS_KNOWN:
@@ -139,10 +139,7 @@ def batch_counted(results: Sequence[Counted],
                 or (result.counted and result.has_progress)):
             continue  # nothing won: no callback to dispatch
         try:
-            if retry is None:
-                batches.counted(result)
-            else:
-                retry(lambda r=result: batches.counted(r))
+            retry(lambda r=result: batches.counted(r))
         except Exception:
             log.exception("job %s: batch callbacks failed (the job's own outcome stands)",
                           loggable(result.job_id))

@@ -47,9 +47,9 @@ class RedisRetry:
         raise NotImplementedError
 
     def with_redis(self, action: Callable[[], T]) -> T | None:
-        """Run a Redis action; on a topology fault (queue/faults.py) wait with jittered
-        backoff and retry, until it succeeds, or the worker is told to stop and has
-        nothing left to send, or is told to stop twice (None then)."""
+        """Run a Redis action; on a topology fault (queue/faults.py) or an error reply
+        wait with jittered backoff and retry, until it succeeds, or the worker is told to
+        stop and has nothing left to send, or is told to stop twice (None then)."""
         while True:
             try:
                 value = action()

@@ -6,6 +6,7 @@ master/schedule.py; the pool applies the answer.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,13 +31,13 @@ FleetCap = Callable[[int, int], int]
 class Scaling:
     override: tuple[int, datetime] | None = None  # (size, aware datetime it was set)
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
-    runtimes: list[float] = field(default_factory=list)  # recent job runtimes
+    # recent job runtimes (a deque: one append per job of every child, oldest dropped)
+    runtimes: deque[float] = field(default_factory=lambda: deque(maxlen=RUNTIMES_KEPT))
     next_monitor: float = 0.0  # when to check the program's `monitor:` thresholds again
     balancer: Balancer = field(default_factory=Balancer)  # `balance:`'s queue plan
 
     def record_runtime(self, seconds: float) -> None:
         self.runtimes.append(seconds)
-        del self.runtimes[:-RUNTIMES_KEPT]
 
     def average_runtime(self) -> float | None:
         return sum(self.runtimes) / len(self.runtimes) if self.runtimes else None

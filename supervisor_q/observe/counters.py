@@ -2,8 +2,11 @@
 reports), restarts by reason, process states, time spent in BACKOFF and FATAL.
 
 Two views of the same counts: cumulative Prometheus metrics in a registry of their own
-(exporter.py serves it), and the deltas since the last flush, per queue, as the fields of
-the per-minute buckets (buckets.py writes them to Redis). Pure: no I/O, no threads.
+(exporter.py serves it; the per-job ones are plain numbers until a scrape,
+jobmetrics.py), and the deltas since the last flush, per queue, as the fields of the
+per-minute buckets (buckets.py writes them to Redis). A job's start and finish are
+counted twice per job of every child, so they are a few dict and list increments; the
+bucket fields' names are made at the flush. Pure: no I/O, no threads.
 """
 
 from __future__ import annotations
@@ -11,24 +14,28 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client import CollectorRegistry, Counter
+
+from supervisor_q.observe.jobmetrics import JobMetrics
 
 # done, failed, released, timeout come from the child's finish report; the master adds
 # timeout and memory (it killed the child mid-job), lost (the child died mid-job) and
 # stopped (it was stopped mid-job, e.g. a fast shutdown).
 OUTCOMES = ("done", "failed", "released", "timeout", "memory", "lost", "stopped")
 RESTART_REASONS = ("crash", "max_jobs", "max_time", "memory", "deploy", "timeout")
-# Seconds; Prometheus' defaults, then minutes and an hour for long jobs and long waits.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-           300.0, 900.0, 3600.0)
 # Label combinations (queue, job) kept apart; past this, names count as OTHER, so a
 # flood of job names cannot grow the master's memory or a scrape without bound.
 MAX_SERIES = 2000
 OTHER = "(other)"
 MAX_PENDING_FIELDS = 200_000  # bucket fields kept while Redis is away (buckets.py)
+# A (queue, minute, job)'s pending counts, by index: the bucket fields of buckets.py.
+_STARTED, _WAIT_MS, _FINISHED, _RUNTIME_MS = range(4)  # _FINISHED: no field of its own
+_OUTCOME_SLOT = {outcome: 4 + n for n, outcome in enumerate(OUTCOMES)}
+_FIELDS = {"started": _STARTED, "wait_ms": _WAIT_MS, "runtime_ms": _RUNTIME_MS,
+           **_OUTCOME_SLOT}
+# a field is written when this slot counted a job: wait_ms and runtime_ms may sum to 0
+_PRESENT_WITH = {_WAIT_MS: _STARTED, _RUNTIME_MS: _FINISHED}
 _EXIT_REASONS = {10: "max_jobs", 11: "max_time", 12: "memory", 13: "deploy", 14: "timeout"}
 
 
@@ -51,13 +58,8 @@ class Counters:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.jobs = Counter("supervisorq_jobs", "Jobs finished, by outcome",
-                            ["queue", "job", "outcome"], registry=r)
-        self.duration = Histogram("supervisorq_job_duration_seconds", "Job runtime",
-                                  ["queue", "job"], buckets=BUCKETS, registry=r)
-        self.wait = Histogram("supervisorq_job_wait_seconds",
-                              "From ready (dispatch, release, delay over) to reserved",
-                              ["queue"], buckets=BUCKETS, registry=r)
+        self.job_metrics = JobMetrics()
+        r.register(self.job_metrics)
         self.restarts = Counter("supervisorq_process_restarts",
                                 "Children replaced, by reason", ["program", "reason"],
                                 registry=r)
@@ -65,12 +67,10 @@ class Counters:
                                      "Child-seconds spent in BACKOFF or FATAL",
                                      ["program", "state"], registry=r)
         self.series: set[tuple[str, str]] = set()
-        # labels() children by their labels, as labels() returns them (it takes a lock
-        # and builds its key on every call: twice per job, from every child's reports)
-        self.children: dict[tuple[object, ...], Any] = {}
         self.processes: dict[tuple[str, str], int] = {}  # (program, state) -> children
-        self.pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.pending_fields = 0
+        # (queue, epoch minute, job) -> counts by slot (_FIELDS), since the last take
+        self.pending: dict[tuple[str, int, str], list[int]] = {}
+        self.pending_fields = 0  # bucket fields those counts make
         # Jobs finished since the master started, per (queue, outcome): alert rates.
         self.totals: dict[tuple[str, str], int] = defaultdict(int)
 
@@ -81,36 +81,42 @@ class Counters:
             self.series.add((queue, job))
         return job
 
-    def _add(self, queue: str, field: str, amount: int) -> None:
-        fields = self.pending[queue]
-        if field not in fields:
-            if self.pending_fields >= MAX_PENDING_FIELDS:
-                return  # Redis has been away long: older minutes are kept, newer dropped
-            self.pending_fields += 1
-        fields[field] += amount
+    def _tally(self, queue: str, minute: int, job: str) -> list[int]:
+        tally = self.pending.get((queue, minute, job))
+        if tally is None:
+            tally = self.pending[(queue, minute, job)] = [0] * (4 + len(OUTCOMES))
+        return tally
 
-    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        child = self.children.get((metric, *labels))
-        if child is None:
-            child = self.children[(metric, *labels)] = metric.labels(*labels)
-        return child
+    def _new_fields(self, count: int) -> bool:
+        """Whether count fields not pending yet may be added (Redis has been away long:
+        older minutes are kept, newer dropped)."""
+        if self.pending_fields >= MAX_PENDING_FIELDS:
+            return False
+        self.pending_fields += count
+        return True
 
     def started(self, queue: str, job: str, wait: float, minute: int) -> None:
         """A job started after waiting `wait` seconds; minute: its epoch minute."""
         job = self._job(queue, job)
-        self._child(self.wait, queue).observe(wait)
-        self._add(queue, f"{minute}:{job}:started", 1)
-        self._add(queue, f"{minute}:{job}:wait_ms", int(wait * 1000))
+        self.job_metrics.started(queue, wait)
+        tally = self._tally(queue, minute, job)
+        if tally[_STARTED] or self._new_fields(2):  # started, wait_ms
+            tally[_STARTED] += 1
+            tally[_WAIT_MS] += int(wait * 1000)
 
     def finished(self, queue: str, job: str, outcome: str, runtime: float,
                  minute: int) -> None:
         """A job ended with outcome after runtime seconds."""
         job = self._job(queue, job)
-        self._child(self.jobs, queue, job, outcome).inc()
+        self.job_metrics.finished(queue, job, outcome, runtime)
         self.totals[(queue, outcome)] += 1
-        self._child(self.duration, queue, job).observe(runtime)
-        self._add(queue, f"{minute}:{job}:{outcome}", 1)
-        self._add(queue, f"{minute}:{job}:runtime_ms", int(runtime * 1000))
+        tally = self._tally(queue, minute, job)
+        slot = _OUTCOME_SLOT[outcome]
+        if tally[_FINISHED] or self._new_fields(1):  # runtime_ms
+            tally[_FINISHED] += 1
+            tally[_RUNTIME_MS] += int(runtime * 1000)
+        if tally[slot] or self._new_fields(1):
+            tally[slot] += 1
 
     def restarted(self, program: str, reason: str) -> None:
         self.restarts.labels(program, reason).inc()
@@ -122,13 +128,27 @@ class Counters:
         self.processes = dict(counts)
 
     def take_pending(self) -> dict[str, dict[str, int]]:
-        """The deltas since the last take, per queue; the caller flushes or gives back."""
-        pending, self.pending = self.pending, defaultdict(lambda: defaultdict(int))
+        """The deltas since the last take, per queue, as bucket fields (`<minute>:<job>:
+        <field>` -> amount); the caller flushes or gives back."""
+        pending, self.pending = self.pending, {}
         self.pending_fields = 0
-        return {queue: dict(fields) for queue, fields in pending.items()}
+        out: dict[str, dict[str, int]] = {}
+        for (queue, minute, job), tally in pending.items():
+            fields = out.setdefault(queue, {})
+            for field, slot in _FIELDS.items():
+                if tally[_PRESENT_WITH.get(slot, slot)]:  # wait_ms 0 is still a field
+                    fields[f"{minute}:{job}:{field}"] = tally[slot]
+        return out
 
     def give_back(self, pending: Mapping[str, Mapping[str, int]]) -> None:
         """Deltas a flush could not write: counted again with the newer ones (bounded)."""
         for queue, fields in pending.items():
-            for field, amount in fields.items():
-                self._add(queue, field, amount)
+            for name, amount in fields.items():
+                minute, _, rest = name.partition(":")
+                job, _, field = rest.rpartition(":")  # a job's name may hold colons
+                slot = _FIELDS[field]
+                tally = self._tally(queue, int(minute), job)
+                if tally[slot] or self._new_fields(1):
+                    tally[slot] += amount
+                    if field in _OUTCOME_SLOT:
+                        tally[_FINISHED] += amount

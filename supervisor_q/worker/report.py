@@ -154,14 +154,24 @@ def _json(text: str) -> object:
 
 def _id(quoted: str) -> str:
     """A finish's quoted id: most are plain printable ASCII, taken as they are."""
-    if (len(quoted) > 1 and quoted[0] == quoted[-1] == '"' and quoted.isascii()
-            and quoted.isprintable() and "\\" not in quoted and '"' not in quoted[1:-1]):
+    if (quoted.count('"') == 2 and quoted[0] == quoted[-1] == '"' and quoted.isascii()
+            and quoted.isprintable() and "\\" not in quoted):
         return quoted[1:-1]
     return _str(_json(quoted))
 
 
 def _parse(line: str) -> Event:
+    # Events are made with every field by position: keywords cost twice as much, and
+    # a busy master reads two lines per job of every child.
     kind, _, rest = line.partition(" ")
+    if kind == "E":
+        at, _, job_id = rest.partition(" ")
+        outcome = "done"
+        if job_id[:1] != '"':  # the newer shape: E <at> <outcome> <"id">
+            outcome, _, job_id = job_id.partition(" ")
+            if outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {outcome[:20]!r}")
+        return Event("finished", _id(job_id), 0.0, "", "", 0, None, float(at), 0.0, outcome)
     if kind == "S":
         timeout, attempts, at, strings = rest.split(" ", 3)
         values = _json(strings)
@@ -170,15 +180,7 @@ def _parse(line: str) -> Event:
         job_id, queue, name = values[:3]
         wait = _wait(values[3]) if len(values) == 4 else 0.0
         return Event("started", _str(job_id), float(timeout), _str(queue), _str(name),
-                     int(attempts), at=float(at), wait=wait)
-    if kind == "E":
-        at, job_id = rest.split(" ", 1)
-        outcome = "done"
-        if not job_id.startswith('"'):  # the newer shape: E <at> <outcome> <"id">
-            outcome, job_id = job_id.split(" ", 1)
-            if outcome not in OUTCOMES:
-                raise ValueError(f"unknown outcome {outcome[:20]!r}")
-        return Event("finished", _id(job_id), at=float(at), outcome=outcome)
+                     int(attempts), None, float(at), wait)
     if kind == "R":
         return Event("ready", generation=None if rest == "-" else float(rest))
     raise ValueError(f"unknown report kind {kind!r}")

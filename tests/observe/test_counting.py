@@ -139,3 +139,31 @@ def test_counts_by_label_are_right_through_the_cached_children() -> None:
         "q": {"7:a:started": 3, "7:a:wait_ms": 6, "7:a:done": 2, "7:a:failed": 1,
               "7:a:runtime_ms": 60},
         "r": {"7:a:started": 1, "7:a:wait_ms": 20000, "8:a:done": 1, "8:a:runtime_ms": 40000}}
+
+
+def test_given_back_counts_add_to_newer_ones_for_job_names_with_colons() -> None:
+    counters = Counters()
+    counters.started("q", "app.jobs:send", 0.0004, 7)  # a wait of 0 ms is still a field
+    counters.finished("q", "app.jobs:send", "failed", 0.25, 7)
+    taken = counters.take_pending()
+    assert taken == {"q": {"7:app.jobs:send:started": 1, "7:app.jobs:send:wait_ms": 0,
+                           "7:app.jobs:send:failed": 1, "7:app.jobs:send:runtime_ms": 250}}
+    counters.finished("q", "app.jobs:send", "failed", 0.5, 7)
+    counters.give_back(taken)
+    assert counters.take_pending() == {"q": {
+        "7:app.jobs:send:started": 1, "7:app.jobs:send:wait_ms": 0,
+        "7:app.jobs:send:failed": 2, "7:app.jobs:send:runtime_ms": 750}}
+    assert counters.take_pending() == {}
+
+
+def test_pending_fields_are_bounded_while_redis_is_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("supervisor_q.observe.counters.MAX_PENDING_FIELDS", 6)
+    counters = Counters()
+    for minute in range(5):  # 4 fields a minute: the third minute is past the bound
+        counters.started("q", "j", 0.1, minute)
+        counters.finished("q", "j", "done", 0.1, minute)
+    counters.finished("q", "j", "done", 0.1, 0)  # a field already pending still counts
+    pending = counters.take_pending()["q"]
+    assert pending == {"0:j:started": 1, "0:j:wait_ms": 100, "0:j:done": 2,
+                       "0:j:runtime_ms": 200, "1:j:started": 1, "1:j:wait_ms": 100}
+    assert counters.job_metrics.outcomes[("q", "j", "done")] == 6  # Prometheus: all of them

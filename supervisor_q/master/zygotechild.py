@@ -26,7 +26,7 @@ from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.config.substitute import substitute
 from supervisor_q.forked import exit_with
 from supervisor_q.master import capture
-from supervisor_q.master.holes import fill_holes
+from supervisor_q.master.holes import fill_holes, fill_malloc_holes
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.spawn import (
@@ -83,6 +83,7 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
         tag_types()  # after everything that creates classes
     if os.environ.get("SUPERVISOR_Q_PRELOAD_FILL") != "0":  # 0: bench/preload_memory.py
         fill_holes()  # a child's new objects go to fresh pools, not the shared pages
+        fill_malloc_holes()  # and its mallocs to the top of the heap
     if freeze:
         gc.freeze()  # the collector never walks these objects: their pages stay shared
     send(sock, {"ready": True})

@@ -34,9 +34,19 @@ TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates",
 
 # What the child holds when its first job starts, before the job does anything.
 JOBS = '''\
-import json, logging, os, sys
+import json, logging, os, sys, weakref
 from supervisor_q import job
 from supervisor_q.jobs.dispatching import queue_for
+
+
+class Cycle:
+    pass
+
+
+_garbage = Cycle()
+_garbage.itself = _garbage  # garbage the import leaves, freed only by the collector
+GARBAGE = weakref.ref(_garbage)
+del _garbage
 
 @job(name="warm.probe")
 def probe() -> None:
@@ -48,6 +58,7 @@ def probe() -> None:
              "engines": engines._engines != {},
              "formats": "django.conf.locale.en.formats" in sys.modules,
              "prepared": queue is not None,
+             "garbage": GARBAGE() is not None,
              "ring": [type(h).__name__ for h in logging.getLogger().handlers
                       if type(h).__name__ == "RingHandler"]}
     queue_for().client.rpush("facts", json.dumps(facts))
@@ -79,6 +90,7 @@ def test_the_zygote_warms_django_so_a_child_does_not_import_it_again(
     assert facts["engines"], "the template engines were built in the zygote"
     assert facts["formats"], "the locale's formats came from the zygote"
     assert facts["prepared"], "the zygote built the children's queue"
+    assert not facts["garbage"], "the zygote collected the imports' garbage before the fork"
     assert facts["ring"] == [], "a child does not log into the master's ring it inherited"
 
 

@@ -105,19 +105,24 @@ def _malloc_library() -> ctypes.CDLL | None:
 
 def malloc_free_chunks(lib: ctypes.CDLL | None = None) -> dict[int, int]:
     """{chunk size: free chunks} in the main arena of the C library's allocator (its
-    bins and its unsorted list, from malloc_info); {} if unknown (not glibc). A bin of
-    large chunks counts under its smallest size."""
+    bins and its unsorted list, from malloc_info); {} if unknown (not glibc, or no
+    temporary file). A bin of large chunks counts under its smallest size."""
     lib = lib or _malloc_library()
     if lib is None:
         return {}
-    with tempfile.TemporaryFile() as out:
-        stream = lib.fdopen(os.dup(out.fileno()), b"w")
-        if not stream:
-            return {}
-        lib.malloc_info(0, stream)
-        lib.fclose(stream)  # flushes, and closes the duplicate
-        out.seek(0)
-        text = out.read()
+    try:
+        with tempfile.TemporaryFile() as out:
+            copy = os.dup(out.fileno())
+            stream = lib.fdopen(copy, b"w")
+            if not stream:
+                os.close(copy)
+                return {}
+            lib.malloc_info(0, stream)
+            lib.fclose(stream)  # flushes, and closes the copy
+            out.seek(0)
+            text = out.read()
+    except OSError:  # no temporary file (a user without a writable TMPDIR): unknown
+        return {}
     main = text.split(b"</heap>", 1)[0]  # the main thread's arena: <heap nr="0">
     chunks: dict[int, int] = {}
     for size, count in _CHUNKS.findall(main):

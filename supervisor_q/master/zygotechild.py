@@ -1,8 +1,9 @@
 """The zygote process of a `preload: true` program (its master side: zygote.py).
 
 Forked by the master like any child, it applies the program's environment, directory,
-umask and user, imports `setup:` and `import:` once, freezes the heap (gc.freeze: the
-collector never touches those objects again, so their pages stay shared) and says
+umask and user, imports `setup:` and `import:` once, warms, collects, fills its
+allocators' holes, freezes the heap (gc.freeze: the collector never touches those
+objects again, so their pages stay shared) and says
 `{"ready": true}` on its socket. Then, for each request (slot, queues, paused, and the
 write ends of the report and output pipes as SCM_RIGHTS), it double-forks: an
 intermediate process forks the worker and exits at once, so the worker is reparented to
@@ -26,7 +27,7 @@ from supervisor_q.config.loading import WorkerProgram
 from supervisor_q.config.substitute import substitute
 from supervisor_q.forked import exit_with
 from supervisor_q.master import capture
-from supervisor_q.master.holes import fill_holes
+from supervisor_q.master.holes import fill_holes, fill_malloc_holes
 from supervisor_q.master.privileges import CannotSwitch, apply_umask, drop_privileges
 from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.spawn import (
@@ -69,8 +70,6 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
     os.close(null)
     set_title(f"supervisor-q {program.name} zygote")
     freeze = os.environ.get("SUPERVISOR_Q_PRELOAD_FREEZE") != "0"  # 0: bench/preload_memory.py
-    if freeze:  # no collection frees holes in the pages the children will share (CPython's
-        gc.disable()  # gc.freeze advice); each child enables the collector again
     try:
         _enter(program)
         boot_program(program)
@@ -81,8 +80,12 @@ def zygote_main(program: WorkerProgram, sock: socket.socket, redis_url: str,
         warm_zygote()  # what a child's first jobs would build lazily, built once here
         _prepare_queue(program, redis_url)
         tag_types()  # after everything that creates classes
+    if freeze:  # no collection from here on: one would free holes in the pages the children
+        gc.disable()  # share (each enables the collector again); the garbage the imports
+        gc.collect()  # left is freed first, so that its holes are filled below
     if os.environ.get("SUPERVISOR_Q_PRELOAD_FILL") != "0":  # 0: bench/preload_memory.py
         fill_holes()  # a child's new objects go to fresh pools, not the shared pages
+        fill_malloc_holes()  # and its mallocs to the top of the heap
     if freeze:
         gc.freeze()  # the collector never walks these objects: their pages stay shared
     send(sock, {"ready": True})

@@ -69,7 +69,11 @@ def set_current_job(context: JobContext | None) -> contextvars.Token:
 def reset_current_job(token: contextvars.Token) -> None:
     """Undo the set_current_job that returned token."""
     _current.reset(token)
-    _bind_log(_current.get())
+    before = token.old_value  # what reset() restored (MISSING: the default, None)
+    if before is None or before is contextvars.Token.MISSING:  # the worker's case
+        bind_job(None)
+    else:
+        _bind_log(before)
 
 
 def _bind_log(context: JobContext | None) -> None:

@@ -88,6 +88,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         lifecycle.bind(self.queue)  # chains, batches and locks use this worker's Redis
         jobrecord.identify(self.queue, self.settings.keep_jobs_max)
         self.job_started_at = 0.0
+        self.shown: tuple | None = None  # the job the title shows (_process)
 
     # -- the loop --------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         try:
             return self._process(job)
         finally:
-            self.hold(False)
+            self.holding = False  # (hold(False): settled)
 
     def _process(self, job: Reserved) -> bool:
         # A short job's successor is reserved meanwhile: asked for first, so the server
@@ -267,9 +268,11 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
                                   job.waited + max(0.0, held))
         # The start time (to the second) shows how long the job has run; the title is only
-        # rewritten when it changes, so a burst of short jobs costs one write per second.
-        self.job_started_at = jobrecord.started(job)
-        self.title(f"job {decoded.job} on {job.queue} since {clock_time(self.job_started_at)}")
+        # made and rewritten when it changes, so a burst of short jobs costs one a second.
+        self.job_started_at = started = jobrecord.started(job)
+        shown = (decoded.job, job.queue, int(started))
+        if shown != self.shown:
+            self.title(f"job {decoded.job} on {job.queue} since {clock_time(started)}", shown)
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)
@@ -383,5 +386,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         if moved:
             lifecycle.failed(decoded, reason)
 
-    def title(self, state: str) -> None:
+    def title(self, state: str, shown: tuple | None = None) -> None:
+        """Show state in the process title; shown: the job's (name, queue, second)."""
+        self.shown = shown
         set_title(f"supervisor-q {self.settings.label} {state}")

@@ -102,11 +102,11 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.reporter.hold_finishes(self.hold_margin())
         self.start_fence()
         self.title("idle")
-        code = exitcodes.OK
+        code, checked = exitcodes.OK, False  # checked: recycle_reason's checks just ran
         while True:
             if self.stopping or not self.parent_alive():
                 break
-            reason = self.idle_checks()
+            reason, checked = None if checked else self.idle_checks(), False
             if reason is not None:
                 code = reason
                 break
@@ -121,7 +121,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
                 break
             if self.settings.once:
                 break
-            reason = self.recycle_reason()
+            reason, checked = self.recycle_reason(), not self.settings.rest
             if reason is not None:
                 code = reason
                 break
@@ -163,12 +163,14 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
-        self.resend_lost_acks()
+        if self.queue.lost_acks:
+            self.resend_lost_acks()
         if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
             self.collect_ahead()
-        self.collect_counts(wait=False)  # the callbacks the last counts won
-        if self.fence_closed():  # the master's lease ran out: take no job
-            return None
+        if self.counting:
+            self.collect_counts(wait=False)  # the callbacks the last counts won
+        if self.fence is not None and self.fence_closed():  # the master's lease ran out:
+            return None  # take no job (a standalone worker has no lease)
         if self.prefetched:
             if time.monotonic() - self.prefetched_at < PREFETCH_HOLD:
                 return self.prefetched.pop(0)
@@ -362,7 +364,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.with_redis(lambda: self.queue.release(job.queue, job.id, delay, undo_attempt=True))
 
     def succeeded(self, job: Reserved, decoded: payloads.Payload, done: str | Done) -> None:
-        count = lifecycle.succeeded(decoded, count_batch=False)
+        count = lifecycle.succeeded(decoded, count_batch=False) if decoded.extra else None
         # the ack (and the batch count) rides with the next reserve (or see
         # FetchAhead.hold_acks when the next job is already here)
         self.pending.append(_Pending(job.queue, done, count, time.monotonic()))

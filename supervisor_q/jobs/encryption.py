@@ -52,7 +52,7 @@ def generate_key() -> str:
 
 
 def _fernet() -> MultiFernet | None:
-    raw = _keys.encryption or os.environ.get(ENCRYPTION_ENV, "")
+    raw = _keys.encryption or _environ(ENCRYPTION_ENV)
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     if not keys:
         return None
@@ -64,8 +64,26 @@ def _fernet() -> MultiFernet | None:
         raise ValueError(f"{ENCRYPTION_ENV} is not a valid Fernet key: {exc}") from None
 
 
+_env_keys: dict[str, object] = {}  # a variable's name as os.environ stores it (bytes)
+
+
+def _environ(name: str) -> str:
+    """os.environ.get(name, "") without its KeyError on a miss (a worker asks for the
+    signing key once per job, and a caught KeyError cost more than the rest of the
+    check): the same lookup in os.environ's own mapping, which setenv/putenv update."""
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if type(data) is not dict:  # not CPython's os._Environ: its public way
+        return env.get(name, "")
+    key = _env_keys.get(name)
+    if key is None:
+        key = _env_keys[name] = env.encodekey(name)  # type: ignore[attr-defined]
+    found = data.get(key)
+    return "" if found is None else env.decodevalue(found)  # type: ignore[attr-defined]
+
+
 def _signing_key() -> bytes | None:
-    raw = _keys.signing or os.environ.get(SIGNING_ENV, "")
+    raw = _keys.signing or _environ(SIGNING_ENV)
     return raw.encode() if raw else None
 
 

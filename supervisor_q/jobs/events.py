@@ -64,6 +64,11 @@ class Events:
         nobody listens to)."""
         return bool(self._callbacks.get(kind))
 
+    def registered(self, kind: str) -> list[Callable[..., object]]:
+        """The live list of kind's callbacks (add, remove and clear change it in place):
+        the worker looks at it before each job, without a call, to skip empty hooks."""
+        return self._callbacks[kind]
+
     def fire(self, kind: str, *args: object) -> None:
         """Call every callback of kind; log (never raise) what they raise."""
         for fn in list(self._callbacks[kind]):

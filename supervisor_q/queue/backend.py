@@ -75,6 +75,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         self._scripts: dict[str, Script] = {}
         self._keys: dict[str, QueueKeys] = {}
         self._key_lists: dict[str, list[str]] = {}
+        self._queue_of: dict[str, str] = {}  # a queue's ready key -> the queue (_job_keys)
         # RESERVE's six constant arguments per (queue, settings), packed after its head
         self._reserve_heads: dict[tuple, tuple[list, bytes]] = {}
         self._known_queues: set[str] = set()
@@ -113,6 +114,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         found = self._key_lists.get(queue)
         if found is None:
             k = self.keys(queue)
+            self._queue_of[k.ready] = queue  # sq:{queue}:ready (_owed_reply)
             found = self._key_lists[queue] = [k.ready, k.notify, k.delayed, k.reserved,
                                               k.payloads, k.attempts, k.exceptions, k.enqueued,
                                               k.holders, k.running, k.recent, k.recent_records,
@@ -309,7 +311,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         script, keys, args = item
         if self.owed_count(item, reply):
             return
-        queue = keys[0].partition("{")[2].rpartition("}")[0]  # sq:{queue}:ready
+        queue = self._queue_of.get(keys[0]) or keys[0].partition("{")[2].rpartition("}")[0]
         if script is self._ack and args:  # args: cap, then 4 per job (id first)
             self.stale_acks(queue, [_text(a) for a in args[1::4]], int(reply))
         elif script is self._reserve:  # reserve_ahead; args: wire.Headed (_reserve_args)

@@ -155,7 +155,10 @@ def _refuse_constant(name: str) -> None:
 
 # One decoder for every payload: json.loads(..., parse_constant=...) builds a new one
 # per call, which cost as much as parsing a small payload.
-_decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+_decode_json = _decoder.decode
+# Its C scanner alone: decode() is two Python calls and two whitespace matches around it.
+_scan = _decoder.scan_once
 
 
 def _loads(raw: str | bytes) -> Any:
@@ -164,7 +167,13 @@ def _loads(raw: str | bytes) -> Any:
     try:
         if isinstance(raw, str):  # bytes that were not UTF-8 arrive surrogate-escaped
             raw.encode("utf-8")
-            return _decode_json(raw)
+            try:
+                body, end = _scan(raw, 0)
+            except StopIteration:  # not a value at 0 (e.g. whitespace): decode() says
+                end = -1
+            if end == len(raw):  # one value, nothing around it: as decode() returns it
+                return body
+            return _decode_json(raw)  # whitespace around it, or not JSON: decode's verdict
         return json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
         raise ValueError("nested too deeply") from None

@@ -87,17 +87,29 @@ class FetchAhead:
         waiting, if job (named name) is short and nothing else is in hand."""
         if not self._ahead_fits(job, name):
             return
-        mine = [p for p in self.pending if p.queue == job.queue]
-        counts = [p.count for p in mine if p.count is not None]
+        queue = job.queue
+        mine, others, ids, plain, counted, counts = [], [], [], [], [], []
+        for p in self.pending:  # (one pass: one finished job, most of the time)
+            if p.queue != queue:
+                others.append(p)
+                continue
+            mine.append(p)
+            ids.append(p.id)
+            if p.count is None:
+                plain.append(p)
+            else:
+                counted.append(p)
+                counts.append(p.count)
         if counts and not self.queue.counts_ride_ahead:
             return
         self.with_redis(lambda: self.queue.reserve_ahead(
-            job.queue, default_timeout=self.settings.timeout, ack_ids=[p.id for p in mine],
+            queue, default_timeout=self.settings.timeout, ack_ids=ids,
             count=self.settings.prefetch, counts=counts))
-        self.pending = [p for p in self.pending if p.queue != job.queue]
+        self.pending = others
         # sent again if the reply is lost (those counted: by collect_counts)
-        self.ahead_acks = [p for p in mine if p.count is None]
-        self._counting([p for p in mine if p.count is not None])
+        self.ahead_acks = plain
+        if counted:
+            self._counting(counted)
         self.ahead_sent_at = time.monotonic()
 
     def _ahead_fits(self, job: Reserved, name: str) -> bool:
@@ -123,7 +135,8 @@ class FetchAhead:
         with its ack, its answer read before the next job (collect_counts; on Redis
         Cluster, or before a job not known to be short, read now); one of a batch known
         to have no progress callback may be held as plain acks are."""
-        mine = [p for p in self.pending if p.queue == queue]
+        # (none pending, most of the time: sent ahead with the reserve)
+        mine = self.pending and [p for p in self.pending if p.queue == queue]
         if not mine:
             return
         average = self.runtimes.get(name)

@@ -88,6 +88,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         lifecycle.bind(self.queue)  # chains, batches and locks use this worker's Redis
         jobrecord.identify(self.queue, self.settings.keep_jobs_max)
         self.job_started_at = 0.0
+        self.shown: tuple | None = None  # the job the title shows (_process)
 
     # -- the loop --------------------------------------------------------------
 
@@ -101,11 +102,11 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.reporter.hold_finishes(self.hold_margin())
         self.start_fence()
         self.title("idle")
-        code = exitcodes.OK
+        code, checked = exitcodes.OK, False  # checked: recycle_reason's checks just ran
         while True:
             if self.stopping or not self.parent_alive():
                 break
-            reason = self.idle_checks()
+            reason, checked = None if checked else self.idle_checks(), False
             if reason is not None:
                 code = reason
                 break
@@ -120,7 +121,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
                 break
             if self.settings.once:
                 break
-            reason = self.recycle_reason()
+            reason, checked = self.recycle_reason(), not self.settings.rest
             if reason is not None:
                 code = reason
                 break
@@ -162,12 +163,14 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
     def next_job(self) -> Reserved | None:
         """Reserve from the first non-empty queue in priority order, or wait a while."""
         lifecycle.looping()
-        self.resend_lost_acks()
+        if self.queue.lost_acks:
+            self.resend_lost_acks()
         if not self.prefetched:  # jobs fetched ahead wait behind those prefetched before
             self.collect_ahead()
-        self.collect_counts(wait=False)  # the callbacks the last counts won
-        if self.fence_closed():  # the master's lease ran out: take no job
-            return None
+        if self.counting:
+            self.collect_counts(wait=False)  # the callbacks the last counts won
+        if self.fence is not None and self.fence_closed():  # the master's lease ran out:
+            return None  # take no job (a standalone worker has no lease)
         if self.prefetched:
             if time.monotonic() - self.prefetched_at < PREFETCH_HOLD:
                 return self.prefetched.pop(0)
@@ -245,7 +248,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         try:
             return self._process(job)
         finally:
-            self.hold(False)
+            self.holding = False  # (hold(False): settled)
 
     def _process(self, job: Reserved) -> bool:
         # A short job's successor is reserved meanwhile: asked for first, so the server
@@ -267,9 +270,11 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
                                   job.waited + max(0.0, held))
         # The start time (to the second) shows how long the job has run; the title is only
-        # rewritten when it changes, so a burst of short jobs costs one write per second.
-        self.job_started_at = jobrecord.started(job)
-        self.title(f"job {decoded.job} on {job.queue} since {clock_time(self.job_started_at)}")
+        # made and rewritten when it changes, so a burst of short jobs costs one a second.
+        self.job_started_at = started = jobrecord.started(job)
+        shown = (decoded.job, job.queue, int(started))
+        if shown != self.shown:
+            self.title(f"job {decoded.job} on {job.queue} since {clock_time(started)}", shown)
         token = set_current_job(JobContext(job.id, decoded.job, job.queue, job.attempts,
                                            decoded))
         self.outcome = "done"  # the settling paths below say otherwise (report.OUTCOMES)
@@ -359,7 +364,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.with_redis(lambda: self.queue.release(job.queue, job.id, delay, undo_attempt=True))
 
     def succeeded(self, job: Reserved, decoded: payloads.Payload, done: str | Done) -> None:
-        count = lifecycle.succeeded(decoded, count_batch=False)
+        count = lifecycle.succeeded(decoded, count_batch=False) if decoded.extra else None
         # the ack (and the batch count) rides with the next reserve (or see
         # FetchAhead.hold_acks when the next job is already here)
         self.pending.append(_Pending(job.queue, done, count, time.monotonic()))
@@ -383,5 +388,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         if moved:
             lifecycle.failed(decoded, reason)
 
-    def title(self, state: str) -> None:
+    def title(self, state: str, shown: tuple | None = None) -> None:
+        """Show state in the process title; shown: the job's (name, queue, second)."""
+        self.shown = shown
         set_title(f"supervisor-q {self.settings.label} {state}")

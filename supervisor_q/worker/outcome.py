@@ -39,10 +39,34 @@ class Decision:
     reason: str = ""
 
 
+# The limits of payloads that carry no option of their own (most), per declared options
+# (frozen: kept with their object, looked up by identity) and program defaults.
+_plain: dict[tuple[int, int, tuple[int, ...], float], tuple[JobOptions | None, Limits]] = {}
+PLAIN_KEPT = 256
+
+
 def resolve_limits(payload: Payload | None, *, tries: int, backoff: tuple[int, ...],
                    timeout: float, declared: JobOptions | None = None) -> Limits:
     """The payload's options, else the job's declared @job options (a payload dispatched
     by name where the job was unknown carries none), else the program defaults."""
+    if (payload is not None and payload.tries is None and payload.timeout is None
+            and payload.retry_until is None and payload.max_exceptions is None
+            and not payload.backoff and not payload.fail_on_timeout
+            and (declared is None or declared.retry_for is None)):
+        # Then none of the payload counts (a declared retry_for, from its dispatch, would).
+        key = (id(declared), tries, backoff, timeout)
+        found = _plain.get(key)
+        if found is None or found[0] is not declared:
+            if len(_plain) >= PLAIN_KEPT:
+                _plain.clear()
+            found = _plain[key] = (declared, _resolve(payload, tries, backoff, timeout,
+                                                      declared))
+        return found[1]
+    return _resolve(payload, tries, backoff, timeout, declared)
+
+
+def _resolve(payload: Payload | None, tries: int, backoff: tuple[int, ...], timeout: float,
+             declared: JobOptions | None) -> Limits:
     if payload is None:
         return Limits(tries, backoff, None, None, False, timeout)
     d = declared

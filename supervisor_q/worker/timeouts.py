@@ -23,20 +23,8 @@ class JobTimeout(BaseException):
     """
 
 
-class Timer:
-    """One job's alarm. The caller sets `returned` in the statement right after the job
-    body returns: an alarm whose handler runs after that (the timer expired during the
-    body's last C call, or between the return and the clearing of the timer) is late,
-    and the job is finished, not timed out."""
-
-    __slots__ = ("returned",)
-
-    def __init__(self) -> None:
-        self.returned = False
-
-
 _installed_in = [0]  # pid of the process whose SIGALRM handler is _raise_timeout
-_running: list[Timer | None] = [None]  # the alarm of the job running now, if any
+_running: list[alarm | None] = [None]  # the alarm of the job running now, if any
 _armed_in = [0]  # pid of the process whose interval timer may still be armed
 
 
@@ -54,29 +42,36 @@ class alarm:  # noqa: N801  (used as a function: `with alarm(seconds) as timer`)
     not cleared when the job ends: the next job's alarm replaces it (one system call
     per job, not three). Fired between jobs, it finds no job running and does nothing.
     A job that replaces the handler only loses this first layer: the master (or the
-    guard) still enforces the deadline."""
+    guard) still enforces the deadline.
 
-    __slots__ = ("seconds", "timer")
+    The caller sets `returned` (on what `with` gives) in the statement right after the
+    job body returns: an alarm whose handler runs after that (the timer expired during
+    the body's last C call, or between the return and the clearing of the timer) is
+    late, and the job is finished, not timed out. One object per job: it is its own
+    timer."""
+
+    __slots__ = ("returned", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.timer = Timer()
+        self.returned = False
 
-    def __enter__(self) -> Timer:
+    def __enter__(self) -> alarm:
         pid = procid.pid()
         if self.seconds <= 0:
             if _armed_in[0] == pid:  # a job before left its timer: off, not to fire late
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 _armed_in[0] = 0
-            return self.timer
+            return self
         if _installed_in[0] != pid:
             signal.signal(signal.SIGALRM, _raise_timeout)
             _installed_in[0] = pid
-        _running[0] = self.timer
+        _running[0] = self
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
         _armed_in[0] = pid
-        return self.timer
+        return self
 
     def __exit__(self, *exc: object) -> None:
         _running[0] = None
+
 

@@ -155,3 +155,28 @@ def test_a_refused_hand_back_leaves_the_holders_token_alone(
     worker.reserve("fq", default_timeout=60)
     assert not master.release("fq", job_id, 0, expected_attempts=7, undo_attempt=True)
     assert worker.ack("fq", job_id) == 1
+
+
+def test_a_landed_ack_forgets_its_token_and_a_stale_one_keeps_it(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stale_acks forgets the tokens of acks that landed, whether they rode with a reserve,
+    went alone or were sent without waiting (so the tokens do not grow job by job), and
+    keeps a stale ack's token: a later release or fail of that job is fenced too."""
+    queue = worker_of(redis_url, "hostC:3:cccc", monkeypatch)
+    first, second, third = push(queue), push(queue), push(queue)
+    _, reserved = queue.reserve("fq", default_timeout=60)
+    assert [j.id for j in reserved.jobs] == [first] and queue.token("fq", first)
+    _, reserved = queue.reserve("fq", default_timeout=60, ack_ids=[first])
+    assert queue.token("fq", first) == "" and queue.token("fq", second)
+    queue.ack("fq", second)
+    assert queue.token("fq", second) == ""
+    queue.reserve("fq", default_timeout=60)
+    queue.ack_nowait("fq", third)
+    queue.reserve("fq", default_timeout=60)  # reads the owed reply first
+    assert queue.token("fq", third) == ""
+    lost = push(queue)
+    queue.reserve("fq", default_timeout=60)
+    token = queue.token("fq", lost)
+    queue.hand_back_held("hostC:3:cccc|")  # its reservation is no longer ours
+    assert queue.ack("fq", lost) == 0
+    assert queue.token("fq", lost) == token

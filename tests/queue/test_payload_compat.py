@@ -170,3 +170,24 @@ def test_the_job_name_hint_is_the_top_level_name_or_none() -> None:
     assert job_name_of(encode_v1(tricky)) == "app.real"
     assert job_name_of(encode(build("caf\u00e9.\u00e9t\u00e9", "q", [], {}))) is None  # escaped
     assert job_name_of('{"id": "a", "job": "spaced"}') is None  # not encode()'s form
+
+
+@pytest.mark.parametrize("around", ["", " ", "\n", "\t "])
+def test_decode_reads_a_payload_with_or_without_whitespace_around_it(around: str) -> None:
+    """decode() reads a payload through the JSON scanner alone when nothing surrounds
+    it, else through the whole decoder: the same payload either way."""
+    raw = payloads.encode(payloads.build("app.job", "q", [1, "two"], {"k": None}))
+    assert payloads.decode(around + raw + around) == payloads.decode(raw)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ('{"id":"a","job":"j","queue":"q"} x', "Extra data"),
+    ('{"id":"a","job":"j","queue":"q"}{}', "Extra data"),
+    ('{"id":"a","job":"j","queue":"q","args":[NaN]}', "NaN is not JSON"),
+    ('{"id":"a","job":', "Expecting value"),
+    ("", "Expecting value"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_decode_refuses_what_is_not_one_json_value(raw: str, reason: str) -> None:
+    with pytest.raises(payloads.MalformedPayload, match=reason):
+        payloads.decode(raw)

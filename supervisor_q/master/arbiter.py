@@ -137,6 +137,7 @@ class Arbiter:
         now = self.clock.monotonic()
         self.reap_children()
         for pool in self.pools.values():
+            self.reports.catch_up(pool, now)  # a finish not read yet is not a timeout
             pool.enforce_deadlines(now)
         if now >= self.next_slow_tick:
             self.next_slow_tick = now + TICK

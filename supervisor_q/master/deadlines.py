@@ -9,7 +9,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from supervisor_q.master.process import State
+from supervisor_q.master.process import ChildProcess, State
 from supervisor_q.queue.payload import loggable
 
 if TYPE_CHECKING:
@@ -39,6 +39,16 @@ def enforce(pool: Pool, now: float) -> None:
                         loggable(job.id))
             run.term_sent_at = float("inf")  # once
             pool.signal(child, signal.SIGKILL)
+
+
+def overdue(pool: Pool, now: float) -> list[ChildProcess]:
+    """The children whose job enforce() would SIGTERM now: their report pipes are read
+    first (a finish may wait there: a busy child's pipe rests between reads, and a
+    master stopped a while reads late), so a job that ended in time is not killed."""
+    return [child for child in pool.children
+            if child.job is not None and child.job.deadline is not None
+            and child.signallable and now >= child.job.deadline + TERM_GRACE
+            and pool.run_of(child).term_sent_at is None]
 
 
 def earliest(pool: Pool) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from supervisor_q.clock import Clock
 from supervisor_q.config.loading import WorkerProgram
+from supervisor_q.master import deadlines
 from supervisor_q.master.output import OutputCapture
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ChildProcess
@@ -79,6 +80,11 @@ class ReportReader:
                 self.wakeup.unregister(fd)
             run.registered = False
             run.rearm_at = self.clock.monotonic() + REPORT_BATCH
+
+    def catch_up(self, pool: Pool, now: float) -> None:
+        """Read the reports of the children whose job looks past its deadline."""
+        for child in deadlines.overdue(pool, now):
+            self.read(pool, child)
 
     def rearm_moments(self, pools: Iterable[Pool]) -> list[float]:
         """When rested pipes are watched again (the arbiter wakes then)."""

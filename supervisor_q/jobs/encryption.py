@@ -82,14 +82,28 @@ def _environ(name: str) -> str:
     return "" if found is None else env.decodevalue(found)  # type: ignore[attr-defined]
 
 
-def _signing_key() -> bytes | None:
+_split_keys: dict[str, tuple[bytes, ...]] = {}  # a key setting -> its keys, newest first
+
+
+def _signing_keys() -> tuple[bytes, ...]:
+    """The signing keys now, newest first: comma-separated, as the encryption keys, so a
+    new key can sign while workers still accept the old one; () when none is set. Read
+    per call (a key set or removed at run time applies); split once per setting."""
     raw = _keys.signing or _environ(SIGNING_ENV)
-    return raw.encode() if raw else None
+    if not raw:
+        return ()
+    keys = _split_keys.get(raw)
+    if keys is None:
+        keys = tuple(k.strip().encode() for k in raw.split(",") if k.strip())
+        if len(_split_keys) >= 8:  # settings seen: a handful in a process's life
+            _split_keys.clear()
+        _split_keys[raw] = keys = keys or (raw.encode(),)  # only commas: one key, as set
+    return keys
 
 
 def signing_enabled() -> bool:
     """Whether payloads are signed now (a key configured or in the environment)."""
-    return _signing_key() is not None
+    return bool(_signing_keys())
 
 
 def _canonical(payload: Payload) -> bytes:
@@ -98,8 +112,8 @@ def _canonical(payload: Payload) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _signature(key: bytes, payload: Payload) -> str:
-    return hmac.new(key, _canonical(payload), hashlib.sha256).hexdigest()
+def _signature(key: bytes, canonical: bytes) -> str:
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
 def seal(payload: Payload, *, encrypt: bool = False) -> str:
@@ -113,21 +127,22 @@ def seal(payload: Payload, *, encrypt: bool = False) -> str:
                              "extra": payload.extra}, allow_nan=False)
         token = fernet.encrypt(secret.encode()).decode()
         payload = dataclasses.replace(payload, args=[], kwargs={}, extra={_SEALED: token})
-    key = _signing_key()
-    if key is not None:
+    keys = _signing_keys()
+    if keys:  # signed with the newest key
         extra = {k: v for k, v in payload.extra.items() if k != _SIGNATURE}
         payload = dataclasses.replace(payload, extra=extra)
-        payload.extra[_SIGNATURE] = _signature(key, payload)
+        payload.extra[_SIGNATURE] = _signature(keys[0], _canonical(payload))
     return payloads.encode(payload)
 
 
 def open_payload(payload: Payload) -> Payload:
     """Verify and decrypt a stored payload; MalformedPayload says why it cannot run."""
-    key = _signing_key()
-    if key is not None:
+    keys = _signing_keys()
+    if keys:  # accepted when signed with any of the keys (rotation)
         given = payload.extra.get(_SIGNATURE)
-        if not isinstance(given, str) or not hmac.compare_digest(given,
-                                                                 _signature(key, payload)):
+        canonical = _canonical(payload) if isinstance(given, str) else b""
+        if not isinstance(given, str) or not any(
+                hmac.compare_digest(given, _signature(key, canonical)) for key in keys):
             raise MalformedPayload("refused: payload signature is missing or invalid (not "
                                    f"written by a holder of {SIGNING_ENV})")
     token = payload.extra.get(_SEALED)

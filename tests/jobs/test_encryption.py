@@ -76,3 +76,24 @@ def test_signed_payloads_run_and_tampered_or_unsigned_ones_are_refused(
         wait_until(lambda: results(redis_url, "step"), timeout=5)
     assert [r["value"] for r in results(redis_url, "step")] == ["good"]
     assert all("signature is missing or invalid" in r for r in failed_reasons(redis_url))
+
+
+def test_signing_keys_rotate_newest_first(redis_url: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`new, old`: payloads are signed with new, and both new's and old's are accepted;
+    a worker that knows only new refuses what old signed."""
+    monkeypatch.setenv(encryption.SIGNING_ENV, "old-key")
+    step.dispatch("signed by old")
+    monkeypatch.setenv(encryption.SIGNING_ENV, " new-key , old-key")
+    step.dispatch("signed by new")
+    rotating = {**os.environ, encryption.SIGNING_ENV: "new-key,old-key"}
+    with running(redis_url, 1, env=rotating):
+        wait_until(lambda: len(results(redis_url, "step")) == 2, timeout=10)
+    assert sorted(r["value"] for r in results(redis_url, "step")) == [
+        "signed by new", "signed by old"]
+    assert failed_reasons(redis_url) == []
+    monkeypatch.setenv(encryption.SIGNING_ENV, "old-key")
+    step.dispatch("old after the rotation")
+    with running(redis_url, 1, env={**os.environ, encryption.SIGNING_ENV: "new-key"}):
+        wait_until(lambda: failed_reasons(redis_url), timeout=10)
+    assert "signature is missing or invalid" in failed_reasons(redis_url)[0]

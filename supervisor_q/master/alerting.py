@@ -126,11 +126,15 @@ class Alerting:
         """Failed and timed-out jobs per queue in the last minute, on this master."""
         if counters is None:  # metrics disabled: nothing is counted
             return []
+        # Every count's window is sampled, limit or not: a limit that arrives by reload
+        # sees the last minute, not every job since the master started.
+        counts = {pair: self.rates[pair].add(now, total)
+                  for pair, total in list(counters.totals.items())}
         found = []
         for kind, outcome, key in (("failures", "failed", "failures_per_minute"),
                                    ("timeouts", "timeout", "timeouts_per_minute")):
             for queue, limit in _queue_limits(pools, rules, key).items():
-                count = self.rates[(queue, outcome)].add(now, counters.totals[(queue, outcome)])
+                count = counts.get((queue, outcome), 0)
                 found.append(Reading(
                     f"{kind}:{queue}:{self.fleet_id}", kind, queue, count > limit,
                     f"queue {queue}: {count} {outcome} jobs in the last minute on "

@@ -123,3 +123,28 @@ def test_one_master_of_two_notifies_a_queue_condition(redis_url: str,
     for master in masters:  # a master's own condition is never claimed: both notify
         master.notify(Notification("firing", reading(True, cid="fatal:w:x")), settings)
     assert caplog.text.count("ALERT text") == 3
+
+
+def test_a_failure_limit_that_arrives_by_reload_counts_only_the_last_minute(
+        redis_url: str) -> None:
+    from supervisor_q.master.pool import Pool
+    from supervisor_q.observe.counters import Counters
+
+    class NoFork:
+        def ready(self, pool, now) -> bool:  # noqa: ANN001
+            return True
+
+    alerting = Alerting(RedisQueue(connect(redis_url)), "m1")
+    counters = Counters()
+    pools = [Pool(WorkerProgram.model_validate({"name": "w", "queues": ["q"]}), NoFork(),
+                  target=1)]
+    before = {"w": effective_rules(AlertsSettings(), pools[0].program)}
+    for _ in range(6):
+        counters.finished("q", "j", "failed", 0.1, 1)
+    assert alerting.rate_readings(pools, before, counters, 1000.0) == []  # no limit yet
+    alerting.rate_readings(pools, before, counters, 1030.0)
+    after = {"w": effective_rules(AlertsSettings(failures_per_minute=3), pools[0].program)}
+    counters.finished("q", "j", "failed", 0.1, 2)  # 66 s later: one failure in the minute
+    [failures] = [r for r in alerting.rate_readings(pools, after, counters, 1066.0)
+                  if r.kind == "failures"]
+    assert (failures.value, failures.firing) == (1, False)

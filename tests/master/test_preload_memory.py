@@ -100,6 +100,13 @@ def test_without_warming_a_child_builds_them_itself(short_tmp: Path, redis_url: 
     assert not facts["prepared"]
 
 
+def _printed(script: str) -> list[int]:
+    """What script, run by a fresh interpreter, printed as JSON."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=30)
+    return json.loads(out.stdout)
+
+
 def test_fill_holes_leaves_no_free_block_in_the_pools_it_found() -> None:
     # A fresh interpreter: 20,000 objects of one size class, every other one freed,
     # leave ~10,000 holes; after fill_holes only the newest pool of the class may have
@@ -112,9 +119,7 @@ def test_fill_holes_leaves_no_free_block_in_the_pools_it_found() -> None:
         "before = available_blocks().get(144, 0)\n"
         "kept = fill_holes()\n"
         "print(json.dumps([before, available_blocks().get(144, 0), kept]))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=30)
-    before, after, kept = json.loads(out.stdout)
+    before, after, kept = _printed(script)
     assert before >= 9000
     assert after < 16384 // 144 and kept >= before
 
@@ -132,9 +137,7 @@ def test_fill_malloc_holes_takes_the_free_chunks_of_the_c_heap() -> None:
         "before = sum(malloc_free_chunks().values())\n"
         "taken = fill_malloc_holes()\n"
         "print(json.dumps([before, sum(malloc_free_chunks().values()), taken]))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=30)
-    before, after, taken = json.loads(out.stdout)
+    before, after, taken = _printed(script)
     assert before >= 1900
     assert after < 50 and taken >= before
 

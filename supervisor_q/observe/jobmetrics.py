@@ -1,12 +1,13 @@
 """The per-job Prometheus metrics, kept as plain numbers and exposed at scrape time.
 
 prometheus_client's Counter and Histogram take a lock, check the metric is observable
-and walk the buckets in Python on every call: ~10 µs of the master's time per job, twice
-per job of every child. Here a job's count is a dict increment and its runtime one
-bisect into a list of bucket counts; `JobMetrics.collect()` turns them into the same
-families (`supervisorq_jobs_total`, `supervisorq_job_duration_seconds`,
-`supervisorq_job_wait_seconds`, with their `_created` samples) when Prometheus asks,
-which prometheus_client supports as a custom collector. Pure: no I/O, no threads.
+and walk the buckets in Python on every call: with the bucket fields, 15 µs of the
+master's time per job of every child, half of what it spent per job. Here a job's
+count is a dict increment and its runtime one bisect into a list of bucket counts;
+`JobMetrics.collect()` turns them into the same families (`supervisorq_jobs_total`,
+`supervisorq_job_duration_seconds`, `supervisorq_job_wait_seconds`, with their
+`_created` samples) when Prometheus asks, which prometheus_client supports as a custom
+collector. Pure: no I/O, no threads.
 """
 
 from __future__ import annotations

@@ -102,6 +102,10 @@ class SlotReporter:
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         _HEAD.pack_into(self.slot, 0, 0.0, self.serial)
 
+    def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
+                    wait: float = 0.0) -> None:
+        pass  # nothing ran: no deadline to watch
+
     def hold_finishes(self, margin: float | None) -> None:
         pass  # memory writes, no system call: nothing to gain
 

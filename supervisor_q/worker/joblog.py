@@ -52,6 +52,11 @@ class JobLog:
             log.info("%s", message, extra=dict(zip(JOB_FIELDS, ident, strict=True)))
         self.inner.job_started(job_id, name, queue, timeout, attempts, wait)
 
+    def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
+                    wait: float = 0.0) -> None:
+        # no job lines: it never started, and the worker logged why it was failed
+        self.inner.job_refused(job_id, name, queue, attempts, wait)
+
     def hold_finishes(self, margin: float | None) -> None:
         self.inner.hold_finishes(margin)
 

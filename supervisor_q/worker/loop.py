@@ -296,6 +296,8 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
             decoded, target = lifecycle.admit(job.id, job.payload, self.registry)
         except (payloads.MalformedPayload, UnknownJob) as exc:
             self.fail(job, None, payloads.printable(str(exc), 1000), None)
+            self.reporter.job_refused(job.id, payloads.job_name_of(job.payload)
+                                      or "(unreadable)", job.queue, job.attempts, job.waited)
             return None
         # Declared @job options apply even to a payload that does not carry them.
         limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,

@@ -34,6 +34,8 @@ class Reporter(Protocol):
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int, wait: float = 0.0) -> None: ...
     def job_finished(self, job_id: str, outcome: str = "done") -> None: ...
+    def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
+                    wait: float = 0.0) -> None: ...
     def hold_finishes(self, margin: float | None) -> None: ...
     def flush(self) -> None: ...
 
@@ -49,6 +51,10 @@ class NullReporter:
         pass
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
+        pass
+
+    def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
+                    wait: float = 0.0) -> None:
         pass
 
     def hold_finishes(self, margin: float | None) -> None:
@@ -104,6 +110,16 @@ class PipeReporter:
         self.deadline = now + timeout if timeout > 0 else 0.0
         self._send(f"S {timeout!r} {attempts} {now!r} "
                    f"[{_quote(job_id)},{_quote(queue)},{_quote(name)},{max(0.0, wait):.3f}]\n")
+
+    def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
+                    wait: float = 0.0) -> None:
+        """A job failed before it started (its payload unreadable, its job unknown): a
+        start and a failed finish in one write, so the master counts it (metrics, alert
+        rates) as a failed job; name is what its payload says, or "(unreadable)"."""
+        now = time.monotonic()
+        self._send(f"S 0.0 {attempts} {now!r} [{_quote(job_id)},{_quote(queue)},"
+                   f"{_quote(name)},{max(0.0, wait):.3f}]\n"
+                   f"E {now!r} failed {_quote(job_id)}\n")
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         now = time.monotonic()

@@ -64,6 +64,15 @@ def _fernet() -> MultiFernet | None:
         raise ValueError(f"{ENCRYPTION_ENV} is not a valid Fernet key: {exc}") from None
 
 
+def key_problem() -> str | None:
+    """Why the encryption keys set now cannot be used (one line, no key in it), or None."""
+    try:
+        _fernet()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 _env_keys: dict[str, object] = {}  # a variable's name as os.environ stores it (bytes)
 
 

@@ -44,6 +44,14 @@ def bind(queue: RedisQueue) -> None:
 _looping, _before, _after = (EVENTS.registered(k) for k in ("looping", "before", "after"))
 
 
+def check_keys() -> None:
+    """At the worker's start: an encryption key that cannot be used is said once, not
+    only by each encrypted job it fails."""
+    problem = encryption.key_problem()
+    if problem is not None:
+        log.warning("%s: encrypted jobs will fail until it is set right", problem)
+
+
 def looping() -> None:
     """In the worker loop, before each look for a job (the `looping` event)."""
     if _looping:

@@ -98,6 +98,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         self.with_redis(lambda: publish_registry(self.queue, self.registry))
         for queue in self.settings.queues:  # in the index (failed listing) even if jobs
             self.with_redis(lambda q=queue: self.queue.index_queue(q))  # came round it
+        lifecycle.check_keys()  # a bad encryption key: said at start
         self.reporter.ready(self.started_with)
         self.reporter.hold_finishes(self.hold_margin())
         self.start_fence()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import redis
@@ -97,3 +99,15 @@ def test_signing_keys_rotate_newest_first(redis_url: str,
     with running(redis_url, 1, env={**os.environ, encryption.SIGNING_ENV: "new-key"}):
         wait_until(lambda: failed_reasons(redis_url), timeout=10)
     assert "signature is missing or invalid" in failed_reasons(redis_url)[0]
+
+
+def test_a_bad_encryption_key_is_said_once_at_the_workers_start(redis_url: str) -> None:
+    env = {**os.environ, encryption.ENCRYPTION_ENV: "not-a-fernet-key-s3cret"}
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor_q", "--redis-url", redis_url, "work", "--queue",
+         "empty-q", "--import", "tests.jobmods.flows", "--stop-when-empty"],
+        env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "Fernet key" in line]
+    assert len(said) == 1 and "encrypted jobs will fail until it is set right" in said[0]
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from supervisor_q.master.process import ChildProcess, State
+from supervisor_q.master.process import ChildProcess, CurrentJob, RunRecord, State
 from supervisor_q.queue.payload import loggable
 
 if TYPE_CHECKING:
@@ -23,12 +24,8 @@ KILL_GRACE = 0.5  # ... and SIGKILL this much later if it is still there
 
 def enforce(pool: Pool, now: float) -> None:
     """A job past its deadline: SIGTERM the group, then SIGKILL (the C-code case)."""
-    for child in pool.children:
-        job = child.job
-        if job is None or job.deadline is None or not child.signallable:
-            continue
-        run = pool.run_of(child)
-        if now >= job.deadline + TERM_GRACE and run.term_sent_at is None:
+    for child, job, run in _watched(pool):
+        if _term_due(job, run, now):
             log.warning("%s pid=%s: job %s (%s) passed its timeout: SIGTERM", child.name,
                         child.pid, loggable(job.id), loggable(job.name))
             run.kill_reason = "timeout"
@@ -45,10 +42,20 @@ def overdue(pool: Pool, now: float) -> list[ChildProcess]:
     """The children whose job enforce() would SIGTERM now: their report pipes are read
     first (a finish may wait there: a busy child's pipe rests between reads, and a
     master stopped a while reads late), so a job that ended in time is not killed."""
-    return [child for child in pool.children
-            if child.job is not None and child.job.deadline is not None
-            and child.signallable and now >= child.job.deadline + TERM_GRACE
-            and pool.run_of(child).term_sent_at is None]
+    return [child for child, job, run in _watched(pool) if _term_due(job, run, now)]
+
+
+def _watched(pool: Pool) -> Iterator[tuple[ChildProcess, CurrentJob, RunRecord]]:
+    """The children running a job with a deadline that a signal can still reach."""
+    for child in pool.children:
+        job = child.job
+        if job is not None and job.deadline is not None and child.signallable:
+            yield child, job, pool.run_of(child)
+
+
+def _term_due(job: CurrentJob, run: RunRecord, now: float) -> bool:
+    """Past its deadline and grace, and not sent SIGTERM yet."""
+    return now >= job.deadline + TERM_GRACE and run.term_sent_at is None  # (_watched: set)
 
 
 def earliest(pool: Pool) -> float | None:

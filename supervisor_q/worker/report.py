@@ -108,8 +108,7 @@ class PipeReporter:
         # runtime of a job is the difference of its two report times).
         now = time.monotonic()
         self.deadline = now + timeout if timeout > 0 else 0.0
-        self._send(f"S {timeout!r} {attempts} {now!r} "
-                   f"[{_quote(job_id)},{_quote(queue)},{_quote(name)},{max(0.0, wait):.3f}]\n")
+        self._send(_start_line(job_id, name, queue, timeout, attempts, now, wait))
 
     def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
                     wait: float = 0.0) -> None:
@@ -117,17 +116,26 @@ class PipeReporter:
         start and a failed finish in one write, so the master counts it (metrics, alert
         rates) as a failed job; name is what its payload says, or "(unreadable)"."""
         now = time.monotonic()
-        self._send(f"S 0.0 {attempts} {now!r} [{_quote(job_id)},{_quote(queue)},"
-                   f"{_quote(name)},{max(0.0, wait):.3f}]\n"
-                   f"E {now!r} failed {_quote(job_id)}\n")
+        self._send(_start_line(job_id, name, queue, 0.0, attempts, now, wait)
+                   + _finish_line(job_id, "failed", now))
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
         now = time.monotonic()
-        line = f"E {now!r} {outcome} {_quote(job_id)}\n"
+        line = _finish_line(job_id, outcome, now)
         if self.margin is not None and (not self.deadline or self.deadline - now > self.margin):
             self.held += line
         else:
             self._send(line)
+
+
+def _start_line(job_id: str, name: str, queue: str, timeout: float, attempts: int,
+                now: float, wait: float) -> str:
+    return (f"S {timeout!r} {attempts} {now!r} "
+            f"[{_quote(job_id)},{_quote(queue)},{_quote(name)},{max(0.0, wait):.3f}]\n")
+
+
+def _finish_line(job_id: str, outcome: str, now: float) -> str:
+    return f"E {now!r} {outcome} {_quote(job_id)}\n"
 
 
 @dataclass(slots=True)

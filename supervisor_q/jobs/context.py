@@ -70,10 +70,7 @@ def reset_current_job(token: contextvars.Token) -> None:
     """Undo the set_current_job that returned token."""
     _current.reset(token)
     before = token.old_value  # what reset() restored (MISSING: the default, None)
-    if before is None or before is contextvars.Token.MISSING:  # the worker's case
-        bind_job(None)
-    else:
-        _bind_log(before)
+    _bind_log(None if before is contextvars.Token.MISSING else before)
 
 
 def _bind_log(context: JobContext | None) -> None:
@@ -81,11 +78,6 @@ def _bind_log(context: JobContext | None) -> None:
     as every log line shows them (loggable: a newline in an id cannot forge a line)."""
     if context is None:
         bind_job(None)
-        return
-    job_id, name = context.id, context.name
-    # (loggable's own first test, here: a usual id and name need no call)
-    if not (len(job_id) <= 100 and job_id.isascii() and job_id.isprintable()):
-        job_id = payloads.loggable(job_id, 100)
-    if not (len(name) <= 200 and name.isascii() and name.isprintable()):
-        name = payloads.loggable(name)
-    bind_job(job_id, name, context.queue)
+    else:
+        bind_job(payloads.loggable(context.id, 100), payloads.loggable(context.name),
+                 context.queue)

@@ -40,10 +40,7 @@ class JobLog:
             shown_name = self.names[name] = loggable(name, 200)
             if len(self.names) > 1000:  # names come from payloads: keep it bounded
                 self.names.clear()
-        if len(job_id) <= 100 and job_id.isascii() and job_id.isprintable():
-            shown_id = job_id  # loggable's own first test, without its call
-        else:
-            shown_id = loggable(job_id, 100)
+        shown_id = loggable(job_id, 100)
         head = f"job {shown_id} {shown_name} on {queue}: "
         ident = (shown_id, shown_name, queue)  # a JSON line's fields, shown as in the text
         self.job = (job_id, ident, head, attempts, time.monotonic())

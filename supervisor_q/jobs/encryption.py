@@ -51,9 +51,14 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def _key_list(raw: str) -> list[str]:
+    """A key setting's keys: comma-separated, newest first, spaces and empty ones dropped."""
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
 def _fernet() -> MultiFernet | None:
     raw = _keys.encryption or _environ(ENCRYPTION_ENV)
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    keys = _key_list(raw)
     if not keys:
         return None
     from cryptography.fernet import Fernet, MultiFernet
@@ -103,7 +108,7 @@ def _signing_keys() -> tuple[bytes, ...]:
         return ()
     keys = _split_keys.get(raw)
     if keys is None:
-        keys = tuple(k.strip().encode() for k in raw.split(",") if k.strip())
+        keys = tuple(k.encode() for k in _key_list(raw))
         if len(_split_keys) >= 8:  # settings seen: a handful in a process's life
             _split_keys.clear()
         _split_keys[raw] = keys = keys or (raw.encode(),)  # only commas: one key, as set

@@ -95,9 +95,8 @@ class Fencing:
         """Log acks that deleted nothing: the reservation was no longer ours. The tokens
         are kept until then, so a later release or fail of a lost job is fenced too."""
         if acked == len(items) and not self.resent:  # all landed (the usual case)
-            tokens = self._tokens
-            for item in items:
-                tokens.pop((queue, item.id if isinstance(item, Done) else item), None)
+            self.forget(queue, *(item.id if isinstance(item, Done) else item
+                                 for item in items))
             return
         job_ids = [item.id if isinstance(item, Done) else item for item in items]
         again = self.resent and [j for j in job_ids if (queue, j) in self.resent]

@@ -129,7 +129,7 @@ class Alerting:
         # Every count's window is sampled, limit or not: a limit that arrives by reload
         # sees the last minute, not every job since the master started.
         counts = {pair: self.rates[pair].add(now, total)
-                  for pair, total in list(counters.totals.items())}
+                  for pair, total in counters.totals.items()}
         found = []
         for kind, outcome, key in (("failures", "failed", "failures_per_minute"),
                                    ("timeouts", "timeout", "timeouts_per_minute")):

@@ -63,6 +63,13 @@ def failed(queue: RedisQueue) -> list[dict]:
     return queue.failed_records()
 
 
+def _kill_if_running(proc: subprocess.Popen) -> None:
+    """A test's cleanup: a process the test left running is killed and reaped."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+
+
 def test_queues_are_served_in_priority_order(redis_url: str, queue: RedisQueue) -> None:
     dispatch("tests.record", "low-1", queue="low")
     dispatch("tests.record", "high-1", queue="high")
@@ -379,9 +386,7 @@ def test_a_worker_stopped_while_redis_is_down_backs_off_then_hands_back(
         redis_db.start()
         assert worker.wait(30) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(5)
+        _kill_if_running(worker)
     counts = queue.counts("default")
     assert counts["reserved"] == 0 and counts["ready"] + counts["delayed"] == 4, counts
 
@@ -403,9 +408,7 @@ def test_a_second_stop_while_redis_is_down_exits_leaving_jobs_to_expiry(
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(15) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(5)
+        _kill_if_running(worker)
         redis_db.start()
     [line] = [x for x in log.read_text().splitlines() if "stopping without Redis" in x]
     # When the worker gave up (its line's time), not when its process was gone: the exit
@@ -442,9 +445,7 @@ def test_an_error_reply_from_redis_is_waited_out_in_one_line(
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(15) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(5)
+        _kill_if_running(worker)
     said = log.read_text()
     assert said.count("Redis refused a call") == 1 and "WRONGTYPE" in said, said
     assert "Redis accepts the calls again" in said and "Redis is back" not in said, said

@@ -40,7 +40,8 @@ class Decision:
 
 
 # The limits of payloads that carry no option of their own (most), per declared options
-# (frozen: kept with their object, looked up by identity) and program defaults.
+# (frozen, looked up by identity: each entry keeps its options object alive, so no other
+# object can take its id while the entry exists) and program defaults.
 _plain: dict[tuple[int, int, tuple[int, ...], float], tuple[JobOptions | None, Limits]] = {}
 PLAIN_KEPT = 256
 
@@ -56,7 +57,7 @@ def resolve_limits(payload: Payload | None, *, tries: int, backoff: tuple[int, .
         # Then none of the payload counts (a declared retry_for, from its dispatch, would).
         key = (id(declared), tries, backoff, timeout)
         found = _plain.get(key)
-        if found is None or found[0] is not declared:
+        if found is None:
             if len(_plain) >= PLAIN_KEPT:
                 _plain.clear()
             found = _plain[key] = (declared, _resolve(payload, tries, backoff, timeout,

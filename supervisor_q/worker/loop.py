@@ -249,7 +249,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         try:
             return self._process(job)
         finally:
-            self.holding = False  # (hold(False): settled)
+            self.hold(False)
 
     def _process(self, job: Reserved) -> bool:
         # A short job's successor is reserved meanwhile: asked for first, so the server

@@ -63,6 +63,7 @@ class System:
     python: Path
     has_master: bool  # one parent process forks the workers
     flags: str  # the worker command as documented in the README
+    quiet: bool = False  # supervisor-q without its job lines (`--quiet`, `log_jobs: false`)
 
     def commands(self, url: str, procs: int, conf_dir: Path) -> list[list[str]]:
         py, bin_ = str(self.python), str(self.python.parent)
@@ -75,13 +76,15 @@ class System:
         if self.name in ("sq", "sq-prefetch"):
             extra = ["--prefetch", "16"] if self.name == "sq-prefetch" else []
             one = [*sq, "--redis-url", url, "work", "--queue", "bench",
-                   "--import", "bench.sq_jobs", "--memory", "0", "--sleep", "1", *extra]
+                   "--import", "bench.sq_jobs", "--memory", "0", "--sleep", "1", *extra,
+                   *(["--quiet"] if self.quiet else [])]
             return [one] * procs
         if self.name == "sq-master":
             (conf_dir / "conf.d").mkdir(exist_ok=True)
             (conf_dir / "conf.d" / "bench.yaml").write_text(
                 "queues: [bench]\nimport: [bench.sq_jobs]\n"
-                f"numprocs: {procs}\nmemory: 0\nsleep: 1\n")
+                f"numprocs: {procs}\nmemory: 0\nsleep: 1\n"
+                + ("log_jobs: false\n" if self.quiet else ""))
             return [[*sq, "--redis-url", url, "--socket",
                      str(conf_dir / "control.sock"), "run", "--config", str(conf_dir / "conf.d")]]
         if self.name == "huey":

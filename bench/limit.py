@@ -11,6 +11,8 @@ server, so every drain rate can be read as a fraction of what the machine allows
 - sq reserve: supervisor-q's own RESERVE script (ack of the previous job + reserve of
   the next, one round trip), called in a loop with no job run: the worker's ceiling.
 - sq reserve x16: the same reserving 16 jobs per call (and acking the previous 16).
+- sq reserve x16, run: the same, each job parsed, its alarm set and its function called
+  (throughput.py --targets' floor of prefetch 16).
 
 throughput.py --targets also runs sleep_loop(): the floor of the 10 ms workload, a bare
 fetch-ahead loop in 8 processes (the next job's LMOVE and the last one's LREM sent before
@@ -103,6 +105,47 @@ def sq_reserve(url: str, n: int, count: int = 1) -> float:
     return rate
 
 
+def sq_reserve_run(url: str, n: int, count: int = 16) -> float:
+    """sq_reserve's loop running each job as the least any Python worker with a hard
+    per-job timeout would: its payload parsed (json.loads), its function looked up and
+    called, and an interval timer set before it (the alarm). No log line, no context, no
+    signature check: the floor of `work --prefetch 16 --quiet`."""
+    import signal
+
+    from bench.sq_jobs import noop
+    from supervisor_q.queue import payload as payloads
+
+    functions = {"bench.sq_jobs:noop": noop}
+    queue = RedisQueue(connect(url))
+    pipe = queue.client.pipeline(transaction=False)
+    scratch = RedisQueue(pipe)
+    for i in range(n):
+        built = payloads.build("bench.sq_jobs:noop", "limit", [], {})
+        scratch.push("limit", built.id, payloads.encode(built))
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    acks: list[str] = []
+    done = 0
+    t = time.perf_counter()
+    while True:
+        _, result = queue.reserve("limit", default_timeout=60, ack_ids=acks, count=count)
+        if not result.jobs:
+            break
+        for job in result.jobs:
+            body = json.loads(job.payload)
+            signal.setitimer(signal.ITIMER_REAL, 60)
+            functions[body["job"]](*body.get("args", ()), **body.get("kwargs", {}))
+        done += len(result.jobs)
+        acks = [j.id for j in result.jobs]
+    rate = done / (time.perf_counter() - t)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+    queue.clear("limit")
+    return rate
+
+
 def _sleep_worker(url: str) -> None:
     client = redis.Redis.from_url(url)
     conn = client.connection_pool.get_connection("LMOVE")
@@ -173,6 +216,7 @@ def measure(url: str, n: int) -> dict[str, float]:
     try:
         out["sq reserve"] = sq_reserve(url, n)
         out["sq reserve x16"] = sq_reserve(url, n, 16)
+        out["sq reserve x16, run"] = sq_reserve_run(url, n, 16)
     except Exception as exc:  # the queue API may be mid-change; the raw limits still count
         print(f"limit: supervisor-q reserve loop skipped: {exc!r}", file=sys.stderr)
     client.delete("lim:ready", "lim:proc")

@@ -18,7 +18,8 @@ processes against the ideal 800 jobs/s. supervisor-q runs without its job lines
 rounds of the ratio within a round, with its range, and two floors from the same run
 (bench/limit.py): the 10 ms jobs drained by 8 bare fetch-ahead loops (what any Python
 worker reaches on this machine), and the RESERVE script taking 16 jobs a call in a loop
-that runs none (the ceiling of prefetch 16).
+that runs none (the ceiling of prefetch 16), or runs each as the least a Python worker
+with a per-job alarm would (parse, alarm, call).
 
 --cpu prints the CPU time per no-op job (user + system, from /proc) of the worker
 process and, for a master's child, of the master: steadier than rates on a shared
@@ -86,6 +87,7 @@ def targets(url: str, jobs: int, rounds: int, logs: Path, job_lines: bool) -> No
                                                    logs)["drain_rate"])
         keep("10 ms jobs, 8 bare fetch-ahead loops", limit.sleep_loop(url))
         keep("bare reserve x16 loop (no job run)", limit.sq_reserve(url, jobs, 16))
+        keep("bare reserve x16 loop running each job", limit.sq_reserve_run(url, jobs, 16))
 
     def ratio(top: str, bottom: str, scale: float = 1.0) -> str:
         paired = sorted(a / b / scale for a, b in zip(figures[top], figures[bottom],
@@ -106,7 +108,9 @@ def targets(url: str, jobs: int, rounds: int, logs: Path, job_lines: bool) -> No
     print(f"prefetch 16, 1 process: "
           f"{statistics.median(figures['supervisor-q prefetch 16']):,.0f} jobs/s (target >= "
           "15,000); against the reserve x16 script alone in a loop, no job run: "
-          f"{ratio('supervisor-q prefetch 16', 'bare reserve x16 loop (no job run)')}")
+          f"{ratio('supervisor-q prefetch 16', 'bare reserve x16 loop (no job run)')}; "
+          "against that loop running each job (parse, alarm, call): "
+          f"{ratio('supervisor-q prefetch 16', 'bare reserve x16 loop running each job')}")
     eight = "10 ms jobs, 8 processes"
     print(f"10 ms jobs, 8 processes, of 800/s: "
           f"{statistics.median(figures[eight]) / 800:.1%} (target >= 95%); against 8 bare "

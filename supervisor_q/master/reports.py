@@ -2,6 +2,13 @@
 pool: ready, job started, job finished. A busy pipe is read in batches (REPORT_BATCH)
 so a child running thousands of tiny jobs a second wakes the master a few dozen times.
 A child's stdout and stderr pipes (output.py) are watched and rested with its report pipe.
+
+While a child keeps reporting, its pipes are read on the master's clock, every
+REPORT_BATCH on a grid all busy children share (one wake for all of them), and not
+watched in between: a write to a watched pipe wakes the master with a synchronous
+wake-up, which Linux tends to serve on the writer's CPU, where the master's burst of
+reading would preempt the busy child. A pipe found empty at its read is watched again:
+an idle child's first report wakes the master at once.
 """
 
 from __future__ import annotations
@@ -53,8 +60,11 @@ class ReportReader:
         if (run.fd is None and not run.outputs) or run.registered or now < run.rearm_at:
             return
         if run.rearm_at:
-            self.read(pool, child)
+            reported = self.read(pool, child)
             self.output.read(pool, child)
+            if reported and run.fd is not None:  # still busy: read it again on the clock
+                run.rearm_at = (now // REPORT_BATCH + 1) * REPORT_BATCH
+                return
         fds = ([] if run.fd is None else [run.fd]) + self.output.fds(pool, child)
         for fd in fds:
             self.wakeup.register(fd, ("child", (pool, child)))
@@ -92,9 +102,11 @@ class ReportReader:
                 if (run.fd is not None or run.outputs) and not run.registered
                 and run.rearm_at]
 
-    def read(self, pool: Pool, child: ChildProcess) -> None:
-        """Everything the pipe holds now; closes it when the child closed its end."""
+    def read(self, pool: Pool, child: ChildProcess) -> int:
+        """Everything the pipe holds now (its size is returned); closes it when the
+        child closed its end."""
         run = pool.run_of(child)
+        size = 0
         while run.fd is not None:
             try:
                 chunk = os.read(run.fd, 65536)
@@ -105,8 +117,10 @@ class ReportReader:
             if not chunk:  # the child closed its end (it exited): stop watching
                 self.close(pool, child)
                 break
+            size += len(chunk)
             events, run.buffer = parse_lines(run.buffer + chunk)
             self.apply(pool, child, events)
+        return size
 
     def apply(self, pool: Pool, child: ChildProcess, events: list[Event]) -> None:
         now = self.clock.monotonic()

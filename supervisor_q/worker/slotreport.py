@@ -10,6 +10,11 @@ A start is sent at once unless a summary went within REPORT_BATCH; a finish (or 
 tallied within REPORT_BATCH of a summary and followed by a long job is counted when that
 job ends or at the next flush (a child killed meanwhile takes those counts with it).
 
+With hold_finishes(margin), a finished job far enough from its deadline stays in the
+slot (and out of the tally) until the next start or flush, as PipeReporter holds its E
+line: its ack waits for the next reserve, and a child that dies before it lands has the
+job handed back by the master.
+
 Runtimes are measured here, finish - start on CLOCK_MONOTONIC, as the master measured
 them from the S and E lines' times.
 """
@@ -38,6 +43,9 @@ class SummaryReporter:
         self.tallied = 0
         self.sent_at = 0.0  # monotonic, the last summary
         self.job: tuple[str, str, str, float] | None = None  # id, queue, name, start
+        self.deadline = 0.0  # the running job's, monotonic; inf: none
+        self.margin: float | None = None  # hold a finish this far from its deadline
+        self.held: tuple[str, str, str, float] | None = None  # a finish not published yet
 
     def ready(self, generation: float | None) -> None:
         self.flush()
@@ -45,7 +53,9 @@ class SummaryReporter:
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int, wait: float = 0.0) -> None:
+        self._release()
         started = self.writer.start(job_id, name, queue, timeout, attempts)
+        self.deadline = started + timeout if timeout > 0 else float("inf")
         self.job = (job_id, queue, name, started)
         self._wait(queue, name, wait)
         if started - self.sent_at >= REPORT_BATCH:  # a long job's start is counted now
@@ -55,10 +65,14 @@ class SummaryReporter:
         job = self.job
         if job is None or job[0] != job_id:
             return
-        self.writer.idle()
         self.job = None
         now = time.monotonic()
-        self._runtime(job[1], job[2], outcome, now - job[3])
+        finish = (job[1], job[2], outcome, now - job[3])
+        if self.margin is not None and self.deadline - now > self.margin:
+            self.held = finish  # as PipeReporter's: still named until the next start
+            return
+        self.writer.idle()
+        self._runtime(*finish)
         if now - self.sent_at >= REPORT_BATCH or self.tallied >= MAX_TALLIED:
             self.flush()
 
@@ -69,9 +83,18 @@ class SummaryReporter:
         self._runtime(queue, name, "failed", 0.0)
 
     def hold_finishes(self, margin: float | None) -> None:
-        pass  # finishes are always tallied: the slot tells the master the job ended
+        self.margin = margin
+
+    def _release(self) -> None:
+        """A held finish is published: counted (the slot is idle, or the next job's)."""
+        if self.held is not None:
+            self._runtime(*self.held)
+            self.held = None
 
     def flush(self) -> None:
+        if self.held is not None:
+            self.writer.idle()
+            self._release()
         if not (self.waits or self.runtimes):
             return
         line = summary_line(self.waits, self.runtimes)

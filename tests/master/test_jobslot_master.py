@@ -129,21 +129,39 @@ def blocked_client(client: redis.Redis) -> bool:
     return any("b" in c["flags"] for c in client.client_list())
 
 
+WAITS = {7, 23, 232, 270, 281, 441}  # x86-64 poll, select, epoll_wait, pselect6, epoll_pwait(2)
+
+
+def stopped_in_its_wait(pid: int) -> bool:
+    """SIGSTOP the master; True if it stopped inside its loop's wait (not mid-turn: the
+    next turn then begins by reaping), else it is continued and False."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: psutil.Process(pid).status() == "stopped", timeout=5)
+    with open(f"/proc/{pid}/syscall") as syscall:
+        number = syscall.read().split()[0]
+    if number.isdigit() and int(number) in WAITS:
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
+
+
 def test_a_child_killed_right_after_its_job_hands_nothing_back(master_factory,
                                                                 queue) -> None:
-    """The master knows the job (synced), is stopped, the child finishes the job and
-    waits idle, then dies: the reaped child's slot says idle, no hand-back."""
+    """The master knows the job (synced), is stopped in its wait, the child finishes the
+    job and waits idle, then dies: the master's next turn reaps it first, and its slot's
+    last state (idle) decides: no hand-back."""
     with master_factory({"w": WORKER}) as master:
         [pid] = master.wait_running("w", 1)
         job_id = dispatch("tests.sleep", 1, "slow")
         wait_until(lambda: (running_job(master) or {}).get("id") == job_id, timeout=20,
                    message="the job shows")
-        os.kill(master.proc.pid, signal.SIGSTOP)
+        wait_until(lambda: stopped_in_its_wait(master.proc.pid), timeout=10)
         try:
             wait_until(lambda: len(results(queue.client)) == 2 and
                        queue.counts("default")["reserved"] == 0 and
                        blocked_client(queue.client), timeout=10, message="idle again")
             os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: psutil.Process(pid).status() == "zombie", timeout=5)
         finally:
             os.kill(master.proc.pid, signal.SIGCONT)
         wait_until(lambda: pid not in master.wait_running("w", 1), timeout=20)

@@ -166,7 +166,9 @@ class FleetMember:
             if not isinstance(pool.program, WorkerProgram):
                 continue  # a command program's processes are no part of the fleet's work
             for child in pool.children:
-                child.job = None  # settled by the claimer: reaped() must not hand it back
+                # settled by the claimer: reaped() must not hand it back (nor its job
+                # slot bring it back)
+                arbiter.reports.drop_job(pool, child)
                 if child.signallable and child.pgid and child.pgid > 0:
                     try:
                         arbiter.spawner.kill(child.pgid, signal.SIGKILL)
@@ -223,6 +225,7 @@ class FleetMember:
 
 def inflight(arbiter: Arbiter) -> list[tuple[str, str, int]]:
     """(queue, job id, attempts) of every job the master's children reported running."""
+    arbiter.reports.sync_all(arbiter.pools.values())  # their job slots as they are now
     return [(c.job.queue, c.job.id, pool.run_of(c).attempts)
             for pool in arbiter.pools.values() for c in pool.children
             if c.job is not None and c.job.id]

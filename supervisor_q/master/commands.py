@@ -224,6 +224,7 @@ def apply_reload(arbiter: Arbiter, new: dict[str, ProgramConfig]) -> str:
 
 
 def status(arbiter: Arbiter) -> dict[str, Any]:
+    arbiter.reports.sync_all(arbiter.pools.values())  # jobs started since the loop's turn
     now = arbiter.clock.monotonic()
     wall = arbiter.clock.now()
     programs = []

@@ -39,9 +39,8 @@ from supervisor_q.worker.handback import Handback, LostJob
 
 log = logging.getLogger("supervisor_q.pool")
 
-# running: keep `target` children; stopped: `stop PROGRAM`, none until started;
-# removing: gone from the config, none, and forgotten once its children exit;
-# shutdown: the master is stopping, none for good.
+# running: keep `target` children; stopped: `stop PROGRAM`, none until started; removing:
+# gone from the config, none, and forgotten once its children exit; shutdown: for good.
 Mode = Literal["running", "stopped", "removing", "shutdown"]
 FATAL_RETRY = 60.0  # FATAL is an alert, not forever: try again after this long
 # Forks per pool per loop turn: a big scale-up spreads over turns, so control commands,
@@ -219,7 +218,8 @@ class Pool:
             self._failed_start(child, now, f"fork failed: {exc}")
             return
         child.spawned(spawned.pid, spawned.pgid, None, now, reason)
-        self.runs[id(child)] = RunRecord(fd=spawned.report_fd, outputs=dict(spawned.outputs))
+        outputs = dict(spawned.outputs)
+        self.runs[id(child)] = RunRecord(fd=spawned.report_fd, outputs=outputs, slot=spawned.slot)
 
     def _stop_extras(self, active: list[ChildProcess], count: int, now: float) -> None:
         """Scale down: children with no process first, then idle ones, newest first;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import mmap
 import os
 import random
 from collections.abc import Callable, Mapping
@@ -252,3 +253,6 @@ class RunRecord:
     buffer: bytes = b""
     garbled: int = 0  # unreadable report lines seen (reports.py: ReportReader.garbled)
     outputs: dict[str, int] = field(default_factory=dict)  # stdout/stderr read ends
+    slot: mmap.mmap | None = None  # a worker child's job slot (jobslots.py); None: S/E lines
+    slot_serial: int = 0  # the slot's last serial the master took in (jobslots.sync)
+    slot_job: CurrentJob | None = None  # the job taken from it (an idle slot ends only it)

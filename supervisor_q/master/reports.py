@@ -1,6 +1,7 @@
 """Reading the children's report pipes in the master and applying each report to its
-pool: ready, job started, job finished. A busy pipe is read in batches (REPORT_BATCH)
-so a child running thousands of tiny jobs a second wakes the master a few dozen times.
+pool: ready, job started, job finished, or a job slot child's summary (jobslots.py). A
+busy pipe is read in batches (REPORT_BATCH) so a child running thousands of tiny jobs a
+second wakes the master a few dozen times.
 A child's stdout and stderr pipes (output.py) are watched and rested with its report pipe.
 
 While a child keeps reporting, its pipes are read on the master's clock, every
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 
 from supervisor_q.clock import Clock
 from supervisor_q.config.loading import WorkerProgram
-from supervisor_q.master import deadlines
+from supervisor_q.master import deadlines, jobslots
 from supervisor_q.master.output import OutputCapture
 from supervisor_q.master.pool import Pool
 from supervisor_q.master.process import ChildProcess
@@ -76,6 +77,8 @@ class ReportReader:
         if run.fd is not None:
             self.read(pool, child)  # the last words before the exit
             self.close(pool, child)
+        jobslots.sync(pool, child)  # its last state: a job it finished is not handed back
+        jobslots.close(pool, child)
         self.output.read(pool, child, drain=True)
         run.registered = False
 
@@ -92,15 +95,31 @@ class ReportReader:
             run.rearm_at = self.clock.monotonic() + REPORT_BATCH
 
     def catch_up(self, pool: Pool, now: float) -> None:
-        """Read the reports of the children whose job looks past its deadline."""
+        """Take in the job slots, then read the reports of the children whose job looks
+        past its deadline."""
+        jobslots.sync_all((pool,))
         for child in deadlines.overdue(pool, now):
             self.read(pool, child)
 
+    def sync_all(self, pools: Iterable[Pool]) -> bool:
+        """Every child's job as its slot says now (before running jobs are listed); True
+        while a child with a slot lives (the arbiter then waits at most SLOT_POLL)."""
+        return jobslots.sync_all(pools)
+
+    def drop_job(self, pool: Pool, child: ChildProcess) -> None:
+        """Forget child's current job (another master settled it): never handed back."""
+        jobslots.drop(pool, child)
+
     def rearm_moments(self, pools: Iterable[Pool]) -> list[float]:
-        """When rested pipes are watched again (the arbiter wakes then)."""
-        return [run.rearm_at for p in pools for run in p.runs.values()
-                if (run.fd is not None or run.outputs) and not run.registered
-                and run.rearm_at]
+        """When rested pipes are watched again, and the next look at the job slots while
+        a child has one (the arbiter wakes then)."""
+        pools = list(pools)
+        moments = [run.rearm_at for p in pools for run in p.runs.values()
+                   if (run.fd is not None or run.outputs) and not run.registered
+                   and run.rearm_at]
+        if any(run.slot is not None for p in pools for run in p.runs.values()):
+            moments.append(self.clock.monotonic() + jobslots.SLOT_POLL)
+        return moments
 
     def read(self, pool: Pool, child: ChildProcess) -> int:
         """Everything the pipe holds now (its size is returned); closes it when the
@@ -141,6 +160,8 @@ class ReportReader:
                     if counters is not None:
                         counters.finished(job.queue, job.name, ev.outcome, runtime, minute)
                 pool.job_finished(child, ev.job_id)
+            elif ev.kind == "summary" and ev.summary is not None:
+                jobslots.apply_summary(pool, child, ev.summary, counters, minute)
             else:
                 self.garbled(pool, child, ev.line, now)
 
@@ -156,6 +177,7 @@ class ReportReader:
             log.error("%s pid=%s: unreadable report %r%s", child.name, child.pid, line[:200],
                       " (further ones not logged)" if run.garbled == GARBLED_LOGGED else "")
         kind = line[:1]
+        jobslots.sync(pool, child)  # a job slot's state written before this line counts
         if kind == b"S" and child.job is None and isinstance(pool.program, WorkerProgram):
             pool.job_started(child, "", "(unreadable report)", "", pool.program.timeout,
                              0, now)

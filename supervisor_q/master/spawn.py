@@ -14,6 +14,7 @@ import fcntl
 import functools
 import gc
 import logging
+import mmap
 import os
 import signal
 import sys
@@ -37,8 +38,10 @@ from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import fence
 from supervisor_q.worker.boot import BootError, import_job_modules, run_setup
 from supervisor_q.worker.joblog import JobLog
+from supervisor_q.worker.jobslot import shared_slot
 from supervisor_q.worker.loop import MAX_BLOCK, Worker, WorkerSettings
-from supervisor_q.worker.report import PipeReporter
+from supervisor_q.worker.report import PipeReporter, Reporter
+from supervisor_q.worker.slotreport import SummaryReporter
 
 if TYPE_CHECKING:
     from supervisor_q.master.guardian import Guardian
@@ -55,6 +58,7 @@ class Spawned:
     pgid: int
     report_fd: int | None  # the master's read end of the child's report pipe
     outputs: dict[str, int] = field(default_factory=dict)  # stream -> read end (capture.py)
+    slot: mmap.mmap | None = None  # a worker child's job slot (jobslots.py)
 
 
 class Spawner(Protocol):
@@ -172,15 +176,23 @@ class ForkSpawner:
         if threading.active_count() > 1:  # a thread's locks would be copied held
             log.warning("forking with %d threads (the master must fork single-threaded)",
                         threading.active_count())
-        pid, pipes = _fork_capturing(program)
+        made = shared_slot() if isinstance(program, WorkerProgram) else None
+        try:
+            pid, pipes = _fork_capturing(program)
+        except OSError:
+            _drop_slot(made)
+            raise
         if pid == 0:  # child: never return into the master's code
             def child_body() -> int:
                 os.close(read_fd)
                 capture.in_child(pipes, program)
-                return self._child_main(program, child, write_fd, paused)
+                slot = made[1] if made else None  # the inherited map (its fd closed)
+                return self._child_main(program, child, write_fd, paused, slot)
 
             exit_with(child_body)
         os.close(write_fd)
+        if made:
+            os.close(made[0])  # the child has the map: the fd is of no more use
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
         except OSError:
@@ -191,10 +203,10 @@ class ForkSpawner:
         if isinstance(program, CommandProgram):
             os.close(read_fd)
             read_fd = None
-        return Spawned(pid, pid, read_fd, capture.in_master(pipes))
+        return Spawned(pid, pid, read_fd, capture.in_master(pipes), made[1] if made else None)
 
     def _child_main(self, program: ProgramConfig, child: ChildProcess, report_fd: int,
-                    paused: bool) -> int:
+                    paused: bool, slot: mmap.mmap | None) -> int:
         os.setpgid(0, 0)
         _set_parent_death_signal()
         _reset_signals()
@@ -221,7 +233,8 @@ class ForkSpawner:
             os.close(report_fd)
             _exec_command(program, child)
         assert isinstance(program, WorkerProgram)
-        return _run_worker(program, child, report_fd, paused, self.redis_url, self.master_pid)
+        return _run_worker(program, child, report_fd, paused, self.redis_url, self.master_pid,
+                           slot)
 
 
 def _exec_command(program: CommandProgram, child: ChildProcess) -> None:
@@ -235,15 +248,21 @@ def _exec_command(program: CommandProgram, child: ChildProcess) -> None:
         os._exit(127)
 
 
+def _drop_slot(made: tuple[int, mmap.mmap] | None) -> None:
+    if made:
+        os.close(made[0])
+        made[1].close()
+
+
 def _run_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
-                redis_url: str, master_pid: int) -> int:
+                redis_url: str, master_pid: int, slot: mmap.mmap | None) -> int:
     set_title(f"supervisor-q {child.name} starting")
     try:
         boot_program(program)
     except BootError as exc:
         log.error("%s: %s", child.name, exc)
         return exitcodes.BOOT_ERROR
-    return start_worker(program, child, report_fd, paused, redis_url, master_pid)
+    return start_worker(program, child, report_fd, paused, redis_url, master_pid, slot=slot)
 
 
 def boot_program(program: WorkerProgram) -> None:
@@ -259,11 +278,13 @@ def boot_program(program: WorkerProgram) -> None:
 
 def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, paused: bool,
                  redis_url: str, master_pid: int, preloaded: bool = False,
-                 generation: float | None = None, queue: RedisQueue | None = None) -> int:
+                 generation: float | None = None, queue: RedisQueue | None = None,
+                 slot: mmap.mmap | None = None) -> int:
     """Run the worker loop of a child whose modules are imported. A preloaded child
     (forked by a zygote) started with the zygote's `generation`: it does not follow the
     restart signal itself, the master replaces it from a new zygote; it may get `queue`,
-    built (never connected) by the zygote for redis_url (prepared_queue)."""
+    built (never connected) by the zygote for redis_url (prepared_queue). With a job
+    `slot` it reports through it (worker/slotreport.py), else with S and E lines."""
     label = child.name
     settings = WorkerSettings(
         queues=child.queues or program.queues, imports=program.imports, setup=program.setup,
@@ -279,7 +300,8 @@ def start_worker(program: WorkerProgram, child: ChildProcess, report_fd: int, pa
             generation = read_generation(queue.client)
         except Exception:  # noqa: BLE001 - Redis down: the worker's loop waits for it
             generation = None
-    reporter = PipeReporter(report_fd)
+    reporter: Reporter = (PipeReporter(report_fd) if slot is None
+                          else SummaryReporter(report_fd, slot))
     if program.log_jobs:  # a line at each job's start and end (worker/joblog.py)
         reporter = JobLog(reporter, label)
     worker = Worker(settings, queue, reporter=reporter, started_with=generation,

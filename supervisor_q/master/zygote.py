@@ -16,7 +16,8 @@ watched on the master's selector, so the loop never blocks on an import:
   a new zygote is tried again after RETRY seconds or at the next deploy.
 
 The master makes each child's pipes (report, stdout, stderr) as for a plain fork and
-passes the write ends to the zygote (SCM_RIGHTS), so output capture, reports, pids,
+passes the write ends to the zygote (SCM_RIGHTS), with the memfd of its job slot
+(jobslots.py) last,, so output capture, reports, pids,
 signals, deadlines, memory limits and reaping are exactly those of a plain child: the
 workers are reparented to the master (PR_SET_CHILD_SUBREAPER) and reaped by its loop.
 """
@@ -38,12 +39,14 @@ from supervisor_q.master.process import ChildProcess
 from supervisor_q.master.spawn import (
     ForkSpawner,
     Spawned,
+    _drop_slot,
     _fork_deferring_signals,
     _widen_pipe,
     libc,
 )
 from supervisor_q.master.zygotechild import zygote_main
 from supervisor_q.queue.fencing import MASTER_ID_ENV
+from supervisor_q.worker.jobslot import shared_slot
 
 if TYPE_CHECKING:
     from supervisor_q.master.guardian import Guardian
@@ -252,9 +255,11 @@ class PreloadSpawner(ForkSpawner):
         read_fd, write_fd = os.pipe()
         _widen_pipe(write_fd)
         pipes = capture.make_pipes(program)
+        made = shared_slot()  # its memfd goes last, after the optional stderr pipe
         request = {"slot": child.slot, "queues": list(child.queues or ()), "paused": paused,
-                   "master_id": os.environ.get(MASTER_ID_ENV, "")}  # it may have changed
-        fds = [write_fd] + [write for _read, write in pipes.values()]
+                   "master_id": os.environ.get(MASTER_ID_ENV, ""),  # it may have changed
+                   "jobslot": made is not None}
+        fds = [write_fd] + [write for _read, write in pipes.values()] + ([made[0]] if made else [])
         try:
             zygote.sock.settimeout(REPLY_TIMEOUT)
             socket.send_fds(zygote.sock, [json.dumps(request).encode()], fds)
@@ -262,19 +267,24 @@ class PreloadSpawner(ForkSpawner):
         except (OSError, ValueError) as exc:
             os.close(read_fd)
             capture.close_all(pipes)
+            _drop_slot(made)
             raise OSError(f"zygote pid={zygote.pid} did not fork: {exc}") from exc
         finally:
             zygote.sock.setblocking(False)
             os.close(write_fd)
+        if made:
+            os.close(made[0])  # the worker maps its own copy (sent above)
         pid = int(reply.get("pid", -1))
         if pid <= 0:
             os.close(read_fd)
             capture.close_all(pipes)
+            if made:
+                made[1].close()
             raise OSError(f"zygote pid={zygote.pid} did not fork")
         if self.guardian is not None:
             self.guardian.watch(pid)
         os.set_blocking(read_fd, False)
-        return Spawned(pid, pid, read_fd, capture.in_master(pipes))
+        return Spawned(pid, pid, read_fd, capture.in_master(pipes), made[1] if made else None)
 
 
 def _receive(sock: socket.socket) -> dict | None:

@@ -5,9 +5,10 @@ umask and user, imports `setup:` and `import:` once, warms, collects, fills its
 allocators' holes, freezes the heap (gc.freeze: the collector never touches those
 objects again, so their pages stay shared) and says
 `{"ready": true}` on its socket. Then, for each request (slot, queues, paused, and the
-write ends of the report and output pipes as SCM_RIGHTS), it double-forks: an
-intermediate process forks the worker and exits at once, so the worker is reparented to
-the master (a PR_SET_CHILD_SUBREAPER) and the master reaps it as it reaps any child.
+write ends of the report and output pipes as SCM_RIGHTS, then the job slot's memfd), it
+double-forks: an intermediate process forks the worker and exits at once, so the worker
+is reparented to the master (a PR_SET_CHILD_SUBREAPER) and the master reaps it as it
+reaps any child.
 The zygote answers `{"pid": N}`; the worker waits until its parent is the master before
 it sets its parent-death signal. EOF on the socket (the master closed it, or died) ends
 the zygote.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import mmap
 import os
 import socket
 import time
@@ -44,6 +46,7 @@ from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.connection import PLAIN_SCHEMES
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.worker.boot import BootError
+from supervisor_q.worker.jobslot import map_slot
 
 log = logging.getLogger("supervisor_q.zygote")
 
@@ -130,7 +133,7 @@ def _serve(program: WorkerProgram, sock: socket.socket, redis_url: str, master_p
     run = (redis_url, master_pid, generation)
     while True:
         try:
-            message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 3)
+            message, fds, _flags, _addr = socket.recv_fds(sock, 4096, 4)
         except OSError:
             return exitcodes.OK
         if not message:  # the master closed our socket: a newer zygote took over
@@ -174,19 +177,24 @@ def _worker_process(program: WorkerProgram, message: bytes, fds: list[int],
     """The worker forked by the zygote: never returns."""
     def body() -> int:
         os.setpgid(0, 0)
+        request = json.loads(message)
+        slot = None
+        if request.get("jobslot"):  # the job slot's memfd comes last: mapped, then closed
+            slot = map_slot(fds[-1])
+            os.close(fds.pop())
         report_fd, out = fds[0], fds[1]
         err = fds[2] if len(fds) > 2 else out
         capture.onto_stdio(out, err, program)
         sock.close()
         for fd in {out, err}:
             os.close(fd)
-        return _work(program, json.loads(message), report_fd, run)
+        return _work(program, request, report_fd, run, slot)
 
     exit_with(body)
 
 
 def _work(program: WorkerProgram, request: dict, report_fd: int,
-          run: tuple[str, int, float | None]) -> int:
+          run: tuple[str, int, float | None], slot: mmap.mmap | None) -> int:
     redis_url, master_pid, generation = run
     deadline = time.monotonic() + REPARENT_WAIT
     while os.getppid() != master_pid:  # the intermediate exits at once
@@ -208,4 +216,5 @@ def _work(program: WorkerProgram, request: dict, report_fd: int,
         os.environ[MASTER_ID_ENV] = request["master_id"]
     set_title(f"supervisor-q {child.name} starting")
     return start_worker(program, child, report_fd, bool(request.get("paused")), redis_url,
-                        master_pid, preloaded=True, generation=generation, queue=_PREPARED)
+                        master_pid, preloaded=True, generation=generation, queue=_PREPARED,
+                        slot=slot)

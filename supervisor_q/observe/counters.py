@@ -97,26 +97,38 @@ class Counters:
 
     def started(self, queue: str, job: str, wait: float, minute: int) -> None:
         """A job started after waiting `wait` seconds; minute: its epoch minute."""
-        job = self._job(queue, job)
-        self.job_metrics.started(queue, wait)
-        tally = self._tally(queue, minute, job)
-        if tally[_STARTED] or self._new_fields(2):  # started, wait_ms
-            tally[_STARTED] += 1
-            tally[_WAIT_MS] += int(wait * 1000)
+        self.started_many(queue, job, [wait], minute)
 
     def finished(self, queue: str, job: str, outcome: str, runtime: float,
                  minute: int) -> None:
         """A job ended with outcome after runtime seconds."""
+        self.finished_many(queue, job, outcome, [runtime], minute)
+
+    def started_many(self, queue: str, job: str, waits: list[float], minute: int) -> None:
+        """len(waits) jobs started (a job slot child's summary): one tally, every wait
+        in the histogram."""
         job = self._job(queue, job)
-        self.job_metrics.finished(queue, job, outcome, runtime)
-        self.totals[(queue, outcome)] += 1
+        for wait in waits:
+            self.job_metrics.started(queue, wait)
+        tally = self._tally(queue, minute, job)
+        if tally[_STARTED] or self._new_fields(2):
+            tally[_STARTED] += len(waits)
+            tally[_WAIT_MS] += sum(int(wait * 1000) for wait in waits)
+
+    def finished_many(self, queue: str, job: str, outcome: str, runtimes: list[float],
+                      minute: int) -> None:
+        """len(runtimes) jobs ended with outcome (a summary), as many finished() calls."""
+        job = self._job(queue, job)
+        for runtime in runtimes:
+            self.job_metrics.finished(queue, job, outcome, runtime)
+        self.totals[(queue, outcome)] += len(runtimes)
         tally = self._tally(queue, minute, job)
         slot = _OUTCOME_SLOT[outcome]
-        if tally[_FINISHED] or self._new_fields(1):  # runtime_ms
-            tally[_FINISHED] += 1
-            tally[_RUNTIME_MS] += int(runtime * 1000)
+        if tally[_FINISHED] or self._new_fields(1):
+            tally[_FINISHED] += len(runtimes)
+            tally[_RUNTIME_MS] += sum(int(runtime * 1000) for runtime in runtimes)
         if tally[slot] or self._new_fields(1):
-            tally[slot] += 1
+            tally[slot] += len(runtimes)
 
     def restarted(self, program: str, reason: str) -> None:
         self.restarts.labels(program, reason).inc()

@@ -15,7 +15,8 @@ of the same signal. Otherwise it forwards TERM, INT, USR1 and USR2 to the worker
 exits as the worker did. The worker dies with the guard (parent-death signal plus a
 parent check).
 
-Imports only the standard library and the exit codes at module level.
+Imports only the standard library, the exit codes and the job slot (jobslot.py) at module
+level.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import mmap
 import os
 import select
 import signal
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +35,7 @@ from types import FrameType
 
 from supervisor_q import exitcodes
 from supervisor_q.forked import exit_with
+from supervisor_q.worker.jobslot import SLOT_SIZE, SlotJob, SlotWriter, clear, read_slot
 
 log = logging.getLogger("supervisor_q.guard")
 
@@ -54,53 +55,23 @@ def _loggable(value: object, limit: int = 200) -> str:
 
     return loggable(value, limit)
 
-SLOT_SIZE = mmap.PAGESIZE
-_HEAD = struct.Struct("<dQ")  # deadline on CLOCK_MONOTONIC (0.0: no job, inf: none), serial
-_JOB = struct.Struct("<iHH")  # attempt, length of the queue name, length of the job id
-_NAMES = _HEAD.size + _JOB.size
-
-
-@dataclass(frozen=True)
-class SlotJob:
-    """The job the worker runs, as read from the slot."""
-
-    deadline: float  # inf: a job without a timeout
-    serial: int
-    queue: str
-    id: str
-    attempts: int
-
-
 class SlotReporter:
-    """The worker's side of the slot (a childpipe.Reporter): a few memory writes per job.
-
-    The names are written while the deadline reads 0.0 and the deadline last, so the
-    guard, which re-reads the head after the names, never pairs a deadline with the
-    names of another job."""
+    """The worker's side of the slot (a childpipe.Reporter): a few memory writes per job
+    (jobslot.py: the layout, and why the guard never pairs a deadline with the names of
+    another job)."""
 
     def __init__(self, slot: mmap.mmap) -> None:
-        self.slot = slot
-        self.serial = 0
+        self.writer = SlotWriter(slot)
 
     def ready(self, generation: float | None) -> None:
         pass
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int, wait: float = 0.0) -> None:
-        # Ids are any bytes (read with surrogate escapes): store exactly those bytes.
-        queue_name = queue.encode(errors="surrogateescape")
-        names = queue_name + job_id.encode(errors="surrogateescape")
-        if _NAMES + len(names) > SLOT_SIZE:  # too long to name: still killed, not settled
-            queue_name = names = b""
-        slot = self.slot
-        _JOB.pack_into(slot, _HEAD.size, attempts, len(queue_name), len(names))
-        slot[_NAMES:_NAMES + len(names)] = names
-        self.serial += 1
-        deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
-        _HEAD.pack_into(slot, 0, deadline, self.serial)
+        self.writer.start(job_id, name, queue, timeout, attempts)
 
     def job_finished(self, job_id: str, outcome: str = "done") -> None:
-        _HEAD.pack_into(self.slot, 0, 0.0, self.serial)
+        self.writer.idle()
 
     def job_refused(self, job_id: str, name: str, queue: str, attempts: int,
                     wait: float = 0.0) -> None:
@@ -111,20 +82,6 @@ class SlotReporter:
 
     def flush(self) -> None:
         pass
-
-
-def read_slot(slot: mmap.mmap) -> SlotJob | None:
-    """The running job (deadline inf when it has no timeout), or None; a consistent
-    snapshot."""
-    while True:
-        head = _HEAD.unpack_from(slot, 0)
-        if head[0] == 0.0:
-            return None
-        attempts, queue_len, names_len = _JOB.unpack_from(slot, _HEAD.size)
-        names = bytes(slot[_NAMES:_NAMES + names_len])
-        if _HEAD.unpack_from(slot, 0) == head:
-            return SlotJob(head[0], head[1], names[:queue_len].decode(errors="surrogateescape"),
-                           names[queue_len:].decode(errors="surrogateescape"), attempts)
 
 
 @dataclass(frozen=True)
@@ -147,7 +104,7 @@ def run_guarded(work: Callable[[SlotReporter], int],
 
 def _spawn(slot: mmap.mmap, work: Callable[[SlotReporter], int]) -> int:
     """Fork a worker into a process group of its own; its pid."""
-    _HEAD.pack_into(slot, 0, 0.0, 0)  # a dead worker's job is not the new one's
+    clear(slot)  # a dead worker's job is not the new one's
     guard_pid = os.getpid()
     _flush()  # nothing buffered before the fork is written twice
     # The worker starts with the forwarded signals blocked, until its own handlers are

@@ -8,7 +8,13 @@ written with the next job's start, in one os.write: one small syscall per job, a
 wake-up of the master, instead of two. The master reads the lines to know each child's current job
 and deadline, and counts the outcomes for metrics (observe/). Lines of the older shape
 (a start without the wait, a finish without the outcome) still parse: wait 0, outcome
-"done". Imports nothing else from the package.
+"done".
+
+A child with a job slot (jobslot.py, worker/slotreport.py) writes no S or E line: its
+current job is in shared memory, and its finished jobs go in summaries, an M line of
+compact JSON: {"w": [[queue, name, [wait, ...]], ...], "r": [[queue, name, outcome,
+[runtime, ...]], ...]} (summary_line, parse_summary). Imports nothing else from the
+package.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ _scan = json.JSONDecoder().scan_once  # the C scanner alone: one value from an i
 # What a finished job's report may say; the master adds "timeout", "memory", "lost" and
 # "stopped" for jobs whose child it killed or saw die (observe/counters.py).
 OUTCOMES = frozenset({"done", "failed", "released", "timeout"})
+MAX_SECONDS = 1e9  # the longest wait or runtime a summary may carry
 
 
 class Reporter(Protocol):
@@ -138,9 +145,58 @@ def _finish_line(job_id: str, outcome: str, now: float) -> str:
     return f"E {now!r} {outcome} {_quote(job_id)}\n"
 
 
+# A job slot child's summary (M line): waits per (queue, name), runtimes per (queue,
+# name, outcome); every group holds at least one value.
+Waits = list[tuple[str, str, list[float]]]
+Runtimes = list[tuple[str, str, str, list[float]]]
+Summary = tuple[Waits, Runtimes]
+
+
+def summary_line(waits: dict[tuple[str, str], list[float]],
+                 runtimes: dict[tuple[str, str, str], list[float]]) -> str:
+    """The M line of what a child tallied: compact JSON escaped to ASCII (any id or name
+    bytes keep it one line)."""
+    body = json.dumps({"w": [[q, n, v] for (q, n), v in waits.items()],
+                       "r": [[q, n, o, v] for (q, n, o), v in runtimes.items()]},
+                      separators=(",", ":"))
+    return f"M {body}\n"
+
+
+def parse_summary(text: str) -> Summary:
+    """An M line's JSON, checked to the last value; raises ValueError or TypeError."""
+    value = _json(text)
+    if not isinstance(value, dict) or set(value) != {"w", "r"}:
+        raise ValueError("a summary holds w and r")
+    waits, runtimes = value["w"], value["r"]
+    if not isinstance(waits, list) or not isinstance(runtimes, list):
+        raise TypeError("expected lists of groups")
+    out_waits: Waits = []
+    for group in waits:
+        if not isinstance(group, list) or len(group) != 3:
+            raise ValueError("a wait group is [queue, name, waits]")
+        out_waits.append((_str(group[0]), _str(group[1]), _seconds(group[2])))
+    out_runtimes: Runtimes = []
+    for group in runtimes:
+        if not isinstance(group, list) or len(group) != 4:
+            raise ValueError("a runtime group is [queue, name, outcome, runtimes]")
+        if group[2] not in OUTCOMES:
+            raise ValueError(f"unknown outcome {str(group[2])[:20]!r}")
+        out_runtimes.append((_str(group[0]), _str(group[1]), group[2], _seconds(group[3])))
+    return out_waits, out_runtimes
+
+
+def _seconds(values: object) -> list[float]:
+    if not isinstance(values, list) or not values:
+        raise ValueError("expected a list of seconds")
+    seconds = [_wait(v) for v in values]
+    if max(seconds) > MAX_SECONDS:  # inf or absurd: counters take milliseconds as ints
+        raise ValueError("a wait or runtime past MAX_SECONDS")
+    return seconds
+
+
 @dataclass(slots=True)
 class Event:  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
-    kind: str  # "ready", "started", "finished", or "garbled" (a line that cannot be read)
+    kind: str  # "ready", "started", "finished", "summary", or "garbled" (unreadable)
     job_id: str = ""
     timeout: float = 0.0
     queue: str = ""
@@ -151,6 +207,7 @@ class Event:  # not frozen: a frozen dataclass's __init__ costs a setattr call p
     wait: float = 0.0  # started: seconds from ready (dispatch or release) to reserve
     outcome: str = "done"  # finished: one of OUTCOMES
     line: bytes = b""  # garbled: the line's head, to log; its kind letter is line[:1]
+    summary: Summary | None = None  # summary: a job slot child's finished jobs
 
 
 def parse_lines(buffer: bytes) -> tuple[list[Event], bytes]:
@@ -207,6 +264,8 @@ def _parse(line: str) -> Event:
                      int(attempts), None, float(at), wait)
     if kind == "R":
         return Event("ready", generation=None if rest == "-" else float(rest))
+    if kind == "M":
+        return Event("summary", summary=parse_summary(rest))
     raise ValueError(f"unknown report kind {kind!r}")
 
 

@@ -22,7 +22,7 @@ from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.fencing import MASTER_ID_ENV
 from supervisor_q.queue.keys import QueueKeys
 from supervisor_q.worker import boot
-from supervisor_q.worker.guard import MAX_QUICK, Death, SlotJob
+from supervisor_q.worker.guard import MAX_QUICK, Death
 from supervisor_q.worker.settings import WorkerSettings
 from tests import workers
 from tests.helpers import wait_until
@@ -214,7 +214,10 @@ def test_a_job_without_timeout_is_named_in_the_slot() -> None:
     reporter = SlotReporter(slot)
     assert read_slot(slot) is None
     reporter.job_started("id-1", "tests.noop", "default", 0, 2)
-    assert read_slot(slot) == SlotJob(float("inf"), 1, "default", "id-1", 2)
+    job = read_slot(slot)
+    assert job is not None
+    assert (job.deadline, job.serial, job.queue, job.id, job.attempts, job.name) == (
+        float("inf"), 1, "default", "id-1", 2, "tests.noop")
     reporter.job_finished("id-1")
     assert read_slot(slot) is None
 

@@ -45,6 +45,7 @@ from supervisor_q.worker import lifecycle
 
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue, Reserved
+    from supervisor_q.worker.report import Reporter
     from supervisor_q.worker.settings import WorkerSettings
 
 # Finished jobs' acks wait for the next reserve while jobs in hand run (prefetch) only
@@ -68,6 +69,7 @@ class FetchAhead:
     paused: bool
     max_jobs: int
     jobs_done: int
+    reporter: Reporter
 
     def _init_ahead(self) -> None:
         self.runtimes: dict[str, float] = {}  # job name -> moving average of its runtimes
@@ -123,8 +125,22 @@ class FetchAhead:
             return False
         if self.max_jobs and self.jobs_done + 1 >= self.max_jobs:
             return False
+        return self.short(name)
+
+    def short(self, name: str) -> bool:
+        """Whether jobs named name are known to take less than AHEAD_BELOW."""
         average = self.runtimes.get(name)
         return average is not None and average < AHEAD_BELOW
+
+    def before_start(self, queue: str, name: str) -> None:
+        """Before a job (of queue, named name) starts: the finished jobs' acks
+        (hold_acks), and, unless the job is known to be short, the reports held back: a
+        master's child sends its finished jobs' counts in batches (slotreport.py), and a
+        job that may run long must not keep them until it ends, nor lose them if it is
+        killed."""
+        self.hold_acks(queue, name)
+        if not self.short(name):
+            self.reporter.flush()
 
     def hold_acks(self, queue: str, name: str) -> None:
         """Before a job (of queue, named name) starts: send the acks of queue's finished

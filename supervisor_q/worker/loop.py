@@ -266,7 +266,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         if self.stopping:  # told while a Redis call above waited (an outage): not begun
             self.prefetched.insert(0, job)  # handed back with the others, uncounted
             return False
-        self.hold_acks(job.queue, decoded.job)  # or are the finished jobs' acks sent first?
+        self.before_start(job.queue, decoded.job)  # acks and reports that must go first
         held = time.monotonic() - self.prefetched_at  # reserved, then held until now
         self.reporter.job_started(job.id, decoded.job, job.queue, limits.timeout, job.attempts,
                                   job.waited + max(0.0, held))

@@ -17,7 +17,7 @@ watched on the master's selector, so the loop never blocks on an import:
 
 The master makes each child's pipes (report, stdout, stderr) as for a plain fork and
 passes the write ends to the zygote (SCM_RIGHTS), with the memfd of its job slot
-(jobslots.py) last,, so output capture, reports, pids,
+(jobslots.py) last, so output capture, reports, pids,
 signals, deadlines, memory limits and reaping are exactly those of a plain child: the
 workers are reparented to the master (PR_SET_CHILD_SUBREAPER) and reaped by its loop.
 """

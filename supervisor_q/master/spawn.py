@@ -38,7 +38,7 @@ from supervisor_q.queue.restart import read_generation
 from supervisor_q.worker import fence
 from supervisor_q.worker.boot import BootError, import_job_modules, run_setup
 from supervisor_q.worker.joblog import JobLog
-from supervisor_q.worker.jobslot import shared_slot
+from supervisor_q.worker.jobslot import keep_from_forks, shared_slot
 from supervisor_q.worker.loop import MAX_BLOCK, Worker, WorkerSettings
 from supervisor_q.worker.report import PipeReporter, Reporter
 from supervisor_q.worker.slotreport import SummaryReporter
@@ -193,6 +193,7 @@ class ForkSpawner:
         os.close(write_fd)
         if made:
             os.close(made[0])  # the child has the map: the fd is of no more use
+            keep_from_forks(made[1])  # and only it: no later child inherits the map
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
         except OSError:

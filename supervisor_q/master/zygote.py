@@ -46,7 +46,7 @@ from supervisor_q.master.spawn import (
 )
 from supervisor_q.master.zygotechild import zygote_main
 from supervisor_q.queue.fencing import MASTER_ID_ENV
-from supervisor_q.worker.jobslot import shared_slot
+from supervisor_q.worker.jobslot import keep_from_forks, shared_slot
 
 if TYPE_CHECKING:
     from supervisor_q.master.guardian import Guardian
@@ -256,6 +256,8 @@ class PreloadSpawner(ForkSpawner):
         _widen_pipe(write_fd)
         pipes = capture.make_pipes(program)
         made = shared_slot()  # its memfd goes last, after the optional stderr pipe
+        if made:
+            keep_from_forks(made[1])  # the worker maps the memfd itself: no child inherits
         request = {"slot": child.slot, "queues": list(child.queues or ()), "paused": paused,
                    "master_id": os.environ.get(MASTER_ID_ENV, ""),  # it may have changed
                    "jobslot": made is not None}

@@ -126,6 +126,16 @@ def shared_slot() -> tuple[int, mmap.mmap] | None:
         return None
 
 
+def keep_from_forks(slot: mmap.mmap) -> None:
+    """No process forked from now on inherits this map (MADV_DONTFORK): the master's
+    maps of its children's slots stay out of every later child, which could otherwise
+    write its siblings' slots, those of another program's user included."""
+    try:
+        slot.madvise(mmap.MADV_DONTFORK)
+    except (AttributeError, OSError, ValueError):  # not Linux: the slots stay inherited
+        pass
+
+
 def map_slot(fd: int) -> mmap.mmap | None:
     """The slot of a memfd received from the master (the fd stays the caller's)."""
     try:

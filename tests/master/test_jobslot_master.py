@@ -186,3 +186,24 @@ def test_hostile_summary_lines_are_logged_and_the_master_keeps_running(master_fa
         assert "Traceback" not in log and "iteration failed" not in log, log
         assert master.pids("w") == [pid]
         wait_until(lambda: master.program("w")["processes"][0]["jobs_done"] == 2, timeout=5)
+
+
+def slot_maps(pid: int) -> int:
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read().count("/memfd:supervisor-q-job")
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_each_child_maps_its_own_slot_and_no_siblings(master_factory, preload: bool) -> None:
+    """The master's maps of its children's slots are not inherited by later forks: a
+    child (of any program, any user) could otherwise write its siblings' slots."""
+    programs = {"w": WORKER.replace("numprocs: 1", "numprocs: 3")
+                + ("preload: true\n" if preload else ""),
+                "c": "command: sleep 60\nstartsecs: 0\n"}
+    with master_factory(programs) as master:
+        pids = wait_until(lambda: (found := master.wait_running("w", 3))
+                          and all(slot_maps(p) == 1 for p in found) and found, timeout=30,
+                          message=f"3 children with a slot; {master.tail()}")
+        assert [slot_maps(pid) for pid in pids] == [1, 1, 1]
+        [command] = master.wait_running("c", 1)
+        assert slot_maps(command) == 0

@@ -191,9 +191,7 @@ class ForkSpawner:
 
             exit_with(child_body)
         os.close(write_fd)
-        if made:
-            os.close(made[0])  # the child has the map: the fd is of no more use
-            keep_from_forks(made[1])  # and only it: no later child inherits the map
+        _handed_over(made)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins
         except OSError:
@@ -247,6 +245,14 @@ def _exec_command(program: CommandProgram, child: ChildProcess) -> None:
     except OSError as exc:
         print(f"supervisor-q: cannot exec {argv[0]!r}: {exc}", file=sys.stderr)
         os._exit(127)
+
+
+def _handed_over(made: tuple[int, mmap.mmap] | None) -> None:
+    """The child has the slot's map: the fd is of no more use, and no later child may
+    inherit the map."""
+    if made:
+        os.close(made[0])
+        keep_from_forks(made[1])
 
 
 def _drop_slot(made: tuple[int, mmap.mmap] | None) -> None:

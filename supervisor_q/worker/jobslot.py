@@ -137,8 +137,23 @@ def keep_from_forks(slot: mmap.mmap) -> None:
 
 
 def map_slot(fd: int) -> mmap.mmap | None:
-    """The slot of a memfd received from the master (the fd stays the caller's)."""
+    """The slot of a memfd received from the master (the fd stays the caller's).
+
+    Python's mmap keeps a dup of the fd for as long as the map lives (3.13 has
+    trackfd=False for this): that dup becomes /dev/null, read-only, so a job writing
+    to every fd it finds open cannot write its own job out of the slot; the map does
+    not need the fd."""
     try:
-        return mmap.mmap(fd, SLOT_SIZE, mmap.MAP_SHARED)
+        spare = os.dup(fd)  # the lowest free fd: the number mmap's own dup will take
+        os.close(spare)
+        slot = mmap.mmap(fd, SLOT_SIZE, mmap.MAP_SHARED)
     except (OSError, ValueError):
         return None
+    try:
+        if os.path.samestat(os.fstat(spare), os.fstat(fd)):
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            os.dup2(null, spare, inheritable=False)
+            os.close(null)
+    except OSError:
+        pass
+    return slot

@@ -188,6 +188,17 @@ def test_hostile_summary_lines_are_logged_and_the_master_keeps_running(master_fa
         wait_until(lambda: master.program("w")["processes"][0]["jobs_done"] == 2, timeout=5)
 
 
+def slot_fds(pid: int) -> list[str]:
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if "supervisor-q-job" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
 def slot_maps(pid: int) -> int:
     with open(f"/proc/{pid}/maps") as maps:
         return maps.read().count("/memfd:supervisor-q-job")
@@ -205,5 +216,8 @@ def test_each_child_maps_its_own_slot_and_no_siblings(master_factory, preload: b
                           and all(slot_maps(p) == 1 for p in found) and found, timeout=30,
                           message=f"3 children with a slot; {master.tail()}")
         assert [slot_maps(pid) for pid in pids] == [1, 1, 1]
+        assert [slot_fds(pid) for pid in pids] == [[], [], []], (
+            "no fd of a child reaches a slot: a job writing to every fd cannot write its "
+            "own job out of it")
         [command] = master.wait_running("c", 1)
         assert slot_maps(command) == 0

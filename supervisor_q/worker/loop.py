@@ -304,8 +304,9 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         limits = outcome.resolve_limits(decoded, tries=s.tries, backoff=s.backoff,
                                         timeout=s.timeout, declared=target.options)
         too_late = outcome.before_run(limits, job.attempts, time.time())
-        if too_late:
+        if too_late:  # counted as failed too: the metrics agree with the failed store
             self.fail(job, decoded, too_late, None)
+            self.reporter.job_refused(job.id, decoded.job, job.queue, job.attempts, job.waited)
             return None
         if decoded.timeout is None and limits.timeout > s.timeout:
             # reserve computed the deadline from the program's timeout: make it cover

@@ -149,25 +149,30 @@ def _serves(port: int) -> bool:
 
 def test_jobs_failed_before_they_start_are_counted_as_failed(tmp_path: Path,
                                                             redis_url: str) -> None:
-    """An unreadable payload or an unknown job goes to the failed store without running:
+    """An unreadable payload, an unknown job or one out of attempts (its earlier ones
+    released or lost) goes to the failed store without running:
     it is counted as failed all the same, under the name its payload gives, or
     `(unreadable)`, so the failure rate and the failed store agree."""
     port = free_port()
     master = Master(tmp_path, redis_url, {"w": WORKER})
     master.write("supervisor-q", f"metrics: {{bind: '127.0.0.1:{port}'}}\n")
     queue = RedisQueue(connect(redis_url))
+    spent = dispatch("tests.release_once", queue=Q)  # tries=3: its 3 attempts used up here
+    for _ in range(3):
+        _, got = queue.reserve(Q, default_timeout=60)
+        assert [j.id for j in got.jobs] == [spent] and queue.release(Q, spent)
     with master:
         [pid] = master.wait_running("w", 1)
         queue.push(Q, "garbage-1", "not json {")
         dispatch("tests.no_such_job", queue=Q)
         dispatch("tests.noop", queue=Q)
         want = {("(unreadable)", "failed"): 1, ("tests.no_such_job", "failed"): 1,
-                ("tests.noop", "done"): 1}
+                ("tests.noop", "done"): 1, ("tests.release_once", "failed"): 1}
 
         def counted() -> dict | None:
             samples = scrape(port)
             return samples if {key: jobs(samples, *key) for key in want} == want else None
         wait_until(counted, timeout=20, message=f"counts; log: {master.tail()}")
         assert master.pids("w") == [pid]
-        assert len(queue.failed_records()) == 2
+        assert len(queue.failed_records()) == 3
     queue.client.close()

@@ -78,38 +78,12 @@ def cycle_one(client: redis.Redis, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def sq_reserve(url: str, n: int, count: int = 1) -> float:
-    """supervisor-q's RESERVE in a loop over n queued no-op payloads."""
-    from supervisor_q.queue import payload as payloads
-
-    queue = RedisQueue(connect(url))
-    pipe = queue.client.pipeline(transaction=False)
-    scratch = RedisQueue(pipe)  # the same scripts, pipelined: a fast fill
-    for i in range(n):
-        built = payloads.build("bench.sq_jobs:noop", "limit", [], {})
-        scratch.push("limit", built.id, payloads.encode(built))
-        if i % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
-    acks: list[str] = []
-    done = 0
-    t = time.perf_counter()
-    while True:
-        _, result = queue.reserve("limit", default_timeout=60, ack_ids=acks, count=count)
-        if not result.jobs:
-            break
-        done += len(result.jobs)
-        acks = [j.id for j in result.jobs]
-    rate = done / (time.perf_counter() - t)
-    queue.clear("limit")
-    return rate
-
-
-def sq_reserve_run(url: str, n: int, count: int = 16) -> float:
-    """sq_reserve's loop running each job as the least any Python worker with a hard
-    per-job timeout would: its payload parsed (json.loads), its function looked up and
-    called, and an interval timer set before it (the alarm). No log line, no context, no
-    signature check: the floor of `work --prefetch 16 --quiet`."""
+def sq_reserve(url: str, n: int, count: int = 1, run: bool = False) -> float:
+    """supervisor-q's RESERVE in a loop over n queued no-op payloads. With run, each job
+    is run as the least any Python worker with a hard per-job timeout would: its payload
+    parsed (json.loads), its function looked up and called, an interval timer set before
+    it (the alarm); no log line, no context, no signature check: the floor of `work
+    --prefetch 16 --quiet`."""
     import signal
 
     from bench.sq_jobs import noop
@@ -118,7 +92,7 @@ def sq_reserve_run(url: str, n: int, count: int = 16) -> float:
     functions = {"bench.sq_jobs:noop": noop}
     queue = RedisQueue(connect(url))
     pipe = queue.client.pipeline(transaction=False)
-    scratch = RedisQueue(pipe)
+    scratch = RedisQueue(pipe)  # the same scripts, pipelined: a fast fill
     for i in range(n):
         built = payloads.build("bench.sq_jobs:noop", "limit", [], {})
         scratch.push("limit", built.id, payloads.encode(built))
@@ -133,10 +107,11 @@ def sq_reserve_run(url: str, n: int, count: int = 16) -> float:
         _, result = queue.reserve("limit", default_timeout=60, ack_ids=acks, count=count)
         if not result.jobs:
             break
-        for job in result.jobs:
-            body = json.loads(job.payload)
-            signal.setitimer(signal.ITIMER_REAL, 60)
-            functions[body["job"]](*body.get("args", ()), **body.get("kwargs", {}))
+        if run:
+            for job in result.jobs:
+                body = json.loads(job.payload)
+                signal.setitimer(signal.ITIMER_REAL, 60)
+                functions[body["job"]](*body.get("args", ()), **body.get("kwargs", {}))
         done += len(result.jobs)
         acks = [j.id for j in result.jobs]
     rate = done / (time.perf_counter() - t)
@@ -216,7 +191,7 @@ def measure(url: str, n: int) -> dict[str, float]:
     try:
         out["sq reserve"] = sq_reserve(url, n)
         out["sq reserve x16"] = sq_reserve(url, n, 16)
-        out["sq reserve x16, run"] = sq_reserve_run(url, n, 16)
+        out["sq reserve x16, run"] = sq_reserve(url, n, 16, run=True)
     except Exception as exc:  # the queue API may be mid-change; the raw limits still count
         print(f"limit: supervisor-q reserve loop skipped: {exc!r}", file=sys.stderr)
     client.delete("lim:ready", "lim:proc")

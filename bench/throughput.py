@@ -87,7 +87,7 @@ def targets(url: str, jobs: int, rounds: int, logs: Path, job_lines: bool) -> No
                                                    logs)["drain_rate"])
         keep("10 ms jobs, 8 bare fetch-ahead loops", limit.sleep_loop(url))
         keep("bare reserve x16 loop (no job run)", limit.sq_reserve(url, jobs, 16))
-        keep("bare reserve x16 loop running each job", limit.sq_reserve_run(url, jobs, 16))
+        keep("bare reserve x16 loop running each job", limit.sq_reserve(url, jobs, 16, run=True))
 
     def ratio(top: str, bottom: str, scale: float = 1.0) -> str:
         paired = sorted(a / b / scale for a, b in zip(figures[top], figures[bottom],

@@ -17,6 +17,7 @@ from supervisor_q.cli.fleet import queue_arg
 from supervisor_q.cli.preloadview import preload_lines
 from supervisor_q.ctl.protocol import ControlError, request
 from supervisor_q.logs import configure_logging
+from supervisor_q.master.wakeup import record_early_signals, send_again
 
 if TYPE_CHECKING:  # imported when used: `status` and friends start fast
     from supervisor_q.config.loading import ProgramConfig
@@ -273,6 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from supervisor_q.master.arbiter import Arbiter
     from supervisor_q.master.systemd import Notifier
 
+    early = record_early_signals()
     configure_logging(args.log_format)
     config_dir = Path(args.config).resolve()
     url = (paths.resolve_redis_url(args.redis_url) if args.redis_url is not None
@@ -296,6 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       notifier=notifier, settings=settings, metrics_bind=args.metrics)
     arbiter.supervised_server = server
     arbiter.config_fingerprint = fingerprint  # an edit since the load is still a change
+    send_again(early)  # the arbiter's handlers are on now: the early signals apply
     try:
         return arbiter.run()
     except ControlError as exc:  # another master runs on this control socket

@@ -65,6 +65,24 @@ class FdReady:
 Event = SignalReceived | Poked | FdReady
 
 
+def record_early_signals() -> list[int]:
+    """Until a Wakeup's handlers are on, the master's signals (but SIGCHLD) are recorded
+    in the list returned, for the caller to send again then: a stop (SIGTERM, SIGINT...)
+    while the master starts (e.g. its embedded server) would otherwise kill it outright
+    and leave that server behind. An exec'd child gets each default action back."""
+    early: list[int] = []
+    for signum in MASTER_SIGNALS:
+        if signum != signal.SIGCHLD:
+            signal.signal(signum, lambda got, _frame: early.append(got))
+    return early
+
+
+def send_again(signals: list[int]) -> None:
+    """Send this process the signals record_early_signals recorded."""
+    for signum in signals:
+        os.kill(os.getpid(), signum)
+
+
 def _record_only(signum: int, frame: FrameType | None) -> None:
     """Do nothing: the wakeup fd already carries the signal number to the loop."""
 

@@ -65,7 +65,12 @@ class LocalCluster:
         for port in self.ports:
             self._start_node(port)
         for port in self.ports:
-            wait_until(lambda p=port: self._pings(p), timeout=10, message=f"node {port} up")
+            wait_until(lambda p=port: self.procs[p].poll() is not None or self._pings(p),
+                       timeout=10, message=f"node {port} up")
+        for port in self.ports:  # (a ping may have reached whoever took its port)
+            if self.procs[port].poll() is not None:
+                raise NodeDidNotStart(f"node {port} exited at start (its port, or its bus "
+                                      f"port {port + 10000}, taken meanwhile?)")
         subprocess.run(
             [self.cli, "--cluster", "create",
              *[f"127.0.0.1:{self.announce.get(p, p)}" for p in self.ports],
@@ -75,7 +80,7 @@ class LocalCluster:
 
     def _start_node(self, port: int) -> None:
         node_dir = self.root / str(port)
-        node_dir.mkdir(exist_ok=True)
+        node_dir.mkdir(parents=True, exist_ok=True)
         announce = [] if port not in self.announce else [
             "--cluster-announce-ip", "127.0.0.1",
             "--cluster-announce-port", str(self.announce[port]),
@@ -133,13 +138,26 @@ class LocalCluster:
                 proc.wait()
 
 
+class NodeDidNotStart(RuntimeError):
+    """A node exited as it started: free_ports() found its ports free, but another test's
+    server may take one before the node binds it."""
+
+
 @contextmanager
 def running_cluster(prefix: str = "sq-cluster-") -> Iterator[LocalCluster]:
-    """A started LocalCluster in a temporary directory, stopped (and removed) after."""
+    """A started LocalCluster in a temporary directory, stopped (and removed) after; a
+    node that could not start on its ports is tried again, up to twice, on new ones."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        cluster = LocalCluster(Path(tmp))
+        for attempt in range(3):
+            cluster = LocalCluster(Path(tmp) / str(attempt))
+            try:
+                cluster.start()
+                break
+            except BaseException as exc:
+                cluster.stop()
+                if not isinstance(exc, NodeDidNotStart) or attempt == 2:
+                    raise
         try:
-            cluster.start()
             yield cluster
         finally:
             cluster.stop()

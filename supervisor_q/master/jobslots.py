@@ -14,7 +14,6 @@ Without a slot (memfd or mmap failed) a child reports S and E lines as before.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
 
@@ -23,8 +22,6 @@ from supervisor_q.master.process import ChildProcess, CurrentJob
 from supervisor_q.observe.counters import Counters
 from supervisor_q.worker.jobslot import read_state
 from supervisor_q.worker.report import Summary
-
-log = logging.getLogger("supervisor_q.arbiter")
 
 SLOT_POLL = 0.25  # longest wait of the arbiter while a worker child with a slot lives
 
@@ -53,15 +50,12 @@ def sync(pool: Pool, child: ChildProcess) -> None:
     run.slot_serial = serial
 
 
-def sync_all(pools: Iterable[Pool]) -> bool:
-    """sync() every live child with a slot; True if there is one."""
-    found = False
+def sync_all(pools: Iterable[Pool]) -> None:
+    """sync() every live child with a slot."""
     for pool in pools:
         for child in pool.children:
             if pool.run_of(child).slot is not None and not child.reaped:
                 sync(pool, child)
-                found = True
-    return found
 
 
 def drop(pool: Pool, child: ChildProcess) -> None:

@@ -101,10 +101,9 @@ class ReportReader:
         for child in deadlines.overdue(pool, now):
             self.read(pool, child)
 
-    def sync_all(self, pools: Iterable[Pool]) -> bool:
-        """Every child's job as its slot says now (before running jobs are listed); True
-        while a child with a slot lives (the arbiter then waits at most SLOT_POLL)."""
-        return jobslots.sync_all(pools)
+    def sync_all(self, pools: Iterable[Pool]) -> None:
+        """Every child's job as its slot says now (before running jobs are listed)."""
+        jobslots.sync_all(pools)
 
     def drop_job(self, pool: Pool, child: ChildProcess) -> None:
         """Forget child's current job (another master settled it): never handed back."""

@@ -88,7 +88,6 @@ def read_slot(slot: mmap.mmap) -> SlotJob | None:
 def read_state(slot: mmap.mmap) -> tuple[int, SlotJob | None]:
     """(serial, running job or None): the serial of the last job started, and that job
     if it still runs."""
-    head = _HEAD.unpack_from(slot, 0)
     for _ in range(MAX_TRIES):  # bounded: a slot a job's code scribbled on never hangs us
         head = _HEAD.unpack_from(slot, 0)
         if head[0] == 0.0:

@@ -97,13 +97,8 @@ class PipeReporter:
             self._send("")
 
     def _send(self, line: str) -> None:
-        data = (self.held + line).encode()
-        self.held = ""
-        try:
-            while data:  # a line past PIPE_BUF may be written in parts: never lose a part
-                data = data[os.write(self.fd, data):]
-        except OSError:
-            pass
+        data, self.held = self.held + line, ""
+        write_lines(self.fd, data)
 
     def ready(self, generation: float | None) -> None:
         self._send("R -\n" if generation is None else f"R {generation!r}\n")
@@ -133,6 +128,17 @@ class PipeReporter:
             self.held += line
         else:
             self._send(line)
+
+
+def write_lines(fd: int, lines: str) -> None:
+    """Write report lines to the master's pipe; a dead master is ignored (the
+    parent-death signal ends the child)."""
+    data = lines.encode()
+    try:
+        while data:  # a line past PIPE_BUF may be written in parts: never lose a part
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
 
 
 def _start_line(job_id: str, name: str, queue: str, timeout: float, attempts: int,

@@ -22,11 +22,10 @@ them from the S and E lines' times.
 from __future__ import annotations
 
 import mmap
-import os
 import time
 
 from supervisor_q.worker.jobslot import SlotWriter
-from supervisor_q.worker.report import summary_line
+from supervisor_q.worker.report import summary_line, write_lines
 
 REPORT_BATCH = 0.05  # seconds between two summaries (master/reports.py rests pipes as long)
 MAX_TALLIED = 500  # finished jobs that make a summary go at once (a bounded line)
@@ -49,7 +48,7 @@ class SummaryReporter:
 
     def ready(self, generation: float | None) -> None:
         self.flush()
-        self._write("R -\n" if generation is None else f"R {generation!r}\n")
+        write_lines(self.fd, "R -\n" if generation is None else f"R {generation!r}\n")
 
     def job_started(self, job_id: str, name: str, queue: str, timeout: float,
                     attempts: int, wait: float = 0.0) -> None:
@@ -100,7 +99,7 @@ class SummaryReporter:
         line = summary_line(self.waits, self.runtimes)
         self.waits, self.runtimes, self.tallied = {}, {}, 0
         self.sent_at = time.monotonic()
-        self._write(line)
+        write_lines(self.fd, line)
 
     def _wait(self, queue: str, name: str, wait: float) -> None:
         waits = self.waits.get((queue, name))
@@ -115,10 +114,3 @@ class SummaryReporter:
         runtimes.append(round(max(0.0, runtime), 6))
         self.tallied += 1
 
-    def _write(self, line: str) -> None:
-        data = line.encode()
-        try:
-            while data:  # a line past PIPE_BUF may be written in parts: never lose a part
-                data = data[os.write(self.fd, data):]
-        except OSError:
-            pass  # a dead master: the parent-death signal ends us

@@ -70,6 +70,9 @@ def ensure_peers_venv() -> None:
     if not PEERS_PY.exists():
         subprocess.run([shutil.which("python3") or sys.executable, "-m", "venv",
                         str(PEERS_VENV)], check=True)
+    # An old pip (23.2, as a new venv has here) backtracks celery to a kombu that no
+    # longer builds ("use_2to3 is invalid"); a current pip resolves the same file.
+    subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "-r", str(req)], check=True)
     stamp.write_text(digest)
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psutil
 import redis
 
 from supervisor_q.queue.keys import QueueKeys
@@ -33,6 +34,23 @@ def stays(predicate: Callable[[], object], seconds: float = 1.5) -> None:
     while time.monotonic() < deadline:
         assert predicate()
         time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """Whether process pid has exited (a zombie not reaped yet counts as gone). It may
+    exit between the look at its pid and the look at its state: that is gone too."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def zombie(pid: int) -> bool:
+    """Whether process pid has exited and its parent has not reaped it."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def ready_ids(redis_url: str, queue: str = "default") -> list[str]:

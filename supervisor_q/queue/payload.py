@@ -183,7 +183,8 @@ def _loads(raw: str | bytes) -> Any:
 
 # The fields of a payload without options (what most dispatches write): such a payload
 # is checked field by field here, without the general path's look at every option.
-_PLAIN_FIELDS = frozenset(("id", "job", "queue", "args", "kwargs", "dispatched_at"))
+# "extra" (a chain's, a batch's or middleware's state) is only checked to be an object.
+_PLAIN_FIELDS = frozenset(("id", "job", "queue", "args", "kwargs", "dispatched_at", "extra"))
 
 
 def _plain(body: dict[str, Any]) -> Payload | None:
@@ -191,12 +192,17 @@ def _plain(body: dict[str, Any]) -> Payload | None:
     for the general path (which says what is wrong, if anything)."""
     job_id, job, queue = body.get("id"), body.get("job"), body.get("queue")
     args, kwargs = body.get("args", []), body.get("kwargs", {})
-    at = body.get("dispatched_at", 0.0)
+    at, extra = body.get("dispatched_at", 0.0), body.get("extra", _NO_EXTRA)
     if not (type(job_id) is str and type(job) is str and type(queue) is str
-            and type(args) is list and type(kwargs) is dict
+            and type(args) is list and type(kwargs) is dict and type(extra) is dict
             and (type(at) is float and math.isfinite(at) or type(at) is int)):
         return None
-    return Payload(job_id, job, queue, args, kwargs, dispatched_at=float(at))
+    if extra is _NO_EXTRA:
+        extra = {}  # each payload its own: lifecycle code may add to it
+    return Payload(job_id, job, queue, args, kwargs, dispatched_at=float(at), extra=extra)
+
+
+_NO_EXTRA: dict[str, Any] = {}
 
 
 def decode(raw: str | bytes) -> Payload:

@@ -42,6 +42,7 @@ import redis
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS
 from supervisor_q.queue.faults import is_topology_fault
 from supervisor_q.worker import lifecycle
+from supervisor_q.worker.pending import Pending, waiting
 
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue, Reserved
@@ -64,7 +65,7 @@ class FetchAhead:
     queues: list[str]
     prefetched: list[Reserved]
     prefetched_at: float
-    pending: list[Any]  # loop._Pending
+    pending: list[Pending]
     stopping: bool
     paused: bool
     max_jobs: int
@@ -74,8 +75,8 @@ class FetchAhead:
     def _init_ahead(self) -> None:
         self.runtimes: dict[str, float] = {}  # job name -> moving average of its runtimes
         self.ahead_sent_at = 0.0  # monotonic time the reserve in flight was sent; 0: none
-        self.ahead_acks: list[Any] = []  # the finished jobs acked with it
-        self.counting: list[Any] = []  # finished jobs sent with a count, answer unread
+        self.ahead_acks: list[Pending] = []  # the finished jobs acked with it
+        self.counting: list[Pending] = []  # finished jobs sent with a count, answer unread
         self.counting_waits = False  # one of them is of a batch not known without progress
 
     def ran(self, name: str, seconds: float) -> None:
@@ -156,9 +157,8 @@ class FetchAhead:
         if not mine:
             return
         average = self.runtimes.get(name)
-        counts = [p.count for p in mine if p.count is not None]
-        if counts and all(lifecycle.without_progress(c.batch_id) for c in counts):
-            counts = []  # held as a plain job's ack is (below), to ride with a reserve
+        counts = [p.count for p in mine if p.count is not None] if waiting(mine) else []
+        # (none that waits: held as plain jobs' acks are, below, to ride with a reserve)
         if counts and not (self.queue.counts_ride_ahead and average is not None
                            and average < AHEAD_BELOW):
             # now, its reply read: the callbacks it won wait for no long job
@@ -204,13 +204,12 @@ class FetchAhead:
             return
         lifecycle.batch_counted(answers, self.with_redis)
 
-    def _counting(self, sent: list[Any]) -> None:
+    def _counting(self, sent: list[Pending]) -> None:
         """Note finished jobs sent with counts (and plain acks sent with them), their
         answers unread: whether one is of a batch not known here to have no progress
         callback is noted now, not looked up again before each job."""
         self.counting += sent
-        self.counting_waits = self.counting_waits or not all(
-            lifecycle.without_progress(p.count.batch_id) for p in sent if p.count is not None)
+        self.counting_waits = self.counting_waits or waiting(sent)
 
     def collect_ahead(self) -> None:
         """Read the reply of a reserve sent ahead (if one is in flight): its jobs become
@@ -235,7 +234,7 @@ class FetchAhead:
             self.prefetched.extend(result.jobs)
             self.prefetched_at = sent_at
 
-    def lost_ahead(self, acks: list[Any]) -> None:
+    def lost_ahead(self, acks: list[Pending]) -> None:
         """The reply of a reserve sent ahead was lost with its connection: its acks may
         not have run (they ride with the next reserve again: a second ack of a job is a
         logged no-op), and a job it reserved is held under this worker's name without it
@@ -247,8 +246,8 @@ class FetchAhead:
     def with_redis(self, action: Any) -> Any:  # the Worker's (outages.RedisRetry)
         raise NotImplementedError
 
-    def sent_again(self, acks: list[Any]) -> list[Any]:  # the Worker's (outages.RedisRetry)
+    def sent_again(self, acks: list[Pending]) -> list[Pending]:  # the Worker's (outages.RedisRetry)
         raise NotImplementedError
 
-    def _ack(self, queue: str, pending: list[Any]) -> None:  # the Worker's
+    def _ack(self, queue: str, pending: list[Pending]) -> None:  # the Worker's
         raise NotImplementedError

@@ -26,7 +26,6 @@ from supervisor_q.logs import clock_time
 from supervisor_q.proctitle import set_title
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, Reserved, ReserveResult
-from supervisor_q.queue.batchack import BatchCount
 from supervisor_q.queue.faults import Outage, describe, is_topology_fault
 from supervisor_q.queue.jobinfo import Done
 from supervisor_q.worker import jobrecord, lifecycle, outcome
@@ -34,6 +33,7 @@ from supervisor_q.worker.ahead import FetchAhead
 from supervisor_q.worker.checks import Checks
 from supervisor_q.worker.fence import Fenced, Lease
 from supervisor_q.worker.outages import RedisRetry
+from supervisor_q.worker.pending import Pending
 from supervisor_q.worker.report import NullReporter, Reporter
 from supervisor_q.worker.settings import WorkerSettings
 from supervisor_q.worker.signals import SignalFlags
@@ -49,16 +49,6 @@ PREFETCH_HOLD = 1.0
 
 
 @dataclass
-class _Pending:
-    """A finished job whose ack rides with the next reserve."""
-
-    queue: str
-    id: str | Done  # with its done record for job lookup
-    count: BatchCount | None = None  # its batch count, sent with the ack (batchack.py)
-    at: float = 0.0  # monotonic time it finished
-
-
-@dataclass
 class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
     settings: WorkerSettings
     queue: RedisQueue
@@ -71,7 +61,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
 
     def __post_init__(self) -> None:
         self.jobs_done = 0
-        self.pending: list[_Pending] = []  # finished jobs whose ack rides with the next reserve
+        self.pending: list[Pending] = []  # finished jobs whose ack rides with the next reserve
         self.started = time.monotonic()
         self._init_checks()
         self._init_ahead()
@@ -155,7 +145,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
             self.with_redis(lambda q=queue, m=mine: self._ack(q, m))
         self.pending = []
 
-    def _ack(self, queue: str, pending: list[_Pending]) -> None:
+    def _ack(self, queue: str, pending: list[Pending]) -> None:
         """Ack pending jobs of queue, their batch counts in the same round trip."""
         counts = [p.count for p in pending if p.count is not None]
         _, done = self.queue.ack_counting(queue, [p.id for p in pending], counts)
@@ -371,7 +361,7 @@ class Worker(SignalFlags, Checks, RedisRetry, Fenced, FetchAhead):
         count = lifecycle.succeeded(decoded, count_batch=False) if decoded.extra else None
         # the ack (and the batch count) rides with the next reserve (or see
         # FetchAhead.hold_acks when the next job is already here)
-        self.pending.append(_Pending(job.queue, done, count, time.monotonic()))
+        self.pending.append(Pending(job.queue, done, count, time.monotonic()))
 
     def settle(self, job: Reserved, decoded: payloads.Payload, decision: outcome.Decision,
                trace: str | None, *, count_exception: bool) -> None:

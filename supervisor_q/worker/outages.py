@@ -86,7 +86,7 @@ class RedisRetry:
                 self.sleep_interruptibly(self.outage.backoff(), by_second_stop=self.stopping)
 
     def sent_again(self, acks: list) -> list:
-        """acks (loop._Pending), noted as sent again after a lost reply: one that then
+        """acks (pending.Pending), noted as sent again after a lost reply: one that then
         finds its job gone is not logged as a stale ack (the first one most likely landed).
         Returns acks."""
         for p in acks:

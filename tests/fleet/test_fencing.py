@@ -16,7 +16,7 @@ from supervisor_q.fleet.registry import inflight_key
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.keys import QueueKeys
 from tests import workers
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 from tests.masters import Master
 
 pytestmark = pytest.mark.slow
@@ -101,8 +101,7 @@ def test_a_stalled_master_claimed_meanwhile_does_not_run_its_job_twice(
         assert done["pid"] in other.pids("p") and done["attempts"] == 1
         wait_until(lambda: "was declared dead by another" in victim.tail(80), timeout=10,
                    message="the stale master noticed its fence")
-        wait_until(lambda: not psutil.pid_exists(first["pid"]) or psutil.Process(
-            first["pid"]).status() == psutil.STATUS_ZOMBIE, timeout=5,
+        wait_until(lambda: gone(first["pid"]), timeout=5,
             message="the stale child was killed")
         assert len(workers.tagged(redis_url, "end", "s")) == 1
         assert [r["attempts"] for r in workers.tagged(redis_url, "start", "s")] == [1, 1]

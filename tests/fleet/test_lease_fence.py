@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from supervisor_q.jobs.registry import dispatch
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 from tests.masters import Master
 
 pytestmark = pytest.mark.slow
@@ -36,14 +36,6 @@ def marks(path: Path) -> list[tuple[str, int, int, float, str]]:
         kind, pid, attempts, at, *extra = line.split(" ")
         found.append((kind, int(pid), int(attempts), float(at), " ".join(extra).strip()))
     return found
-
-
-def gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie its stopped parent has not reaped yet."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["forked", "preloaded"])

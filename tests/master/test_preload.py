@@ -16,7 +16,7 @@ import redis
 from supervisor_q.config.loading import ConfigError, load_config_dir
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.restart import signal_restart
-from tests.helpers import wait_until
+from tests.helpers import wait_until, zombie
 from tests.masters import Master
 
 JOB_MODULE = '''\
@@ -145,7 +145,7 @@ def test_a_killed_zygote_is_started_again_and_the_children_keep_working(
         assert master.pids("pre") == pids, "the children were not replaced"
         ids = run_jobs(client, 6)
         assert {e["pid"] for e in assert_each_ran_once(client, ids).values()} <= set(pids)
-        assert not psutil.pid_exists(first) or psutil.Process(first).status() != "zombie"
+        assert not zombie(first), "the old zygote was not reaped"
 
 
 def test_restart_workers_loads_new_code_through_a_new_zygote_losing_no_job(

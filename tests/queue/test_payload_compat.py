@@ -59,22 +59,31 @@ def test_the_compact_payload_omits_defaults_and_decodes_to_the_same_payload() ->
 
 
 def test_a_payload_without_options_decodes_as_the_general_path_does() -> None:
-    """decode() takes a payload of only id, job, queue, args, kwargs and dispatched_at
-    on a short path: it gives what the general path (a v1 payload) gives, and whatever
-    it does not accept goes to the general path's one-line reasons."""
-    for args, kwargs, at in (([], {}, 0.0), ([1, "x", None], {"k": [2]}, 1764000000.125),
-                             ([], {}, 1764000000)):
+    """decode() takes a payload of only id, job, queue, args, kwargs, dispatched_at and
+    extra (a batch's or a chain's state) on a short path: it gives what the general path
+    (a v1 payload) gives, and whatever it does not accept goes to the general path's
+    one-line reasons."""
+    for args, kwargs, at, extra in (
+            ([], {}, 0.0, {}), ([1, "x", None], {"k": [2]}, 1764000000.125, {}),
+            ([], {}, 1764000000, {}), ([3], {}, 1.5e9, {"batch": "b1", "chain": []})):
         built = payloads.Payload(id="p-1", job="tests.record", queue="default",
-                                 args=args, kwargs=kwargs, dispatched_at=at)
+                                 args=args, kwargs=kwargs, dispatched_at=at, extra=extra)
         short, general = payloads.decode(payloads.encode(built)), payloads.decode(
             payloads.encode_v1(built))
         assert short == general == built
         assert type(short.dispatched_at) is float
+    # Each payload has its own extra, even one that carries none (code may add to it).
+    first, second = (payloads.decode('{"id":"a","job":"j","queue":"q"}') for _ in "12")
+    first.extra["chain"] = ["x"]
+    assert second.extra == {}
+    assert payloads.decode('{"id":"a","job":"j","queue":"q","extra":null}').extra == {}
     for body, reason in (
             ('{"id":"a","job":"j","queue":"q","dispatched_at":true}', "'dispatched_at'"),
             ('{"id":"a","job":"j","queue":"q","dispatched_at":"1"}', "'dispatched_at'"),
             ('{"id":"a","job":"j","queue":"q","args":{}}', "'args' must be a list"),
             ('{"id":"a","job":"j","queue":"q","kwargs":[]}', "'kwargs' must be an object"),
+            ('{"id":"a","job":"j","queue":"q","extra":[1]}', "'extra' must be an object"),
+            ('{"id":"a","job":"j","queue":"q","extra":"b"}', "'extra' must be an object"),
             ('{"id":5,"job":"j","queue":"q"}', "lacks required string field(s): id"),
             ('{"job":"j","queue":"q"}', "lacks required string field(s): id")):
         with pytest.raises(payloads.MalformedPayload, match=re.escape(reason)):

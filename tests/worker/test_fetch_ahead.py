@@ -225,14 +225,14 @@ def test_a_lost_fetch_ahead_reply_hands_its_job_back_and_sends_its_acks_again(
     """The connection drops before the reply of a reserve sent ahead is read: the job it
     reserved goes back at once, its attempt given back (not after its reservation
     expires, an attempt spent), and the acks it carried are sent again."""
-    from supervisor_q.worker.loop import _Pending
+    from supervisor_q.worker.pending import Pending
 
     first = dispatch("tests.record", "a")
     second = dispatch("tests.record", "b")
     worker = in_process_worker(redis_url)
     _, got = worker.queue.reserve("default", default_timeout=60)
     assert [j.id for j in got.jobs] == [first]
-    worker.pending = [_Pending("default", first)]  # a finished
+    worker.pending = [Pending("default", first)]  # a finished
     worker.ran("tests.record", 0.001)
     worker.fetch_ahead(got.jobs[0], "tests.record")
     assert worker.ahead_sent_at and not worker.pending, "sent ahead, with a's ack"

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 
@@ -20,7 +19,7 @@ from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.worker.report import PipeReporter, parse_lines
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 from tests.masters import Master, results
 
 HEAD = b'{"v":1,"timeout":null,"id":"x","queue":"default",'
@@ -237,7 +236,7 @@ def test_job_with_space_and_newline_in_its_id_stuck_in_c_is_killed_after_its_tim
     [record] = queue.failed_records()
     assert record["id"] == job_id and record["reason"].startswith("timeout")
     assert record["failed_at"] - started < 4 + 2, "killed soon after its 4 s timeout"
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert gone(pid)
 
 
 def test_unreadable_start_report_keeps_the_program_timeout_as_deadline(
@@ -247,7 +246,7 @@ def test_unreadable_start_report_keeps_the_program_timeout_as_deadline(
     dispatch("tests.garbled_start_then_stuck")
     wait_until(lambda: results(queue.client), timeout=10, message="the job started")
     started = time.time()
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+    wait_until(lambda: gone(pid),
                timeout=10, message=f"the master killed the child; log: {m.tail()}")
     assert time.time() - started < 1 + 3, "killed soon after the program's 1 s timeout"
     assert "unreadable report" in m.tail(100_000)

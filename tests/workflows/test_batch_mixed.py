@@ -9,7 +9,8 @@ import time
 from supervisor_q.jobs import dispatching
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.batchack import BatchCount
-from supervisor_q.worker.loop import Worker, _Pending
+from supervisor_q.worker.loop import Worker
+from supervisor_q.worker.pending import Pending
 from supervisor_q.worker.settings import WorkerSettings
 from supervisor_q.workflows.batches import batch
 from tests.jobmods.flows import bjob, finally_cb, progress_cb, then_cb
@@ -57,8 +58,8 @@ def test_a_plain_ack_sent_with_unread_counts_is_no_count(redis_url: str) -> None
         queue.ack_nowait("default", plain.id, counted.id,
                          counts=[BatchCount(made.id, counted.id)])
         now = time.monotonic()
-        worker._counting([_Pending("default", plain.id, None, now),
-                          _Pending("default", counted.id, BatchCount(made.id, counted.id), now)])
+        worker._counting([Pending("default", plain.id, None, now),
+                          Pending("default", counted.id, BatchCount(made.id, counted.id), now)])
         assert queue.counts_unread == 1
         worker.collect_counts(wait=False)
         assert worker.counting == [] and queue.counts_unread == 0, "the answer was read"

@@ -25,12 +25,15 @@ def raw(value: str) -> bytes:
 
 # -- the shown form: how every command, page and log line prints an id, and what each
 # of them takes back. Bytes that are not UTF-8 show as \xNN (lower-case hex), newline,
-# carriage return and tab as \n, \r, \t, other C0 controls and DEL as \xNN: one line of
-# printable text. A lookup tries the id as given first, then its unshown() form, so an
-# id that really holds a backslash is still found.
+# carriage return and tab as \n, \r, \t, other C0 controls and DEL as \xNN, the C1
+# controls (NEL among them) and the Unicode line and paragraph separators as \uNNNN
+# (str.splitlines() and some log viewers break lines there too): one line of printable
+# text. A lookup tries the id as given first, then its unshown() form, so an id that
+# really holds a backslash is still found.
 
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
-_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|[nrt])")
+CONTROLS = ({c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
+            | {c: f"\\u{c:04x}" for c in [*range(0x80, 0xA0), 0x2028, 0x2029]})
+_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u00[89][0-9a-f]|u202[89]|[nrt])")
 _NAMED = {"n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -41,13 +44,15 @@ def shown(value: bytes | str) -> str:
         printed = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate from a JSON \\udXXX escape
         printed = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return printed.translate(_CONTROLS)
+    return printed.translate(CONTROLS)
 
 
 def _unescape(match: re.Match[str]) -> str:
     code = match[1]
     if code in _NAMED:
         return _NAMED[code]
+    if code[0] == "u":
+        return chr(int(code[1:], 16))
     byte = int(code[1:], 16)
     if byte >= 0x80:
         return chr(0xDC00 + byte)  # the surrogate escape text() reads that byte as

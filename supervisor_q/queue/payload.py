@@ -293,17 +293,13 @@ def printable(text: str, limit: int | None = None) -> str:
     return shown
 
 
-# C0 controls and DEL as escapes: a newline in an id must not start a forged log line.
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
-
-
 def loggable(value: object, limit: int = 200) -> str:
     """A job id, name, queue or reason from a payload, for a log line: printable(), cut
     at limit, and on one line (control characters escaped)."""
     if isinstance(value, str) and len(value) <= limit and value.isascii() and value.isprintable():
         return value  # (a usual id or name: nothing to escape, checked in C)
     text = printable(value, limit) if isinstance(value, str) else str(value)
-    return text.translate(_CONTROLS)
+    return text.translate(ids.CONTROLS)
 
 
 def from_printable(shown: str) -> str:

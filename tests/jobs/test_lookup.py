@@ -162,7 +162,7 @@ def test_a_failed_job_shows_where_and_when_it_ran(redis_url: str) -> None:
 
 def test_cli_text_json_unknown_and_hostile_ids(redis_url: str) -> None:
     queue = RedisQueue(connect(redis_url))
-    hostile = "\udcff\n\x1b[31mid"
+    hostile = "\udcff\n\x1b[31mid\u2028\x85x"
     built = payloads.build("look.boom", "default", [], {}, job_id=hostile)
     queue.push("default", hostile, payloads.encode(built))
     ok = dispatch("look.ret", 7, connection=redis_url)
@@ -174,11 +174,12 @@ def test_cli_text_json_unknown_and_hostile_ids(redis_url: str) -> None:
     assert 'result: {"got": 7}' in text.stdout and "name: look.ret" in text.stdout
     body = json.loads(cli(redis_url, ok, "--json").stdout)
     assert body["state"] == "done" and body["result"] == {"got": 7} and body["id"] == ok
-    shown = "\\xff\\n\\x1b[31mid"  # how `failed list` shows it (queue/ids.py)
+    shown = "\\xff\\n\\x1b[31mid\\u2028\\u0085x"  # as `failed list` shows it (ids.py)
     hostile_out = json.loads(cli(redis_url, shown, "--json").stdout)
     assert hostile_out["state"] == "failed" and hostile_out["id"] == shown
     hostile_text = cli(redis_url, shown)
     assert hostile_text.returncode == 0 and "\x1b" not in hostile_text.stdout
+    assert len(hostile_text.stdout.splitlines()) == hostile_text.stdout.count("\n")
     missing = cli(redis_url, "no-such-\n-job")
     assert missing.returncode == 1 and missing.stdout == ""
     assert missing.stderr.count("\n") == 1 and "no job" in missing.stderr

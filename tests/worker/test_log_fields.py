@@ -13,7 +13,7 @@ import pytest
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.backend import RedisQueue, connect
 
-HOSTILE = "ev\nFORGED LINE\x1b[31m\r\t\x00\udcff"
+HOSTILE = "ev\nFORGED LINE\x1b[31m\r\t\x00\udcff\u2028FORGED2\x85FORGED3\u2029FORGED4"
 SHOWN = payloads.loggable(HOSTILE, 100)
 
 
@@ -35,7 +35,8 @@ def test_a_hostile_id_cannot_forge_a_line_through_a_records_job_fields(
     lines = drain(redis_url)
     [inside] = [line for line in lines if "app: inside A" in line]
     assert inside.endswith(f"(job_id={SHOWN} job=tests.log_inside queue=default)"), inside
-    assert SHOWN.startswith("ev\\nFORGED LINE\\x1b[31m\\r\\t\\x00\\xff"), SHOWN
+    assert SHOWN.startswith("ev\\nFORGED LINE\\x1b[31m\\r\\t\\x00\\xff\\u2028FORGED2"
+                            "\\u0085FORGED3\\u2029FORGED4"), SHOWN
     assert not any(line.startswith("FORGED") for line in lines), lines
 
 

@@ -19,6 +19,9 @@ RESTART_KEY = f"{PREFIX}:restart"  # the deploy signal: a float timestamp
 QUEUES_KEY = f"{PREFIX}:queues"  # set of every queue name ever pushed to (for failed listing)
 JOBS_KEY = f"{PREFIX}:jobs"  # hash job name -> JSON declared options, published by workers
 BATCH_INDEX_KEY = f"{PREFIX}:batches"  # zset batch id -> created-at (s), for listing and pruning
+# zset batch id -> created-at (s): batches whose then / finally may still need dispatching
+# by a sweep (workflows/callbacks.py), left once both are done
+BATCH_OPEN_KEY = f"{PREFIX}:batches:open"
 # What a queue may be called, wherever a name is given (config, dispatch, work, queue,
 # failed --queue, @job): no braces (they are the Cluster hash tag), spaces or commas.
 # config/schema.py keeps a copy (it imports nothing); a test keeps them equal.

@@ -140,6 +140,23 @@ end
 return table.concat(out)
 """
 
+# KEYS: 1 batch state hash
+# ARGV: 1 a callback ('then', 'catch' or 'finally'), 2 the field its win set ('then_at',
+#       'catch_at', 'finished_at': ms), 3 ms the win must be old at least (0: its winner
+#       claims it), 4 ms the claim holds
+# Returns: 1 if the caller now holds the callback's dispatch ("sent:<callback>" = the
+# claim's expiry ms; the caller dispatches it, then sets "sent:<callback>" to "done"),
+# else 0: not won, won too recently, done, or claimed by another whose claim still holds.
+CLAIM_CALLBACK = _PRELUDE + """
+local won = redis.call('HGET', KEYS[1], ARGV[2])
+if not won or now - tonumber(won) < tonumber(ARGV[3]) then return 0 end
+local field = 'sent:' .. ARGV[1]
+local sent = redis.call('HGET', KEYS[1], field)
+if sent == 'done' or (sent and tonumber(sent) > now) then return 0 end
+redis.call('HSET', KEYS[1], field, now + tonumber(ARGV[4]))
+return 1
+"""
+
 # KEYS: 1 batch state hash, 2 succeeded ids set (unused), 3 failed ids set
 # ARGV: 1 how many counted jobs will never run (a dispatch cut off; 0 for an empty batch)
 # Returns: {fire_then, fire_finally}: takes them off total and pending, then finishes the

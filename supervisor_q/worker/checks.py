@@ -1,6 +1,7 @@
 """The worker's checks between jobs: recycle reasons (max_jobs, max_time, memory, the
-restart signal), the queues paused fleet-wide, the parent's death, and how long a
-finished job's report may be held back (report.PipeReporter.hold_finishes).
+restart signal), the queues paused fleet-wide, the parent's death, the sweep for batch
+callbacks whose winner was lost, and how long a finished job's report may be held back
+(report.PipeReporter.hold_finishes).
 
 A mixin of the Worker (loop.py), like SignalFlags and RedisRetry, split out for size.
 """
@@ -17,7 +18,9 @@ from supervisor_q import exitcodes
 from supervisor_q.queue.faults import is_topology_fault
 from supervisor_q.queue.pauses import paused_queues
 from supervisor_q.queue.restart import read_generation, should_restart
+from supervisor_q.worker import lifecycle
 from supervisor_q.worker.memory import current_rss
+from supervisor_q.workflows.callbacks import SWEEP_EVERY
 
 if TYPE_CHECKING:
     from supervisor_q.queue.backend import RedisQueue
@@ -45,6 +48,7 @@ class Checks:
 
     def _init_checks(self) -> None:
         self.next_restart_check = 0.0
+        self.next_sweep = time.monotonic() + SWEEP_EVERY
         self.next_parent_check = 0.0
         self.parent_gone = False
 
@@ -74,6 +78,10 @@ class Checks:
             self.queues = [q for q in self.settings.queues if q not in paused]
             if self.follows_restart and should_restart(self.started_with, current):
                 return exitcodes.RESTART
+        if now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_EVERY
+            self.reporter.flush()  # (as above)
+            lifecycle.sweep_batches(self.queue)
         return None
 
     def parent_alive(self) -> bool:

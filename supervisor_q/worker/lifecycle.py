@@ -52,6 +52,17 @@ def check_keys() -> None:
         log.warning("%s: encrypted jobs will fail until it is set right", problem)
 
 
+def sweep_batches(queue: RedisQueue) -> None:
+    """Between jobs, every few seconds: dispatch the batch callbacks whose winner was lost
+    (workflows/callbacks.py). A Redis fault is said in one line and met again at the next
+    sweep; the worker goes on either way."""
+    try:
+        batches.sweep(queue)
+    except RedisError as exc:
+        log.warning("batch callbacks sweep: Redis %s: %s (tried again in a few seconds)",
+                    type(exc).__name__, loggable(str(exc), 200))
+
+
 def looping() -> None:
     """In the worker loop, before each look for a job (the `looping` event)."""
     if _looping:

@@ -5,13 +5,14 @@ changed only by atomic Lua (queue/lua_limits.py), idempotent per job id
 so an at-least-once rerun never counts twice. Callbacks are registered job names:
 before (queued as the batch is made, ahead of its jobs), progress (after each job that
 succeeds), then / catch / finally (once each: the scripts set a flag with HSETNX and
-only the worker that set it dispatches the callback). A batch may be a step of a chain:
+the worker that set it dispatches the callback, or a sweep when that worker was lost:
+callbacks.py). A batch may be a step of a chain:
 the rest of the chain waits in the batch's state and goes on when it finishes, not
 cancelled; a cancelled (failed) batch runs the chain's catch instead. Counters follow
 Laravel: a failed job stays pending (a retry that succeeds finishes it); finished =
 every job succeeded or failed.
-Imports dispatching, bulk, registry, context, middleware, chains, batchsend, keys, lua, backend,
-batchack and payload.
+Imports dispatching, bulk, registry, context, middleware, chains, batchsend, callbacks, keys,
+lua, backend, batchack and payload.
 """
 
 from __future__ import annotations
@@ -34,15 +35,16 @@ from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.batchack import Counted
 from supervisor_q.queue.keys import BATCH_INDEX_KEY as INDEX_KEY
+from supervisor_q.queue.keys import BATCH_OPEN_KEY as OPEN_KEY
 from supervisor_q.queue.keys import batch_keys as _keys
 from supervisor_q.queue.payload import Payload
-from supervisor_q.workflows import batchsend, chains
+from supervisor_q.workflows import batchsend, callbacks, chains
+from supervisor_q.workflows.callbacks import CALLBACKS
 from supervisor_q.workflows.chains import BATCH, CATCH, CHAIN, Chain, remaining
 
 log = logging.getLogger("supervisor_q.batches")
 
 Item = Signature | Job | str | Chain | list
-CALLBACKS = ("before", "progress", "then", "catch", "finally")
 
 
 def _as_chain(item: Item) -> Chain:
@@ -186,18 +188,19 @@ class PendingBatch:
                 c.queue = self.queue
         sender = batchsend.build(self.items, batch_id, connection)  # a bad item: no batch at all
         total = sum(len(c.jobs) for c in self.items)
-        callbacks = self.callbacks()
+        callbacks_of = self.callbacks()
         state = {"id": batch_id, "name": self.name, "total": total, "pending": total,
                  "allow_failures": "1" if self.allow_failures else "0",
-                 "callbacks": json.dumps(callbacks), "queue": self.queue or "",
-                 "created_at": time.time(), **_chain_state(extra, "progress" in callbacks)}
+                 "callbacks": json.dumps(callbacks_of), "queue": self.queue or "",
+                 "created_at": time.time(), **_chain_state(extra, "progress" in callbacks_of)}
         # Two calls, not one pipeline: the state and the index live in different slots on
         # Redis Cluster. The state first, so a listed batch always has a state.
         target.client.hset(_keys(batch_id)[0], mapping=state)
         target.client.zadd(INDEX_KEY, {batch_id: time.time()})
+        callbacks.open_batch(target, batch_id, callbacks_of, state)
         handle = Batch(batch_id, target)
-        if "before" in callbacks:  # queued ahead of the batch's jobs
-            _fire(handle, {"before": 1}, None)
+        if "before" in callbacks_of:  # queued ahead of the batch's jobs
+            callbacks.fire(handle, {"before": 1}, None)
         if total == 0:  # nothing to wait for: finished now, then and finally run once
             _uncount(handle, 0)
         _send(handle, sender, self.items)
@@ -226,7 +229,7 @@ def _uncount(handle: Batch, gone: int) -> bool:
     try:
         fire_then, fire_finally = handle.queue.script(lua_limits.BATCH_UNCOUNT)(
             keys=_keys(handle.id), args=[gone])
-        _fire(handle, {"then": fire_then, "finally": fire_finally}, None)
+        callbacks.fire(handle, {"then": fire_then, "finally": fire_finally}, None)
     except (redis.ConnectionError, redis.TimeoutError):
         return False
     return True
@@ -307,9 +310,17 @@ def job_succeeded(payload: Payload) -> None:
 
 def counted(count: Counted) -> None:
     """After the job counted in its batch: dispatch the callbacks this worker won."""
-    _fire(Batch(count.batch_id), {"progress": count.counted and count.has_progress,
+    callbacks.fire(Batch(count.batch_id), {"progress": count.counted and count.has_progress,
                                   "then": count.fire_then, "finally": count.fire_finally},
           None)
+
+
+def sweep(queue: RedisQueue) -> None:
+    """Dispatch the then and finally callbacks whose winner was lost (callbacks.due)."""
+    for batch_id, kind in callbacks.due(queue):
+        log.warning("batch %s: its %s was won by a worker lost before it dispatched it: "
+                    "dispatched now", batch_id, kind)
+        callbacks.fire(Batch(batch_id, queue), {kind: 1}, None, claimed=[kind])
 
 
 def job_failed(payload: Payload, reason: str) -> None:
@@ -321,49 +332,7 @@ def job_failed(payload: Payload, reason: str) -> None:
     skipped = len(remaining(payload))  # the rest of its chain will never run
     _, fire_catch, fire_finally = script(keys=_keys(handle.id), args=[payload.id, skipped])
     failure = {"id": payload.id, "job": payload.job, "reason": reason}
-    _fire(handle, {"catch": fire_catch, "finally": fire_finally}, failure)
-
-
-def _fire(handle: Batch, which: dict[str, int], failure: dict | None) -> None:
-    """Dispatch the callbacks whose flag this process set; each gets the batch's
-    progress dict (plus "failed_job" for catch) as its first argument. With finally,
-    the chain the batch is a step of goes on (or runs its catch)."""
-    wanted = [k for k in CALLBACKS if which.get(k)]
-    if not wanted:
-        return
-    state_key = _keys(handle.id)[0]
-    raw_callbacks, queue_name, raw_chain = handle.queue.client.hmget(
-        state_key, "callbacks", "queue", "chain")
-    callbacks = json.loads(raw_callbacks or "{}")
-    progress = handle.progress()
-    info = progress.to_json() if progress else {"id": handle.id}
-    for kind in wanted:
-        body = callbacks.get(kind)
-        if not body:
-            continue
-        sig = Signature.from_json(body)
-        if queue_name and not sig.queue:
-            sig = sig.on(_text(queue_name))
-        arg = {**info, "failed_job": failure} if kind == "catch" else info
-        sig.dispatch(prepend=[arg])
-        # a progress callback goes once per job of the batch: a line each only on debug
-        (log.debug if kind == "progress" else log.info)(
-            "batch %s: %s callback %s dispatched", handle.id, kind, sig.job)
-    if raw_chain and "finally" in wanted and progress is not None:
-        _chain_after(progress, json.loads(raw_chain))
-
-
-def _chain_after(progress: Progress, rest: dict[str, Any]) -> None:
-    """The batch, a step of a chain, finished: the chain goes on unless it was
-    cancelled (a job failed without allow_failures, or cancel()); then its catch runs."""
-    if not progress.cancelled:
-        chains.continue_from(rest.get(CHAIN) or [], {CATCH: rest[CATCH]} if CATCH in rest else {})
-        return
-    failure = {"id": progress.id, "job": "batch", "batch": progress.id,
-               "reason": f"batch {progress.id} was cancelled",
-               "failed_job_ids": progress.failed_job_ids,
-               "skipped": chains.skipped_names(rest.get(CHAIN) or [])}
-    chains.run_catch(rest.get(CATCH), failure)
+    callbacks.fire(handle, {"catch": fire_catch, "finally": fire_finally}, failure)
 
 
 # -- operations ----------------------------------------------------------------
@@ -385,6 +354,7 @@ def prune(queue: RedisQueue, older_than: float, *, unfinished: bool = False) -> 
         if unfinished or queue.client.hexists(_keys(batch_id)[0], "finished_at"):
             queue.client.delete(*_keys(batch_id))
             queue.client.zrem(INDEX_KEY, batch_id)
+            queue.client.zrem(OPEN_KEY, batch_id)
             count += 1
     return count
 

@@ -192,8 +192,10 @@ def test_recent_jobs_lists_running_done_and_failed_newest_first(redis_url: str,
     first = dispatch("look.ret", 1, connection=redis_url)
     boom = dispatch("look.boom", connection=redis_url)
     flag = tmp_path / "go"
-    held = dispatch("look.hold", str(flag), connection=redis_url)
     with work(redis_url):
+        # held starts after boom ended, not in the same millisecond (their order's tie)
+        wait_until(lambda: state_of(redis_url, boom) == "failed", timeout=15)
+        held = dispatch("look.hold", str(flag), connection=redis_url)
         wait_until(lambda: state_of(redis_url, held) == "running", timeout=15)
         found = recent_jobs(client)
         assert [s.id for s in found] == [held, boom, first]  # by start, else end

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 
-import psutil
 import pytest
 import redis
 
@@ -21,7 +20,7 @@ from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.keys import batch_keys
 from supervisor_q.workflows.batches import Batch, batch
 from tests.conftest import RedisHandle
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 from tests.jobmods.flows import bjob, finally_cb, progress_cb, then_cb
 from tests.worker.test_lost_reply import MARKER, ReplyDropper
 from tests.workers import FLOWS, results, running
@@ -98,7 +97,7 @@ def test_a_worker_killed_between_job_and_ack_is_counted_once(redis_url: str) -> 
         p = b.progress()
         assert p is not None and p.pending == 1, "the count waits for the ack"
         os.kill(ran["pid"], signal.SIGKILL)
-        wait_until(lambda: _dead(ran["pid"]), timeout=10, message="the worker to die")
+        wait_until(lambda: gone(ran["pid"]), timeout=10, message="the worker to die")
     with running(redis_url, 1, "--tries", "3"):  # the rerun is the job's second attempt
         wait_until(lambda: callbacks(redis_url, "finally", b.id), timeout=20,
                    message="the rerun to count the job")
@@ -108,14 +107,6 @@ def test_a_worker_killed_between_job_and_ack_is_counted_once(redis_url: str) -> 
          results(redis_url, "bjob"))
     counted_once(redis_url, b)
     assert json.loads(json.dumps(b.progress().to_json()))["finished"]  # type: ignore[union-attr]
-
-
-def _dead(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # until its guard reaps
-    except psutil.NoSuchProcess:
-        return True
-
 
 
 def test_redis_restarts_mid_batch_lose_no_progress_callback(redis_db: RedisHandle,

@@ -120,8 +120,6 @@ def due(queue: RedisQueue) -> list[tuple[str, str]]:
     pipe = client.pipeline(transaction=False)
     for batch_id in ids:
         pipe.hmget(batch_keys(batch_id)[0], "id", "sent:then", "sent:finally", *WON.values())
-    seconds, micros = client.time()
-    now = seconds * 1000 + micros // 1000
     claim = queue.script(lua_limits.CLAIM_CALLBACK)
     found, settled = [], []
     for batch_id, (known, *sent, then_at, _, finished_at) in zip(ids, pipe.execute(),
@@ -132,9 +130,9 @@ def due(queue: RedisQueue) -> list[tuple[str, str]]:
                              and "finally" in done):
             settled.append(batch_id)
             continue
-        found += [(batch_id, k) for k in SWEPT if won[k] and k not in done
-                  and now - int(won[k]) >= GRACE_MS
-                  and claim(keys=[batch_keys(batch_id)[0]], args=[k, WON[k], GRACE_MS, LEASE_MS])]
+        found += [(batch_id, k) for k in SWEPT if won[k] and k not in done  # (its age: the
+                  and claim(keys=[batch_keys(batch_id)[0]],  # server's clock, in the claim)
+                            args=[k, WON[k], GRACE_MS, LEASE_MS])]
     if settled:
         client.zrem(OPEN_KEY, *settled)
     return found

@@ -15,11 +15,13 @@ from redis.cluster import RedisCluster
 
 from supervisor_q.jobs import dispatching
 from supervisor_q.paths import BadRedisUrl
+from supervisor_q.queue import lua_limits
 from supervisor_q.queue.backend import RedisQueue, connect
 from supervisor_q.queue.batchack import BatchCount
 from supervisor_q.queue.cluster import cluster_client
 from supervisor_q.queue.keys import QUEUES_KEY, RESTART_KEY, QueueKeys, batch_keys
 from supervisor_q.queue.restart import read_generation
+from supervisor_q.workflows import batches
 from supervisor_q.workflows.batches import batch
 from supervisor_q.workflows.chains import chain
 from tests.clusters import LocalCluster, free_ports, running_cluster
@@ -391,3 +393,25 @@ def test_a_batch_count_on_another_node_rides_with_the_reserve(url: str) -> None:
     assert after.counted[0].fire_finally, "the answer came back from the batch's node"
     p = made.progress()
     assert p is not None and (p.pending, p.processed, p.finished) == (0, 1, True)
+
+
+def test_the_batch_callbacks_sweep_reads_batches_on_every_node(url: str) -> None:
+    """Batches spread over the primaries, their then and finally won long ago by a
+    worker that was lost: one sweep (workflows/callbacks.py) claims and dispatches each
+    once, whichever node holds the batch."""
+    client = cluster_client(url)
+    [q] = spread(client, 1)
+    queue = RedisQueue(client)
+    made = [batch([bjob.s(i).on(q)], then=then_cb.s().on(q), finally_=finally_cb.s().on(q)
+                  ).dispatch() for i in range(6)]
+    assert len({client.get_node_from_key(batch_keys(b.id)[0]).name for b in made}) > 1
+    client.delete(QueueKeys(q).ready)  # the jobs themselves: counted by hand below
+    script = queue.script(lua_limits.BATCH_SUCCEEDED)
+    for n, b in enumerate(made):
+        script(keys=batch_keys(b.id), args=[f"job-{n}", "", ""])
+        client.hset(batch_keys(b.id)[0], mapping={"then_at": 1, "finished_at": 1})
+    batches.sweep(queue)
+    batches.sweep(queue)
+    names = [json.loads(client.hget(QueueKeys(q).payloads, i))["job"]
+             for i in client.lrange(QueueKeys(q).ready, 0, -1)]
+    assert sorted(names) == ["flows.finally"] * 6 + ["flows.then"] * 6

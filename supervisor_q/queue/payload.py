@@ -1,7 +1,8 @@
 """The JSON job payload: build it at dispatch, parse and validate it in the worker.
 
 JSON only, never pickle: a payload names a job by string and carries plain data.
-Imports only keys (the queue-name rule) and ids (the shown form of ids) from the package.
+Imports only keys (the queue-name rule), ids (the shown form of ids) and flowstate (the
+shape of a chain's and a batch's state in extra) from the package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor_q.queue import ids
+from supervisor_q.queue import flowstate, ids
 from supervisor_q.queue.keys import check_queue_name
 
 PAYLOAD_VERSION = 2  # 1: every field written; 2: defaults left out (same keys)
@@ -183,7 +184,9 @@ def _loads(raw: str | bytes) -> Any:
 
 # The fields of a payload without options (what most dispatches write): such a payload
 # is checked field by field here, without the general path's look at every option.
-# "extra" (a chain's, a batch's or middleware's state) is only checked to be an object.
+# "extra" (a chain's, a batch's or middleware's state) is checked to be an object, and
+# its chain, chain_catch and batch id (when it has any) to be of the shape they are
+# written in (flowstate.py); middleware's state is its own business.
 _PLAIN_FIELDS = frozenset(("id", "job", "queue", "args", "kwargs", "dispatched_at", "extra"))
 
 
@@ -199,10 +202,24 @@ def _plain(body: dict[str, Any]) -> Payload | None:
         return None
     if extra is _NO_EXTRA:
         extra = {}  # each payload its own: lifecycle code may add to it
+    else:
+        _check_flow(extra)
     return Payload(job_id, job, queue, args, kwargs, dispatched_at=float(at), extra=extra)
 
 
 _NO_EXTRA: dict[str, Any] = {}
+
+
+def _check_flow(extra: dict[str, Any]) -> None:
+    """MalformedPayload when extra's chain, chain_catch or batch id has a wrong shape."""
+    if CHAIN in extra or BATCH in extra or CATCH in extra:
+        try:
+            flowstate.check(extra)
+        except ValueError as exc:
+            raise MalformedPayload(f"payload field {exc}") from None
+
+
+CHAIN, CATCH, BATCH = flowstate.CHAIN, flowstate.CATCH, flowstate.BATCH
 
 
 def decode(raw: str | bytes) -> Payload:
@@ -234,6 +251,7 @@ def decode(raw: str | bytes) -> Payload:
     extra = body.get("extra") or {}
     if not isinstance(extra, dict):
         raise MalformedPayload("payload field 'extra' must be an object")
+    _check_flow(extra)
     return Payload(id=body["id"], job=body["job"], queue=body["queue"], args=args, kwargs=kwargs,
                    timeout=body.get("timeout"), tries=body.get("tries"),
                    backoff=body.get("backoff"), retry_until=body.get("retry_until"),

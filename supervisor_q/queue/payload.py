@@ -154,17 +154,29 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; 1e400 would be inf: refused as NaN is
+    (a Python call per such number only: integers and strings stay in the C scanner)."""
+    value = float(text)
+    if value in _INFINITIES:
+        raise ValueError("number out of range")
+    return value
+
+
+_INFINITIES = (math.inf, -math.inf)
+
 # One decoder for every payload: json.loads(..., parse_constant=...) builds a new one
 # per call, which cost as much as parsing a small payload.
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 _decode_json = _decoder.decode
 # Its C scanner alone: decode() is two Python calls and two whitespace matches around it.
 _scan = _decoder.scan_once
 
 
 def _loads(raw: str | bytes) -> Any:
-    """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), and
-    nesting too deep for the parser is a ValueError too, not a RecursionError."""
+    """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), so is
+    a number too large for a float (1e400), and nesting too deep for the parser is a
+    ValueError too, not a RecursionError."""
     try:
         if isinstance(raw, str):  # bytes that were not UTF-8 arrive surrogate-escaped
             raw.encode("utf-8")
@@ -175,7 +187,7 @@ def _loads(raw: str | bytes) -> Any:
             if end == len(raw):  # one value, nothing around it: as decode() returns it
                 return body
             return _decode_json(raw)  # whitespace around it, or not JSON: decode's verdict
-        return json.loads(raw, parse_constant=_refuse_constant)
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except UnicodeError:

@@ -128,6 +128,21 @@ def test_a_chain_or_batch_id_of_the_wrong_shape_is_refused_on_both_paths() -> No
             assert reason in shown, (extra, shown)
 
 
+def test_a_number_too_large_for_a_float_is_refused_as_nan_is() -> None:
+    """1e400 would be inf, which JSON cannot carry (dispatch refuses it): anywhere in a
+    payload, str or bytes, short path or general, it is refused in one line."""
+    for raw in ('{"id":"a","job":"j","queue":"q","args":[1e400]}',
+                '{"id":"a","job":"j","queue":"q","kwargs":{"k":[{"x":-1E+309}]}}',
+                b'{"id":"a","job":"j","queue":"q","args":[1e400]}',
+                ' {"v":1,"timeout":1e999,"id":"a","job":"j","queue":"q"} ',
+                '{"id":"a","job":"j","queue":"q","extra":{"mw":1e400}}'):
+        with pytest.raises(payloads.MalformedPayload) as refused:
+            payloads.decode(raw)
+        assert str(refused.value) == "payload is not valid JSON: number out of range"
+    kept = payloads.decode('{"id":"a","job":"j","queue":"q","args":[1.5e308,1e-400,-0.0,2]}')
+    assert kept.args == [1.5e308, 0.0, -0.0, 2]
+
+
 def test_the_compact_payload_keeps_the_keys_a_v1_reader_takes() -> None:
     """Rolling deploys: a version-1 worker reads a version-2 payload because v2 only
     leaves keys out (v1's decode took a missing one as its default) and never renames.

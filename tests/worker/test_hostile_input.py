@@ -34,6 +34,7 @@ HOSTILE: list[tuple[bytes, bytes, str]] = [
     (b"not-an-object", b'"just a string"', "not a JSON object"),
     (b"nan-timeout", b'{"v":1,"timeout":NaN,"id":"x","job":"tests.record","queue":"default"}',
      "not valid JSON"),
+    (b"inf-arg", HEAD + b'"job":"tests.record","args":[1e400]}', "number out of range"),
     (b"bad-backoff", HEAD + b'"job":"tests.boom","tries":3,"backoff":["soon"]}', "backoff"),
     (b"bad-dispatched-at", HEAD + b'"job":"tests.record","dispatched_at":"yesterday"}',
      "dispatched_at"),

@@ -175,8 +175,8 @@ _scan = _decoder.scan_once
 
 def _loads(raw: str | bytes) -> Any:
     """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), so is
-    a number too large for a float (1e400), and nesting too deep for the parser is a
-    ValueError too, not a RecursionError."""
+    a number too large for a float (1e400); nesting too deep for the parser and an
+    integer too long for int() are one-line ValueErrors too."""
     try:
         if isinstance(raw, str):  # bytes that were not UTF-8 arrive surrogate-escaped
             raw.encode("utf-8")
@@ -192,6 +192,10 @@ def _loads(raw: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
     except UnicodeError:
         raise ValueError("not UTF-8") from None
+    except ValueError as exc:  # int()'s limit (4300 digits) advises set_int_max_str_digits
+        if "int_max_str_digits" in str(exc):
+            raise ValueError("integer too long") from None
+        raise
 
 
 # The fields of a payload without options (what most dispatches write): such a payload
@@ -274,7 +278,13 @@ def decode(raw: str | bytes) -> Payload:
 
 def _check_limits(body: dict[str, Any]) -> None:
     """Values the worker and the master compute deadlines and retries from must be sane:
-    a timeout of 0, -1 or 1e300 would switch the hard timeout off."""
+    a timeout of 0, -1 or 1e300 would switch the hard timeout off, tries of -1 would
+    fail the job as out of attempts before it ran."""
+    tries, max_exceptions = body.get("tries"), body.get("max_exceptions")
+    if tries is not None and tries < 1:  # (as @job(tries=) is refused below 1)
+        raise MalformedPayload("payload field 'tries' must be a whole number >= 1")
+    if max_exceptions is not None and max_exceptions < 0:
+        raise MalformedPayload("payload field 'max_exceptions' must be a whole number >= 0")
     timeout = body.get("timeout")
     if timeout is not None and not 0 < timeout < 10**9:
         raise MalformedPayload("payload field 'timeout' must be a positive number of seconds")

@@ -143,6 +143,30 @@ def test_a_number_too_large_for_a_float_is_refused_as_nan_is() -> None:
     assert kept.args == [1.5e308, 0.0, -0.0, 2]
 
 
+def test_retry_counts_out_of_range_and_integers_too_long_are_refused_in_one_line() -> None:
+    head = '{"id":"a","job":"j","queue":"q",'
+    for body, reason in (
+            ('"tries":-1}', "payload field 'tries' must be a whole number >= 1"),
+            ('"tries":0}', "payload field 'tries' must be a whole number >= 1"),
+            ('"max_exceptions":-1}', "payload field 'max_exceptions' must be a whole number >= 0"),
+            ('"args":[' + "9" * 5000 + "]}", "payload is not valid JSON: integer too long"),
+            ('"kwargs":{"n":-' + "1" * 4301 + "}}", "payload is not valid JSON: integer too long")):
+        for raw in (head + body, (head + body).encode()):
+            with pytest.raises(payloads.MalformedPayload) as refused:
+                payloads.decode(raw)
+            assert str(refused.value) == reason
+    kept = payloads.decode(head + '"tries":1,"max_exceptions":0,"args":[' + "9" * 4300 + "]}")
+    assert (kept.tries, kept.max_exceptions, kept.args) == (1, 0, [int("9" * 4300)])
+
+
+def test_a_payload_of_a_newer_version_is_read_as_far_as_its_keys_go() -> None:
+    """Not refused: a rolling deploy may queue a newer producer's payloads before every
+    worker is replaced, and payload versions only leave keys out, never rename them
+    (README, "Payload versions"); refusing would fail those jobs in the old workers."""
+    got = payloads.decode('{"v":99,"timeout":5,"id":"a","job":"j","queue":"q","args":[1]}')
+    assert (got.id, got.timeout, got.args) == ("a", 5, [1])
+
+
 def test_the_compact_payload_keeps_the_keys_a_v1_reader_takes() -> None:
     """Rolling deploys: a version-1 worker reads a version-2 payload because v2 only
     leaves keys out (v1's decode took a missing one as its default) and never renames.

@@ -188,8 +188,8 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
                          on_failure=on_failure)
     if keep_result is not None and not 0 < keep_result < 10**9:
         raise ValueError("keep_result is seconds > 0")
-    if tries is not None and tries < 1:
-        raise ValueError("tries must be >= 1")
+    if not (tries is None or tries >= 1) or not (max_exceptions is None or max_exceptions >= 0):
+        raise ValueError("tries must be >= 1 and max_exceptions >= 0")
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be > 0")
 

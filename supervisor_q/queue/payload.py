@@ -1,7 +1,8 @@
 """The JSON job payload: build it at dispatch, parse and validate it in the worker.
 
 JSON only, never pickle: a payload names a job by string and carries plain data.
-Imports only keys (the queue-name rule) and ids (the shown form of ids) from the package.
+Imports only keys (the queue-name rule), ids (the shown form of ids) and flowstate (the
+shape of a chain's and a batch's state in extra) from the package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor_q.queue import ids
+from supervisor_q.queue import flowstate, ids
 from supervisor_q.queue.keys import check_queue_name
 
 PAYLOAD_VERSION = 2  # 1: every field written; 2: defaults left out (same keys)
@@ -153,17 +154,29 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; 1e400 would be inf: refused as NaN is
+    (a Python call per such number only: integers and strings stay in the C scanner)."""
+    value = float(text)
+    if value in _INFINITIES:
+        raise ValueError("number out of range")
+    return value
+
+
+_INFINITIES = (math.inf, -math.inf)
+
 # One decoder for every payload: json.loads(..., parse_constant=...) builds a new one
 # per call, which cost as much as parsing a small payload.
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 _decode_json = _decoder.decode
 # Its C scanner alone: decode() is two Python calls and two whitespace matches around it.
 _scan = _decoder.scan_once
 
 
 def _loads(raw: str | bytes) -> Any:
-    """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), and
-    nesting too deep for the parser is a ValueError too, not a RecursionError."""
+    """json.loads that raises only ValueError: NaN/Infinity are refused (not JSON), so is
+    a number too large for a float (1e400); nesting too deep for the parser and an
+    integer too long for int() are one-line ValueErrors too."""
     try:
         if isinstance(raw, str):  # bytes that were not UTF-8 arrive surrogate-escaped
             raw.encode("utf-8")
@@ -174,16 +187,22 @@ def _loads(raw: str | bytes) -> Any:
             if end == len(raw):  # one value, nothing around it: as decode() returns it
                 return body
             return _decode_json(raw)  # whitespace around it, or not JSON: decode's verdict
-        return json.loads(raw, parse_constant=_refuse_constant)
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except UnicodeError:
         raise ValueError("not UTF-8") from None
+    except ValueError as exc:  # int()'s limit (4300 digits) advises set_int_max_str_digits
+        if "int_max_str_digits" in str(exc):
+            raise ValueError("integer too long") from None
+        raise
 
 
 # The fields of a payload without options (what most dispatches write): such a payload
 # is checked field by field here, without the general path's look at every option.
-# "extra" (a chain's, a batch's or middleware's state) is only checked to be an object.
+# "extra" (a chain's, a batch's or middleware's state) is checked to be an object, and
+# its chain, chain_catch and batch id (when it has any) to be of the shape they are
+# written in (flowstate.py); middleware's state is its own business.
 _PLAIN_FIELDS = frozenset(("id", "job", "queue", "args", "kwargs", "dispatched_at", "extra"))
 
 
@@ -199,10 +218,24 @@ def _plain(body: dict[str, Any]) -> Payload | None:
         return None
     if extra is _NO_EXTRA:
         extra = {}  # each payload its own: lifecycle code may add to it
+    else:
+        _check_flow(extra)
     return Payload(job_id, job, queue, args, kwargs, dispatched_at=float(at), extra=extra)
 
 
 _NO_EXTRA: dict[str, Any] = {}
+
+
+def _check_flow(extra: dict[str, Any]) -> None:
+    """MalformedPayload when extra's chain, chain_catch or batch id has a wrong shape."""
+    if CHAIN in extra or BATCH in extra or CATCH in extra:
+        try:
+            flowstate.check(extra)
+        except ValueError as exc:
+            raise MalformedPayload(f"payload field {exc}") from None
+
+
+CHAIN, CATCH, BATCH = flowstate.CHAIN, flowstate.CATCH, flowstate.BATCH
 
 
 def decode(raw: str | bytes) -> Payload:
@@ -234,6 +267,7 @@ def decode(raw: str | bytes) -> Payload:
     extra = body.get("extra") or {}
     if not isinstance(extra, dict):
         raise MalformedPayload("payload field 'extra' must be an object")
+    _check_flow(extra)
     return Payload(id=body["id"], job=body["job"], queue=body["queue"], args=args, kwargs=kwargs,
                    timeout=body.get("timeout"), tries=body.get("tries"),
                    backoff=body.get("backoff"), retry_until=body.get("retry_until"),
@@ -244,7 +278,13 @@ def decode(raw: str | bytes) -> Payload:
 
 def _check_limits(body: dict[str, Any]) -> None:
     """Values the worker and the master compute deadlines and retries from must be sane:
-    a timeout of 0, -1 or 1e300 would switch the hard timeout off."""
+    a timeout of 0, -1 or 1e300 would switch the hard timeout off, tries of -1 would
+    fail the job as out of attempts before it ran."""
+    tries, max_exceptions = body.get("tries"), body.get("max_exceptions")
+    if tries is not None and tries < 1:  # (as @job(tries=) is refused below 1)
+        raise MalformedPayload("payload field 'tries' must be a whole number >= 1")
+    if max_exceptions is not None and max_exceptions < 0:
+        raise MalformedPayload("payload field 'max_exceptions' must be a whole number >= 0")
     timeout = body.get("timeout")
     if timeout is not None and not 0 < timeout < 10**9:
         raise MalformedPayload("payload field 'timeout' must be a positive number of seconds")

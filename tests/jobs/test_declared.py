@@ -245,3 +245,12 @@ def test_a_queue_name_no_program_may_declare_is_refused_in_python(
     with pytest.raises(ValueError, match="bad queue name"):
         dispatch("tests.record", queue=bad, connection=redis_url)
     assert RedisQueue(connect(redis_url)).client.keys("sq:*ready") == []
+
+
+def test_retry_counts_a_worker_would_refuse_are_refused_at_declaration() -> None:
+    """A worker refuses a payload with tries < 1 or max_exceptions < 0 (as malformed):
+    @job refuses to declare them, so no job of such a declaration is ever queued."""
+    for options in ({"tries": 0}, {"tries": -1}, {"max_exceptions": -1}):
+        with pytest.raises(ValueError, match="tries must be >= 1 and max_exceptions >= 0"):
+            job(lambda: None, name="tests.badcount", registry=Registry(), **options)
+    job(lambda: None, name="tests.zeroexc", max_exceptions=0, registry=Registry())

@@ -90,6 +90,83 @@ def test_a_payload_without_options_decodes_as_the_general_path_does() -> None:
             payloads.decode(body)
 
 
+def test_a_chain_or_batch_id_of_the_wrong_shape_is_refused_on_both_paths() -> None:
+    """extra's chain, chain_catch and batch id are checked at decode (short path and
+    general path alike) against the shape chains.py and batches.py write; other keys of
+    extra (middleware state) are not, and a step's job need not be known here."""
+    good_step = {"job": "nowhere:known", "args": [1], "kwargs": {}, "queue": "q2",
+                 "delay": 0.0}
+    batch_step = {"batch": {"items": [{"jobs": [good_step], "catch": None, "queue": None}],
+                            "name": "n", "callbacks": {"then": good_step}, "queue": None,
+                            "allow_failures": False}}
+    for extra in ({"chain": [good_step, batch_step, {"job": "j", "delay": 5}],
+                   "chain_catch": good_step},
+                  {"batch": "b1", "chain": [good_step]}, {"mw": [1, None, "x"]}):
+        for head in ('{"id":"a"', '{"v":2,"timeout":3,"id":"a"'):
+            raw = head + ',"job":"j","queue":"q","extra":' + json.dumps(extra) + "}"
+            assert payloads.decode(raw).extra == extra
+    bad_step = {"job": "s", "args": "notalist", "kwargs": [], "queue": 5, "delay": "x"}
+    for extra, reason in (
+            ({"chain": [1, None, "x"]}, "'extra.chain' step 1 must be a job signature"),
+            ({"chain": [good_step, bad_step]}, "'extra.chain' step 2 must be a job signature"),
+            ({"chain": [{**good_step, "queue": "no spaces"}]}, "step 1 must be a job"),
+            ({"chain": [{**good_step, "delay": -1}]}, "step 1 must be a job signature"),
+            ({"chain": [{**good_step, "other": 1}]}, "step 1 must be a job signature"),
+            ({"chain": "abc"}, "'extra.chain' must be a list of steps"),
+            ({"chain": [{"batch": {"items": [{"jobs": []}]}}]}, "step 1 must be a batch"),
+            ({"chain": [batch_step], "batch": "b1"}, "step 1 is a batch in a batch job's"),
+            ({"chain": [], "chain_catch": "x"}, "'extra.chain_catch' must be a job signature"),
+            ({"batch": [1]}, "'extra.batch' must be a batch id"),
+            ({"batch": 12}, "'extra.batch' must be a batch id"),
+            ({"batch": ""}, "'extra.batch' must be a batch id")):
+        for head in ('{"id":"a"', '{"v":1,"tries":2,"id":"a"'):
+            raw = head + ',"job":"j","queue":"q","extra":' + json.dumps(extra) + "}"
+            with pytest.raises(payloads.MalformedPayload) as refused:
+                payloads.decode(raw)
+            shown = str(refused.value)
+            assert shown.startswith("payload field 'extra.") and "\n" not in shown
+            assert reason in shown, (extra, shown)
+
+
+def test_a_number_too_large_for_a_float_is_refused_as_nan_is() -> None:
+    """1e400 would be inf, which JSON cannot carry (dispatch refuses it): anywhere in a
+    payload, str or bytes, short path or general, it is refused in one line."""
+    for raw in ('{"id":"a","job":"j","queue":"q","args":[1e400]}',
+                '{"id":"a","job":"j","queue":"q","kwargs":{"k":[{"x":-1E+309}]}}',
+                b'{"id":"a","job":"j","queue":"q","args":[1e400]}',
+                ' {"v":1,"timeout":1e999,"id":"a","job":"j","queue":"q"} ',
+                '{"id":"a","job":"j","queue":"q","extra":{"mw":1e400}}'):
+        with pytest.raises(payloads.MalformedPayload) as refused:
+            payloads.decode(raw)
+        assert str(refused.value) == "payload is not valid JSON: number out of range"
+    kept = payloads.decode('{"id":"a","job":"j","queue":"q","args":[1.5e308,1e-400,-0.0,2]}')
+    assert kept.args == [1.5e308, 0.0, -0.0, 2]
+
+
+def test_retry_counts_out_of_range_and_integers_too_long_are_refused_in_one_line() -> None:
+    head = '{"id":"a","job":"j","queue":"q",'
+    for body, reason in (
+            ('"tries":-1}', "payload field 'tries' must be a whole number >= 1"),
+            ('"tries":0}', "payload field 'tries' must be a whole number >= 1"),
+            ('"max_exceptions":-1}', "payload field 'max_exceptions' must be a whole number >= 0"),
+            ('"args":[' + "9" * 5000 + "]}", "payload is not valid JSON: integer too long"),
+            ('"kwargs":{"n":-' + "1" * 4301 + "}}", "payload is not valid JSON: integer too long")):
+        for raw in (head + body, (head + body).encode()):
+            with pytest.raises(payloads.MalformedPayload) as refused:
+                payloads.decode(raw)
+            assert str(refused.value) == reason
+    kept = payloads.decode(head + '"tries":1,"max_exceptions":0,"args":[' + "9" * 4300 + "]}")
+    assert (kept.tries, kept.max_exceptions, kept.args) == (1, 0, [int("9" * 4300)])
+
+
+def test_a_payload_of_a_newer_version_is_read_as_far_as_its_keys_go() -> None:
+    """Not refused: a rolling deploy may queue a newer producer's payloads before every
+    worker is replaced, and payload versions only leave keys out, never rename them
+    (README, "Payload versions"); refusing would fail those jobs in the old workers."""
+    got = payloads.decode('{"v":99,"timeout":5,"id":"a","job":"j","queue":"q","args":[1]}')
+    assert (got.id, got.timeout, got.args) == ("a", 5, [1])
+
+
 def test_the_compact_payload_keeps_the_keys_a_v1_reader_takes() -> None:
     """Rolling deploys: a version-1 worker reads a version-2 payload because v2 only
     leaves keys out (v1's decode took a missing one as its default) and never renames.

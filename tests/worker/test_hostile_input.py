@@ -34,11 +34,29 @@ HOSTILE: list[tuple[bytes, bytes, str]] = [
     (b"not-an-object", b'"just a string"', "not a JSON object"),
     (b"nan-timeout", b'{"v":1,"timeout":NaN,"id":"x","job":"tests.record","queue":"default"}',
      "not valid JSON"),
+    (b"inf-arg", HEAD + b'"job":"tests.record","args":[1e400]}', "number out of range"),
+    (b"long-int", HEAD + b'"job":"tests.record","args":[' + b"9" * 5000 + b"]}",
+     "payload is not valid JSON: integer too long"),
+    (b"tries-negative", HEAD + b'"job":"tests.record","tries":-1}', "'tries' must be"),
+    (b"max-exceptions-negative", HEAD + b'"job":"tests.record","max_exceptions":-1}',
+     "'max_exceptions' must be"),
     (b"bad-backoff", HEAD + b'"job":"tests.boom","tries":3,"backoff":["soon"]}', "backoff"),
     (b"bad-dispatched-at", HEAD + b'"job":"tests.record","dispatched_at":"yesterday"}',
      "dispatched_at"),
     (b"huge-name", HEAD + b'"job":"' + b"a" * 3_000_000 + b'"}', "unknown job"),
     (b"i" * 5000, HEAD + b'"job":"tests.record"}', "job id is longer than"),
+    # a chain or batch id not of the shape chains.py and batches.py write: refused before
+    # the job runs (not met after it, as a traceback), on the general and the short path
+    (b"chain-of-junk", HEAD + b'"job":"tests.record","extra":{"chain":[1,null,"x"]}}',
+     "'extra.chain' step 1 must be a job signature"),
+    (b"chain-bad-step", b'{"id":"x","queue":"default","job":"tests.record","extra":{"chain":'
+     b'[{"job":"tests.record","args":"notalist","kwargs":[],"queue":5,"delay":"x"}]}}',
+     "'extra.chain' step 1 must be a job signature"),
+    (b"chain-not-a-list", HEAD + b'"job":"tests.record","extra":{"chain":"abc"}}',
+     "'extra.chain' must be a list"),
+    (b"batch-id-list", HEAD + b'"job":"tests.record","extra":{"batch":[1]}}', "'extra.batch'"),
+    (b"batch-id-int", b'{"id":"x","queue":"default","job":"tests.record","extra":{"batch":12}}',
+     "'extra.batch' must be a batch id"),
 ]
 
 

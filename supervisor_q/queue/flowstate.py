@@ -1,0 +1,95 @@
+"""The chain and batch state a payload's extra carries, checked when it is decoded.
+
+workflows/chains.py writes extra["chain"] (the steps still to run: job signatures as
+Signature.to_json writes them, or a batch as PendingBatch.to_json does) and
+extra["chain_catch"] (a signature); workflows/batches.py writes extra["batch"] (the
+batch id, a string). A payload pushed by hand with any other shape is refused before
+its job runs, not met after it succeeded. A step's job name is not looked up: a job no
+worker knows is failed as unknown by the worker that takes it.
+Imports only keys (the queue-name rule) from the package.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from supervisor_q.queue.keys import check_queue_name
+
+# chains.CHAIN, chains.CATCH, chains.BATCH (this layer cannot import workflows/)
+CHAIN, CATCH, BATCH = "chain", "chain_catch", "batch"
+MAX_BATCH_ID = 1024  # batches.py makes 36-character UUIDs; ids travel in log lines
+
+_SIGNATURE_KEYS = frozenset(("job", "args", "kwargs", "queue", "delay"))
+_BATCH_KEYS = frozenset(("items", "name", "callbacks", "queue", "allow_failures"))
+_CHAIN_KEYS = frozenset(("jobs", "catch", "queue"))  # Chain.to_json, a batch's item
+_CALLBACKS = frozenset(("before", "progress", "then", "catch", "finally"))
+
+SIGNATURE = "a job signature (job, args, kwargs, queue, delay)"
+BATCH_STEP = "a batch (items, name, callbacks, queue, allow_failures)"
+
+
+def check(extra: dict[str, Any]) -> None:
+    """ValueError with one line naming the field when extra's chain, chain_catch or
+    batch id is not of the shape chains.py and batches.py write."""
+    if BATCH in extra:
+        batch_id = extra[BATCH]
+        if type(batch_id) is not str or not 0 < len(batch_id) <= MAX_BATCH_ID:
+            raise ValueError(f"'extra.batch' must be a batch id (a string of 1 to "
+                             f"{MAX_BATCH_ID} characters)")
+    if CHAIN in extra:
+        rest = extra[CHAIN]
+        if type(rest) is not list:
+            raise ValueError("'extra.chain' must be a list of steps")
+        for n, step in enumerate(rest, 1):
+            if type(step) is dict and step.keys() == {BATCH}:
+                if BATCH in extra:  # batches.py refuses a batch in a batch at dispatch
+                    raise ValueError(f"'extra.chain' step {n} is a batch in a batch job's chain")
+                if not _is_batch(step[BATCH]):
+                    raise ValueError(f"'extra.chain' step {n} must be {BATCH_STEP}")
+            elif not _is_signature(step):
+                raise ValueError(f"'extra.chain' step {n} must be {SIGNATURE}")
+    if CATCH in extra and not _is_signature(extra[CATCH]):
+        raise ValueError(f"'extra.chain_catch' must be {SIGNATURE}")
+
+
+def _is_queue(name: object) -> bool:
+    try:
+        check_queue_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_signature(body: object) -> bool:
+    """body is a Signature as to_json writes it (keys may be left out, as from_json
+    takes them): job a string, args a list, kwargs an object, queue a queue name or
+    null, delay seconds >= 0."""
+    if type(body) is not dict or not body.keys() <= _SIGNATURE_KEYS:
+        return False
+    queue, delay = body.get("queue"), body.get("delay", 0.0)
+    return (type(body.get("job")) is str and type(body.get("args", [])) is list
+            and type(body.get("kwargs", {})) is dict and (queue is None or _is_queue(queue))
+            and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0)
+
+
+def _is_batch(body: object) -> bool:
+    """body is the inside of PendingBatch.to_json's {"batch": {...}}: items are chains
+    of signatures (no batch in a batch), callbacks signatures by kind."""
+    if type(body) is not dict or not body.keys() <= _BATCH_KEYS:
+        return False
+    items, callbacks, queue = body.get("items", []), body.get("callbacks", {}), body.get("queue")
+    return (type(items) is list and all(_is_chain(c) for c in items)
+            and type(body.get("name", "")) is str
+            and type(body.get("allow_failures", False)) is bool
+            and (queue is None or _is_queue(queue)) and type(callbacks) is dict
+            and callbacks.keys() <= _CALLBACKS and all(map(_is_signature, callbacks.values())))
+
+
+def _is_chain(body: object) -> bool:
+    """body is a Chain as to_json writes it: one job or more, each a signature."""
+    if type(body) is not dict or not body.keys() <= _CHAIN_KEYS:
+        return False
+    jobs, catch, queue = body.get("jobs"), body.get("catch"), body.get("queue")
+    return (type(jobs) is list and len(jobs) > 0 and all(map(_is_signature, jobs))
+            and (catch is None or _is_signature(catch)) and (queue is None or _is_queue(queue)))

@@ -20,10 +20,6 @@ from supervisor_q.queue.keys import check_queue_name
 CHAIN, CATCH, BATCH = "chain", "chain_catch", "batch"
 MAX_BATCH_ID = 1024  # batches.py makes 36-character UUIDs; ids travel in log lines
 
-_SIGNATURE_KEYS = frozenset(("job", "args", "kwargs", "queue", "delay"))
-_BATCH_KEYS = frozenset(("items", "name", "callbacks", "queue", "allow_failures"))
-_CHAIN_KEYS = frozenset(("jobs", "catch", "queue"))  # Chain.to_json, a batch's item
-_CALLBACKS = frozenset(("before", "progress", "then", "catch", "finally"))
 
 SIGNATURE = "a job signature (job, args, kwargs, queue, delay)"
 BATCH_STEP = "a batch (items, name, callbacks, queue, allow_failures)"
@@ -64,8 +60,10 @@ def _is_queue(name: object) -> bool:
 def _is_signature(body: object) -> bool:
     """body is a Signature as to_json writes it (keys may be left out, as from_json
     takes them): job a string, args a list, kwargs an object, queue a queue name or
-    null, delay seconds >= 0."""
-    if type(body) is not dict or not body.keys() <= _SIGNATURE_KEYS:
+    null, delay seconds >= 0. Other keys are let through, as from_json ignores them: a
+    newer release may add one, and its payloads must still run on this worker during a
+    rolling deploy."""
+    if type(body) is not dict:
         return False
     queue, delay = body.get("queue"), body.get("delay", 0.0)
     return (type(body.get("job")) is str and type(body.get("args", [])) is list
@@ -76,19 +74,19 @@ def _is_signature(body: object) -> bool:
 def _is_batch(body: object) -> bool:
     """body is the inside of PendingBatch.to_json's {"batch": {...}}: items are chains
     of signatures (no batch in a batch), callbacks signatures by kind."""
-    if type(body) is not dict or not body.keys() <= _BATCH_KEYS:
+    if type(body) is not dict:
         return False
     items, callbacks, queue = body.get("items", []), body.get("callbacks", {}), body.get("queue")
     return (type(items) is list and all(_is_chain(c) for c in items)
             and type(body.get("name", "")) is str
             and type(body.get("allow_failures", False)) is bool
             and (queue is None or _is_queue(queue)) and type(callbacks) is dict
-            and callbacks.keys() <= _CALLBACKS and all(map(_is_signature, callbacks.values())))
+            and all(map(_is_signature, callbacks.values())))
 
 
 def _is_chain(body: object) -> bool:
     """body is a Chain as to_json writes it: one job or more, each a signature."""
-    if type(body) is not dict or not body.keys() <= _CHAIN_KEYS:
+    if type(body) is not dict:
         return False
     jobs, catch, queue = body.get("jobs"), body.get("catch"), body.get("queue")
     return (type(jobs) is list and len(jobs) > 0 and all(map(_is_signature, jobs))

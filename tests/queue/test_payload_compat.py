@@ -101,7 +101,9 @@ def test_a_chain_or_batch_id_of_the_wrong_shape_is_refused_on_both_paths() -> No
                             "allow_failures": False}}
     for extra in ({"chain": [good_step, batch_step, {"job": "j", "delay": 5}],
                    "chain_catch": good_step},
-                  {"batch": "b1", "chain": [good_step]}, {"mw": [1, None, "x"]}):
+                  {"batch": "b1", "chain": [good_step]}, {"mw": [1, None, "x"]},
+                  # a key a newer release may add: let through (rolling deploys)
+                  {"chain": [{**good_step, "other": 1}]}):
         for head in ('{"id":"a"', '{"v":2,"timeout":3,"id":"a"'):
             raw = head + ',"job":"j","queue":"q","extra":' + json.dumps(extra) + "}"
             assert payloads.decode(raw).extra == extra
@@ -111,7 +113,6 @@ def test_a_chain_or_batch_id_of_the_wrong_shape_is_refused_on_both_paths() -> No
             ({"chain": [good_step, bad_step]}, "'extra.chain' step 2 must be a job signature"),
             ({"chain": [{**good_step, "queue": "no spaces"}]}, "step 1 must be a job"),
             ({"chain": [{**good_step, "delay": -1}]}, "step 1 must be a job signature"),
-            ({"chain": [{**good_step, "other": 1}]}, "step 1 must be a job signature"),
             ({"chain": "abc"}, "'extra.chain' must be a list of steps"),
             ({"chain": [{"batch": {"items": [{"jobs": []}]}}]}, "step 1 must be a batch"),
             ({"chain": [batch_step], "batch": "b1"}, "step 1 is a batch in a batch job's"),

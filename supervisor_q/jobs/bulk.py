@@ -25,7 +25,7 @@ import redis
 from supervisor_q.jobs import bulkbuild, dispatching, encryption
 from supervisor_q.queue import payload as payloads
 from supervisor_q.queue.bulk import ChunkLost
-from supervisor_q.queue.payload import DEFAULT_QUEUE
+from supervisor_q.queue.payload import DEFAULT_QUEUE, MAX_SECONDS
 
 if TYPE_CHECKING:
     from supervisor_q.jobs.options import JobOptions
@@ -72,8 +72,10 @@ def split(item: Any) -> tuple[list | tuple, dict]:
 def check_delay(delay: Any) -> float:
     """A dispatch's delay: a real number of seconds >= 0, else one clear ValueError
     (before anything is sent)."""
-    if isinstance(delay, bool) or not isinstance(delay, numbers.Real) or not 0 <= delay < INF:
-        raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r:.40}")
+    if (isinstance(delay, bool) or not isinstance(delay, numbers.Real)
+            or not 0 <= delay < MAX_SECONDS):
+        raise ValueError(f"delay must be a number of seconds from 0 to {MAX_SECONDS:.0e}, "
+                         f"not {delay!r:.40}")
     return float(delay)
 
 

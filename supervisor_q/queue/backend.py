@@ -32,6 +32,7 @@ from supervisor_q.queue.ids import text as _text
 from supervisor_q.queue.inspecting import Inspecting
 from supervisor_q.queue.jobinfo import DEFAULT_CAP, Done
 from supervisor_q.queue.keys import QueueKeys
+from supervisor_q.queue.payload import delay_ms
 from supervisor_q.queue.slotwait import slot_groups, wait_in_slots
 from supervisor_q.queue.wire import Headed, headed
 
@@ -129,7 +130,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
         k = self.keys(queue)
         self.index_queue(queue)  # before the job: nothing can fail once it is queued
         self.push_kept([k.ready, k.notify, k.delayed, k.payloads, k.enqueued, k.attempts],
-                       [_raw(job_id), _raw(payload), max(0, int(delay * 1000)), attempts])
+                       [_raw(job_id), _raw(payload), delay_ms(delay), attempts])
 
     # -- consuming -------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class RedisQueue(HotPath, BulkPush, Fencing, FailedStore, Inspecting, BatchAck):
             self._release,
             [k.ready, k.notify, k.delayed, k.reserved, k.exceptions, k.enqueued, k.attempts,
              k.holders],
-            [_raw(job_id), max(0, int(delay * 1000)), "1" if count_exception else "0",
+            [_raw(job_id), delay_ms(delay), "1" if count_exception else "0",
              "" if expected_attempts is None else str(expected_attempts),
              "1" if undo_attempt else "0", self.token(queue, job_id)],
         ))

@@ -9,7 +9,7 @@ Cluster), past redis-py's per-command pool checkout, as the worker's hot path do
 connection error on a reused connection is retried once on a fresh one (a stale
 socket after a server restart), as redis-py's own retry would; a timeout is not (the
 job may have landed). A mixin of RedisQueue
-(backend.py). Imports lua, keys and cluster.
+(backend.py). Imports lua, keys, cluster and payload (delays in ms).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError
 from supervisor_q.queue import lua
 from supervisor_q.queue.cluster import TOPOLOGY_ERRORS, NodeConnections, is_cluster
 from supervisor_q.queue.keys import QUEUES_KEY
+from supervisor_q.queue.payload import delay_ms
 
 PIPELINES = (redis.client.Pipeline, ClusterPipeline)
 
@@ -89,7 +90,7 @@ class BulkPush:
         marker = k.chunk_marker(uuid.uuid4().hex)
         args: list[Any] = [MARKER_TTL]
         for job_id, payload, delay in jobs:
-            args += [job_id, payload, max(0, int(delay * 1000))]
+            args += [job_id, payload, delay_ms(delay)]
         try:
             self.script(lua.PUSH_MANY)(
                 keys=[k.ready, k.notify, k.delayed, k.payloads, k.enqueued, marker], args=args)

@@ -11,13 +11,15 @@ Imports only keys (the queue-name rule) from the package.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from supervisor_q.queue.keys import check_queue_name
 
 # chains.CHAIN, chains.CATCH, chains.BATCH (this layer cannot import workflows/)
 CHAIN, CATCH, BATCH = "chain", "chain_catch", "batch"
+# Longest timeout, backoff step or delay, in seconds (about 31 years): longer ones are
+# refused (a delay in ms must stay a whole number Redis and Lua can hold).
+MAX_SECONDS = 10**9
 MAX_BATCH_ID = 1024  # batches.py makes 36-character UUIDs; ids travel in log lines
 
 
@@ -60,15 +62,15 @@ def _is_queue(name: object) -> bool:
 def _is_signature(body: object) -> bool:
     """body is a Signature as to_json writes it (keys may be left out, as from_json
     takes them): job a string, args a list, kwargs an object, queue a queue name or
-    null, delay seconds >= 0. Other keys are let through, as from_json ignores them: a
-    newer release may add one, and its payloads must still run on this worker during a
-    rolling deploy."""
+    null, delay seconds from 0 to MAX_SECONDS. Other keys are let through, as from_json
+    ignores them: a newer release may add one, and its payloads must still run on this
+    worker during a rolling deploy."""
     if type(body) is not dict:
         return False
     queue, delay = body.get("queue"), body.get("delay", 0.0)
     return (type(body.get("job")) is str and type(body.get("args", [])) is list
             and type(body.get("kwargs", {})) is dict and (queue is None or _is_queue(queue))
-            and type(delay) in (int, float) and math.isfinite(delay) and delay >= 0)
+            and type(delay) in (int, float) and 0 <= delay < MAX_SECONDS)
 
 
 def _is_batch(body: object) -> bool:

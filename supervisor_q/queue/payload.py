@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor_q.queue import flowstate, ids
+from supervisor_q.queue.flowstate import MAX_SECONDS
 from supervisor_q.queue.keys import check_queue_name
 
 PAYLOAD_VERSION = 2  # 1: every field written; 2: defaults left out (same keys)
 # Longest job id a worker runs: ids travel in every report line to the master, which
 # must stay short (dispatch makes 36-character UUIDs). Longer ids are failed.
 MAX_ID_LENGTH = 1024
+def delay_ms(seconds: float) -> int:
+    """A delay as the scripts take it, in whole ms, within 0..MAX_SECONDS (a job's own
+    release(delay) is not checked before it gets here)."""
+    return max(0, int(min(seconds, MAX_SECONDS) * 1000)) if seconds == seconds else 0
 
 
 class MalformedPayload(ValueError):
@@ -286,11 +291,11 @@ def _check_limits(body: dict[str, Any]) -> None:
     if max_exceptions is not None and max_exceptions < 0:
         raise MalformedPayload("payload field 'max_exceptions' must be a whole number >= 0")
     timeout = body.get("timeout")
-    if timeout is not None and not 0 < timeout < 10**9:
+    if timeout is not None and not 0 < timeout < MAX_SECONDS:
         raise MalformedPayload("payload field 'timeout' must be a positive number of seconds")
     backoff = body.get("backoff")
     if backoff is not None and not all(
-            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 10**9
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < MAX_SECONDS
             for b in backoff):
         raise MalformedPayload("payload field 'backoff' must list seconds >= 0")
     for name in ("retry_until", "dispatched_at"):

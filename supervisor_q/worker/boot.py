@@ -11,6 +11,7 @@ Imports loop, guard, handback, report, restart, fencing and backend.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import secrets
 import sys
@@ -24,6 +25,8 @@ from supervisor_q.worker.guard import Death, run_guarded
 from supervisor_q.worker.joblog import JobLog
 from supervisor_q.worker.loop import Worker, WorkerSettings
 from supervisor_q.worker.report import Reporter
+
+log = logging.getLogger("supervisor_q.worker")
 
 WORK_TAG_PREFIX = "work:"  # + random hex: a guard's tag (a fleet master id is host:pid:epoch)
 
@@ -80,7 +83,12 @@ def _work_alone(settings: WorkerSettings, queue: RedisQueue, reporter: Reporter,
     worker.install_signals()
     # Waits (with backoff) for a Redis that is down at start instead of crashing.
     worker.started_with = worker.with_redis(lambda: read_generation(queue.client))
-    return worker.run()
+    code = worker.run()
+    if code != exitcodes.OK and code in exitcodes.EXPECTED:  # a recycle: said, as `work`
+        log.warning("%s: exiting with code %d (%s); `work` does not start itself again: "
+                    "run it under a process manager that does (supervisor-q run, systemd "
+                    "Restart=always)", settings.label, code, exitcodes.DESCRIPTIONS[code])
+    return code
 
 
 def _settle_dead(settings: WorkerSettings, queue: RedisQueue, tag: str, death: Death) -> str:

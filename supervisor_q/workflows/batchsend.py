@@ -10,7 +10,7 @@ from __future__ import annotations
 from supervisor_q.jobs import bulk
 from supervisor_q.jobs.registry import Job, find_job
 from supervisor_q.queue.payload import to_json
-from supervisor_q.workflows.chains import BATCH, CHAIN, Chain
+from supervisor_q.workflows.chains import BATCH, Chain
 
 
 def build(chains: list[Chain], batch_id: str, connection: str | None) -> bulk.Sender:
@@ -20,7 +20,7 @@ def build(chains: list[Chain], batch_id: str, connection: str | None) -> bulk.Se
     Each job name is looked up once per call."""
     sender = bulk.Sender(connection, hold=True)
     known: dict[str, Job | None] = {}
-    lone = {BATCH: batch_id, CHAIN: []}  # the extra of a one-job chain without catch
+    lone = {BATCH: batch_id}  # the extra of a one-job chain without catch (no rest)
     lone_json = to_json(lone, "batch")
     for c in chains:
         if not c.jobs:

@@ -113,6 +113,7 @@ def test_a_chain_or_batch_id_of_the_wrong_shape_is_refused_on_both_paths() -> No
             ({"chain": [good_step, bad_step]}, "'extra.chain' step 2 must be a job signature"),
             ({"chain": [{**good_step, "queue": "no spaces"}]}, "step 1 must be a job"),
             ({"chain": [{**good_step, "delay": -1}]}, "step 1 must be a job signature"),
+            ({"chain": [{**good_step, "delay": 1e308}]}, "step 1 must be a job signature"),
             ({"chain": "abc"}, "'extra.chain' must be a list of steps"),
             ({"chain": [{"batch": {"items": [{"jobs": []}]}}]}, "step 1 must be a batch"),
             ({"chain": [batch_step], "batch": "b1"}, "step 1 is a batch in a batch job's"),

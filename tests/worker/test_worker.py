@@ -227,6 +227,10 @@ def test_recycle_limits_exit_with_their_codes(redis_url: str, queue: RedisQueue,
     assert done.returncode == code, done.stderr
     if code == exitcodes.MAX_JOBS:
         assert len(results(queue)) == 2
+    # said in one line: `work` ends here, whoever runs it must start it again
+    [said] = [line for line in done.stderr.splitlines() if "exiting with code" in line]
+    assert f"exiting with code {code} ({exitcodes.DESCRIPTIONS[code]})" in said
+    assert "process manager" in said
 
 
 def test_memory_limit_exits_after_the_job(redis_url: str, queue: RedisQueue) -> None:

@@ -104,7 +104,7 @@ class PreloadSpawner(ForkSpawner):
         how = ended(status)
         name = self.dead.pop(pid, None)
         if name is not None:
-            _log_end(name, pid, how)
+            self._log_end(name, pid, how)
         elif any(z.pid == pid for z in self.current.values()):
             self.ends[pid] = how
 
@@ -128,7 +128,13 @@ class PreloadSpawner(ForkSpawner):
         if current is not None and current.key == key:
             return True
         # A new zygote imports: wait for it (the old children keep running).
-        return name not in self.pending
+        if name in self.pending:
+            return False
+        # None imports and the last try failed: the old zygote, while it lives, serves the
+        # forks. Without it, a program that ran preloaded children waits for a zygote (a
+        # plain fork would import the code that failed, and its retries end FATAL); one
+        # that never had a zygote forks plain, and fails to start as any other program.
+        return current is not None or not (name in self.errors and name in self.loaded)
 
     def renew(self, name: str) -> None:
         """New code for this program: a fresh zygote, then its children replaced."""
@@ -142,6 +148,7 @@ class PreloadSpawner(ForkSpawner):
             if zygote is not None:
                 self._close(zygote)
                 self.renew(name)
+        self.loaded.pop(name, None)  # started again, it is a first start
 
     def status(self, pool: Pool) -> dict | None:
         if not preloading(pool.program):
@@ -214,7 +221,7 @@ class PreloadSpawner(ForkSpawner):
             if how is None:
                 self.dead[current.pid] = name  # logged when the arbiter reaps it
             else:
-                _log_end(name, current.pid, how)
+                self._log_end(name, current.pid, how)
             del self.current[name]
             self._close(current)
 
@@ -238,6 +245,15 @@ class PreloadSpawner(ForkSpawner):
                   error)
         self.errors[name] = error
         self.retry_at[name] = (key, now + RETRY)
+
+    def _log_end(self, name: str, pid: int, how: str) -> None:
+        if name in self.errors:  # no new one imports the current code, for now
+            log.error("%s: zygote pid=%d %s; the last import failed, so none is started "
+                      "until a retry or the next deploy imports; children keep running, "
+                      "and one that ends is replaced from the next zygote", name, pid, how)
+        else:
+            log.error("%s: zygote pid=%d %s; starting a new one (children keep running)",
+                      name, pid, how)
 
     def _close(self, zygote: Zygote) -> None:
         """Close its socket: a live zygote reads EOF and exits (the loop reaps it)."""
@@ -317,6 +333,3 @@ def ended(status: int) -> str:
     return f"exited with {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else "exited"
 
 
-def _log_end(name: str, pid: int, how: str) -> None:
-    log.error("%s: zygote pid=%d %s; starting a new one (children keep running)", name,
-              pid, how)

@@ -16,7 +16,7 @@ import redis
 from supervisor_q.config.loading import ConfigError, load_config_dir
 from supervisor_q.jobs.registry import dispatch
 from supervisor_q.queue.restart import signal_restart
-from tests.helpers import wait_until, zombie
+from tests.helpers import stays, wait_until, zombie
 from tests.masters import Master
 
 JOB_MODULE = '''\
@@ -187,6 +187,39 @@ def test_a_broken_deploy_keeps_the_old_children_and_status_says_why(
         wait_until(lambda: not set(master.pids("pre")) & set(pids)
                    and len(master.pids("pre")) == 2, timeout=20, message="children replaced")
         assert preload(master)["error"] is None
+        later = run_jobs(client, 4)
+        assert {assert_each_ran_once(client, later)[i]["version"] for i in later} == {"v3"}
+
+
+def test_a_broken_deploy_whose_old_zygote_dies_waits_for_code_that_imports(
+        short_tmp: Path, redis_url: str, code: Path) -> None:
+    """The user trial's case: during a broken deploy the old zygote is SIGKILLed, then a
+    child ends. No plain fork imports the broken code (its retries ended the program
+    FATAL): the child waits for a zygote, the other keeps working, the log says so, and
+    the fixed deploy brings the pool back."""
+    client = redis.Redis.from_url(redis_url)
+    with Master(short_tmp, redis_url, {"pre": program(code, 2)}) as master:
+        pids = master.wait_running("pre", 2)
+        first = zygote(master)
+        (code / "pre_jobs.py").write_text("raise RuntimeError('half-deployed')\n")
+        signal_restart(client)
+        wait_until(lambda: preload(master)["error"], timeout=20)
+        tried = len(importers(code))
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: "the last import failed" in master.tail(300), timeout=10,
+                   message=f"the zygote's end said; log: {master.tail(20)}")
+        os.kill(pids[0], signal.SIGKILL)
+        wait_until(lambda: master.pids("pre") == pids[1:], timeout=10)
+        ids = run_jobs(client, 2)  # the old child still works
+        assert {assert_each_ran_once(client, ids)[i]["version"] for i in ids} == {"v1"}
+        # no child was forked to import the broken code: none starting, failed or FATAL
+        stays(lambda: [(p["pid"], p["state"]) for p in master.program("pre")["processes"]]
+              == [(pids[1], "running")], seconds=3)
+        assert len(importers(code)) == tried
+        write_module(code, "v3")
+        signal_restart(client)
+        wait_until(lambda: len(master.pids("pre")) == 2 and pids[1] not in master.pids("pre"),
+                   timeout=20, message="the pool back on the fixed code")
         later = run_jobs(client, 4)
         assert {assert_each_ran_once(client, later)[i]["version"] for i in later} == {"v3"}
 

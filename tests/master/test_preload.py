@@ -167,15 +167,21 @@ def test_restart_workers_loads_new_code_through_a_new_zygote_losing_no_job(
         assert importers(code) == [first, second]
 
 
+def broken_deploy(master: Master, client: redis.Redis, code: Path) -> tuple[list[int], int, str]:
+    """Two children running on v1, then a deploy of code that cannot import: their pids,
+    the old zygote's pid and the preload error status shows."""
+    pids = master.wait_running("pre", 2)
+    first = zygote(master)
+    (code / "pre_jobs.py").write_text("raise RuntimeError('half-deployed')\n")
+    signal_restart(client)
+    return pids, first, wait_until(lambda: preload(master)["error"], timeout=20)
+
+
 def test_a_broken_deploy_keeps_the_old_children_and_status_says_why(
         short_tmp: Path, redis_url: str, code: Path) -> None:
     client = redis.Redis.from_url(redis_url)
     with Master(short_tmp, redis_url, {"pre": program(code, 2)}) as master:
-        pids = master.wait_running("pre", 2)
-        first = zygote(master)
-        (code / "pre_jobs.py").write_text("raise RuntimeError('half-deployed')\n")
-        signal_restart(client)
-        error = wait_until(lambda: preload(master)["error"], timeout=20)
+        pids, first, error = broken_deploy(master, client, code)
         assert "cannot import 'pre_jobs'" in error and "half-deployed" in error
         assert "preload failed" in master.tail(200)
         assert master.pids("pre") == pids and preload(master)["zygote_pid"] == first
@@ -199,11 +205,7 @@ def test_a_broken_deploy_whose_old_zygote_dies_waits_for_code_that_imports(
     the fixed deploy brings the pool back."""
     client = redis.Redis.from_url(redis_url)
     with Master(short_tmp, redis_url, {"pre": program(code, 2)}) as master:
-        pids = master.wait_running("pre", 2)
-        first = zygote(master)
-        (code / "pre_jobs.py").write_text("raise RuntimeError('half-deployed')\n")
-        signal_restart(client)
-        wait_until(lambda: preload(master)["error"], timeout=20)
+        pids, first, _ = broken_deploy(master, client, code)
         tried = len(importers(code))
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: "the last import failed" in master.tail(300), timeout=10,

@@ -84,7 +84,8 @@ def _failed_list(queue: RedisQueue, args: argparse.Namespace) -> int:
     for n, r in enumerate(page):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("failed_at", 0)))
         print(f"{start + n + 1}  {_one_line(r['id'])}  {when}  {_one_line(r.get('queue'))}  "
-              f"{_one_line(r.get('job'))}  attempts={r.get('attempts')}  "
+              f"{_one_line(r.get('job') or '(unreadable payload)')}  "
+              f"attempts={r.get('attempts')}  "
               f"{_one_line(r.get('reason'))}")
     if total > start + len(page):
         print(f"(page {args.page}; {total} in all; --page {args.page + 1} for more)")

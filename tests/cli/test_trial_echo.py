@@ -62,3 +62,18 @@ def test_retry_batch_of_an_unknown_batch_is_one_line_and_exit_1(redis_url: str) 
 def test_the_range_cap_is_said(redis_url: str) -> None:
     done = cli(redis_url, "failed", "retry", "--range", "102990-10000000")
     assert done.returncode == 2 and "at most 1,000,000 rows per range" in done.stderr, done
+
+
+def test_a_failed_job_whose_payload_was_unreadable_is_listed_as_such(redis_url: str) -> None:
+    """A payload that was not JSON has no job name in its failed record: the text listing
+    says so, not "None" (issue-15 re-check trial)."""
+    client = redis.Redis.from_url(redis_url)
+    k = QueueKeys("default")
+    client.sadd(QUEUES_KEY, "default")
+    client.zadd(k.failed, {"bad-1": 1_700_000_000_000})
+    client.hset(k.failed_records, "bad-1", record_json(
+        {"id": "bad-1", "job": None, "queue": "default", "payload": "{not json",
+         "failed_at": 1_700_000_000, "reason": "payload is not valid JSON", "attempts": 1}))
+    listed = cli(redis_url, "failed", "list")
+    assert listed.returncode == 0 and "bad-1" in listed.stdout, listed
+    assert "(unreadable payload)" in listed.stdout and "None" not in listed.stdout

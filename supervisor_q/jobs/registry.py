@@ -132,7 +132,8 @@ class Registry:
             return self._jobs[name]
         except KeyError:
             raise UnknownJob(
-                f"unknown job {name!r}: no module in this worker's import list registers it"
+                f"unknown job '{payloads.loggable(name, 200)}': no module in this worker's "
+                "import list registers it"
             ) from None
 
     def names(self) -> list[str]:

@@ -249,6 +249,9 @@ def test_memory_limit_exits_after_the_job(redis_url: str, queue: RedisQueue) -> 
      "unknown job 'os:system'"),
     ('{"v":1,"timeout":null,"id":"x","job":"tests.jobmods.evil:run","queue":"default"}',
      "unknown job"),
+    # a name shown as every id and name is (ids.py): NEL and U+2028 as \\uNNNN
+    ('{"id":"x","job":"a\\u0085b\\u2028c","queue":"default"}',
+     "unknown job 'a\\u0085b\\u2028c':"),
 ])
 def test_bad_payloads_are_failed_and_nothing_is_imported(
         redis_url: str, queue: RedisQueue, raw: str, reason: str) -> None:

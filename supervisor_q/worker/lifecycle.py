@@ -21,6 +21,7 @@ from supervisor_q.jobs.events import EVENTS, JobEvent
 from supervisor_q.jobs.registry import REGISTRY, Job, JobOptions, Registry
 from supervisor_q.queue.backend import RedisQueue
 from supervisor_q.queue.batchack import BatchCount, Counted
+from supervisor_q.queue.faults import is_topology_fault
 from supervisor_q.queue.payload import (
     MAX_ID_LENGTH,
     MalformedPayload,
@@ -58,9 +59,10 @@ def sweep_batches(queue: RedisQueue) -> None:
     sweep; the worker goes on either way."""
     try:
         batches.sweep(queue)
-    except RedisError as exc:
-        log.warning("batch callbacks sweep: Redis %s: %s (tried again in a few seconds)",
-                    type(exc).__name__, loggable(str(exc), 200))
+    except RedisError as exc:  # Redis away: the worker's own calls say so, once an outage
+        (log.debug if is_topology_fault(exc) else log.warning)(
+            "batch callbacks sweep: Redis %s: %s (tried again in a few seconds)",
+            type(exc).__name__, loggable(str(exc), 200))
 
 
 def looping() -> None:

@@ -223,16 +223,17 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         return 2
     connection = resolve_redis_url(args.redis_url)
     try:
-        if find_job(args.name, connection) is None:
-            print(f"supervisor-q dispatch: warning: no worker has registered "
-                  f"{shown(args.name)[:300]}: "
-                  f"queued on {args.queue or DEFAULT_QUEUE!r} with the program's options",
-                  file=sys.stderr)
+        unregistered = find_job(args.name, connection) is None
         job_id = dispatch(args.name, *positional, queue=args.queue, delay=args.delay,
                           connection=connection, **keywords)
     except (NotSerialisable, ValueError) as exc:  # e.g. encrypted=True and no key here
         print(f"supervisor-q dispatch: {exc}", file=sys.stderr)
         return 2
+    if unregistered and job_id is not None:  # said once it is so, not before a refusal
+        print(f"supervisor-q dispatch: warning: no worker has registered "
+              f"{shown(args.name)[:300]}: "
+              f"queued on {args.queue or DEFAULT_QUEUE!r} with the program's options",
+              file=sys.stderr)
     if job_id is None:
         print("supervisor-q dispatch: dropped: a unique job with this id is already queued",
               file=sys.stderr)

@@ -73,7 +73,7 @@ def check_delay(delay: Any) -> float:
     """A dispatch's delay: a real number of seconds >= 0, else one clear ValueError
     (before anything is sent)."""
     if (isinstance(delay, bool) or not isinstance(delay, numbers.Real)
-            or not 0 <= delay < MAX_SECONDS):
+            or not 0 <= delay <= MAX_SECONDS):
         raise ValueError(f"delay must be a number of seconds from 0 to {MAX_SECONDS:.0e}, "
                          f"not {delay!r:.40}")
     return float(delay)

@@ -70,7 +70,7 @@ def _is_signature(body: object) -> bool:
     queue, delay = body.get("queue"), body.get("delay", 0.0)
     return (type(body.get("job")) is str and type(body.get("args", [])) is list
             and type(body.get("kwargs", {})) is dict and (queue is None or _is_queue(queue))
-            and type(delay) in (int, float) and 0 <= delay < MAX_SECONDS)
+            and type(delay) in (int, float) and 0 <= delay <= MAX_SECONDS)
 
 
 def _is_batch(body: object) -> bool:

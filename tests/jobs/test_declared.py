@@ -91,6 +91,11 @@ def test_cli_dispatch_of_an_unregistered_name_warns_naming_the_queue(
     assert queue.counts("elsewhere")["ready"] == 1
     done = cli(redis_url, "dispatch", "nobody.job")
     assert "'default'" in done.stderr and queue.counts("default")["ready"] == 1
+    # refused (a delay past the cap): one line, no word of it being queued
+    done = cli(redis_url, "dispatch", "nobody.job", "--delay", "1e308")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "delay must be" in done.stderr and "queued" not in done.stderr
+    assert queue.counts("default")["ready"] == 1
 
 
 def test_encrypted_job_by_name_is_encrypted_or_refused(redis_url: str,

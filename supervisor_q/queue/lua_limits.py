@@ -143,17 +143,22 @@ return table.concat(out)
 # KEYS: 1 batch state hash
 # ARGV: 1 a callback ('then', 'catch' or 'finally'), 2 the field its win set ('then_at',
 #       'catch_at', 'finished_at': ms), 3 ms the win must be old at least (0: its winner
-#       claims it), 4 ms the claim holds
+#       claims it), 4 ms the claim holds, 5 the claimer (host:pid)
 # Returns: 1 if the caller now holds the callback's dispatch ("sent:<callback>" = the
-# claim's expiry ms; the caller dispatches it, then sets "sent:<callback>" to "done"),
-# else 0: not won, won too recently, done, or claimed by another whose claim still holds.
+# claim's expiry ms|claimer; the caller dispatches it, then sets it to "done"), else 0:
+# not won, won too recently, done, or claimed by another whose claim still holds. The
+# same claimer claims again (its dispatch met a Redis fault and is tried again).
 CLAIM_CALLBACK = _PRELUDE + """
 local won = redis.call('HGET', KEYS[1], ARGV[2])
 if not won or now - tonumber(won) < tonumber(ARGV[3]) then return 0 end
 local field = 'sent:' .. ARGV[1]
 local sent = redis.call('HGET', KEYS[1], field)
-if sent == 'done' or (sent and tonumber(sent) > now) then return 0 end
-redis.call('HSET', KEYS[1], field, now + tonumber(ARGV[4]))
+if sent == 'done' then return 0 end
+if sent then
+  local expiry, claimer = string.match(sent, '^(%d+)|(.*)$')
+  if claimer ~= ARGV[5] and tonumber(expiry or 0) > now then return 0 end
+end
+redis.call('HSET', KEYS[1], field, (now + tonumber(ARGV[4])) .. '|' .. ARGV[5])
 return 1
 """
 

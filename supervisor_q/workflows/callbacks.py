@@ -3,12 +3,14 @@ the worker that won them.
 
 The count that wins one of them sets its field in the batch's state (then_at, catch_at,
 finished_at: queue/lua_limits.py). Its winner claims it (CLAIM_CALLBACK: "sent:<kind>"
-holds the claim's expiry), dispatches it and marks it done. A winner killed before
+holds the claim's expiry and claimer), dispatches it and marks it done. A winner killed before
 that (a SIGKILL while its count's reply was still unread: worker/ahead.py) leaves it won
 but not done: a sweep, which every worker runs every SWEEP_EVERY seconds, claims such a
 then or finally once it was won GRACE_MS ago and dispatches it. A claimer that dies
 between its claim and its mark leaves a claim that runs out after LEASE_MS, and the
-callback is dispatched again then: at least once, never none. (catch is won in a call
+callback is dispatched again then: at least once, never none. A claimer whose dispatch
+met a Redis fault claims again when it tries again (it may have landed: at least once,
+as before claims). (catch is won in a call
 whose reply is read at once, and needs the failed job its winner knows: it is claimed,
 not swept.) The sweep looks only at the batches indexed as open (BATCH_OPEN_KEY): those
 with a then or finally callback or a chain to go on with, until both are done.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -61,9 +65,8 @@ def fire(handle: Batch, which: dict[str, int], failure: dict | None,
     wanted = [k for k in CALLBACKS if which.get(k)]
     state_key = batch_keys(handle.id)[0]
     if any(k in WON for k in wanted):
-        claim = handle.queue.script(lua_limits.CLAIM_CALLBACK)
         wanted = [k for k in wanted if k not in WON or k in claimed
-                  or claim(keys=[state_key], args=[k, WON[k], 0, LEASE_MS])]
+                  or claim(handle.queue, handle.id, k, 0)]
     if not wanted:
         return
     raw_callbacks, queue_name, raw_chain = handle.queue.client.hmget(
@@ -88,6 +91,15 @@ def fire(handle: Batch, which: dict[str, int], failure: dict | None,
     done = {f"sent:{k}": "done" for k in wanted if k in WON}
     if done:
         handle.queue.client.hset(state_key, mapping=done)
+
+
+def claim(queue: RedisQueue, batch_id: str, kind: str, min_age_ms: int) -> bool:
+    """Claim the dispatch of the batch's won callback kind for this process (again, if
+    it claimed it before: a retry after a Redis fault); False if not won, won less than
+    min_age_ms ago, done, or claimed by another process whose claim still holds."""
+    return bool(queue.script(lua_limits.CLAIM_CALLBACK)(
+        keys=[batch_keys(batch_id)[0]],
+        args=[kind, WON[kind], min_age_ms, LEASE_MS, f"{socket.gethostname()}:{os.getpid()}"]))
 
 
 def _chain_after(progress: Progress, rest: dict[str, Any]) -> None:
@@ -120,7 +132,6 @@ def due(queue: RedisQueue) -> list[tuple[str, str]]:
     pipe = client.pipeline(transaction=False)
     for batch_id in ids:
         pipe.hmget(batch_keys(batch_id)[0], "id", "sent:then", "sent:finally", *WON.values())
-    claim = queue.script(lua_limits.CLAIM_CALLBACK)
     found, settled = [], []
     for batch_id, (known, *sent, then_at, _, finished_at) in zip(ids, pipe.execute(),
                                                                   strict=True):
@@ -131,8 +142,7 @@ def due(queue: RedisQueue) -> list[tuple[str, str]]:
             settled.append(batch_id)
             continue
         found += [(batch_id, k) for k in SWEPT if won[k] and k not in done  # (its age: the
-                  and claim(keys=[batch_keys(batch_id)[0]],  # server's clock, in the claim)
-                            args=[k, WON[k], GRACE_MS, LEASE_MS])]
+                  and claim(queue, batch_id, k, GRACE_MS)]  # server's clock, in the claim)
     if settled:
         client.zrem(OPEN_KEY, *settled)
     return found

@@ -100,3 +100,28 @@ def test_then_and_finally_survive_a_sigkill_while_their_reply_is_unread(
                    timeout=30, message="the long job, run again")
     assert len(results(redis_url, "then")) == 1 and len(results(redis_url, "finally")) == 1
     assert client.hget(batch_keys(b.id)[0], "sent:then") == b"done"
+
+
+def test_a_claim_holds_against_others_until_it_runs_out_and_its_claimer_may_retry(
+        redis_url: str) -> None:
+    """A winner whose dispatch met a Redis fault after its claim claims again when it
+    tries again (at least once, as before claims); another process does not, until the
+    claim runs out (its claimer died between claim and dispatch): then the sweep does."""
+    queue = RedisQueue(connect(redis_url))
+    b = batch([bjob.s(1)], then=then_cb.s(), finally_=finally_cb.s()).dispatch(
+        connection=redis_url)
+    queue.client.delete(QueueKeys("default").ready)
+    _won_unsent(queue, b, 1, ago_ms=callbacks.GRACE_MS + 1000)
+    state = batch_keys(b.id)[0]
+    assert callbacks.claim(queue, b.id, "then", 0)  # claimed, then the dispatch failed
+    callbacks.fire(Batch(b.id, queue), {"then": 1}, None)  # its retry, same process
+    assert _queued(redis_url) == ["flows.then"]
+    seconds, _ = queue.client.time()
+    held = f"{(seconds + 60) * 1000}|elsewhere:1"  # another process's claim, holding
+    queue.client.hset(state, "sent:finally", held)
+    callbacks.fire(Batch(b.id, queue), {"finally": 1}, None)
+    batches.sweep(queue)
+    assert _queued(redis_url) == ["flows.then"], "not while another's claim holds"
+    queue.client.hset(state, "sent:finally", f"{(seconds - 1) * 1000}|elsewhere:1")
+    batches.sweep(queue)  # that claimer died: its claim ran out
+    assert _queued(redis_url) == ["flows.finally", "flows.then"]

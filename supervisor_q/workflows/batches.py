@@ -320,7 +320,14 @@ def sweep(queue: RedisQueue) -> None:
     for batch_id, kind in callbacks.due(queue):
         log.warning("batch %s: its %s was won by a worker lost before it dispatched it: "
                     "dispatched now", batch_id, kind)
-        callbacks.fire(Batch(batch_id, queue), {kind: 1}, None, claimed=[kind])
+        try:
+            callbacks.fire(Batch(batch_id, queue), {kind: 1}, None, claimed=[kind])
+        except redis.RedisError:
+            raise  # tried again once Redis answers (the claim runs out)
+        except Exception as exc:  # a state this code did not write: said, not tried again
+            log.error("batch %s: its %s callback cannot be dispatched: %s: %s", batch_id,
+                      kind, type(exc).__name__, str(exc)[:200])
+            queue.client.hset(_keys(batch_id)[0], f"sent:{kind}", "done")
 
 
 def job_failed(payload: Payload, reason: str) -> None:

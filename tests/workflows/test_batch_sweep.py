@@ -6,10 +6,12 @@ won them was unread (its next job, short on average, ran long), with real proces
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
 import psutil
+import pytest
 import redis
 
 from supervisor_q.queue import lua_limits
@@ -125,3 +127,21 @@ def test_a_claim_holds_against_others_until_it_runs_out_and_its_claimer_may_retr
     queue.client.hset(state, "sent:finally", f"{(seconds - 1) * 1000}|elsewhere:1")
     batches.sweep(queue)  # that claimer died: its claim ran out
     assert _queued(redis_url) == ["flows.finally", "flows.then"]
+
+
+def test_a_batch_state_this_code_did_not_write_does_not_stop_the_sweep(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch whose callbacks field is not JSON (written by hand): its callback is said
+    in one error line and marked done; the next batch's is still dispatched."""
+    queue = RedisQueue(connect(redis_url))
+    broken, good = (batch([bjob.s(1)], then=then_cb.s()).dispatch(connection=redis_url)
+                    for _ in range(2))
+    queue.client.delete(QueueKeys("default").ready)
+    for b in (broken, good):
+        _won_unsent(queue, b, 1, ago_ms=callbacks.GRACE_MS + 1000)
+    queue.client.hset(batch_keys(broken.id)[0], "callbacks", "{not json")
+    with caplog.at_level(logging.ERROR, logger="supervisor_q.batches"):
+        batches.sweep(queue)
+    assert _queued(redis_url) == ["flows.then"]
+    assert [r.getMessage() for r in caplog.records if "cannot be dispatched" in r.getMessage()]
+    assert queue.client.hget(batch_keys(broken.id)[0], "sent:then") == b"done"

@@ -193,6 +193,7 @@ def job(fn: Callable[P, R] | None = None, *, name: str | None = None,
         raise ValueError("tries must be >= 1 and max_exceptions >= 0")
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be > 0")
+    bulk.check_delay(delay)  # refused here, not at each dispatch
 
     def register(f: Callable[P, R]) -> Job[P, R]:
         registered = Job(f, name or f"{f.__module__}:{f.__qualname__}", options)

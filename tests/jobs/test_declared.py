@@ -259,3 +259,11 @@ def test_retry_counts_a_worker_would_refuse_are_refused_at_declaration() -> None
         with pytest.raises(ValueError, match="tries must be >= 1 and max_exceptions >= 0"):
             job(lambda: None, name="tests.badcount", registry=Registry(), **options)
     job(lambda: None, name="tests.zeroexc", max_exceptions=0, registry=Registry())
+
+
+@pytest.mark.parametrize("delay", [-1, 1e308, float("inf"), "5"])
+def test_a_delay_dispatch_would_refuse_is_refused_at_declaration(delay: object) -> None:
+    """@job(delay=...) takes what dispatch takes (seconds from 0 to 1e9), so a bad one is
+    said once, where it is written, not at every dispatch."""
+    with pytest.raises(ValueError, match="delay must be a number of seconds from 0 to"):
+        job(lambda: None, name="tests.baddelay", delay=delay, registry=Registry())

@@ -46,9 +46,32 @@ def check(extra: dict[str, Any]) -> None:
                 if not _is_batch(step[BATCH]):
                     raise ValueError(f"'extra.chain' step {n} must be {BATCH_STEP}")
             elif not _is_signature(step):
-                raise ValueError(f"'extra.chain' step {n} must be {SIGNATURE}")
+                raise ValueError(f"'extra.chain' step {n} must be {SIGNATURE}"
+                                 f"{_which(step)}")
     if CATCH in extra and not _is_signature(extra[CATCH]):
-        raise ValueError(f"'extra.chain_catch' must be {SIGNATURE}")
+        raise ValueError(f"'extra.chain_catch' must be {SIGNATURE}{_which(extra[CATCH])}")
+
+
+# What each field of a signature must be: _is_signature's checks, and which one failed.
+_FIELDS = {
+    "job": ("a string", lambda v: type(v) is str),
+    "args": ("a list", lambda v: type(v) is list),
+    "kwargs": ("an object", lambda v: type(v) is dict),
+    "queue": ("a queue name or null", lambda v: v is None or _is_queue(v)),
+    "delay": (f"seconds from 0 to {MAX_SECONDS:.0e}",
+              lambda v: type(v) in (int, float) and 0 <= v <= MAX_SECONDS),
+}
+_ABSENT = {"args": [], "kwargs": {}, "delay": 0.0}  # as from_json takes a missing one
+
+
+def _which(body: object) -> str:
+    """': its <field> must be ...' for the first field of body that is wrong, if any."""
+    if type(body) is not dict:
+        return ""
+    for name, (what, ok) in _FIELDS.items():
+        if not ok(body.get(name, _ABSENT.get(name))):
+            return f": its {name} must be {what}"
+    return ""
 
 
 def _is_queue(name: object) -> bool:
@@ -65,12 +88,8 @@ def _is_signature(body: object) -> bool:
     null, delay seconds from 0 to MAX_SECONDS. Other keys are let through, as from_json
     ignores them: a newer release may add one, and its payloads must still run on this
     worker during a rolling deploy."""
-    if type(body) is not dict:
-        return False
-    queue, delay = body.get("queue"), body.get("delay", 0.0)
-    return (type(body.get("job")) is str and type(body.get("args", [])) is list
-            and type(body.get("kwargs", {})) is dict and (queue is None or _is_queue(queue))
-            and type(delay) in (int, float) and 0 <= delay <= MAX_SECONDS)
+    return type(body) is dict and all(ok(body.get(name, _ABSENT.get(name)))
+                                      for name, (_, ok) in _FIELDS.items())
 
 
 def _is_batch(body: object) -> bool:

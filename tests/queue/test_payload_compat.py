@@ -111,9 +111,11 @@ def test_a_chain_or_batch_id_of_the_wrong_shape_is_refused_on_both_paths() -> No
     for extra, reason in (
             ({"chain": [1, None, "x"]}, "'extra.chain' step 1 must be a job signature"),
             ({"chain": [good_step, bad_step]}, "'extra.chain' step 2 must be a job signature"),
-            ({"chain": [{**good_step, "queue": "no spaces"}]}, "step 1 must be a job"),
+            ({"chain": [{**good_step, "args": "x"}]}, "its args must be a list"),
+            ({"chain": [{**good_step, "queue": "no spaces"}]}, "its queue must be a queue name"),
             ({"chain": [{**good_step, "delay": -1}]}, "step 1 must be a job signature"),
-            ({"chain": [{**good_step, "delay": 1e308}]}, "step 1 must be a job signature"),
+            ({"chain": [{**good_step, "delay": 1e308}]}, "step 1 must be a job signature "
+             "(job, args, kwargs, queue, delay): its delay must be seconds from 0 to 1e+09"),
             ({"chain": "abc"}, "'extra.chain' must be a list of steps"),
             ({"chain": [{"batch": {"items": [{"jobs": []}]}}]}, "step 1 must be a batch"),
             ({"chain": [batch_step], "batch": "b1"}, "step 1 is a batch in a batch job's"),

@@ -93,6 +93,7 @@ class PreloadSpawner(ForkSpawner):
         self.loaded: dict[str, tuple[int, float | None]] = {}  # key of the last ready one
         self.epochs: dict[str, int] = {}
         self.errors: dict[str, str] = {}
+        self.waiting: set[str] = set()  # programs whose missing children wait (said once)
         self.retry_at: dict[str, tuple[tuple[int, float | None], float]] = {}  # failed key
         self.subreaper = False
         self.ends: dict[int, str] = {}  # zygote pid -> how it ended, reaped before its EOF
@@ -134,7 +135,14 @@ class PreloadSpawner(ForkSpawner):
         # forks. Without it, a program that ran preloaded children waits for a zygote (a
         # plain fork would import the code that failed, and its retries end FATAL); one
         # that never had a zygote forks plain, and fails to start as any other program.
-        return current is not None or not (name in self.errors and name in self.loaded)
+        if current is not None or not (name in self.errors and name in self.loaded):
+            return True
+        if len(pool.active()) < pool.want and name not in self.waiting:
+            self.waiting.add(name)  # said once per wait
+            log.warning("%s: %d of %d children wait for a zygote that imports (the last "
+                        "import failed: %s)", name, pool.want - len(pool.active()),
+                        pool.want, self.errors[name][:300])
+        return False
 
     def renew(self, name: str) -> None:
         """New code for this program: a fresh zygote, then its children replaced."""
@@ -234,6 +242,7 @@ class PreloadSpawner(ForkSpawner):
         zygote.ready = True
         self.current[name] = zygote
         self.errors.pop(name, None)
+        self.waiting.discard(name)
         log.info("%s: zygote pid=%d ready", name, zygote.pid)
         if self.loaded.get(name, zygote.key) != zygote.key:  # new code: replace, rolling
             pool.replace_children(now, "new code preloaded")

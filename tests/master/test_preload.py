@@ -212,6 +212,8 @@ def test_a_broken_deploy_whose_old_zygote_dies_waits_for_code_that_imports(
                    message=f"the zygote's end said; log: {master.tail(20)}")
         os.kill(pids[0], signal.SIGKILL)
         wait_until(lambda: master.pids("pre") == pids[1:], timeout=10)
+        wait_until(lambda: "1 of 2 children wait for a zygote that imports" in master.tail(300),
+                   timeout=10, message="the wait said")
         ids = run_jobs(client, 2)  # the old child still works
         assert {assert_each_ran_once(client, ids)[i]["version"] for i in ids} == {"v1"}
         # no child was forked to import the broken code: none starting, failed or FATAL

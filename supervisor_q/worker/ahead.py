@@ -159,8 +159,7 @@ class FetchAhead:
         average = self.runtimes.get(name)
         counts = [p.count for p in mine if p.count is not None] if waiting(mine) else []
         # (none that waits: held as plain jobs' acks are, below, to ride with a reserve)
-        if counts and not (self.queue.counts_ride_ahead and average is not None
-                           and average < AHEAD_BELOW):
+        if counts and not (self.queue.counts_ride_ahead and self.short(name)):
             # now, its reply read: the callbacks it won wait for no long job
             self.with_redis(lambda: self._ack(queue, mine))
         elif counts:  # its answer is read before the next job (collect_counts)

@@ -41,12 +41,13 @@ from supervisor_q.master.spawn import (
     Spawned,
     _drop_slot,
     _fork_deferring_signals,
+    _handed_over,
     _widen_pipe,
     libc,
 )
 from supervisor_q.master.zygotechild import zygote_main
 from supervisor_q.queue.fencing import MASTER_ID_ENV
-from supervisor_q.worker.jobslot import keep_from_forks, shared_slot
+from supervisor_q.worker.jobslot import shared_slot
 
 if TYPE_CHECKING:
     from supervisor_q.master.guardian import Guardian
@@ -281,8 +282,6 @@ class PreloadSpawner(ForkSpawner):
         _widen_pipe(write_fd)
         pipes = capture.make_pipes(program)
         made = shared_slot()  # its memfd goes last, after the optional stderr pipe
-        if made:
-            keep_from_forks(made[1])  # the worker maps the memfd itself: no child inherits
         request = {"slot": child.slot, "queues": list(child.queues or ()), "paused": paused,
                    "master_id": os.environ.get(MASTER_ID_ENV, ""),  # it may have changed
                    "jobslot": made is not None}
@@ -299,8 +298,7 @@ class PreloadSpawner(ForkSpawner):
         finally:
             zygote.sock.setblocking(False)
             os.close(write_fd)
-        if made:
-            os.close(made[0])  # the worker maps its own copy (sent above)
+        _handed_over(made)  # the worker maps its own copy (sent above)
         pid = int(reply.get("pid", -1))
         if pid <= 0:
             os.close(read_fd)

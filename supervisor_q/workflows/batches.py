@@ -311,8 +311,8 @@ def job_succeeded(payload: Payload) -> None:
 def counted(count: Counted) -> None:
     """After the job counted in its batch: dispatch the callbacks this worker won."""
     callbacks.fire(Batch(count.batch_id), {"progress": count.counted and count.has_progress,
-                                  "then": count.fire_then, "finally": count.fire_finally},
-          None)
+                                           "then": count.fire_then,
+                                           "finally": count.fire_finally}, None)
 
 
 def sweep(queue: RedisQueue) -> None:
@@ -327,7 +327,7 @@ def sweep(queue: RedisQueue) -> None:
         except Exception as exc:  # a state this code did not write: said, not tried again
             log.error("batch %s: its %s callback cannot be dispatched: %s: %s", batch_id,
                       kind, type(exc).__name__, str(exc)[:200])
-            queue.client.hset(_keys(batch_id)[0], f"sent:{kind}", "done")
+            callbacks.mark_done(queue, batch_id, [kind])
 
 
 def job_failed(payload: Payload, reason: str) -> None:

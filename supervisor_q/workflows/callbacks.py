@@ -88,9 +88,13 @@ def fire(handle: Batch, which: dict[str, int], failure: dict | None,
             "batch %s: %s callback %s dispatched", handle.id, kind, sig.job)
     if raw_chain and "finally" in wanted and progress is not None:
         _chain_after(progress, json.loads(raw_chain))
-    done = {f"sent:{k}": "done" for k in wanted if k in WON}
-    if done:
-        handle.queue.client.hset(state_key, mapping=done)
+    mark_done(handle.queue, handle.id, [k for k in wanted if k in WON])
+
+
+def mark_done(queue: RedisQueue, batch_id: str, kinds: list[str]) -> None:
+    """The callbacks kinds of the batch are dispatched (or never will be): not swept."""
+    if kinds:
+        queue.client.hset(batch_keys(batch_id)[0], mapping={f"sent:{k}": "done" for k in kinds})
 
 
 def claim(queue: RedisQueue, batch_id: str, kind: str, min_age_ms: int) -> bool:

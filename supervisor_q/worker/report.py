@@ -13,8 +13,8 @@ and deadline, and counts the outcomes for metrics (observe/). Lines of the older
 A child with a job slot (jobslot.py, worker/slotreport.py) writes no S or E line: its
 current job is in shared memory, and its finished jobs go in summaries, an M line of
 compact JSON: {"w": [[queue, name, [wait, ...]], ...], "r": [[queue, name, outcome,
-[runtime, ...]], ...]} (summary_line, parse_summary). Imports nothing else from the
-package.
+[runtime, ...]], ...]} (summary_line, parse_summary). Imports only MAX_SECONDS (the
+longest seconds any value may say) from the package.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # the C escaper: ~100 ns
 from typing import Protocol
 
+from supervisor_q.queue.flowstate import MAX_SECONDS  # also the longest wait or runtime
+
 _unquote = json.JSONDecoder().decode
 _scan = json.JSONDecoder().scan_once  # the C scanner alone: one value from an index
 
@@ -33,7 +35,6 @@ _scan = json.JSONDecoder().scan_once  # the C scanner alone: one value from an i
 # What a finished job's report may say; the master adds "timeout", "memory", "lost" and
 # "stopped" for jobs whose child it killed or saw die (observe/counters.py).
 OUTCOMES = frozenset({"done", "failed", "released", "timeout"})
-MAX_SECONDS = 1e9  # the longest wait or runtime a summary may carry
 
 
 class Reporter(Protocol):

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from supervisor_q.queue.payload import Payload
 
 CHUNK = 1000  # jobs per script call
-INF = float("inf")
 
 
 class BulkDispatchError(redis.ConnectionError):

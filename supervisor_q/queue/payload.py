@@ -23,6 +23,8 @@ PAYLOAD_VERSION = 2  # 1: every field written; 2: defaults left out (same keys)
 # Longest job id a worker runs: ids travel in every report line to the master, which
 # must stay short (dispatch makes 36-character UUIDs). Longer ids are failed.
 MAX_ID_LENGTH = 1024
+
+
 def delay_ms(seconds: float) -> int:
     """A delay as the scripts take it, in whole ms, within 0..MAX_SECONDS (a job's own
     release(delay) is not checked before it gets here)."""

@@ -18,7 +18,8 @@ from supervisor_q.queue.keys import check_queue_name
 # chains.CHAIN, chains.CATCH, chains.BATCH (this layer cannot import workflows/)
 CHAIN, CATCH, BATCH = "chain", "chain_catch", "batch"
 # Longest timeout, backoff step or delay, in seconds (about 31 years): longer ones are
-# refused (a delay in ms must stay a whole number Redis and Lua can hold).
+# refused (a delay in ms must stay a whole number Redis and Lua can hold); also the
+# longest wait or runtime a child's summary may report (worker/report.py).
 MAX_SECONDS = 10**9
 MAX_BATCH_ID = 1024  # batches.py makes 36-character UUIDs; ids travel in log lines
 
